@@ -1,0 +1,53 @@
+// How the API layer calls a host agent: HTTP over the agent's socket with the host's secret.
+import { request } from 'node:http'
+import type { HostFacts } from './facts.js'
+import { SECRET_HEADER } from './server.js'
+
+export class AgentError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message)
+  }
+}
+
+export class AgentClient {
+  constructor(
+    private readonly socketPath: string,
+    private readonly secret: string,
+  ) {}
+
+  call<T>(method: string, args: unknown = null): Promise<T> {
+    const body = JSON.stringify(args)
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.socketPath,
+          path: `/call/${method}`,
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), [SECRET_HEADER]: this.secret },
+        },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => {
+            try {
+              const parsed = JSON.parse(Buffer.concat(chunks).toString()) as { result?: T; error?: string }
+              if (res.statusCode === 200) resolve(parsed.result as T)
+              else reject(new AgentError(parsed.error ?? `agent answered ${res.statusCode}`, res.statusCode ?? 0))
+            } catch (err) {
+              reject(err)
+            }
+          })
+        },
+      )
+      req.on('error', reject)
+      req.end(body)
+    })
+  }
+
+  hostFacts(): Promise<HostFacts> {
+    return this.call('host.facts')
+  }
+}

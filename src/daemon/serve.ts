@@ -1,0 +1,112 @@
+// `flotilla serve`: the daemon. Starts (or adopts) etcd, loads the pool database, starts the
+// host agent, bootstraps the pool on first start, then serves the XenAPI over HTTP and HTTPS.
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { AgentClient } from '../agent/client.js'
+import { startAgentServer } from '../agent/server.js'
+import { Database } from '../db/database.js'
+import { EtcdStore } from '../db/etcd.js'
+import { closeListeners, listen, requestHandler } from '../http/server.js'
+import { Dispatcher } from '../rpc/dispatch.js'
+import { collectIdleSessions, collectTasks, DEFAULT_SETTINGS, type Services, type Settings } from '../xapi/index.js'
+import { defaultAddress } from './address.js'
+import { bootstrap, loadIdentity } from './bootstrap.js'
+import { EtcdSupervisor } from './etcd.js'
+import { ensureCertificate } from './tls.js'
+
+export interface ServeOptions {
+  dataDir: string
+  address?: string
+  httpPort: number
+  httpsPort: number
+  etcdEndpoints?: string
+  requestLog?: string
+}
+
+/** Test and tuning knobs, from the environment (seconds). */
+function settingsFromEnv(): Settings {
+  const seconds = (name: string, fallback: number) => {
+    const v = process.env[name]
+    return v !== undefined && v !== '' ? Number(v) * 1000 : fallback
+  }
+  const count = (name: string, fallback: number) => Number(process.env[name] ?? fallback)
+  return {
+    sessionIdleMs: seconds('FLOTILLA_SESSION_IDLE_SECONDS', DEFAULT_SETTINGS.sessionIdleMs),
+    maxSessionsPerUser: count('FLOTILLA_MAX_SESSIONS_PER_USER', DEFAULT_SETTINGS.maxSessionsPerUser),
+    taskKeepMs: seconds('FLOTILLA_TASK_KEEP_SECONDS', DEFAULT_SETTINGS.taskKeepMs),
+    pendingTaskMs: seconds('FLOTILLA_PENDING_TASK_SECONDS', DEFAULT_SETTINGS.pendingTaskMs),
+    maxFinishedTasks: count('FLOTILLA_MAX_FINISHED_TASKS', DEFAULT_SETTINGS.maxFinishedTasks),
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export async function serve(opts: ServeOptions): Promise<void> {
+  const runDir = join(opts.dataDir, 'run')
+  mkdirSync(runDir, { recursive: true, mode: 0o700 })
+  mkdirSync(join(opts.dataDir, 'tls'), { recursive: true, mode: 0o700 })
+  const pidFile = join(runDir, 'flotilla.pid')
+  if (existsSync(pidFile)) {
+    const other = Number(readFileSync(pidFile, 'utf8'))
+    if (other && other !== process.pid && alive(other)) throw new Error(`another flotilla (pid ${other}) serves ${opts.dataDir}`)
+  }
+  writeFileSync(pidFile, String(process.pid))
+
+  const address = opts.address ?? defaultAddress()
+  const etcd = opts.etcdEndpoints ? undefined : await EtcdSupervisor.start(opts.dataDir)
+  const store = new EtcdStore(opts.etcdEndpoints ? opts.etcdEndpoints.split(',') : [etcd!.endpoint])
+  await store.waitReady(30_000)
+  const db = await Database.open(store, (err) => {
+    console.error(`pool database watch failed: ${err.message}`)
+    process.exit(1)
+  })
+
+  const identity = loadIdentity(opts.dataDir)
+  const agentSocket = join(runDir, 'agent.sock')
+  const agentServer = await startAgentServer(agentSocket, identity.agentSecret)
+  const agent = new AgentClient(agentSocket, identity.agentSecret)
+  const facts = await agent.hostFacts()
+  const initialPasswordFile = join(opts.dataDir, 'initial-root-password')
+  const { generatedPassword } = await bootstrap(db, identity, facts, address)
+  if (generatedPassword) {
+    writeFileSync(initialPasswordFile, `${generatedPassword}\n`, { mode: 0o600 })
+    console.log(`root password (shown once; also in ${initialPasswordFile} until changed): ${generatedPassword}`)
+  }
+
+  const svc: Services = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), initialPasswordFile }
+  const tls = await ensureCertificate(join(opts.dataDir, 'tls'), facts.hostname, address)
+  const requestLog = opts.requestLog
+  const handler = requestHandler({ dispatcher: new Dispatcher(svc), requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined })
+  const listenAddress = opts.address ?? '0.0.0.0'
+  const listeners = await listen(handler, listenAddress, opts.httpPort, { port: opts.httpsPort, key: tls.key, cert: tls.cert })
+
+  const housekeeping = setInterval(() => {
+    void collectTasks(svc).catch((e: Error) => console.error(`task collection: ${e.message}`))
+    void collectIdleSessions(svc).catch((e: Error) => console.error(`session collection: ${e.message}`))
+  }, Number(process.env.FLOTILLA_HOUSEKEEPING_SECONDS ?? 30) * 1000)
+
+  let stopping = false
+  const stop = async () => {
+    if (stopping) return
+    stopping = true
+    clearInterval(housekeeping)
+    await closeListeners(listeners)
+    agentServer.close()
+    await store.close()
+    await etcd?.stop()
+    rmSync(pidFile, { force: true })
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => void stop())
+  process.on('SIGINT', () => void stop())
+
+  const host = listenAddress === '0.0.0.0' ? address : listenAddress
+  console.log(`flotilla ready: https://${host}:${opts.httpsPort}/ and http://${host}:${opts.httpPort}/ (host ${identity.hostRef}, data ${opts.dataDir})`)
+}

@@ -1,0 +1,150 @@
+// Writes to the pool database: optimistic transactions on etcd. A transaction reads through
+// the replica (recording each object's mod_revision), stages its changes, and commits them in
+// one etcd txn that checks nothing it read has changed since; on a conflict it waits for the
+// replica to catch up and runs again. A caller returns only once the replica has applied its
+// own write, so it always reads its own writes.
+import { randomUUID } from 'node:crypto'
+import { getClass, NULL_REF, type ClassDef } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import { EtcdStore, type KeyValue } from './etcd.js'
+import { objectKey, Replica, type Row } from './replica.js'
+
+export function newRef(): string {
+  return `OpaqueRef:${randomUUID()}`
+}
+
+type Stored = Record<string, unknown>
+
+export class Tx {
+  readonly reads = new Map<string, number>()
+  readonly writes = new Map<string, { cls: string; ref: string; stored: Stored } | null>()
+  readonly rawWrites = new Map<string, string | null>()
+
+  constructor(private readonly replica: Replica) {}
+
+  private note(key: string, modRev: number): void {
+    if (!this.reads.has(key)) this.reads.set(key, modRev)
+  }
+
+  /** The object's stored fields as this transaction sees them, or undefined if absent. */
+  private current(cls: string, ref: string): Stored | undefined {
+    const key = objectKey(cls, ref)
+    if (this.writes.has(key)) return this.writes.get(key)?.stored
+    const row = this.replica.row(cls, ref)
+    this.note(key, row?.modRev ?? 0)
+    return row?.stored
+  }
+
+  exists(cls: string, ref: string): boolean {
+    return this.current(cls, ref) !== undefined
+  }
+
+  /** The full record (derived fields as of the replica), or HANDLE_INVALID. */
+  get(cls: string, ref: string): Readonly<Stored> {
+    const stored = this.current(cls, ref)
+    if (!stored) throw new XapiError('HANDLE_INVALID', [cls, ref])
+    const base = this.replica.record(cls, ref)
+    return base && !this.writes.has(objectKey(cls, ref)) ? base : { ...(base ?? {}), ...stored }
+  }
+
+  create(cls: string, fields: Stored, ref: string = newRef()): string {
+    const def = getClass(cls)
+    const stored: Stored = {}
+    for (const f of def.storedFields) stored[f.name] = f.name in fields ? fields[f.name] : structuredClone(f.default)
+    if (!fields.uuid) stored.uuid = randomUUID()
+    const key = objectKey(cls, ref)
+    this.note(key, this.replica.row(cls, ref)?.modRev ?? 0)
+    this.writes.set(key, { cls, ref, stored })
+    return ref
+  }
+
+  update(cls: string, ref: string, patch: Stored): void {
+    const stored = this.current(cls, ref)
+    if (!stored) throw new XapiError('HANDLE_INVALID', [cls, ref])
+    this.writes.set(objectKey(cls, ref), { cls, ref, stored: { ...stored, ...patch } })
+  }
+
+  delete(cls: string, ref: string): void {
+    if (!this.current(cls, ref)) throw new XapiError('HANDLE_INVALID', [cls, ref])
+    this.writes.set(objectKey(cls, ref), null)
+  }
+
+  readRaw(key: string): string | undefined {
+    if (this.rawWrites.has(key)) return this.rawWrites.get(key) ?? undefined
+    const kv = this.replica.misc.get(key)
+    this.note(key, kv?.modRev ?? 0)
+    return kv?.value
+  }
+
+  writeRaw(key: string, value: string | null): void {
+    this.readRaw(key)
+    this.rawWrites.set(key, value)
+  }
+}
+
+export class Database {
+  constructor(
+    readonly store: EtcdStore,
+    readonly replica: Replica,
+  ) {}
+
+  static async open(store: EtcdStore, onWatchError: (err: Error) => void): Promise<Database> {
+    const replica = new Replica()
+    const { rev, kvs } = await store.loadAll()
+    replica.load(rev, kvs)
+    await store.watch(rev + 1, (changes, r) => replica.apply(changes, r), onWatchError)
+    return new Database(store, replica)
+  }
+
+  /** Runs `fn` as one atomic, conflict-checked transaction; retries it on conflicts. */
+  async transact<T>(fn: (tx: Tx) => T | Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const tx = new Tx(this.replica)
+      const result = await fn(tx)
+      if (tx.writes.size === 0 && tx.rawWrites.size === 0) return result
+      const puts: { key: string; value: string }[] = []
+      const deletes: string[] = []
+      for (const [key, w] of tx.writes) w ? puts.push({ key, value: JSON.stringify(w.stored) }) : deletes.push(key)
+      for (const [key, v] of tx.rawWrites) v === null ? deletes.push(key) : puts.push({ key, value: v })
+      const compares = [...tx.reads].map(([key, modRev]) => ({ key, modRev }))
+      const { ok, rev } = await this.store.txn({ compares, puts, deletes })
+      await this.replica.waitForRev(rev)
+      if (ok) return result
+      if (attempt > 50) throw new XapiError('INTERNAL_ERROR', ['database transaction kept conflicting'])
+    }
+  }
+
+  record(cls: string, ref: string): Readonly<Stored> {
+    const rec = this.replica.record(cls, ref)
+    if (!rec) throw new XapiError('HANDLE_INVALID', [cls, ref])
+    return rec
+  }
+
+  tryRecord(cls: string, ref: string): Readonly<Stored> | undefined {
+    return this.replica.record(cls, ref)
+  }
+
+  rows(cls: string): IterableIterator<Row> {
+    return this.replica.rows(cls)
+  }
+
+  refs(cls: string): string[] {
+    return [...this.replica.rows(cls)].map((r) => r.ref)
+  }
+
+  /** The only object of a class that always has one (pool), or the first of its kind. */
+  first(cls: string): string {
+    const row = this.replica.rows(cls).next()
+    return row.done ? NULL_REF : row.value.ref
+  }
+
+  refByUuid(cls: ClassDef, uuid: string): string {
+    const ref = this.replica.refByUuid(cls.name, uuid)
+    if (!ref) throw new XapiError('UUID_INVALID', [cls.name, uuid])
+    return ref
+  }
+
+  raw(key: string): KeyValue | undefined {
+    return this.replica.misc.get(key)
+  }
+}

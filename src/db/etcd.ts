@@ -1,0 +1,103 @@
+// The pool database's connection to etcd: one range read to load, one watch to follow, and
+// transactions that compare the mod_revision of everything they read.
+import { Etcd3, type IKeyValue, type IWatchResponse, type Watcher } from 'etcd3'
+
+export const PREFIX = '/flotilla/v1/'
+
+export interface KeyValue {
+  key: string
+  value: string
+  createRev: number
+  modRev: number
+}
+
+export interface Change {
+  type: 'put' | 'delete'
+  key: string
+  value: string
+  createRev: number
+  modRev: number
+}
+
+export interface TxnSpec {
+  /** Keys whose mod_revision must still be as read (0 = the key must be absent). */
+  compares: { key: string; modRev: number }[]
+  puts: { key: string; value: string }[]
+  deletes: string[]
+}
+
+const toKv = (kv: IKeyValue): KeyValue => ({
+  key: kv.key.toString(),
+  value: kv.value.toString(),
+  createRev: Number(kv.create_revision),
+  modRev: Number(kv.mod_revision),
+})
+
+export class EtcdStore {
+  readonly client: Etcd3
+  private watcher: Watcher | undefined
+
+  constructor(endpoints: string[]) {
+    this.client = new Etcd3({ hosts: endpoints, dialTimeout: 5000 })
+  }
+
+  /** Waits until etcd answers, for up to `ms`. */
+  async waitReady(ms: number): Promise<void> {
+    const deadline = Date.now() + ms
+    for (;;) {
+      try {
+        await this.client.maintenance.status()
+        return
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`etcd did not answer within ${ms} ms: ${(err as Error).message}`)
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+  }
+
+  async loadAll(): Promise<{ rev: number; kvs: KeyValue[] }> {
+    const res = await this.client.kv.range({ key: Buffer.from(PREFIX), range_end: Buffer.from(prefixEnd(PREFIX)) })
+    return { rev: Number(res.header.revision), kvs: res.kvs.map(toKv) }
+  }
+
+  async get(key: string): Promise<KeyValue | undefined> {
+    const res = await this.client.kv.range({ key: Buffer.from(key) })
+    return res.kvs[0] ? toKv(res.kvs[0]) : undefined
+  }
+
+  /** Follows every change under the prefix from `fromRev`, one callback per etcd revision batch. */
+  async watch(fromRev: number, onChanges: (changes: Change[], rev: number) => void, onError: (err: Error) => void): Promise<void> {
+    const watcher = await this.client.watch().prefix(PREFIX).startRevision(String(fromRev)).create()
+    this.watcher = watcher
+    watcher.on('data', (res: IWatchResponse) => {
+      if (res.events.length === 0) return
+      const changes: Change[] = res.events.map((e) => ({
+        type: e.type === 'Delete' ? 'delete' : 'put',
+        ...toKv(e.kv),
+      }))
+      onChanges(changes, Number(res.header.revision))
+    })
+    watcher.on('error', onError)
+  }
+
+  async txn(spec: TxnSpec): Promise<{ ok: boolean; rev: number }> {
+    const res = await this.client.kv.txn({
+      compare: spec.compares.map((c) => ({ key: Buffer.from(c.key), result: 'Equal', target: 'Mod', mod_revision: String(c.modRev) })),
+      success: [
+        ...spec.puts.map((p) => ({ request_put: { key: Buffer.from(p.key), value: Buffer.from(p.value) } })),
+        ...spec.deletes.map((k) => ({ request_delete_range: { key: Buffer.from(k) } })),
+      ],
+      failure: [],
+    })
+    return { ok: res.succeeded, rev: Number(res.header.revision) }
+  }
+
+  async close(): Promise<void> {
+    await this.watcher?.cancel().catch(() => undefined)
+    this.client.close()
+  }
+}
+
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1)
+}

@@ -1,0 +1,119 @@
+// The daemon's HTTP and HTTPS front door: RPC, CORS pre-flights, and (later) the bulk
+// handlers and the web UI. Bodies that cannot be RPC get xapi's HTTP 500 page.
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { Dispatcher } from '../rpc/dispatch.js'
+import { MalformedRequest } from '../rpc/xmlrpc.js'
+import { escapeXml } from '../rpc/xmlrpc.js'
+import { handleJsonRpc, handleXmlRpc } from './rpc.js'
+
+/** xapi's limit on an RPC request body. */
+export const MAX_RPC_BODY = 300 * 1024
+
+const CORS = { 'access-control-allow-origin': '*', 'access-control-allow-headers': 'X-Requested-With' }
+
+export interface HttpOptions {
+  dispatcher: Dispatcher
+  /** Called with one line per request: "POST /jsonrpc VM.get_record". */
+  requestLog?: (line: string) => void
+}
+
+/** What xapi sends for a request it cannot handle at all: a 500 page, then it closes. */
+function internalError(res: ServerResponse, detail: string): void {
+  const body = `<html><body><h1>HTTP 500 internal server error</h1>An unexpected error occurred; please wait a while and try again. If the problem persists, please contact your support representative.<h1> Additional information </h1>${escapeXml(detail)}</body></html>`
+  res.writeHead(500, { 'content-type': 'text/html', connection: 'close', 'cache-control': 'no-cache, no-store' })
+  res.end(body)
+}
+
+function readBody(req: IncomingMessage, length: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (c: Buffer) => {
+      size += c.length
+      if (size > length) req.destroy(new Error('body longer than its Content-Length'))
+      else chunks.push(c)
+    })
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+    req.on('error', reject)
+  })
+}
+
+export function requestHandler(opts: HttpOptions) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? '/').split('?')[0]!
+    const log = (what: string) => opts.requestLog?.(`${req.method} ${path} ${what}`.trimEnd())
+    if (req.method === 'OPTIONS') {
+      log('')
+      res.writeHead(200, { ...CORS, 'access-control-allow-methods': 'POST, GET, OPTIONS', 'content-length': 0 })
+      return void res.end()
+    }
+    if (req.method === 'POST') return void handleRpc(req, res, path, log)
+    log('')
+    if (req.method === 'GET' && path === '/') {
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' })
+      return void res.end('Flotilla: XenAPI on XML-RPC (POST /) and JSON-RPC (POST /jsonrpc).\n')
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' })
+    res.end('not found\n')
+  }
+
+  async function handleRpc(req: IncomingMessage, res: ServerResponse, path: string, log: (what: string) => void): Promise<void> {
+    const declared = req.headers['content-length']
+    if (declared === undefined) {
+      log('')
+      return internalError(res, 'We require a content-length: HTTP header')
+    }
+    const length = Number(declared)
+    if (!Number.isSafeInteger(length) || length > MAX_RPC_BODY) {
+      log('')
+      return internalError(res, 'Http_svr.Client_requested_size_over_limit')
+    }
+    try {
+      const body = await readBody(req, length)
+      const handle = path === '/jsonrpc' || path === '/jsonrpc/' ? handleJsonRpc : handleXmlRpc
+      const reply = await handle(opts.dispatcher, body, log)
+      res.writeHead(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.body), ...CORS })
+      res.end(reply.body)
+    } catch (err) {
+      if (res.headersSent || req.destroyed) return
+      log('')
+      internalError(res, err instanceof MalformedRequest ? `parse error: ${err.message}` : String(err))
+    }
+  }
+}
+
+export interface Listeners {
+  http?: Server
+  https?: Server
+}
+
+export async function listen(handler: ReturnType<typeof requestHandler>, address: string, httpPort: number | undefined, https?: { port: number; key: string; cert: string }): Promise<Listeners> {
+  const out: Listeners = {}
+  const start = (server: Server, port: number) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(port, address, () => resolve())
+    })
+  if (httpPort !== undefined) {
+    out.http = createHttpServer(handler)
+    await start(out.http, httpPort)
+  }
+  if (https) {
+    out.https = createHttpsServer({ key: https.key, cert: https.cert, minVersion: 'TLSv1.2' }, handler)
+    await start(out.https, https.port)
+  }
+  for (const s of [out.http, out.https]) if (s) s.keepAliveTimeout = 5000
+  return out
+}
+
+export async function closeListeners(l: Listeners): Promise<void> {
+  await Promise.all(
+    [l.http, l.https].map((s) =>
+      s ? new Promise<void>((resolve) => {
+        s.close(() => resolve())
+        s.closeAllConnections()
+      }) : undefined,
+    ),
+  )
+}

@@ -1,0 +1,60 @@
+// What a message implementation sees: the services of this daemon and the caller's session.
+import { formatDatetime } from '../idl/index.js'
+import type { Database } from '../db/database.js'
+import type { AgentClient } from '../agent/client.js'
+
+export interface Settings {
+  /** Sessions idle longer than this are destroyed (xapi: 24 h). */
+  sessionIdleMs: number
+  /** Past this many sessions of one user name, the oldest is destroyed (xapi: 500). */
+  maxSessionsPerUser: number
+  /** Finished tasks older than this are collected (xapi: 65 min). */
+  taskKeepMs: number
+  /** Pending tasks older than this are failed and collected (xapi: 24 h). */
+  pendingTaskMs: number
+  /** At most this many finished tasks are kept (xapi: 200). */
+  maxFinishedTasks: number
+}
+
+export const DEFAULT_SETTINGS: Settings = {
+  sessionIdleMs: 24 * 3600_000,
+  maxSessionsPerUser: 500,
+  taskKeepMs: 65 * 60_000,
+  pendingTaskMs: 24 * 3600_000,
+  maxFinishedTasks: 200,
+}
+
+export interface Services {
+  db: Database
+  agent: AgentClient
+  hostRef: string
+  settings: Settings
+  /** Where the password of the root account is kept until it is changed (readable by root only). */
+  initialPasswordFile?: string
+}
+
+export interface CallContext {
+  svc: Services
+  sessionRef: string
+  session: Readonly<Record<string, unknown>>
+  /** The task this call runs under, if it is an Async call. */
+  taskRef?: string
+  /** The method name as the client sent it. */
+  wireName: string
+  /** Aborted when the call's task is cancelled. */
+  signal?: AbortSignal
+}
+
+export type Handler = (ctx: CallContext, args: unknown[]) => unknown | Promise<unknown>
+
+/** Implementations of non-generic messages, by "Class.message". */
+export const handlers = new Map<string, Handler>()
+
+export function register(name: string, handler: Handler): void {
+  if (handlers.has(name)) throw new Error(`handler registered twice: ${name}`)
+  handlers.set(name, handler)
+}
+
+export function now(): string {
+  return formatDatetime(new Date())
+}

@@ -1,0 +1,87 @@
+// session.*: login, logout, password changes, and the validity rules every call goes through.
+import { unlink } from 'node:fs/promises'
+import { NULL_REF } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import { now, register, type Services } from './context.js'
+import { setPassword, verifyPassword } from './accounts.js'
+
+type Rec = Readonly<Record<string, unknown>>
+
+const lastActiveMs = (s: Rec) => Date.parse(String(s.last_active).replace(/^(\d{4})(\d{2})(\d{2})T/, '$1-$2-$3T'))
+
+/** The session record for a ref, refreshing its last_active now and then; SESSION_INVALID otherwise. */
+export async function validSession(svc: Services, ref: string): Promise<Rec> {
+  const session = svc.db.tryRecord('session', ref)
+  if (!session) throw new XapiError('SESSION_INVALID', [ref])
+  const idle = Date.now() - lastActiveMs(session)
+  if (idle > svc.settings.sessionIdleMs) {
+    await destroySession(svc, ref)
+    throw new XapiError('SESSION_INVALID', [ref])
+  }
+  if (idle > Math.min(600_000, svc.settings.sessionIdleMs / 10)) {
+    await svc.db.transact((tx) => tx.exists('session', ref) && tx.update('session', ref, { last_active: now() })).catch(() => undefined)
+  }
+  return session
+}
+
+export async function destroySession(svc: Services, ref: string): Promise<void> {
+  await svc.db.transact((tx) => {
+    if (tx.exists('session', ref)) tx.delete('session', ref)
+  })
+}
+
+/** Sessions of one user beyond the cap, oldest first, are destroyed (xapi keeps 500 per user). */
+async function enforceSessionCap(svc: Services, user: string): Promise<void> {
+  const mine = [...svc.db.rows('session')]
+    .filter((r) => r.stored.auth_user_name === user)
+    .sort((a, b) => String(a.stored.last_active).localeCompare(String(b.stored.last_active)) || a.createRev - b.createRev)
+  for (const row of mine.slice(0, Math.max(0, mine.length - svc.settings.maxSessionsPerUser))) await destroySession(svc, row.ref)
+}
+
+/** Idle sessions are collected by the housekeeping loop too, not only when next used. */
+export async function collectIdleSessions(svc: Services): Promise<void> {
+  for (const row of [...svc.db.rows('session')]) {
+    if (Date.now() - lastActiveMs(row.stored) > svc.settings.sessionIdleMs) await destroySession(svc, row.ref)
+  }
+}
+
+export async function login(svc: Services, user: string, password: string, originator: string): Promise<string> {
+  if (!(await verifyPassword(svc.db, user, password))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
+  const stamp = now()
+  const ref = await svc.db.transact((tx) =>
+    tx.create('session', {
+      this_host: svc.hostRef,
+      this_user: NULL_REF,
+      last_active: stamp,
+      validation_time: stamp,
+      pool: false,
+      is_local_superuser: user === 'root',
+      auth_user_name: user,
+      originator,
+    }),
+  )
+  await enforceSessionCap(svc, user)
+  return ref
+}
+
+register('session.login_with_password', (ctx, [user, password, , originator]) => login(ctx.svc, user as string, password as string, originator as string))
+
+register('session.slave_local_login_with_password', (ctx, [user, password]) => login(ctx.svc, user as string, password as string, ''))
+
+register('session.logout', async (ctx) => destroySession(ctx.svc, ctx.sessionRef))
+
+register('session.local_logout', async (ctx) => destroySession(ctx.svc, ctx.sessionRef))
+
+register('session.change_password', async (ctx, [oldPassword, newPassword]) => {
+  const user = String(ctx.session.auth_user_name)
+  if (!(await verifyPassword(ctx.svc.db, user, oldPassword as string))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
+  if (newPassword === '') throw new XapiError('CHANGE_PASSWORD_REJECTED', ['the new password is empty'])
+  await setPassword(ctx.svc.db, user, newPassword as string)
+  if (user === 'root' && ctx.svc.initialPasswordFile) await unlink(ctx.svc.initialPasswordFile).catch(() => undefined)
+})
+
+register('session.get_all_subject_identifiers', () => [])
+
+register('session.logout_subject_identifier', () => {
+  throw new XapiError('AUTH_IS_DISABLED')
+})

@@ -1,0 +1,117 @@
+// Tasks: what Async calls and HTTP handlers run under, and what clients watch through events.
+import { EPOCH, NULL_REF } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import { now, register, type CallContext, type Services } from './context.js'
+
+export type Outcome = { status: 'success'; resultXml: string; type?: string } | { status: 'failure'; errorInfo: string[] }
+
+/** Cancellation signals of tasks running in this daemon. */
+const running = new Map<string, AbortController>()
+
+export async function createTask(svc: Services, label: string, description = '', other: Record<string, string> = {}): Promise<string> {
+  return svc.db.transact((tx) =>
+    tx.create('task', {
+      name_label: label,
+      name_description: description,
+      status: 'pending',
+      progress: 0,
+      created: now(),
+      finished: EPOCH,
+      resident_on: svc.hostRef,
+      allowed_operations: ['cancel'],
+      other_config: other,
+      subtask_of: NULL_REF,
+    }),
+  )
+}
+
+/** Registers a task as running here, so task.cancel can reach it. */
+export function trackTask(ref: string): AbortSignal {
+  const controller = new AbortController()
+  running.set(ref, controller)
+  return controller.signal
+}
+
+/** Completes a pending task; a task already cancelled or destroyed stays as it is. */
+export async function finishTask(svc: Services, ref: string, outcome: Outcome): Promise<void> {
+  running.delete(ref)
+  await svc.db.transact((tx) => {
+    if (!tx.exists('task', ref) || tx.get('task', ref).status !== 'pending') return
+    tx.update('task', ref, {
+      status: outcome.status,
+      progress: 1,
+      finished: now(),
+      allowed_operations: [],
+      current_operations: {},
+      ...(outcome.status === 'success' ? { result: outcome.resultXml, type: outcome.type ?? '' } : { error_info: outcome.errorInfo }),
+    })
+  })
+}
+
+const lastProgress = new Map<string, number>()
+
+/** Reports progress (0..1) of the caller's task, at most a few times a second. */
+export async function reportProgress(ctx: CallContext, progress: number): Promise<void> {
+  const ref = ctx.taskRef
+  if (!ref) return
+  const last = lastProgress.get(ref) ?? 0
+  if (Date.now() - last < 250 && progress < 1) return
+  lastProgress.set(ref, Date.now())
+  await ctx.svc.db.transact((tx) => tx.exists('task', ref) && tx.update('task', ref, { progress })).catch(() => undefined)
+}
+
+async function cancelTask(svc: Services, ref: string): Promise<void> {
+  await svc.db.transact((tx) => {
+    const task = tx.get('task', ref)
+    if (task.status !== 'pending') throw new XapiError('OPERATION_NOT_ALLOWED', [`task ${ref} is ${String(task.status)}, not pending`])
+    tx.update('task', ref, { status: 'cancelled', error_info: ['TASK_CANCELLED', ref], finished: now(), progress: 1, allowed_operations: [] })
+  })
+  running.get(ref)?.abort()
+  running.delete(ref)
+}
+
+register('task.create', (ctx, [label, description]) => createTask(ctx.svc, label as string, description as string))
+
+register('task.cancel', (ctx, [ref]) => cancelTask(ctx.svc, ref as string))
+
+register('task.destroy', async (ctx, [ref]) => {
+  await ctx.svc.db.transact((tx) => tx.delete('task', ref as string))
+  running.get(ref as string)?.abort()
+  running.delete(ref as string)
+  lastProgress.delete(ref as string)
+})
+
+register('task.set_status', (ctx, [ref, status]) =>
+  ctx.svc.db.transact((tx) => {
+    tx.get('task', ref as string)
+    tx.update('task', ref as string, { status, ...(status === 'pending' ? {} : { finished: now() }) })
+  }),
+)
+
+for (const [message, field] of [
+  ['set_progress', 'progress'],
+  ['set_result', 'result'],
+  ['set_error_info', 'error_info'],
+] as const) {
+  register(`task.${message}`, (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('task', ref as string, { [field]: value })))
+}
+
+const datetimeMs = (d: unknown) => Date.parse(String(d).replace(/^(\d{4})(\d{2})(\d{2})T/, '$1-$2-$3T'))
+
+/** xapi's task GC: finished tasks expire, hung pending ones are failed, finished ones are capped. */
+export async function collectTasks(svc: Services): Promise<void> {
+  const t = Date.now()
+  const rows = [...svc.db.rows('task')]
+  const doomed = new Set<string>()
+  for (const row of rows) {
+    const s = row.stored
+    if (s.status === 'pending') {
+      if (t - datetimeMs(s.created) > svc.settings.pendingTaskMs && !running.has(row.ref)) doomed.add(row.ref)
+    } else if (t - datetimeMs(s.finished) > svc.settings.taskKeepMs) doomed.add(row.ref)
+  }
+  const finished = rows
+    .filter((r) => r.stored.status !== 'pending' && !doomed.has(r.ref))
+    .sort((a, b) => String(a.stored.finished).localeCompare(String(b.stored.finished)) || a.modRev - b.modRev)
+  for (const row of finished.slice(0, Math.max(0, finished.length - svc.settings.maxFinishedTasks))) doomed.add(row.ref)
+  for (const ref of doomed) await svc.db.transact((tx) => tx.exists('task', ref) && tx.delete('task', ref)).catch(() => undefined)
+}

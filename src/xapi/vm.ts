@@ -1,0 +1,150 @@
+// VM messages beyond the generated accessors: the constructor, destroy, clone of what needs no
+// storage, and the device-number helpers clients use. Power operations arrive with the agent's
+// hypervisor backend.
+import { randomUUID } from 'node:crypto'
+import { getClass, NULL_REF } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import type { Tx } from '../db/database.js'
+import { register, type CallContext } from './context.js'
+import { createObject } from './generic.js'
+import { allowedVmOperations, vmOperationError } from './vm-ops.js'
+
+type Rec = Readonly<Record<string, unknown>>
+
+const VM = getClass('VM')
+
+/** Keeps a VM's allowed_operations in step with its state, inside the transaction that changed it. */
+export function refreshAllowedOperations(tx: Tx, ref: string): void {
+  const vm = tx.get('VM', ref)
+  const allowed = allowedVmOperations(ref, vm)
+  if (JSON.stringify(allowed) !== JSON.stringify(vm.allowed_operations)) tx.update('VM', ref, { allowed_operations: allowed })
+}
+
+export function assertVmOperation(tx: Tx, ref: string, op: string): Rec {
+  const vm = tx.get('VM', ref)
+  const err = vmOperationError(ref, vm, op)
+  if (err) throw err
+  return vm
+}
+
+register('VM.create', async (ctx, [args]) => {
+  const given = args as Record<string, unknown>
+  const other = { ...((given.other_config as Record<string, string>) ?? {}) }
+  other.mac_seed ??= randomUUID()
+  const ref = await createObject(ctx, VM, { ...given, other_config: other })
+  await ctx.svc.db.transact((tx) => {
+    const metrics = tx.create('VM_metrics', { memory_actual: tx.get('VM', ref).memory_static_max, VCPUs_number: tx.get('VM', ref).VCPUs_at_startup })
+    tx.update('VM', ref, { metrics, power_state: 'Halted', domid: -1 })
+    refreshAllowedOperations(tx, ref)
+  })
+  return ref
+})
+
+/** Destroys a VM's own satellite objects (not its VDIs: VM.destroy never deletes disks). */
+function destroySatellites(tx: Tx, ref: string, vm: Rec): void {
+  for (const field of ['VBDs', 'VIFs', 'consoles', 'VTPMs', 'VUSBs', 'VGPUs', 'crash_dumps'] as const) {
+    const cls = VM.fields.get(field)!.type
+    if (cls.kind !== 'set' || cls.of.kind !== 'ref') continue
+    for (const child of vm[field] as string[]) if (tx.exists(cls.of.cls, child)) tx.delete(cls.of.cls, child)
+  }
+  for (const [cls, field] of [['VM_metrics', 'metrics'], ['VM_guest_metrics', 'guest_metrics']] as const) {
+    const child = String(vm[field])
+    if (child !== NULL_REF && tx.exists(cls, child)) tx.delete(cls, child)
+  }
+}
+
+register('VM.destroy', (ctx, [ref]) =>
+  ctx.svc.db.transact((tx) => {
+    const vm = assertVmOperation(tx, ref as string, 'destroy')
+    if (vm.is_default_template) throw new XapiError('VM_CANNOT_DELETE_DEFAULT_TEMPLATE', [ref])
+    destroySatellites(tx, ref as string, vm)
+    tx.delete('VM', ref as string)
+  }),
+)
+
+/** Fields a clone does not inherit (reference/xapi.md §3.4). */
+function cloneFields(source: Rec, name: string): Record<string, unknown> {
+  const other = { ...(source.other_config as Record<string, string>) }
+  delete other.default_template
+  delete other.xensource_internal
+  if (source.is_a_template) other.base_template_name = String(source.name_label)
+  other.mac_seed = randomUUID()
+  const copy: Record<string, unknown> = {}
+  for (const f of VM.storedFields) copy[f.name] = source[f.name]
+  return {
+    ...copy,
+    uuid: randomUUID(),
+    name_label: name,
+    is_default_template: false,
+    parent: NULL_REF,
+    snapshot_of: NULL_REF,
+    snapshot_time: '19700101T00:00:00Z',
+    is_a_snapshot: false,
+    other_config: other,
+    generation_id: '',
+    ha_always_run: false,
+    start_delay: 0,
+    shutdown_delay: 0,
+    order: 0,
+    appliance: NULL_REF,
+    suspend_SR: NULL_REF,
+    current_operations: {},
+    resident_on: NULL_REF,
+    scheduled_to_be_resident_on: NULL_REF,
+    guest_metrics: NULL_REF,
+  }
+}
+
+async function cloneVm(ctx: CallContext, ref: string, name: string): Promise<string> {
+  return ctx.svc.db.transact((tx) => {
+    const source = assertVmOperation(tx, ref, 'clone')
+    for (const vbd of source.VBDs as string[]) {
+      const vdi = String(tx.get('VBD', vbd).VDI)
+      if (tx.get('VBD', vbd).type !== 'CD' && vdi !== NULL_REF) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [String(tx.get('VDI', vdi).SR)])
+    }
+    const metricsSource = tx.exists('VM_metrics', String(source.metrics)) ? tx.get('VM_metrics', String(source.metrics)) : {}
+    const { uuid: _u, ...metricsFields } = metricsSource as Record<string, unknown>
+    const metrics = tx.create('VM_metrics', metricsFields)
+    const clone = tx.create('VM', { ...cloneFields(source, name), metrics })
+    for (const vbd of source.VBDs as string[]) {
+      const { uuid: _v, ...fields } = tx.get('VBD', vbd) as Record<string, unknown>
+      tx.create('VBD', { ...fields, VM: clone, currently_attached: false, current_operations: {} })
+    }
+    for (const vif of source.VIFs as string[]) {
+      const { uuid: _v, ...fields } = tx.get('VIF', vif) as Record<string, unknown>
+      tx.create('VIF', { ...fields, VM: clone, currently_attached: false, current_operations: {}, MAC: fields.MAC_autogenerated ? '' : fields.MAC })
+    }
+    refreshAllowedOperations(tx, clone)
+    return clone
+  })
+}
+
+register('VM.clone', (ctx, [ref, name]) => cloneVm(ctx, ref as string, name as string))
+
+register('VM.assert_operation_valid', (ctx, [ref, op]) =>
+  ctx.svc.db.transact((tx) => {
+    assertVmOperation(tx, ref as string, op as string)
+  }),
+)
+
+register('VM.update_allowed_operations', (ctx, [ref]) => ctx.svc.db.transact((tx) => refreshAllowedOperations(tx, ref as string)))
+
+const usedDevices = (ctx: CallContext, ref: string, cls: 'VBD' | 'VIF', field: 'userdevice' | 'device') =>
+  new Set((ctx.svc.db.record('VM', ref)[`${cls}s`] as string[]).map((r) => String(ctx.svc.db.record(cls, r)[field])))
+
+register('VM.get_allowed_VBD_devices', (ctx, [ref]) => {
+  const used = usedDevices(ctx, ref as string, 'VBD', 'userdevice')
+  return Array.from({ length: 16 }, (_, i) => String(i)).filter((d) => !used.has(d))
+})
+
+register('VM.get_allowed_VIF_devices', (ctx, [ref]) => {
+  const used = usedDevices(ctx, ref as string, 'VIF', 'device')
+  return Array.from({ length: 7 }, (_, i) => String(i)).filter((d) => !used.has(d))
+})
+
+register('VM.start', (ctx, [ref]) =>
+  ctx.svc.db.transact((tx) => {
+    assertVmOperation(tx, ref as string, 'start')
+    throw new XapiError('NOT_IMPLEMENTED', ['VM.start: this host has no hypervisor backend yet'])
+  }),
+)
