@@ -5,6 +5,7 @@ import './task.js'
 import './host.js'
 import './vm.js'
 import './message.js'
+import './vif.js'
 
 export { DEFAULT_SETTINGS, type Services, type Settings } from './context.js'
 export { collectTasks } from './task.js'
