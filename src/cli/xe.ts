@@ -1,0 +1,229 @@
+// xe: the XenAPI command line. Generic commands for every class derive from the datamodel;
+// it speaks JSON-RPC to the host (HTTPS on 443, self-signed certificates accepted, or HTTP 80
+// with --nossl).
+import { readFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { classes, parseType, type ClassDef } from '../idl/index.js'
+import { apiName, formatRecord, formatValue, xeClass, xeName } from './format.js'
+
+class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message)
+  }
+}
+
+interface Invocation {
+  server: string
+  port: number
+  ssl: boolean
+  user: string
+  password: string
+  command: string
+  params: Map<string, string>
+  flags: Set<string>
+}
+
+function readDotXe(): Record<string, string> {
+  try {
+    return Object.fromEntries(
+      readFileSync(join(homedir(), '.xe'), 'utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l.includes('='))
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    )
+  } catch {
+    return {}
+  }
+}
+
+export function parseInvocation(argv: string[], dotXe: Record<string, string> = readDotXe(), env = process.env): Invocation {
+  const params = new Map<string, string>()
+  const flags = new Set<string>()
+  let command = ''
+  const opts: Record<string, string> = {}
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (['-s', '-p', '-u', '-pw', '-pwf'].includes(a)) {
+      const v = argv[++i]
+      if (v === undefined) throw new CliError(`${a} needs a value`)
+      opts[a] = v
+    } else if (a.startsWith('--')) flags.add(a.slice(2))
+    else if (!command && !a.includes('=')) command = a
+    else if (a.includes('=')) params.set(a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1))
+    else throw new CliError(`unexpected argument: ${a}`)
+  }
+  const ssl = !flags.has('nossl')
+  const password = opts['-pw'] ?? (opts['-pwf'] ? readFileSync(opts['-pwf'], 'utf8').split('\n')[0]! : undefined) ?? dotXe.password ?? env.XE_PASSWORD ?? ''
+  return {
+    server: opts['-s'] ?? dotXe.server ?? '127.0.0.1',
+    port: Number(opts['-p'] ?? dotXe.port ?? (ssl ? 443 : 80)),
+    ssl,
+    user: opts['-u'] ?? dotXe.username ?? env.XE_USERNAME ?? 'root',
+    password,
+    command,
+    params,
+    flags,
+  }
+}
+
+class Connection {
+  private session = ''
+  constructor(private readonly inv: Invocation) {}
+
+  async rpc<T>(method: string, ...params: unknown[]): Promise<T> {
+    const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: 0 })
+    const send = this.inv.ssl ? httpsRequest : httpRequest
+    const text = await new Promise<string>((resolve, reject) => {
+      const req = send(
+        { host: this.inv.server, port: this.inv.port, path: '/jsonrpc', method: 'POST', rejectUnauthorized: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => resolve(Buffer.concat(chunks).toString()))
+        },
+      )
+      req.on('error', (e) => reject(new CliError(`cannot reach ${this.inv.server}:${this.inv.port}: ${e.message}`, 3)))
+      req.end(body)
+    })
+    const reply = JSON.parse(text) as { result?: T; error?: { message: string; data: string[] } }
+    if (reply.error) throw new CliError(describeError(reply.error.message, reply.error.data))
+    return reply.result as T
+  }
+
+  async login(): Promise<void> {
+    this.session = await this.rpc<string>('session.login_with_password', this.inv.user, this.inv.password, '1.0', 'xe')
+  }
+
+  call<T>(method: string, ...params: unknown[]): Promise<T> {
+    return this.rpc<T>(method, this.session, ...params)
+  }
+
+  logout(): Promise<unknown> {
+    return this.rpc('session.logout', this.session).catch(() => undefined)
+  }
+}
+
+function describeError(code: string, params: string[]): string {
+  if (code === 'SESSION_AUTHENTICATION_FAILED') return 'Authentication failed'
+  return [`The server failed to handle your request (${code}).`, ...params.map((p) => `  ${p}`)].join('\n')
+}
+
+/** "vm-list" → the VM class and "list"; class names in xe are lower case with dashes. */
+function splitCommand(command: string): { cls: ClassDef; verb: string } | undefined {
+  for (const verb of ['list', 'param-get', 'param-list', 'param-set', 'param-add', 'param-remove', 'param-clear']) {
+    if (!command.endsWith(`-${verb}`)) continue
+    const prefix = command.slice(0, -verb.length - 1)
+    const cls = [...classes.values()].find((c) => xeClass(c.name) === prefix && c.listable)
+    if (cls) return { cls, verb }
+  }
+  return undefined
+}
+
+const DEFAULT_LIST_FIELDS: Record<string, string[]> = {
+  VM: ['uuid', 'name_label', 'power_state'],
+  SR: ['uuid', 'name_label', 'name_description', 'type', 'content_type'],
+}
+
+type Rec = Record<string, unknown>
+
+async function run(inv: Invocation, out: (s: string) => void): Promise<void> {
+  if (inv.command === '' || inv.command === 'help') {
+    const names = [...classes.values()].filter((c) => c.listable).map((c) => xeClass(c.name))
+    out(`Usage: xe [-s server] [-p port] [-u user] [-pw password | -pwf file] [--nossl] <command> [param=value ...] [--minimal]\n\nGeneric commands: <class>-list, <class>-param-get, <class>-param-list, <class>-param-set\nClasses: ${names.join(', ')}`)
+    return
+  }
+  const target = splitCommand(inv.command)
+  if (!target) throw new CliError(`Unknown command: ${inv.command}\nFor help, type: xe help`, 1)
+  const conn = new Connection(inv)
+  await conn.login()
+  try {
+    const uuids = new Map<string, Map<string, string>>()
+    const all = async (cls: string) => conn.call<Record<string, Rec>>(`${cls}.get_all_records`)
+    const uuidOf = (cls: string, ref: string) => uuids.get(cls)?.get(ref)
+    const { cls, verb } = target
+    const records = await all(cls.name)
+    for (const c of new Set(cls.fieldList.flatMap((f) => (f.type.kind === 'ref' ? [f.type.cls] : f.type.kind === 'set' && f.type.of.kind === 'ref' ? [f.type.of.cls] : [])))) {
+      if (!classes.get(c)?.listable) continue
+      const recs = await all(c).catch(() => ({}))
+      uuids.set(c, new Map(Object.entries(recs).map(([ref, r]) => [ref, String(r.uuid)])))
+    }
+    const selectByUuid = () => {
+      const uuid = inv.params.get('uuid')
+      if (!uuid) throw new CliError('This command needs the parameter uuid=')
+      const hit = Object.entries(records).find(([, r]) => r.uuid === uuid)
+      if (!hit) throw new CliError(`No ${xeClass(cls.name)} with uuid ${uuid}`)
+      return hit
+    }
+    if (verb === 'list') {
+      const control = new Set(['params', 'minimal'])
+      let rows = Object.values(records)
+      if (cls.name === 'VM' && !inv.params.has('is-a-template')) rows = rows.filter((r) => !r.is_a_template && !r.is_control_domain)
+      for (const [key, value] of inv.params) {
+        if (control.has(key)) continue
+        const field = cls.fields.get(apiName(key))
+        if (!field) throw new CliError(`Unknown field: ${key}`)
+        rows = rows.filter((r) => formatValue(r[field.name], field.type, uuidOf) === value)
+      }
+      const wanted = inv.params.get('params')
+      const fields = wanted === 'all' ? cls.fieldList.map((f) => f.name) : wanted ? wanted.split(',').map(apiName) : (DEFAULT_LIST_FIELDS[cls.name] ?? ['uuid', ...(cls.hasNameLabel ? ['name_label', 'name_description'] : [])])
+      for (const f of fields) if (!cls.fields.has(f)) throw new CliError(`Unknown field: ${xeName(f)}`)
+      if (inv.flags.has('minimal')) out(rows.map((r) => formatValue(r[fields[0]!], cls.fields.get(fields[0]!)!.type, uuidOf)).join(','))
+      else out(rows.map((r) => formatRecord(cls, r, fields, uuidOf) + '\n\n').join('').replace(/\n$/, ''))
+      return
+    }
+    const [ref, rec] = selectByUuid()
+    if (verb === 'param-list') return out(formatRecord(cls, rec, cls.fieldList.map((f) => f.name), uuidOf))
+    if (verb === 'param-get') {
+      const name = inv.params.get('param-name')
+      const field = name ? cls.fields.get(apiName(name)) : undefined
+      if (!field) throw new CliError(`Unknown field: ${name ?? '(missing param-name=)'}`)
+      const key = inv.params.get('param-key')
+      if (key !== undefined) {
+        const map = rec[field.name] as Record<string, unknown>
+        if (!(key in map)) throw new CliError(`Key ${key} not found in map`)
+        return out(String(map[key]))
+      }
+      return out(formatValue(rec[field.name], field.type, uuidOf))
+    }
+    if (verb === 'param-set') {
+      for (const [key, value] of inv.params) {
+        if (key === 'uuid') continue
+        const [fieldName, mapKey] = key.split(':') as [string, string | undefined]
+        const field = cls.fields.get(apiName(fieldName))
+        if (!field || field.qualifier !== 'RW') throw new CliError(`Field ${fieldName} is not settable`)
+        if (mapKey !== undefined) {
+          await conn.call(`${cls.name}.remove_from_${field.name}`, ref, mapKey)
+          await conn.call(`${cls.name}.add_to_${field.name}`, ref, mapKey, value)
+        } else await conn.call(`${cls.name}.set_${field.name}`, ref, scalarFromText(value, field.type))
+      }
+      return
+    }
+    throw new CliError(`${inv.command} is not available yet`)
+  } finally {
+    await conn.logout()
+  }
+}
+
+function scalarFromText(text: string, t: ReturnType<typeof parseType>): unknown {
+  switch (t.kind) {
+    case 'int': case 'float': return Number(text)
+    case 'bool': return text === 'true'
+    case 'set': return text === '' ? [] : text.split(',').map((s) => s.trim())
+    case 'map': return Object.fromEntries(text.split(';').filter(Boolean).map((kv) => kv.split(':').map((s) => s.trim())))
+    default: return text
+  }
+}
+
+try {
+  await run(parseInvocation(process.argv.slice(2)), (s) => console.log(s))
+} catch (err) {
+  console.error(err instanceof CliError ? err.message : String(err))
+  process.exitCode = err instanceof CliError ? err.exitCode : 1
+}
