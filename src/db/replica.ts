@@ -128,7 +128,7 @@ export class Replica {
       table.delete(id.ref)
       this.uuids.get(id.cls)?.delete(String(old.stored.uuid))
       if (logIt) {
-        this.tombstones.set(`${id.cls}/${id.ref}`, { cls: id.cls, ref: id.ref, createRev: old.createRev, deleteRev: rev, lastRecord: this.materialize(old) })
+        if (cls.generatesEvents) this.tombstones.set(`${id.cls}/${id.ref}`, { cls: id.cls, ref: id.ref, createRev: old.createRev, deleteRev: rev, lastRecord: this.materialize(old) })
         touched.push({ rev, cls: id.cls, ref: id.ref })
       }
     } else {
@@ -143,7 +143,8 @@ export class Replica {
       this.index(cls, row, touch)
       if (logIt) touched.push({ rev, cls: id.cls, ref: id.ref })
     }
-    if (logIt) for (const t of touched) this.log.push(t)
+    // Classes without events (sessions) still wake waiters but need no history.
+    if (logIt) for (const t of touched) if (getClass(t.cls).generatesEvents) this.log.push(t)
     return touched
   }
 
