@@ -1,26 +1,30 @@
 // The RPC endpoints: JSON-RPC on /jsonrpc, XML-RPC on every other POST path, framed exactly as
 // xapi frames them (content types, Status/Value structs, JSON-RPC 1.0 and 2.0 shapes).
 import type { CallResult, Dispatcher } from '../rpc/dispatch.js'
-import { toJson, toXml } from '../rpc/marshal.js'
+import { chunksToBuffer, jsonChunks, xmlChunks, type Chunk } from '../rpc/marshal.js'
 import { wireFromJson, type Wire } from '../rpc/wire.js'
 import { escapeXml, MalformedRequest, parseMethodCall, xmlBare, xmlFailure, xmlSuccess } from '../rpc/xmlrpc.js'
 
 export interface RpcReply {
   contentType: 'text/xml' | 'application/json'
-  body: string
+  body: Buffer
 }
 
-export function xmlReply(result: CallResult): string {
-  if (result.ok) return result.bare ? xmlBare(toXml(result.value, result.type)) : xmlSuccess(toXml(result.value, result.type))
+export function xmlReply(result: CallResult): Chunk[] {
+  if (result.ok) {
+    const value: Chunk[] = []
+    xmlChunks(result.value, result.type, value)
+    return result.bare ? xmlBare(value) : xmlSuccess(value)
+  }
   if ('fault' in result)
-    return `<?xml version="1.0"?><methodResponse><fault><value><struct><member><name>faultCode</name><value><int>-1</int></value></member><member><name>faultString</name><value>${escapeXml(result.fault)}</value></member></struct></value></fault></methodResponse>`
-  return xmlFailure(result.error)
+    return [`<?xml version="1.0"?><methodResponse><fault><value><struct><member><name>faultCode</name><value><int>-1</int></value></member><member><name>faultString</name><value>${escapeXml(result.fault)}</value></member></struct></value></fault></methodResponse>`]
+  return [xmlFailure(result.error)]
 }
 
 export async function handleXmlRpc(dispatcher: Dispatcher, body: string, onMethod?: (name: string) => void): Promise<RpcReply> {
   const call = parseMethodCall(body)
   onMethod?.(call.method)
-  return { contentType: 'text/xml', body: xmlReply(await dispatcher.call(call.method, call.params)) }
+  return { contentType: 'text/xml', body: chunksToBuffer(xmlReply(await dispatcher.call(call.method, call.params))) }
 }
 
 export async function handleJsonRpc(dispatcher: Dispatcher, body: string, onMethod?: (name: string) => void): Promise<RpcReply> {
@@ -44,15 +48,18 @@ export async function handleJsonRpc(dispatcher: Dispatcher, body: string, onMeth
   onMethod?.(r.method)
   const result = await dispatcher.call(r.method, params)
   const id = JSON.stringify(r.id)
-  let out: string
+  const out: Chunk[] = []
   if (result.ok) {
-    const value = toJson(result.value, result.type)
-    out = v2 ? `{"jsonrpc":"2.0","result":${value},"id":${id}}` : `{"result":${value},"error":null,"id":${id}}`
+    out.push(v2 ? '{"jsonrpc":"2.0","result":' : '{"result":')
+    jsonChunks(result.value, result.type, out)
+    out.push(v2 ? `,"id":${id}}` : `,"error":null,"id":${id}}`)
   } else {
     const [code, ...data] = 'fault' in result ? ['INTERNAL_ERROR', result.fault] : result.error
-    out = v2
-      ? `{"jsonrpc":"2.0","error":${JSON.stringify({ code: 1, message: code, data })},"id":${id}}`
-      : `{"result":null,"error":${JSON.stringify([code, ...data])},"id":${id}}`
+    out.push(
+      v2
+        ? `{"jsonrpc":"2.0","error":${JSON.stringify({ code: 1, message: code, data })},"id":${id}}`
+        : `{"result":null,"error":${JSON.stringify([code, ...data])},"id":${id}}`,
+    )
   }
-  return { contentType: 'application/json', body: out }
+  return { contentType: 'application/json', body: chunksToBuffer(out) }
 }

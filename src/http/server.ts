@@ -73,7 +73,7 @@ export function requestHandler(opts: HttpOptions) {
       const body = await readBody(req, length)
       const handle = path === '/jsonrpc' || path === '/jsonrpc/' ? handleJsonRpc : handleXmlRpc
       const reply = await handle(opts.dispatcher, body, log)
-      res.writeHead(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.body), ...CORS })
+      res.writeHead(200, { 'content-type': reply.contentType, 'content-length': reply.body.length, ...CORS })
       res.end(reply.body)
     } catch (err) {
       if (res.headersSent || req.destroyed) return

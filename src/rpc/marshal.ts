@@ -80,99 +80,144 @@ export function unmarshal(w: Wire, t: XType, what: string): unknown {
   }
 }
 
-const xmlRecordCache = new WeakMap<object, string>()
-const jsonRecordCache = new WeakMap<object, string>()
+/**
+ * Encoded output: strings, and the cached UTF-8 bytes of records. Replies are assembled from
+ * chunks so that a large get_all_records copies each record's bytes once instead of
+ * re-encoding its text.
+ */
+export type Chunk = string | Buffer
+
+const xmlRecordCache = new WeakMap<object, Buffer>()
+const jsonRecordCache = new WeakMap<object, Buffer>()
 
 const formatDouble = (n: number) => (Number.isFinite(n) ? String(n) : '0')
 
+/** Joins chunks into one buffer, converting runs of strings at once. */
+export function chunksToBuffer(chunks: Chunk[]): Buffer {
+  const parts: Buffer[] = []
+  let text = ''
+  for (const c of chunks) {
+    if (typeof c === 'string') text += c
+    else {
+      if (text) parts.push(Buffer.from(text))
+      text = ''
+      parts.push(c)
+    }
+  }
+  if (text) parts.push(Buffer.from(text))
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+}
+
 /** The XML-RPC `<value>` element for an internal value of type `t`. */
 export function toXml(value: unknown, t: XType): string {
+  const out: Chunk[] = []
+  xmlChunks(value, t, out)
+  return chunksToBuffer(out).toString()
+}
+
+export function xmlChunks(value: unknown, t: XType, out: Chunk[]): void {
   switch (t.kind) {
     case 'string': case 'enum': case 'ref':
-      return `<value>${escapeXml(String(value ?? ''))}</value>`
+      return void out.push(`<value>${escapeXml(String(value ?? ''))}</value>`)
     case 'int':
-      return `<value>${Math.trunc(Number(value ?? 0))}</value>`
+      return void out.push(`<value>${Math.trunc(Number(value ?? 0))}</value>`)
     case 'float':
-      return `<value><double>${formatDouble(Number(value ?? 0))}</double></value>`
+      return void out.push(`<value><double>${formatDouble(Number(value ?? 0))}</double></value>`)
     case 'bool':
-      return `<value><boolean>${value ? 1 : 0}</boolean></value>`
+      return void out.push(`<value><boolean>${value ? 1 : 0}</boolean></value>`)
     case 'datetime':
-      return `<value><dateTime.iso8601>${escapeXml(String(value))}</dateTime.iso8601></value>`
+      return void out.push(`<value><dateTime.iso8601>${escapeXml(String(value))}</dateTime.iso8601></value>`)
     case 'void':
-      return '<value></value>'
+      return void out.push('<value></value>')
     case 'set':
-      return `<value><array><data>${((value as unknown[]) ?? []).map((v) => toXml(v, t.of)).join('')}</data></array></value>`
-    case 'map': {
-      const entries = Object.entries((value as Record<string, unknown>) ?? {})
-      return `<value><struct>${entries.map(([k, v]) => `<member><name>${escapeXml(k)}</name>${toXml(v, t.value)}</member>`).join('')}</struct></value>`
-    }
+      out.push('<value><array><data>')
+      for (const v of (value as unknown[]) ?? []) xmlChunks(v, t.of, out)
+      return void out.push('</data></array></value>')
+    case 'map':
+      out.push('<value><struct>')
+      for (const [k, v] of Object.entries((value as Record<string, unknown>) ?? {})) {
+        out.push(`<member><name>${escapeXml(k)}</name>`)
+        xmlChunks(v, t.value, out)
+        out.push('</member>')
+      }
+      return void out.push('</struct></value>')
     case 'record':
-      return t.cls === 'event' ? eventXml(value as EventRecord) : recordXml(t.cls, value as Record<string, unknown>)
+      return t.cls === 'event' ? eventXml(value as EventRecord, out) : void out.push(recordXml(t.cls, value as Record<string, unknown>))
     case 'anyRecord':
       throw new Error('a record of unknown class cannot be encoded')
     case 'option':
-      return value === undefined || value === null ? '<value></value>' : toXml(value, t.of)
+      return value === undefined || value === null ? void out.push('<value></value>') : xmlChunks(value, t.of, out)
     case 'eventBatch':
-      return eventBatchXml(value as EventBatch)
+      return eventBatchXml(value as EventBatch, out)
   }
 }
 
-export function recordXml(clsName: string, rec: Record<string, unknown>): string {
+/** A record's `<value><struct>…`, encoded once per immutable snapshot. */
+export function recordXml(clsName: string, rec: Record<string, unknown>): Buffer {
   const cached = xmlRecordCache.get(rec)
   if (cached !== undefined) return cached
   const cls = getClass(clsName)
-  let out = '<value><struct>'
-  for (const f of cls.fieldList) out += `<member><name>${f.name}</name>${toXml(rec[f.name], f.type)}</member>`
-  out += '</struct></value>'
-  if (Object.isFrozen(rec)) xmlRecordCache.set(rec, out)
-  return out
+  const parts: Chunk[] = ['<value><struct>']
+  for (const f of cls.fieldList) {
+    parts.push(`<member><name>${f.name}</name>`)
+    xmlChunks(rec[f.name], f.type, parts)
+    parts.push('</member>')
+  }
+  parts.push('</struct></value>')
+  const bytes = chunksToBuffer(parts)
+  if (Object.isFrozen(rec)) xmlRecordCache.set(rec, bytes)
+  return bytes
 }
 
-export function eventXml(e: EventRecord): string {
-  let out = `<value><struct><member><name>id</name><value>${e.id}</value></member><member><name>timestamp</name><value>${e.timestamp}</value></member><member><name>class</name><value>${e.class}</value></member><member><name>operation</name><value>${e.operation}</value></member><member><name>ref</name><value>${escapeXml(e.ref)}</value></member>`
+function eventXml(e: EventRecord, out: Chunk[]): void {
+  out.push(`<value><struct><member><name>id</name><value>${e.id}</value></member><member><name>timestamp</name><value>${e.timestamp}</value></member><member><name>class</name><value>${e.class}</value></member><member><name>operation</name><value>${e.operation}</value></member><member><name>ref</name><value>${escapeXml(e.ref)}</value></member>`)
   const cls = classByAnyCase(e.class)
-  if (e.snapshot && cls) out += `<member><name>snapshot</name>${recordXml(cls.name, e.snapshot as Record<string, unknown>)}</member>`
-  return out + '</struct></value>'
+  if (e.snapshot && cls) out.push('<member><name>snapshot</name>', recordXml(cls.name, e.snapshot as Record<string, unknown>), '</member>')
+  out.push('</struct></value>')
 }
 
-function eventBatchXml(b: EventBatch): string {
+function eventBatchXml(b: EventBatch, out: Chunk[]): void {
+  out.push('<value><struct><member><name>events</name><value><array><data>')
+  for (const e of b.events) eventXml(e, out)
   const counts = Object.entries(b.valid_ref_counts).map(([k, n]) => `<member><name>${k}</name><value><i4>${n}</i4></value></member>`).join('')
-  return `<value><struct><member><name>events</name><value><array><data>${b.events.map(eventXml).join('')}</data></array></value></member><member><name>valid_ref_counts</name><value><struct>${counts}</struct></value></member><member><name>token</name><value>${b.token}</value></member></struct></value>`
+  out.push(`</data></array></value></member><member><name>valid_ref_counts</name><value><struct>${counts}</struct></value></member><member><name>token</name><value>${b.token}</value></member></struct></value>`)
 }
 
-/** JSON text for an internal value. Records are cached per immutable snapshot. */
-export function toJson(value: unknown, t: XType): string {
+/** JSON for an internal value, as chunks (records come from their cache). */
+export function jsonChunks(value: unknown, t: XType, out: Chunk[]): void {
   switch (t.kind) {
     case 'void':
-      return '""'
+      return void out.push('""')
     case 'record':
-      return t.cls === 'event' ? JSON.stringify(value) : recordJson(value as Record<string, unknown>)
+      return void out.push(t.cls === 'event' ? JSON.stringify(value) : recordJson(value as Record<string, unknown>))
     case 'map':
-      if (t.value.kind === 'record') {
-        const parts = Object.entries(value as Record<string, Record<string, unknown>>).map(([k, v]) => `${JSON.stringify(k)}:${recordJson(v)}`)
-        return `{${parts.join(',')}}`
-      }
-      return JSON.stringify(value ?? {})
+      if (t.value.kind !== 'record') return void out.push(JSON.stringify(value ?? {}))
+      out.push('{')
+      Object.entries(value as Record<string, Record<string, unknown>>).forEach(([k, v], i) => out.push(`${i ? ',' : ''}${JSON.stringify(k)}:`, recordJson(v)))
+      return void out.push('}')
     case 'eventBatch': {
       const b = value as EventBatch
-      const events = b.events.map((e) => {
+      out.push('{"events":[')
+      b.events.forEach((e, i) => {
         const { snapshot, ...head } = e
         const headJson = JSON.stringify(head)
-        return snapshot ? `${headJson.slice(0, -1)},"snapshot":${recordJson(snapshot as Record<string, unknown>)}}` : headJson
+        if (i) out.push(',')
+        if (snapshot) out.push(`${headJson.slice(0, -1)},"snapshot":`, recordJson(snapshot as Record<string, unknown>), '}')
+        else out.push(headJson)
       })
-      return `{"events":[${events.join(',')}],"valid_ref_counts":${JSON.stringify(b.valid_ref_counts)},"token":${JSON.stringify(b.token)}}`
+      return void out.push(`],"valid_ref_counts":${JSON.stringify(b.valid_ref_counts)},"token":${JSON.stringify(b.token)}}`)
     }
     case 'float':
-      return formatDouble(Number(value ?? 0))
+      return void out.push(formatDouble(Number(value ?? 0)))
     default:
-      return JSON.stringify(value ?? null)
+      return void out.push(JSON.stringify(value ?? null))
   }
 }
 
-function recordJson(rec: Record<string, unknown>): string {
+function recordJson(rec: Record<string, unknown>): Buffer {
   const cached = jsonRecordCache.get(rec)
   if (cached !== undefined) return cached
-  const out = JSON.stringify(rec)
-  if (Object.isFrozen(rec)) jsonRecordCache.set(rec, out)
-  return out
+  const bytes = Buffer.from(JSON.stringify(rec))
+  if (Object.isFrozen(rec)) jsonRecordCache.set(rec, bytes)
+  return bytes
 }

@@ -1,6 +1,7 @@
 // XML-RPC: parsing a methodCall (strictly, without DTDs or entity expansion) and writing
 // methodResponse documents as xapi writes them.
 import { SaxesParser } from 'saxes'
+import type { Chunk } from './marshal.js'
 import type { Wire } from './wire.js'
 
 export class MalformedRequest extends Error {}
@@ -143,9 +144,9 @@ export function escapeXml(s: string): string {
 const HEAD = '<?xml version="1.0"?><methodResponse><params><param><value>'
 const TAIL = '</value></param></params></methodResponse>'
 
-/** A success response around an already-encoded `<value>` body (its inner XML). */
-export function xmlSuccess(valueXml: string): string {
-  return `${HEAD}<struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>${valueXml}</member></struct>${TAIL}`
+/** A success response around an encoded `<value>`. */
+export function xmlSuccess(value: Chunk[]): Chunk[] {
+  return [`${HEAD}<struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>`, ...value, `</member></struct>${TAIL}`]
 }
 
 export function xmlFailure(description: string[]): string {
@@ -154,6 +155,6 @@ export function xmlFailure(description: string[]): string {
 }
 
 /** A bare response (system.listMethods answers without the Status wrapper). */
-export function xmlBare(valueXml: string): string {
-  return `<?xml version="1.0"?><methodResponse><params><param>${valueXml}</param></params></methodResponse>`
+export function xmlBare(value: Chunk[]): Chunk[] {
+  return ['<?xml version="1.0"?><methodResponse><params><param>', ...value, '</param></params></methodResponse>']
 }
