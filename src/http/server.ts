@@ -76,7 +76,7 @@ export function requestHandler(opts: HttpOptions) {
       res.writeHead(200, { 'content-type': reply.contentType, 'content-length': reply.body.length, ...CORS })
       res.end(reply.body)
     } catch (err) {
-      if (res.headersSent || req.destroyed) return
+      if (res.headersSent || req.socket.destroyed) return
       log('')
       internalError(res, err instanceof MalformedRequest ? `parse error: ${err.message}` : String(err))
     }
