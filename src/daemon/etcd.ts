@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { openSync, closeSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
+import { alive } from './process.js'
 
 export interface EtcdPorts {
   client: number
@@ -52,15 +53,6 @@ export function etcdArgs(dataDir: string, ports: EtcdPorts): string[] {
     '--logger', 'zap',
     '--log-outputs', join(dataDir, 'etcd.log'),
   ]
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 function cmdline(pid: number): string {

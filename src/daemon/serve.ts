@@ -2,6 +2,7 @@
 // host agent, bootstraps the pool on first start, then serves the XenAPI over HTTP and HTTPS.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { alive } from './process.js'
 import { AgentClient } from '../agent/client.js'
 import { startAgentServer } from '../agent/server.js'
 import { Database } from '../db/database.js'
@@ -36,15 +37,6 @@ function settingsFromEnv(): Settings {
     taskKeepMs: seconds('FLOTILLA_TASK_KEEP_SECONDS', DEFAULT_SETTINGS.taskKeepMs),
     pendingTaskMs: seconds('FLOTILLA_PENDING_TASK_SECONDS', DEFAULT_SETTINGS.pendingTaskMs),
     maxFinishedTasks: count('FLOTILLA_MAX_FINISHED_TASKS', DEFAULT_SETTINGS.maxFinishedTasks),
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
   }
 }
 

@@ -6,6 +6,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { alive } from '../../src/daemon/process.js'
 
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..')
 export const PASSWORD = 'flotilla-test-password'
@@ -115,15 +116,6 @@ export class Daemon {
 
   requests(): string[] {
     return this.requestLogFile && existsSync(this.requestLogFile) ? readFileSync(this.requestLogFile, 'utf8').trim().split('\n') : []
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
   }
 }
 
