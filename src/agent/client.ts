@@ -1,5 +1,6 @@
 // How the API layer calls a host agent: HTTP over the agent's socket with the host's secret.
 import { request } from 'node:http'
+import { XapiError } from '../idl/errors.js'
 import type { HostFacts } from './facts.js'
 import { SECRET_HEADER } from './server.js'
 
@@ -33,8 +34,9 @@ export class AgentClient {
           res.on('data', (c: Buffer) => chunks.push(c))
           res.on('end', () => {
             try {
-              const parsed = JSON.parse(Buffer.concat(chunks).toString()) as { result?: T; error?: string }
+              const parsed = JSON.parse(Buffer.concat(chunks).toString()) as { result?: T; error?: string; xapi?: string[] }
               if (res.statusCode === 200) resolve(parsed.result as T)
+              else if (parsed.xapi) reject(new XapiError(parsed.xapi[0]!, parsed.xapi.slice(1)))
               else reject(new AgentError(parsed.error ?? `agent answered ${res.statusCode}`, res.statusCode ?? 0))
             } catch (err) {
               reject(err)

@@ -4,14 +4,31 @@ import { createServer, type Server } from 'node:http'
 import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
+import { storageMethods } from './storage.js'
+import { bridgeName, deleteLink, ensureBridge } from '../net/bridge.js'
+import type { StartRequest, VmRuntime } from './vms.js'
 
 export const SECRET_HEADER = 'x-flotilla-agent-secret'
 
-export type AgentMethods = Record<string, (args: unknown) => Promise<unknown>>
+// Each method takes one JSON argument; errors with a XenAPI code and params keep them.
+export type AgentMethods = Record<string, (args: any) => Promise<unknown>>
 
-export function agentMethods(): AgentMethods {
+export function agentMethods(vms: VmRuntime): AgentMethods {
   return {
     'host.facts': () => readHostFacts(),
+    ...storageMethods,
+    'vm.start': (request: StartRequest) => vms.start(request),
+    'vm.stop': ({ uuid, clean, timeoutMs }: { uuid: string; clean: boolean; timeoutMs?: number }) => vms.stop(uuid, clean, timeoutMs),
+    'vm.reset': ({ uuid }: { uuid: string }) => vms.reset(uuid),
+    'vm.pause': ({ uuid }: { uuid: string }) => vms.pause(uuid),
+    'vm.unpause': ({ uuid }: { uuid: string }) => vms.unpause(uuid),
+    'vm.reattach': ({ vms: list }: { vms: { uuid: string; devices: string[] }[] }) => vms.reattach(list),
+    'net.ensure': async ({ network }: { network: string }) => {
+      const name = bridgeName(vms.hostUuid, network)
+      await ensureBridge(name)
+      return name
+    },
+    'net.remove': ({ network }: { network: string }) => deleteLink(bridgeName(vms.hostUuid, network)),
   }
 }
 
@@ -22,7 +39,7 @@ function secretMatches(given: string | undefined, secret: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-export async function startAgentServer(socketPath: string, secret: string, methods: AgentMethods = agentMethods()): Promise<Server> {
+export async function startAgentServer(socketPath: string, secret: string, methods: AgentMethods): Promise<Server> {
   await unlink(socketPath).catch(() => undefined)
   const server = createServer((req, res) => {
     const reply = (status: number, body: unknown) => {
@@ -43,7 +60,8 @@ export async function startAgentServer(socketPath: string, secret: string, metho
       }
       method(args).then(
         (result) => reply(200, { result }),
-        (err: Error) => reply(500, { error: err.message }),
+        (err: Error & { code?: unknown; params?: unknown }) =>
+          reply(500, { error: err.message, ...(typeof err.code === 'string' && Array.isArray(err.params) ? { xapi: [err.code, ...err.params] } : {}) }),
       )
     })
   })

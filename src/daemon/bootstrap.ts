@@ -1,6 +1,6 @@
 // First start and every start: the pool, this host and its metrics/CPUs, the root account.
 // A standalone host is a pool of one whose master it is.
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { HostFacts } from '../agent/facts.js'
@@ -13,6 +13,7 @@ export const FLOTILLA_VERSION = '0.1.0'
 
 export interface Identity {
   hostRef: string
+  hostUuid: string
   agentSecret: string
 }
 
@@ -20,7 +21,7 @@ export interface Identity {
 export function loadIdentity(dataDir: string): Identity {
   const file = join(dataDir, 'identity.json')
   if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as Identity
-  const identity = { hostRef: newRef(), agentSecret: randomBytes(32).toString('hex') }
+  const identity = { hostRef: newRef(), hostUuid: randomUUID(), agentSecret: randomBytes(32).toString('hex') }
   writeFileSync(file, JSON.stringify(identity), { mode: 0o600 })
   return identity
 }
@@ -99,7 +100,7 @@ export async function bootstrap(db: Database, identity: Identity, facts: HostFac
     }
     if (!tx.exists('host', hostRef)) {
       const metrics = tx.create('host_metrics', { memory_total: facts.memoryTotal, memory_free: facts.memoryFree, live: true, last_updated: stamp })
-      tx.create('host', { ...hostFields, metrics, other_config: { agent_start_time: String(Date.now() / 1000) } }, hostRef)
+      tx.create('host', { ...hostFields, uuid: identity.hostUuid, metrics, other_config: { agent_start_time: String(Date.now() / 1000) } }, hostRef)
       facts.cpus.forEach((cpu, number) =>
         tx.create('host_cpu', {
           host: hostRef,

@@ -4,16 +4,22 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileS
 import { join } from 'node:path'
 import { alive } from './process.js'
 import { AgentClient } from '../agent/client.js'
-import { startAgentServer } from '../agent/server.js'
+import { agentMethods, startAgentServer } from '../agent/server.js'
+import { readHostFacts } from '../agent/facts.js'
+import { VmRuntime } from '../agent/vms.js'
 import { Database } from '../db/database.js'
 import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, requestHandler } from '../http/server.js'
 import { Dispatcher } from '../rpc/dispatch.js'
-import { collectIdleSessions, collectTasks, DEFAULT_SETTINGS, type Services, type Settings } from '../xapi/index.js'
+import { collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
 import { EtcdSupervisor } from './etcd.js'
 import { ensureCertificate } from './tls.js'
+
+const OVMF_DIR = '/usr/share/OVMF'
+/** Where scripts/build-test-guest.sh caches the test guest (outside any data dir). */
+const DEFAULT_TEST_GUEST_IMAGE = '/var/cache/flotilla/test-guest/test-guest.img'
 
 export interface ServeOptions {
   dataDir: string
@@ -62,7 +68,14 @@ export async function serve(opts: ServeOptions): Promise<void> {
 
   const identity = loadIdentity(opts.dataDir)
   const agentSocket = join(runDir, 'agent.sock')
-  const agentServer = await startAgentServer(agentSocket, identity.agentSecret)
+  const localFacts = await readHostFacts()
+  let svc: Services | undefined
+  const vms = new VmRuntime({ accel: localFacts.kvm ? 'kvm' : 'tcg', runDir: join(runDir, 'vm'), ovmfDir: OVMF_DIR }, identity.hostUuid, {
+    stopped: (uuid, reason, nvram) => {
+      if (svc) void vmStoppedOnItsOwn(svc, uuid, reason, nvram).catch((e: Error) => console.error(`VM ${uuid} stopped: ${e.message}`))
+    },
+  })
+  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms))
   const agent = new AgentClient(agentSocket, identity.agentSecret)
   const facts = await agent.hostFacts()
   const initialPasswordFile = join(opts.dataDir, 'initial-root-password')
@@ -72,16 +85,22 @@ export async function serve(opts: ServeOptions): Promise<void> {
     console.log(`root password (shown once; also in ${initialPasswordFile} until changed): ${generatedPassword}`)
   }
 
-  const svc: Services = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), initialPasswordFile }
+  svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), initialPasswordFile }
+  await ensureStorageManagers(svc)
+  await ensureLocalSr(svc, opts.dataDir)
+  await ensureInternalNetwork(svc)
+  await plugAllBridges(svc)
+  await ensureTemplates(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)
+  await reconcileVms(svc)
   const tls = await ensureCertificate(join(opts.dataDir, 'tls'), facts.hostname, address)
   const requestLog = opts.requestLog
-  const handler = requestHandler({ dispatcher: new Dispatcher(svc), requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined })
+  const handler = requestHandler({ dispatcher: new Dispatcher(svc!), requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined })
   const listenAddress = opts.address ?? '0.0.0.0'
   const listeners = await listen(handler, listenAddress, opts.httpPort, { port: opts.httpsPort, key: tls.key, cert: tls.cert })
 
   const housekeeping = setInterval(() => {
-    void collectTasks(svc).catch((e: Error) => console.error(`task collection: ${e.message}`))
-    void collectIdleSessions(svc).catch((e: Error) => console.error(`session collection: ${e.message}`))
+    void collectTasks(svc!).catch((e: Error) => console.error(`task collection: ${e.message}`))
+    void collectIdleSessions(svc!).catch((e: Error) => console.error(`session collection: ${e.message}`))
   }, Number(process.env.FLOTILLA_HOUSEKEEPING_SECONDS ?? 30) * 1000)
 
   let stopping = false
@@ -90,6 +109,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     stopping = true
     clearInterval(housekeeping)
     await closeListeners(listeners)
+    await vms.detachAll()
     agentServer.close()
     await store.close()
     await etcd?.stop()

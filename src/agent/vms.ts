@@ -1,0 +1,168 @@
+// The VMs running on this host: one detached QEMU each, found again after a daemon restart,
+// with a queue per VM so that operations on one VM never interleave.
+import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { gunzipSync, gzipSync } from 'node:zlib'
+import { bridgeName, createTap, deleteLink, ensureBridge, tapName } from '../net/bridge.js'
+import { attachQemu, killQemu, launchQemu, type QemuProcess } from '../qemu/process.js'
+import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
+
+export type StopReason = 'shutdown' | 'crash' | 'killed'
+
+/** What the agent reports about VMs that stopped on their own (guest poweroff, crash, QEMU death). */
+export interface VmStateSink {
+  stopped(uuid: string, reason: StopReason, nvram?: string): void
+}
+
+/** A start request from the API layer: NICs name their network; the agent picks bridges and taps. */
+export type StartRequest = Omit<VmSpec, 'nics'> & {
+  nics: { device: string; mac: string; network: string }[]
+  /** VM.NVRAM's EFI-variables, if the VM has run before. */
+  nvram?: string
+  paused?: boolean
+}
+
+export class VmRuntime {
+  private readonly running = new Map<string, QemuProcess>()
+  /** VMs we are stopping ourselves: their exit is not news. */
+  private readonly stopping = new Set<string>()
+  private readonly queues = new Map<string, Promise<unknown>>()
+
+  constructor(
+    private readonly host: HostHardware,
+    readonly hostUuid: string,
+    private readonly sink: VmStateSink,
+  ) {}
+
+  /** Runs `op` after every earlier operation on the same VM. */
+  private queued<T>(uuid: string, op: () => Promise<T>): Promise<T> {
+    const previous = this.queues.get(uuid) ?? Promise.resolve()
+    const next = previous.catch(() => undefined).then(op)
+    this.queues.set(uuid, next)
+    return next
+  }
+
+  isRunning(uuid: string): boolean {
+    return this.running.has(uuid)
+  }
+
+  async start(request: StartRequest): Promise<{ pid: number }> {
+    return this.queued(request.uuid, async () => {
+      if (this.running.has(request.uuid)) throw new Error(`VM ${request.uuid} is already running here`)
+      const nics = request.nics.map((n) => ({ ...n, tap: tapName(request.uuid, n.device), bridge: bridgeName(this.hostUuid, n.network) }))
+      const spec: VmSpec = { ...request, nics }
+      const config = { ...hardwareFor(spec, this.host), paused: request.paused ?? false }
+      await mkdir(config.runDir, { recursive: true, mode: 0o700 })
+      if (config.nvram) await this.prepareNvram(config.nvram, spec.secureBoot, request.nvram)
+      try {
+        for (const nic of nics) {
+          await ensureBridge(nic.bridge)
+          await createTap(nic.tap, nic.bridge)
+        }
+        const proc = await launchQemu(config)
+        this.watch(proc, spec)
+        return { pid: proc.pid }
+      } catch (err) {
+        for (const nic of nics) await deleteLink(nic.tap)
+        await rm(config.runDir, { recursive: true, force: true })
+        throw err
+      }
+    })
+  }
+
+  private async prepareNvram(path: string, secureBoot: boolean, stored?: string): Promise<void> {
+    if (stored) return writeFile(path, gunzipSync(Buffer.from(stored, 'base64')), { mode: 0o600 })
+    await copyFile(join(this.host.ovmfDir, secureBoot ? 'OVMF_VARS_4M.ms.fd' : 'OVMF_VARS_4M.fd'), path)
+  }
+
+  /** The VM's UEFI variable store, compressed (OVMF's 528 KiB store shrinks to about 1 KiB). */
+  private async takeNvram(uuid: string): Promise<string | undefined> {
+    const path = join(vmRunDir(this.host.runDir, uuid), 'nvram.fd')
+    if (!existsSync(path)) return undefined
+    return gzipSync(await readFile(path), { level: 9 }).toString('base64')
+  }
+
+  private watch(proc: QemuProcess, spec: Pick<VmSpec, 'uuid' | 'nics'>): void {
+    this.running.set(proc.uuid, proc)
+    let reason: StopReason = 'killed'
+    proc.qmp.on('event', (e: { event: string; data: { guest?: boolean; reason?: string } }) => {
+      if (e.event === 'SHUTDOWN') reason = e.data.guest ? 'shutdown' : 'killed'
+      if (e.event === 'GUEST_PANICKED') reason = 'crash'
+    })
+    proc.qmp.once('close', () => {
+      this.running.delete(proc.uuid)
+      void (async () => {
+        for (const nic of spec.nics) await deleteLink(nic.tap)
+        if (this.stopping.has(proc.uuid)) return
+        this.sink.stopped(proc.uuid, reason, await this.takeNvram(proc.uuid))
+        await rm(vmRunDir(this.host.runDir, proc.uuid), { recursive: true, force: true })
+      })()
+    })
+  }
+
+  /** Clean: ask the guest (ACPI power button) and wait; hard: stop QEMU now. Returns the NVRAM to keep. */
+  async stop(uuid: string, clean: boolean, timeoutMs = 60_000): Promise<{ nvram?: string }> {
+    return this.queued(uuid, async () => {
+      const proc = this.running.get(uuid)
+      if (!proc) return {}
+      this.stopping.add(uuid)
+      try {
+        const gone = new Promise<void>((resolve) => (proc.qmp.closed ? resolve() : proc.qmp.once('close', () => resolve())))
+        if (clean) {
+          await proc.qmp.execute('system_powerdown')
+          const timedOut = await Promise.race([gone.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), timeoutMs))])
+          if (timedOut) throw Object.assign(new Error('the guest did not shut down in time'), { code: 'VM_SHUTDOWN_TIMEOUT', params: [uuid, String(timeoutMs / 1000)] })
+        } else {
+          await proc.qmp.execute('quit').catch(() => killQemu(proc, 5_000))
+        }
+        await gone
+        await killQemu(proc, 5_000)
+        const nvram = await this.takeNvram(uuid)
+        await rm(vmRunDir(this.host.runDir, uuid), { recursive: true, force: true })
+        return nvram ? { nvram } : {}
+      } finally {
+        this.stopping.delete(uuid)
+      }
+    })
+  }
+
+  async reset(uuid: string): Promise<void> {
+    await this.queued(uuid, () => this.qmp(uuid).execute('system_reset'))
+  }
+
+  async pause(uuid: string): Promise<void> {
+    await this.queued(uuid, () => this.qmp(uuid).execute('stop'))
+  }
+
+  async unpause(uuid: string): Promise<void> {
+    await this.queued(uuid, () => this.qmp(uuid).execute('cont'))
+  }
+
+  private qmp(uuid: string) {
+    const proc = this.running.get(uuid)
+    if (!proc) throw Object.assign(new Error(`VM ${uuid} is not running here`), { code: 'VM_BAD_POWER_STATE', params: [uuid, 'running', 'halted'] })
+    return proc.qmp
+  }
+
+  /** After a daemon restart: re-attach to the QEMUs of these VMs; returns those still running. */
+  async reattach(vms: { uuid: string; devices: string[] }[]): Promise<string[]> {
+    const alive: string[] = []
+    for (const vm of vms) {
+      const proc = await attachQemu(vmRunDir(this.host.runDir, vm.uuid), vm.uuid).catch(() => undefined)
+      if (!proc) continue
+      this.watch(proc, { uuid: vm.uuid, nics: vm.devices.map((device) => ({ device, mac: '', tap: tapName(vm.uuid, device) })) })
+      alive.push(vm.uuid)
+    }
+    return alive
+  }
+
+  /** Closes our QMP connections without touching the VMs (daemon shutdown). */
+  async detachAll(): Promise<void> {
+    for (const [uuid, proc] of this.running) {
+      this.stopping.add(uuid)
+      await proc.qmp.close().catch(() => undefined)
+    }
+    this.running.clear()
+  }
+}

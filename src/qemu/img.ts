@@ -1,0 +1,106 @@
+// Every qemu-img call the platform makes. Formats are always given explicitly where we know
+// them: letting qemu-img probe a raw image a guest wrote would trust the guest's bytes.
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { imageLockedError } from './errors.js'
+
+const run = promisify(execFile)
+
+export type ImageFormat = 'qcow2' | 'raw' | 'vpc'
+
+export interface ImageInfo {
+  format: string
+  virtualSize: number
+  /** Bytes allocated on the host filesystem. */
+  actualSize: number
+  backingFile?: string
+  backingFormat?: string
+  clusterSize?: number
+  /** qcow2 dirty flag (lazy refcounts left unflushed by a crash). */
+  dirty: boolean
+}
+
+export interface ImageCheck {
+  corruptions: number
+  leaks: number
+  checkErrors: number
+}
+
+export class QemuImgError extends Error {
+  constructor(
+    readonly args: string[],
+    readonly stderr: string,
+  ) {
+    super(`qemu-img ${args.join(' ')} failed: ${stderr.trim() || 'no error output'}`)
+    this.name = 'QemuImgError'
+  }
+}
+
+/** VHD (vpc) as XCP-ng exchanges it: dynamic, and exactly the requested size (not CHS-rounded). */
+const formatOptions = (format: ImageFormat): string[] => (format === 'vpc' ? ['-o', 'subformat=dynamic,force_size=on'] : [])
+
+/** Runs qemu-img; `reportingExitCodes` are failures that still print a usable report on stdout. */
+async function qemuImg(args: string[], reportingExitCodes: number[] = []): Promise<string> {
+  try {
+    const { stdout } = await run('qemu-img', args, { maxBuffer: 64 * 1024 * 1024 })
+    return stdout
+  } catch (err) {
+    const { code, stdout, stderr } = err as { code?: number | string; stdout?: string; stderr?: string }
+    if (typeof code === 'number' && reportingExitCodes.includes(code) && stdout) return stdout
+    const output = stderr || (err as Error).message
+    throw imageLockedError(output) ?? new QemuImgError(args, output)
+  }
+}
+
+export async function createImage(opts: {
+  path: string
+  format: ImageFormat
+  /** Bytes; may be omitted with a backing file (the overlay takes its size). */
+  size?: number
+  backing?: { path: string; format: ImageFormat }
+}): Promise<void> {
+  const backing = opts.backing ? ['-b', opts.backing.path, '-F', opts.backing.format] : []
+  const size = opts.size === undefined ? [] : [String(opts.size)]
+  await qemuImg(['create', '-q', '-f', opts.format, ...formatOptions(opts.format), ...backing, opts.path, ...size])
+}
+
+/** Reads an image's header even while a VM uses it (-U: no lock, may be slightly stale). */
+export async function imageInfo(path: string, format?: ImageFormat): Promise<ImageInfo> {
+  const raw = JSON.parse(await qemuImg(['info', '--output=json', '-U', ...(format ? ['-f', format] : []), path]))
+  return {
+    format: raw.format,
+    virtualSize: raw['virtual-size'],
+    actualSize: raw['actual-size'] ?? 0,
+    backingFile: raw['full-backing-filename'] ?? raw['backing-filename'],
+    backingFormat: raw['backing-filename-format'],
+    clusterSize: raw['cluster-size'],
+    dirty: raw['dirty-flag'] ?? false,
+  }
+}
+
+export async function convertImage(opts: {
+  source: string
+  sourceFormat: ImageFormat
+  target: string
+  targetFormat: ImageFormat
+  /** Write only what differs from this image, and make it the target's backing file (delta export). */
+  backing?: { path: string; format: ImageFormat }
+  compress?: boolean
+}): Promise<void> {
+  const backing = opts.backing ? ['-B', opts.backing.path, '-F', opts.backing.format] : []
+  await qemuImg([
+    'convert', '-f', opts.sourceFormat, '-O', opts.targetFormat, ...formatOptions(opts.targetFormat),
+    ...(opts.compress ? ['-c'] : []), ...backing, opts.source, opts.target,
+  ])
+}
+
+/** Grows an image. Pass the format for raw images (see the note at the top of this file). */
+export async function resizeImage(path: string, size: number, format?: ImageFormat): Promise<void> {
+  await qemuImg(['resize', '-q', ...(format ? ['-f', format] : []), path, String(size)])
+}
+
+/** Consistency check of an image nobody has open. Exit codes 2 and 3 (corruptions, leaks) still carry the JSON report. */
+export async function checkImage(path: string, format: ImageFormat): Promise<ImageCheck> {
+  const raw = JSON.parse(await qemuImg(['check', '--output=json', '-f', format, path], [2, 3]))
+  return { corruptions: raw.corruptions ?? 0, leaks: raw.leaks ?? 0, checkErrors: raw['check-errors'] ?? 0 }
+}

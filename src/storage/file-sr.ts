@@ -1,0 +1,102 @@
+// Local file-based SRs (types ext and xfs): a directory on a local filesystem holding one
+// qcow2 file per VDI, named after the VDI's location (its uuid). The default local SR lives
+// inside the data dir.
+import { mkdir, readdir, rm, stat, statfs } from 'node:fs/promises'
+import { join } from 'node:path'
+import { convertImage, createImage, imageInfo, resizeImage } from '../qemu/img.js'
+
+export interface SrUsage {
+  physicalSize: number
+  physicalUtilisation: number
+  free: number
+}
+
+export interface VdiImage {
+  location: string
+  virtualSize: number
+  physicalUtilisation: number
+}
+
+export class StorageError extends Error {
+  constructor(
+    readonly code: 'SR_FULL' | 'VDI_MISSING' | 'SR_BACKEND_FAILURE',
+    readonly params: string[],
+  ) {
+    super(`${code}(${params.join(', ')})`)
+  }
+}
+
+const IMAGE = /^([0-9a-f-]{36})\.qcow2$/
+
+export class FileSr {
+  constructor(readonly dir: string) {}
+
+  async attach(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 })
+  }
+
+  path(location: string): string {
+    if (!/^[0-9a-f-]{36}$/.test(location)) throw new StorageError('VDI_MISSING', [this.dir, location])
+    return join(this.dir, `${location}.qcow2`)
+  }
+
+  async usage(): Promise<SrUsage> {
+    const s = await statfs(this.dir)
+    const size = s.blocks * s.bsize
+    return { physicalSize: size, physicalUtilisation: size - s.bavail * s.bsize, free: s.bavail * s.bsize }
+  }
+
+  /** Refuses to allocate more than the filesystem has free. */
+  private async reserve(bytes: number): Promise<void> {
+    const { free } = await this.usage()
+    if (bytes > free) throw new StorageError('SR_FULL', [String(bytes), String(free)])
+  }
+
+  async create(location: string, virtualSize: number): Promise<VdiImage> {
+    await this.reserve(1024 * 1024)
+    await createImage({ path: this.path(location), format: 'qcow2', size: virtualSize })
+    return this.image(location)
+  }
+
+  /** A thin clone: a new image whose backing file is `base` (which must then stay unchanged). */
+  async cloneThin(base: string, location: string): Promise<VdiImage> {
+    const info = await imageInfo(this.path(base), 'qcow2')
+    await createImage({ path: this.path(location), format: 'qcow2', size: info.virtualSize, backing: { path: this.path(base), format: 'qcow2' } })
+    return this.image(location)
+  }
+
+  /** A full, independent copy of `source` (any image file) as this SR's VDI `location`. */
+  async importCopy(source: string, sourceFormat: 'qcow2' | 'raw', location: string): Promise<VdiImage> {
+    const info = await imageInfo(source, sourceFormat)
+    await this.reserve(info.actualSize)
+    await convertImage({ source, sourceFormat, target: this.path(location), targetFormat: 'qcow2' })
+    return this.image(location)
+  }
+
+  async resize(location: string, size: number): Promise<VdiImage> {
+    await resizeImage(this.path(location), size)
+    return this.image(location)
+  }
+
+  async destroy(location: string): Promise<void> {
+    await rm(this.path(location), { force: true })
+  }
+
+  async image(location: string): Promise<VdiImage> {
+    const path = this.path(location)
+    const [info, st] = await Promise.all([imageInfo(path, 'qcow2'), stat(path).catch(() => undefined)])
+    if (!st) throw new StorageError('VDI_MISSING', [this.dir, location])
+    return { location, virtualSize: info.virtualSize, physicalUtilisation: st.blocks * 512 }
+  }
+
+  /** Every VDI image the SR directory holds. */
+  async scan(): Promise<VdiImage[]> {
+    const names = await readdir(this.dir)
+    const out: VdiImage[] = []
+    for (const name of names) {
+      const m = IMAGE.exec(name)
+      if (m) out.push(await this.image(m[1]!))
+    }
+    return out
+  }
+}

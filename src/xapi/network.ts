@@ -1,0 +1,52 @@
+// network.create/destroy: records plus the host bridge that carries the network.
+import { getClass } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import { register, type CallContext, type Services } from './context.js'
+import { createObject } from './generic.js'
+
+async function plugBridge(svc: Services, ref: string): Promise<void> {
+  const uuid = String(svc.db.record('network', ref).uuid)
+  const bridge = await svc.agent.call<string>('net.ensure', { network: uuid })
+  await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
+}
+
+async function createNetwork(ctx: CallContext, args: Record<string, unknown>): Promise<string> {
+  const ref = await createObject(ctx, getClass('network'), { MTU: 1500, ...args, managed: true })
+  await plugBridge(ctx.svc, ref)
+  return ref
+}
+
+register('network.create', (ctx, [args]) => createNetwork(ctx, args as Record<string, unknown>))
+
+register('network.destroy', async (ctx, [ref]) => {
+  const network = ctx.svc.db.record('network', ref as string)
+  const attached = (network.VIFs as string[]).filter((v) => ctx.svc.db.record('VIF', v).currently_attached)
+  if (attached.length > 0) throw new XapiError('NETWORK_CONTAINS_VIF', [attached.join(',')])
+  if ((network.other_config as Record<string, string>).is_host_internal_management_network === 'true') throw new XapiError('CANNOT_DESTROY_SYSTEM_NETWORK', [ref])
+  await ctx.svc.db.transact((tx) => {
+    for (const vif of tx.get('network', ref as string).VIFs as string[]) tx.delete('VIF', vif)
+    tx.delete('network', ref as string)
+  })
+  await ctx.svc.agent.call('net.remove', { network: network.uuid })
+})
+
+/** The first start's host-internal network. */
+export async function ensureInternalNetwork(svc: Services): Promise<void> {
+  const existing = [...svc.db.rows('network')].find((r) => (r.stored.other_config as Record<string, string>).is_host_internal_management_network === 'true')
+  if (existing) return plugBridge(svc, existing.ref)
+  const ref = await svc.db.transact((tx) =>
+    tx.create('network', {
+      name_label: 'Host internal management network',
+      name_description: 'A network private to this host: VMs on it reach each other',
+      MTU: 1500,
+      managed: true,
+      other_config: { is_host_internal_management_network: 'true' },
+    }),
+  )
+  await plugBridge(svc, ref)
+}
+
+/** Every network's bridge exists on this host (after a reboot of the host). */
+export async function plugAllBridges(svc: Services): Promise<void> {
+  for (const row of [...svc.db.rows('network')]) await plugBridge(svc, row.ref)
+}

@@ -1,0 +1,181 @@
+// SR and VDI messages: records here, the work (files, qemu-img) in the host agent that has
+// the SR plugged.
+import { randomUUID } from 'node:crypto'
+import { getClass, NULL_REF } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import type { VdiImage } from '../agent/storage.js'
+import { register, type CallContext, type Services } from './context.js'
+
+type Rec = Readonly<Record<string, unknown>>
+
+/** The directory of an SR on this host, from its PBD. */
+export function srPath(svc: Services, srRef: string): string {
+  const sr = svc.db.record('SR', srRef)
+  for (const pbd of sr.PBDs as string[]) {
+    const rec = svc.db.record('PBD', pbd)
+    if (rec.host === svc.hostRef) {
+      if (!rec.currently_attached) throw new XapiError('SR_NOT_ATTACHED', [srRef])
+      return String((rec.device_config as Record<string, string>).path)
+    }
+  }
+  throw new XapiError('SR_NO_PBDS', [srRef])
+}
+
+/** The image file of a VDI on this host. */
+export async function vdiPath(svc: Services, vdiRef: string): Promise<string> {
+  const vdi = svc.db.record('VDI', vdiRef)
+  return svc.agent.call<string>('vdi.path', { path: srPath(svc, String(vdi.SR)), location: vdi.location })
+}
+
+/** Refreshes an SR's size figures from its host. */
+export async function refreshSrUsage(svc: Services, srRef: string): Promise<void> {
+  const usage = await svc.agent.call<{ physicalSize: number; physicalUtilisation: number }>('sr.usage', { path: srPath(svc, srRef) })
+  await svc.db.transact((tx) => {
+    const sr = tx.get('SR', srRef)
+    const allocation = (sr.VDIs as string[]).reduce((sum, v) => sum + Number(tx.exists('VDI', v) ? tx.get('VDI', v).virtual_size : 0), 0)
+    tx.update('SR', srRef, { physical_size: usage.physicalSize, physical_utilisation: usage.physicalUtilisation, virtual_allocation: allocation })
+  })
+}
+
+const VDI_FIELDS = getClass('VDI').storedFields.filter((f) => f.qualifier === 'RW' || f.qualifier === 'RO/constructor').map((f) => f.name)
+
+/** Records a VDI the agent has just made. */
+export async function recordVdi(svc: Services, srRef: string, image: VdiImage, fields: Record<string, unknown>): Promise<string> {
+  const ref = await svc.db.transact((tx) =>
+    tx.create('VDI', {
+      type: 'user',
+      ...fields,
+      SR: srRef,
+      uuid: image.location,
+      location: image.location,
+      virtual_size: image.virtualSize,
+      physical_utilisation: image.physicalUtilisation,
+      managed: true,
+      allowed_operations: ['clone', 'copy', 'destroy', 'resize', 'snapshot', 'update'],
+    }),
+  )
+  await refreshSrUsage(svc, srRef).catch(() => undefined)
+  return ref
+}
+
+export async function createVdi(svc: Services, args: Record<string, unknown>): Promise<string> {
+  const srRef = String(args.SR ?? NULL_REF) === NULL_REF ? String(svc.db.record('pool', svc.db.first('pool')).default_SR) : String(args.SR)
+  if (srRef === NULL_REF) throw new XapiError('DEFAULT_SR_NOT_FOUND', [NULL_REF])
+  svc.db.record('SR', srRef)
+  const size = Number(args.virtual_size ?? 0)
+  if (!(size > 0)) throw new XapiError('INVALID_VALUE', ['virtual_size', String(args.virtual_size)])
+  const location = randomUUID()
+  const image = await svc.agent.call<VdiImage>('vdi.create', { path: srPath(svc, srRef), location, size })
+  const fields: Record<string, unknown> = {}
+  for (const name of VDI_FIELDS) if (name in args) fields[name] = args[name]
+  return recordVdi(svc, srRef, image, fields)
+}
+
+function assertNotInUse(tx: { get(cls: string, ref: string): Rec }, vdiRef: string, vdi: Rec, operation: string): void {
+  for (const vbd of vdi.VBDs as string[]) {
+    const rec = tx.get('VBD', vbd)
+    const vm = tx.get('VM', String(rec.VM))
+    if (rec.currently_attached || vm.power_state !== 'Halted') throw new XapiError('VDI_IN_USE', [vdiRef, operation])
+  }
+}
+
+export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
+  const vdi = svc.db.record('VDI', vdiRef)
+  await svc.db.transact((tx) => assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy'))
+  if ((vdi.snapshots as string[]).length > 0 || [...svc.db.rows('VDI')].some((r) => r.stored.sm_config && (r.stored.sm_config as Record<string, string>)['flotilla-base'] === vdiRef))
+    throw new XapiError('VDI_IN_USE', [vdiRef, 'destroy'])
+  await svc.agent.call('vdi.destroy', { path: srPath(svc, String(vdi.SR)), location: vdi.location })
+  await svc.db.transact((tx) => {
+    for (const vbd of tx.get('VDI', vdiRef).VBDs as string[]) tx.delete('VBD', vbd)
+    tx.delete('VDI', vdiRef)
+  })
+  await refreshSrUsage(svc, String(vdi.SR)).catch(() => undefined)
+}
+
+/** A thin clone: a qcow2 overlay on the source, which is thereafter kept unchanged (until snapshots land, a VDI with clones cannot be destroyed). */
+export async function cloneVdi(svc: Services, vdiRef: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const vdi = svc.db.record('VDI', vdiRef)
+  const srRef = String(vdi.SR)
+  const location = randomUUID()
+  const image = await svc.agent.call<VdiImage>('vdi.clone', { path: srPath(svc, srRef), base: vdi.location, location })
+  const fields: Record<string, unknown> = {}
+  for (const name of VDI_FIELDS) fields[name] = vdi[name]
+  return recordVdi(svc, srRef, image, { ...fields, sm_config: { ...(vdi.sm_config as object), 'flotilla-base': vdiRef }, ...extra })
+}
+
+/** A full, independent copy, to any SR on this host. */
+export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const vdi = svc.db.record('VDI', vdiRef)
+  const target = srRef === NULL_REF ? String(vdi.SR) : srRef
+  const location = randomUUID()
+  const image = await svc.agent.call<VdiImage>('vdi.copy', { path: srPath(svc, target), source: await vdiPath(svc, vdiRef), location })
+  const fields: Record<string, unknown> = {}
+  for (const name of VDI_FIELDS) fields[name] = vdi[name]
+  return recordVdi(svc, target, image, { ...fields, sm_config: {}, ...extra })
+}
+
+register('VDI.create', (ctx, [args]) => createVdi(ctx.svc, args as Record<string, unknown>))
+register('VDI.destroy', (ctx, [ref]) => destroyVdi(ctx.svc, ref as string))
+register('VDI.clone', (ctx, [ref]) => cloneVdi(ctx.svc, ref as string))
+register('VDI.copy', (ctx, [ref, sr]) => copyVdi(ctx.svc, ref as string, sr as string))
+
+register('VDI.resize', async (ctx, [ref, size]) => {
+  const vdi = ctx.svc.db.record('VDI', ref as string)
+  await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref as string, tx.get('VDI', ref as string), 'resize'))
+  if (Number(size) < Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [ref, String(vdi.virtual_size)])
+  const image = await ctx.svc.agent.call<VdiImage>('vdi.resize', { path: srPath(ctx.svc, String(vdi.SR)), location: vdi.location, size })
+  await ctx.svc.db.transact((tx) => tx.update('VDI', ref as string, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation }))
+})
+
+for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 'on_boot', 'allow_caching'] as const) {
+  register(`VDI.set_${field}`, (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('VDI', ref as string, { [field]: value })))
+}
+
+/** SR.scan: picks up image files that have no record and refreshes the figures. */
+async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
+  const images = await ctx.svc.agent.call<VdiImage[]>('sr.scan', { path: srPath(ctx.svc, srRef) })
+  const known = new Set((ctx.svc.db.record('SR', srRef).VDIs as string[]).map((v) => String(ctx.svc.db.record('VDI', v).location)))
+  for (const image of images) {
+    if (!known.has(image.location)) await recordVdi(ctx.svc, srRef, image, { name_label: '', type: 'user' })
+  }
+  await refreshSrUsage(ctx.svc, srRef)
+}
+
+register('SR.scan', (ctx, [ref]) => scanSr(ctx, ref as string))
+register('SR.update', (ctx, [ref]) => refreshSrUsage(ctx.svc, ref as string))
+register('SR.get_supported_types', () => ['ext', 'xfs', 'iso'])
+register('SR.set_name_label', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_label: value })))
+register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_description: value })))
+
+/** The first start's local SR: a directory inside the data dir, plugged on this host. */
+export async function ensureLocalSr(svc: Services, dataDir: string): Promise<string> {
+  const pool = svc.db.first('pool')
+  const existing = String(svc.db.record('pool', pool).default_SR)
+  if (existing !== NULL_REF && svc.db.tryRecord('SR', existing)) return existing
+  const uuid = randomUUID()
+  const path = `${dataDir}/sr/${uuid}`
+  await svc.agent.call('sr.attach', { path })
+  const sr = await svc.db.transact((tx) => {
+    const ref = tx.create('SR', { uuid, name_label: 'Local storage', name_description: `Local storage in ${dataDir}`, type: 'ext', content_type: 'user', shared: false, other_config: { 'i18n-key': 'local-storage' }, sm_config: { devserial: '' } })
+    tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: { path }, currently_attached: true })
+    tx.update('pool', pool, { default_SR: ref, suspend_image_SR: ref, crash_dump_SR: ref })
+    return ref
+  })
+  await refreshSrUsage(svc, sr)
+  return sr
+}
+
+/** SM records for the storage types this host supports. */
+export async function ensureStorageManagers(svc: Services): Promise<void> {
+  const have = new Set([...svc.db.rows('SM')].map((r) => String(r.stored.type)))
+  const managers = [
+    { type: 'ext', name_label: 'Local EXT4 VHD', capabilities: ['SR_PROBE', 'SR_UPDATE', 'VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'VDI_UPDATE', 'VDI_CLONE', 'VDI_SNAPSHOT', 'VDI_RESIZE', 'THIN_PROVISIONING'] },
+    { type: 'xfs', name_label: 'Local XFS', capabilities: ['SR_PROBE', 'SR_UPDATE', 'VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'VDI_UPDATE', 'VDI_CLONE', 'VDI_SNAPSHOT', 'VDI_RESIZE', 'THIN_PROVISIONING'] },
+    { type: 'iso', name_label: 'ISO', capabilities: ['VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'SR_SCAN'] },
+  ]
+  await svc.db.transact((tx) => {
+    for (const m of managers)
+      if (!have.has(m.type))
+        tx.create('SM', { ...m, name_description: m.name_label, vendor: 'Flotilla', copyright: '', version: '1.0', required_api_version: '1.0', configuration: {}, features: Object.fromEntries(m.capabilities.map((c) => [c, 1])), driver_filename: '', other_config: {}, required_cluster_stack: [] })
+  })
+}

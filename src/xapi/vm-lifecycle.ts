@@ -1,0 +1,213 @@
+// VM power operations: xapi's checks and bookkeeping here, the QEMU work in the host agent.
+import { randomUUID } from 'node:crypto'
+import { NULL_REF } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import type { Tx } from '../db/database.js'
+import type { StartRequest } from '../agent/vms.js'
+import { now, register, type CallContext, type Services } from './context.js'
+import { vdiPath } from './storage.js'
+import { refreshAllowedOperations, withVmOperation } from './vm.js'
+
+type Rec = Readonly<Record<string, unknown>>
+
+/** Memory the host keeps for itself (its daemon, etcd, page cache). */
+const HOST_RESERVED = 512 * 2 ** 20
+/** QEMU's own overhead per VM beyond guest RAM (reference/qemu-lab.md §2: about 50 MiB). */
+export const VM_OVERHEAD = 64 * 2 ** 20
+
+/** Free memory for VMs on this host: its RAM less what resident VMs and the host itself need. */
+export function hostFreeMemory(svc: Services): number {
+  const host = svc.db.record('host', svc.hostRef)
+  const total = Number(svc.db.record('host_metrics', String(host.metrics)).memory_total)
+  const used = (host.resident_VMs as string[]).reduce((sum, vm) => sum + Number(svc.db.record('VM', vm).memory_static_max) + VM_OVERHEAD, 0)
+  return Math.max(0, total - HOST_RESERVED - used)
+}
+
+function oemStrings(bios: Record<string, string>): string[] {
+  return Object.entries(bios)
+    .filter(([k]) => /^oem-\d+$/.test(k))
+    .sort(([a], [b]) => Number(a.slice(4)) - Number(b.slice(4)))
+    .map(([, v]) => v)
+}
+
+/** What the agent needs to start a VM, decoded from its records. */
+async function startRequest(svc: Services, vm: Rec, paused: boolean): Promise<StartRequest> {
+  const disks: StartRequest['disks'] = []
+  for (const vbd of vm.VBDs as string[]) {
+    const rec = svc.db.record('VBD', vbd)
+    const empty = rec.empty || rec.VDI === NULL_REF
+    disks.push({
+      userdevice: Number(rec.userdevice),
+      ...(empty ? {} : { path: await vdiPath(svc, String(rec.VDI)) }),
+      format: 'qcow2',
+      readOnly: rec.mode === 'RO',
+      type: rec.type === 'CD' ? 'CD' : 'Disk',
+      bootable: Boolean(rec.bootable),
+    })
+  }
+  const nics = (vm.VIFs as string[]).map((vif) => {
+    const rec = svc.db.record('VIF', vif)
+    return { device: String(rec.device), mac: String(rec.MAC), network: String(svc.db.record('network', String(rec.network)).uuid) }
+  })
+  const boot = vm.HVM_boot_params as Record<string, string>
+  const platform = vm.platform as Record<string, string>
+  const nvram = (vm.NVRAM as Record<string, string>)['EFI-variables']
+  return {
+    uuid: String(vm.uuid),
+    name: String(vm.name_label),
+    memoryBytes: Number(vm.memory_static_max),
+    vcpus: Number(vm.VCPUs_at_startup),
+    maxVcpus: Number(vm.VCPUs_max),
+    firmware: boot.firmware === 'uefi' ? 'uefi' : 'bios',
+    secureBoot: platform.secureboot === 'true',
+    platform,
+    bootOrder: boot.order ?? 'cd',
+    oemStrings: oemStrings(vm.bios_strings as Record<string, string>),
+    disks,
+    nics,
+    ...(nvram ? { nvram } : {}),
+    paused,
+  }
+}
+
+/** Bookkeeping of a VM that now runs here. */
+function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean): void {
+  const vm = tx.get('VM', ref)
+  const host = tx.get('host', svc.hostRef)
+  tx.update('VM', ref, { power_state: paused ? 'Paused' : 'Running', resident_on: svc.hostRef, scheduled_to_be_resident_on: NULL_REF, domid: nextDomid(tx, svc) })
+  for (const vbd of vm.VBDs as string[]) tx.update('VBD', vbd, { currently_attached: true })
+  for (const vif of vm.VIFs as string[]) tx.update('VIF', vif, { currently_attached: true })
+  const metrics = String(vm.metrics)
+  if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now(), VCPUs_number: vm.VCPUs_at_startup, memory_actual: vm.memory_static_max, state: [], last_updated: now() })
+  for (const protocol of ['rfb', 'vt100']) {
+    const uuid = randomUUID()
+    tx.create('console', { uuid, protocol, VM: ref, location: `https://${String(host.address)}/console?uuid=${uuid}`, other_config: {} })
+  }
+  refreshAllowedOperations(tx, ref)
+}
+
+function nextDomid(tx: Tx, svc: Services): number {
+  const used = (tx.get('host', svc.hostRef).resident_VMs as string[]).map((v) => Number(tx.get('VM', v).domid))
+  return Math.max(0, ...used) + 1
+}
+
+/** Bookkeeping of a VM that stopped: xapi's side effects of reaching Halted. */
+export function markHalted(tx: Tx, ref: string, nvram?: string): void {
+  const vm = tx.get('VM', ref)
+  tx.update('VM', ref, {
+    power_state: 'Halted',
+    resident_on: NULL_REF,
+    scheduled_to_be_resident_on: NULL_REF,
+    domid: -1,
+    requires_reboot: false,
+    ...(nvram ? { NVRAM: { ...(vm.NVRAM as object), 'EFI-variables': nvram } } : {}),
+  })
+  for (const vbd of vm.VBDs as string[]) tx.update('VBD', vbd, { currently_attached: false })
+  for (const vif of vm.VIFs as string[]) tx.update('VIF', vif, { currently_attached: false })
+  for (const console of vm.consoles as string[]) tx.delete('console', console)
+  refreshAllowedOperations(tx, ref)
+}
+
+async function startVm(ctx: CallContext, ref: string, paused: boolean): Promise<void> {
+  const svc = ctx.svc
+  await withVmOperation(ctx, ref, 'start', async (vm) => {
+    const needed = Number(vm.memory_static_max) + VM_OVERHEAD
+    const available = hostFreeMemory(svc)
+    if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
+    await svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: svc.hostRef }))
+    try {
+      await svc.agent.call('vm.start', await startRequest(svc, vm, paused))
+    } catch (err) {
+      await svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: NULL_REF }))
+      throw err
+    }
+    await svc.db.transact((tx) => markRunning(tx, svc, ref, paused))
+  })
+}
+
+async function stopVm(ctx: CallContext, ref: string, op: string, clean: boolean): Promise<void> {
+  await withVmOperation(ctx, ref, op, async (vm) => {
+    const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean })
+    await ctx.svc.db.transact((tx) => markHalted(tx, ref, nvram))
+  })
+}
+
+register('VM.start', (ctx, [ref, paused]) => startVm(ctx, ref as string, Boolean(paused)))
+
+register('VM.start_on', (ctx, [ref, host, paused]) => {
+  if (host !== ctx.svc.hostRef) throw new XapiError('VM_REQUIRES_SR', [ref, NULL_REF])
+  return startVm(ctx, ref as string, Boolean(paused))
+})
+
+register('VM.clean_shutdown', (ctx, [ref]) => stopVm(ctx, ref as string, 'clean_shutdown', true))
+register('VM.hard_shutdown', (ctx, [ref]) => stopVm(ctx, ref as string, 'hard_shutdown', false))
+register('VM.shutdown', (ctx, [ref]) => stopVm(ctx, ref as string, 'shutdown', true).catch(() => stopVm(ctx, ref as string, 'hard_shutdown', false)))
+
+register('VM.clean_reboot', (ctx, [ref]) =>
+  withVmOperation(ctx, ref as string, 'clean_reboot', async (vm) => {
+    const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean: true })
+    await ctx.svc.db.transact((tx) => markHalted(tx, ref as string, nvram))
+    const fresh = ctx.svc.db.record('VM', ref as string)
+    await ctx.svc.agent.call('vm.start', await startRequest(ctx.svc, fresh, false))
+    await ctx.svc.db.transact((tx) => markRunning(tx, ctx.svc, ref as string, false))
+  }),
+)
+
+register('VM.hard_reboot', (ctx, [ref]) =>
+  withVmOperation(ctx, ref as string, 'hard_reboot', async (vm) => {
+    await ctx.svc.agent.call('vm.reset', { uuid: vm.uuid })
+    await ctx.svc.db.transact((tx) => {
+      const metrics = String(tx.get('VM', ref as string).metrics)
+      if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now() })
+      tx.update('VM', ref as string, { power_state: 'Running' })
+    })
+  }),
+)
+
+register('VM.pause', (ctx, [ref]) =>
+  withVmOperation(ctx, ref as string, 'pause', async (vm) => {
+    await ctx.svc.agent.call('vm.pause', { uuid: vm.uuid })
+    await ctx.svc.db.transact((tx) => tx.update('VM', ref as string, { power_state: 'Paused' }))
+  }),
+)
+
+register('VM.unpause', (ctx, [ref]) =>
+  withVmOperation(ctx, ref as string, 'unpause', async (vm) => {
+    await ctx.svc.agent.call('vm.unpause', { uuid: vm.uuid })
+    await ctx.svc.db.transact((tx) => tx.update('VM', ref as string, { power_state: 'Running' }))
+  }),
+)
+
+register('VM.power_state_reset', (ctx, [ref]) =>
+  ctx.svc.db.transact((tx) => {
+    const vm = tx.get('VM', ref as string)
+    if (vm.resident_on === ctx.svc.hostRef && vm.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'halted', String(vm.power_state).toLowerCase()])
+    markHalted(tx, ref as string)
+  }),
+)
+
+/** A VM stopped on its own (guest poweroff, crash, QEMU death): follow its actions_after_*. */
+export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: 'shutdown' | 'crash' | 'killed', nvram?: string): Promise<void> {
+  const ref = svc.db.replica.refByUuid('VM', uuid)
+  if (!ref) return
+  await svc.db.transact((tx) => markHalted(tx, ref, nvram))
+  const vm = svc.db.record('VM', ref)
+  const action = reason === 'shutdown' ? String(vm.actions_after_shutdown) : reason === 'crash' ? String(vm.actions_after_crash) : 'destroy'
+  if (action === 'restart' || action === 'rename_restart' || action === 'coredump_and_restart') {
+    await startVm({ svc, sessionRef: '', session: {}, wireName: 'restart' }, ref, false).catch((e: Error) => console.error(`restarting VM ${uuid}: ${e.message}`))
+  }
+}
+
+/** After a daemon restart: VMs whose QEMU still runs stay Running; the others are Halted; auto_poweron VMs start. */
+export async function reconcileVms(svc: Services): Promise<void> {
+  const mine = [...svc.db.rows('VM')].filter((r) => r.stored.resident_on === svc.hostRef && r.stored.power_state !== 'Halted' && r.stored.power_state !== 'Suspended')
+  const list = mine.map((r) => ({ uuid: String(r.stored.uuid), devices: (svc.db.record('VM', r.ref).VIFs as string[]).map((v) => String(svc.db.record('VIF', v).device)) }))
+  const alive = new Set(await svc.agent.call<string[]>('vm.reattach', { vms: list }))
+  for (const row of mine) if (!alive.has(String(row.stored.uuid))) await svc.db.transact((tx) => markHalted(tx, row.ref))
+  for (const row of [...svc.db.rows('VM')]) {
+    const s = row.stored
+    if (s.power_state === 'Halted' && !s.is_a_template && (s.other_config as Record<string, string>).auto_poweron === 'true') {
+      await startVm({ svc, sessionRef: '', session: {}, wireName: 'auto_poweron' }, row.ref, false).catch((e: Error) => console.error(`auto_poweron of ${String(s.uuid)}: ${e.message}`))
+    }
+  }
+}
