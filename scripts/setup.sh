@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm python3-os-xenapi openssl iproute2)
+DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm python3-os-xenapi openssl iproute2
+  # to build the test guest image
+  binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -38,6 +40,7 @@ install_all() {
   install_debian_packages
   install_npm_dependencies
   build
+  bash scripts/build-test-guest.sh
 }
 
 DATA_DIR=${FLOTILLA_DATA_DIR:-/var/lib/flotilla}

@@ -110,9 +110,15 @@ export class VmRuntime {
       try {
         const gone = new Promise<void>((resolve) => (proc.qmp.closed ? resolve() : proc.qmp.once('close', () => resolve())))
         if (clean) {
-          await proc.qmp.execute('system_powerdown')
-          const timedOut = await Promise.race([gone.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), timeoutMs))])
-          if (timedOut) throw Object.assign(new Error('the guest did not shut down in time'), { code: 'VM_SHUTDOWN_TIMEOUT', params: [uuid, String(timeoutMs / 1000)] })
+          // The press is repeated: a guest still booting has no handler yet and would lose it.
+          const deadline = Date.now() + timeoutMs
+          let down = false
+          void gone.then(() => (down = true))
+          while (!down && Date.now() < deadline) {
+            await proc.qmp.execute('system_powerdown').catch(() => undefined)
+            await Promise.race([gone, new Promise((r) => setTimeout(r, 3_000))])
+          }
+          if (!down) throw Object.assign(new Error('the guest did not shut down in time'), { code: 'VM_SHUTDOWN_TIMEOUT', params: [uuid, String(timeoutMs / 1000)] })
         } else {
           await proc.qmp.execute('quit').catch(() => killQemu(proc, 5_000))
         }

@@ -1,7 +1,7 @@
 // Starts a real Flotilla daemon (as the README does, with its own data dir, loopback address and
 // free ports) for a test, and stops it, its etcd and its files afterwards, also on failure.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -106,12 +106,31 @@ export class Daemon {
     if (alsoEtcd && etcd) killAndWait(etcd)
   }
 
-  /** Stops everything this daemon started and removes its data dir. */
+  /** Stops everything this daemon started (its etcd, VMs left running, their taps, its bridges) and removes its data dir. */
   async dispose(): Promise<void> {
     await this.stop().catch(() => undefined)
     const etcd = this.etcdPid
     if (etcd) killAndWait(etcd)
+    const vmDirs = join(this.dataDir, 'run', 'vm')
+    const vmIds = existsSync(vmDirs) ? readdirSync(vmDirs) : []
+    for (const id of vmIds) {
+      const pidfile = join(vmDirs, id, 'qemu.pid')
+      if (existsSync(pidfile)) killAndWait(Number(readFileSync(pidfile, 'utf8')))
+    }
+    const identity = join(this.dataDir, 'identity.json')
+    if (existsSync(identity)) {
+      const hostUuid = (JSON.parse(readFileSync(identity, 'utf8')) as { hostUuid: string }).hostUuid.replace(/-/g, '')
+      const links = execFileSync('ip', ['-o', 'link', 'show']).toString().split('\n').map((l) => l.split(': ')[1]?.split('@')[0] ?? '')
+      const ours = links.filter((name) => name.startsWith(`f${hostUuid.slice(0, 6)}`) || vmIds.some((id) => name.startsWith(`t${id.slice(0, 10)}`)))
+      for (const name of ours) execFileSync('ip', ['link', 'del', 'dev', name], { stdio: 'ignore' })
+    }
     if (this.ownsDataDir) rmSync(this.dataDir, { recursive: true, force: true })
+  }
+
+  /** What the serial console of a running VM has printed so far. */
+  serial(vmUuid: string): string {
+    const file = join(this.dataDir, 'run', 'vm', vmUuid.replace(/-/g, '').slice(0, 12), 'serial.log')
+    return existsSync(file) ? readFileSync(file, 'utf8') : ''
   }
 
   requests(): string[] {
@@ -145,4 +164,15 @@ export async function call<T = unknown>(url: string, method: string, ...params: 
 
 export async function login(url: string): Promise<string> {
   return call<string>(url, 'session.login_with_password', 'root', PASSWORD)
+}
+
+/** Polls until `probe` returns a value (not undefined/false), or fails after `ms`. */
+export async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 200))
+  }
 }

@@ -1,0 +1,110 @@
+// Real VMs: the test guest from the "Flotilla test guest" template on QEMU (TCG here), driven
+// through the XenAPI, watched on its serial console.
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { call, Daemon, jsonrpc, login, waitFor } from '../helpers/daemon.js'
+
+const daemon = new Daemon()
+let url: string
+let session: string
+
+const c = <T = any>(method: string, ...params: unknown[]) => call<T>(url, method, session, ...params)
+
+/** A VM made as a user makes one: clone the template, provision, turn it into a VM. */
+async function newGuest(name: string, oem: string[] = []): Promise<{ ref: string; uuid: string }> {
+  const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
+  const ref = await c<string>('VM.clone', template, name)
+  await c('VM.provision', ref)
+  await c('VM.set_is_a_template', ref, false)
+  if (oem.length) await c('VM.set_bios_strings', ref, Object.fromEntries(oem.map((s, i) => [`oem-${i + 1}`, s])))
+  return { ref, uuid: await c<string>('VM.get_uuid', ref) }
+}
+
+const ticks = (uuid: string) => [...daemon.serial(uuid).matchAll(/FLOTILLA tick=(\d+)/g)].map((m) => Number(m[1]))
+const waitForTick = (uuid: string, n = 1) => waitFor(`tick ${n} of ${uuid}`, () => ticks(uuid).some((t) => t >= n))
+const powerState = (ref: string) => c<string>('VM.get_power_state', ref)
+
+describe('VM lifecycle on QEMU', () => {
+  before(async () => {
+    await daemon.start()
+    url = daemon.url
+    session = await login(url)
+  })
+  after(() => daemon.dispose())
+
+  it('boots the test guest under BIOS, shuts it down cleanly and hard, and reboots it', async () => {
+    const vm = await newGuest('bios')
+    await c('VM.start', vm.ref, false, false)
+    assert.equal(await powerState(vm.ref), 'Running')
+    await waitForTick(vm.uuid)
+    assert.match(daemon.serial(vm.uuid), new RegExp(`FLOTILLA-GUEST boot uuid=${vm.uuid} firmware=bios`), 'the guest sees the VM uuid as its SMBIOS uuid')
+    const vmRecord = await c('VM.get_record', vm.ref)
+    assert.equal((await c<string[]>('host.get_resident_VMs', vmRecord.resident_on)).includes(vm.ref), true)
+    assert.equal(vmRecord.consoles.length, 2)
+    await assert.rejects(c('VM.start', vm.ref, false, false), /VM_BAD_POWER_STATE/)
+    await c('VM.hard_reboot', vm.ref)
+    await waitFor('a second boot', () => daemon.serial(vm.uuid).split('FLOTILLA-GUEST boot').length > 2)
+    await c('VM.clean_shutdown', vm.ref)
+    assert.equal(await powerState(vm.ref), 'Halted')
+    const halted = await c('VM.get_record', vm.ref)
+    assert.equal(halted.resident_on, 'OpaqueRef:NULL')
+    assert.deepEqual(halted.consoles, [])
+    await c('VM.start', vm.ref, false, false)
+    await waitForTick(vm.uuid)
+    await c('VM.pause', vm.ref)
+    assert.equal(await powerState(vm.ref), 'Paused')
+    await c('VM.unpause', vm.ref)
+    await c('VM.hard_shutdown', vm.ref)
+    assert.equal(await powerState(vm.ref), 'Halted')
+    const hardAgain = await jsonrpc(url, 'VM.hard_shutdown', [session, vm.ref])
+    assert.deepEqual([hardAgain.error?.message, ...(hardAgain.error?.data ?? [])], ['VM_BAD_POWER_STATE', vm.ref, 'paused, suspended, running', 'halted'])
+  })
+
+  it('ends Halted when the guest powers itself off', async () => {
+    const vm = await newGuest('self-off', ['flotilla:poweroff-after=2'])
+    await c('VM.start', vm.ref, false, false)
+    await waitFor('the guest to power off', async () => (await powerState(vm.ref)) === 'Halted', 90_000)
+  })
+
+  it('boots under UEFI and keeps a UEFI variable across a VM restart', async () => {
+    const vm = await newGuest('uefi', ['flotilla:efivar-write=kept-value'])
+    await c('VM.remove_from_HVM_boot_params', vm.ref, 'firmware')
+    await c('VM.add_to_HVM_boot_params', vm.ref, 'firmware', 'uefi')
+    await c('VM.start', vm.ref, false, false)
+    await waitForTick(vm.uuid)
+    assert.match(daemon.serial(vm.uuid), /firmware=uefi/)
+    await c('VM.hard_shutdown', vm.ref)
+    const nvram = await c<Record<string, string>>('VM.get_NVRAM', vm.ref)
+    assert.ok(nvram['EFI-variables'] && nvram['EFI-variables'].length < 64 * 1024, 'the variable store is kept, compressed')
+    await c('VM.set_bios_strings', vm.ref, { 'oem-1': 'flotilla:none' })
+    await c('VM.start', vm.ref, false, false)
+    await waitForTick(vm.uuid)
+    assert.match(daemon.serial(vm.uuid), /FLOTILLA efivar FlotillaTest=kept-value/)
+    await c('VM.hard_shutdown', vm.ref)
+  })
+
+  it("refuses a start that does not fit in the host's memory", async () => {
+    const vm = await newGuest('too-big')
+    const huge = 4 * 2 ** 40
+    await c('VM.set_memory_limits', vm.ref, 128 * 2 ** 20, huge, huge, huge).catch(async () => {
+      for (const f of ['memory_static_max', 'memory_dynamic_max', 'memory_dynamic_min']) await c(`VM.set_${f}`, vm.ref, huge)
+    })
+    const res = await jsonrpc(url, 'VM.start', [session, vm.ref, false, false])
+    assert.equal(res.error?.message, 'HOST_NOT_ENOUGH_FREE_MEMORY')
+    assert.equal(await powerState(vm.ref), 'Halted')
+  })
+
+  it('keeps VMs running through a kill -9 of the daemon, and still controls them after', async () => {
+    const vm = await newGuest('survivor')
+    await c('VM.start', vm.ref, false, false)
+    await waitForTick(vm.uuid)
+    await daemon.crash(false)
+    const before = Math.max(...ticks(vm.uuid))
+    await daemon.start()
+    assert.equal(await powerState(vm.ref), 'Running')
+    await waitFor('ticks to go on', () => Math.max(...ticks(vm.uuid)) > before + 1)
+    assert.equal(daemon.serial(vm.uuid).split('FLOTILLA-GUEST boot').length, 2, 'no reboot')
+    await c('VM.clean_shutdown', vm.ref)
+    assert.equal(await powerState(vm.ref), 'Halted')
+  })
+})
