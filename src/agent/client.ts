@@ -1,5 +1,6 @@
 // How the API layer calls a host agent: HTTP over the agent's socket with the host's secret.
-import { request } from 'node:http'
+import { request, type IncomingMessage } from 'node:http'
+import type { Duplex, Readable } from 'node:stream'
 import { XapiError } from '../idl/errors.js'
 import type { HostFacts } from './facts.js'
 import { SECRET_HEADER } from './server.js'
@@ -46,6 +47,41 @@ export class AgentClient {
       )
       req.on('error', reject)
       req.end(body)
+    })
+  }
+
+  /** A bulk transfer: `body` (if any) goes to the agent's stream handler, whose response comes back as a stream. */
+  stream(name: string, args: unknown, body?: Readable, headers: Record<string, string | number> = {}): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { socketPath: this.socketPath, path: `/stream/${name}?args=${encodeURIComponent(JSON.stringify(args))}`, method: 'POST', headers: { ...headers, [SECRET_HEADER]: this.secret } },
+        (res) => {
+          if (res.statusCode === 200) return resolve(res)
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => {
+            try {
+              const parsed = JSON.parse(Buffer.concat(chunks).toString()) as { error?: string; xapi?: string[] }
+              reject(parsed.xapi ? new XapiError(parsed.xapi[0]!, parsed.xapi.slice(1)) : new AgentError(parsed.error ?? `agent answered ${res.statusCode}`, res.statusCode ?? 0))
+            } catch (err) {
+              reject(err)
+            }
+          })
+        },
+      )
+      req.on('error', reject)
+      if (body) body.pipe(req)
+      else req.end()
+    })
+  }
+
+  /** A raw byte stream to something on the agent's host (a console socket). */
+  connect(name: string, args: unknown): Promise<Duplex> {
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: this.socketPath, path: `/connect/${name}?args=${encodeURIComponent(JSON.stringify(args))}`, method: 'CONNECT', headers: { [SECRET_HEADER]: this.secret } })
+      req.on('connect', (res, socket) => (res.statusCode === 200 ? resolve(socket) : (socket.destroy(), reject(new AgentError(`agent refused ${name}`, res.statusCode ?? 0)))))
+      req.on('error', reject)
+      req.end()
     })
   }
 

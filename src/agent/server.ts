@@ -1,6 +1,7 @@
 // The host agent's own endpoint: JSON calls over a Unix socket, each carrying the per-host
 // secret. The API layer reaches host-local work only through here, even on the same host.
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
@@ -39,7 +40,22 @@ function secretMatches(given: string | undefined, secret: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-export async function startAgentServer(socketPath: string, secret: string, methods: AgentMethods): Promise<Server> {
+/**
+ * Bulk data and byte streams, for what JSON calls cannot carry: `stream` handlers get the
+ * request (body = data in) and response (data out); `connect` handlers get a raw socket
+ * (consoles). Both receive their JSON arguments from the `args` query parameter.
+ */
+export interface AgentStreams {
+  stream?: Record<string, (args: any, req: IncomingMessage, res: ServerResponse) => Promise<void>>
+  connect?: Record<string, (args: any, socket: Duplex) => Promise<void>>
+}
+
+function argsOf(url: string | undefined): unknown {
+  const text = new URL(url ?? '/', 'http://agent').searchParams.get('args')
+  return text ? JSON.parse(text) : null
+}
+
+export async function startAgentServer(socketPath: string, secret: string, methods: AgentMethods, streams: AgentStreams = {}): Promise<Server> {
   await unlink(socketPath).catch(() => undefined)
   const server = createServer((req, res) => {
     const reply = (status: number, body: unknown) => {
@@ -47,6 +63,15 @@ export async function startAgentServer(socketPath: string, secret: string, metho
       res.end(JSON.stringify(body))
     }
     if (!secretMatches(req.headers[SECRET_HEADER] as string | undefined, secret)) return reply(403, { error: 'agent secret missing or wrong' })
+    const streamName = /^\/stream\/([^?]+)/.exec(req.url ?? '')?.[1]
+    if (streamName !== undefined) {
+      const handler = streams.stream?.[streamName]
+      if (!handler) return reply(404, { error: `no such agent stream: ${streamName}` })
+      return void handler(argsOf(req.url), req, res).catch((err: Error & { code?: unknown; params?: unknown }) => {
+        if (res.headersSent) return void res.destroy(err)
+        reply(500, { error: err.message, ...(typeof err.code === 'string' && Array.isArray(err.params) ? { xapi: [err.code, ...err.params] } : {}) })
+      })
+    }
     const method = methods[(req.url ?? '').replace(/^\/call\//, '')]
     if (req.method !== 'POST' || !method) return reply(404, { error: `no such agent call: ${req.url}` })
     const chunks: Buffer[] = []
@@ -64,6 +89,12 @@ export async function startAgentServer(socketPath: string, secret: string, metho
           reply(500, { error: err.message, ...(typeof err.code === 'string' && Array.isArray(err.params) ? { xapi: [err.code, ...err.params] } : {}) }),
       )
     })
+  })
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    const name = /^\/connect\/([^?]+)/.exec(req.url ?? '')?.[1] ?? ''
+    const handler = streams.connect?.[name]
+    if (!secretMatches(req.headers[SECRET_HEADER] as string | undefined, secret) || !handler) return void socket.end('HTTP/1.1 403 Forbidden\r\n\r\n')
+    void handler(argsOf(req.url), socket).catch(() => socket.destroy())
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

@@ -7,9 +7,11 @@ import { AgentClient } from '../agent/client.js'
 import { agentMethods, startAgentServer } from '../agent/server.js'
 import { readHostFacts } from '../agent/facts.js'
 import { VmRuntime } from '../agent/vms.js'
+import { agentStreams } from '../agent/streams.js'
+import { bulkRoutes } from '../http/routes.js'
 import { Database } from '../db/database.js'
 import { EtcdStore } from '../db/etcd.js'
-import { closeListeners, listen, requestHandler } from '../http/server.js'
+import { closeListeners, listen, type HttpOptions } from '../http/server.js'
 import { Dispatcher } from '../rpc/dispatch.js'
 import { collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
@@ -75,7 +77,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
       if (svc) void vmStoppedOnItsOwn(svc, uuid, reason, nvram).catch((e: Error) => console.error(`VM ${uuid} stopped: ${e.message}`))
     },
   })
-  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms))
+  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms), agentStreams(vms))
   const agent = new AgentClient(agentSocket, identity.agentSecret)
   const facts = await agent.hostFacts()
   const initialPasswordFile = join(opts.dataDir, 'initial-root-password')
@@ -85,7 +87,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
     console.log(`root password (shown once; also in ${initialPasswordFile} until changed): ${generatedPassword}`)
   }
 
-  svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), initialPasswordFile }
+  const publicHost = opts.address ?? address
+  const publicUrl = opts.httpsPort === 443 ? `https://${publicHost}` : `https://${publicHost}:${opts.httpsPort}`
+  svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), initialPasswordFile, publicUrl }
   await ensureStorageManagers(svc)
   await ensureLocalSr(svc, opts.dataDir)
   await ensureInternalNetwork(svc)
@@ -94,9 +98,13 @@ export async function serve(opts: ServeOptions): Promise<void> {
   await reconcileVms(svc)
   const tls = await ensureCertificate(join(opts.dataDir, 'tls'), facts.hostname, address)
   const requestLog = opts.requestLog
-  const handler = requestHandler({ dispatcher: new Dispatcher(svc!), requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined })
+  const http: HttpOptions = {
+    dispatcher: new Dispatcher(svc),
+    routes: bulkRoutes(svc),
+    requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined,
+  }
   const listenAddress = opts.address ?? '0.0.0.0'
-  const listeners = await listen(handler, listenAddress, opts.httpPort, { port: opts.httpsPort, key: tls.key, cert: tls.cert })
+  const listeners = await listen(http, listenAddress, opts.httpPort, { port: opts.httpsPort, key: tls.key, cert: tls.cert })
 
   const housekeeping = setInterval(() => {
     void collectTasks(svc!).catch((e: Error) => console.error(`task collection: ${e.message}`))

@@ -2,6 +2,7 @@
 // handlers and the web UI. Bodies that cannot be RPC get xapi's HTTP 500 page.
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
+import type { Duplex } from 'node:stream'
 import type { Dispatcher } from '../rpc/dispatch.js'
 import { MalformedRequest } from '../rpc/xmlrpc.js'
 import { escapeXml } from '../rpc/xmlrpc.js'
@@ -12,10 +13,24 @@ export const MAX_RPC_BODY = 300 * 1024
 
 const CORS = { 'access-control-allow-origin': '*', 'access-control-allow-headers': 'X-Requested-With' }
 
+/** A bulk handler (/import_raw_vdi, /console, ...): plain requests, WebSocket upgrades, HTTP CONNECT. */
+export interface HttpRoute {
+  request?(req: IncomingMessage, res: ServerResponse): void | Promise<void>
+  upgrade?(req: IncomingMessage, socket: Duplex, head: Buffer): void | Promise<void>
+  connect?(req: IncomingMessage, socket: Duplex, head: Buffer): void | Promise<void>
+}
+
 export interface HttpOptions {
   dispatcher: Dispatcher
+  /** Bulk handlers by path, matched with or without a trailing slash. */
+  routes?: Map<string, HttpRoute>
   /** Called with one line per request: "POST /jsonrpc VM.get_record". */
   requestLog?: (line: string) => void
+}
+
+const routeOf = (opts: HttpOptions, url: string | undefined): HttpRoute | undefined => {
+  const path = (url ?? '/').split('?')[0]!
+  return opts.routes?.get(path.length > 1 ? path.replace(/\/+$/, '') : path)
 }
 
 /** What xapi sends for a request it cannot handle at all: a 500 page, then it closes. */
@@ -47,6 +62,11 @@ export function requestHandler(opts: HttpOptions) {
       log('')
       res.writeHead(200, { ...CORS, 'access-control-allow-methods': 'POST, GET, OPTIONS', 'content-length': 0 })
       return void res.end()
+    }
+    const route = routeOf(opts, req.url)
+    if (route?.request && req.method !== 'POST') {
+      log('')
+      return void Promise.resolve(route.request(req, res)).catch((err: Error) => (res.headersSent ? res.destroy() : internalError(res, err.message)))
     }
     if (req.method === 'POST') return void handleRpc(req, res, path, log)
     log('')
@@ -88,7 +108,20 @@ export interface Listeners {
   https?: Server
 }
 
-export async function listen(handler: ReturnType<typeof requestHandler>, address: string, httpPort: number | undefined, https?: { port: number; key: string; cert: string }): Promise<Listeners> {
+/** Sends WebSocket upgrades and CONNECT requests to their route; anything else is refused. */
+function attachSocketRoutes(server: Server, opts: HttpOptions): void {
+  for (const kind of ['upgrade', 'connect'] as const) {
+    server.on(kind, (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      opts.requestLog?.(`${req.method} ${(req.url ?? '/').split('?')[0]} ${kind}`)
+      const handle = routeOf(opts, req.url)?.[kind]
+      if (!handle) return void socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
+      void Promise.resolve(handle(req, socket, head)).catch(() => socket.destroy())
+    })
+  }
+}
+
+export async function listen(opts: HttpOptions, address: string, httpPort: number | undefined, https?: { port: number; key: string; cert: string }): Promise<Listeners> {
+  const handler = requestHandler(opts)
   const out: Listeners = {}
   const start = (server: Server, port: number) =>
     new Promise<void>((resolve, reject) => {
@@ -103,7 +136,11 @@ export async function listen(handler: ReturnType<typeof requestHandler>, address
     out.https = createHttpsServer({ key: https.key, cert: https.cert, minVersion: 'TLSv1.2' }, handler)
     await start(out.https, https.port)
   }
-  for (const s of [out.http, out.https]) if (s) s.keepAliveTimeout = 5000
+  for (const s of [out.http, out.https]) {
+    if (!s) continue
+    s.keepAliveTimeout = 5000
+    attachSocketRoutes(s, opts)
+  }
   return out
 }
 

@@ -73,7 +73,6 @@ async function startRequest(svc: Services, vm: Rec, paused: boolean): Promise<St
 /** Bookkeeping of a VM that now runs here. */
 function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean): void {
   const vm = tx.get('VM', ref)
-  const host = tx.get('host', svc.hostRef)
   tx.update('VM', ref, { power_state: paused ? 'Paused' : 'Running', resident_on: svc.hostRef, scheduled_to_be_resident_on: NULL_REF, domid: nextDomid(tx, svc) })
   for (const vbd of vm.VBDs as string[]) tx.update('VBD', vbd, { currently_attached: true })
   for (const vif of vm.VIFs as string[]) tx.update('VIF', vif, { currently_attached: true })
@@ -81,7 +80,7 @@ function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean): void 
   if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now(), VCPUs_number: vm.VCPUs_at_startup, memory_actual: vm.memory_static_max, state: [], last_updated: now() })
   for (const protocol of ['rfb', 'vt100']) {
     const uuid = randomUUID()
-    tx.create('console', { uuid, protocol, VM: ref, location: `https://${String(host.address)}/console?uuid=${uuid}`, other_config: {} })
+    tx.create('console', { uuid, protocol, VM: ref, location: `${svc.publicUrl}/console?uuid=${uuid}`, other_config: {} })
   }
   refreshAllowedOperations(tx, ref)
 }

@@ -1,0 +1,63 @@
+// What every bulk HTTP handler needs: its query, the caller's session (from the query or a
+// cookie), and the task it reports through (adopted from task_id, or its own).
+import type { IncomingMessage } from 'node:http'
+import { XapiError } from '../idl/errors.js'
+import type { Services } from '../xapi/context.js'
+import { validSession } from '../xapi/session.js'
+import { createTask, finishTask } from '../xapi/task.js'
+import { taskResultXml } from '../rpc/dispatch.js'
+import type { XType } from '../idl/index.js'
+
+export function queryOf(req: IncomingMessage): URLSearchParams {
+  return new URL(req.url ?? '/', 'http://localhost').searchParams
+}
+
+function cookie(req: IncomingMessage, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=')
+    if (k === name) return decodeURIComponent(v.join('='))
+  }
+  return undefined
+}
+
+/** The session a handler runs as: `session_id` by query or cookie; SESSION_INVALID otherwise. */
+export async function httpSession(svc: Services, req: IncomingMessage): Promise<{ ref: string; session: Readonly<Record<string, unknown>> }> {
+  const ref = queryOf(req).get('session_id') ?? cookie(req, 'session_id') ?? ''
+  return { ref, session: await validSession(svc, ref) }
+}
+
+/** A handler's task: the client's own (task_id, which must be pending) or one made for the call. */
+export class HandlerTask {
+  private constructor(
+    private readonly svc: Services,
+    readonly ref: string,
+  ) {}
+
+  static async adopt(svc: Services, req: IncomingMessage, label: string): Promise<HandlerTask> {
+    const given = queryOf(req).get('task_id')
+    if (given) {
+      const task = svc.db.tryRecord('task', given)
+      if (!task) throw new XapiError('HANDLE_INVALID', ['task', given])
+      if (task.status !== 'pending') throw new XapiError('OPERATION_NOT_ALLOWED', [`task ${given} is ${String(task.status)}`])
+      return new HandlerTask(svc, given)
+    }
+    return new HandlerTask(svc, await createTask(svc, label))
+  }
+
+  get cancelled(): boolean {
+    return this.svc.db.tryRecord('task', this.ref)?.status === 'cancelled'
+  }
+
+  async progress(fraction: number): Promise<void> {
+    await this.svc.db.transact((tx) => tx.exists('task', this.ref) && tx.update('task', this.ref, { progress: Math.min(1, Math.max(0, fraction)) })).catch(() => undefined)
+  }
+
+  succeed(value: unknown, type: XType): Promise<void> {
+    return finishTask(this.svc, this.ref, { status: 'success', resultXml: taskResultXml(value, type), type: type.kind === 'ref' ? type.cls : '' })
+  }
+
+  fail(err: unknown): Promise<void> {
+    const e = err instanceof XapiError ? err : new XapiError('INTERNAL_ERROR', [err instanceof Error ? err.message : String(err)])
+    return finishTask(this.svc, this.ref, { status: 'failure', errorInfo: e.description })
+  }
+}

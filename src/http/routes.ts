@@ -1,0 +1,9 @@
+// The daemon's bulk HTTP handlers, by path.
+import type { Services } from '../xapi/context.js'
+import type { HttpRoute } from './server.js'
+
+export function bulkRoutes(svc: Services): Map<string, HttpRoute> {
+  const routes = new Map<string, HttpRoute>()
+  void svc
+  return routes
+}
