@@ -19,6 +19,8 @@ export function agentMethods(vms: VmRuntime): AgentMethods {
     'host.facts': () => readHostFacts(),
     ...storageMethods,
     'vm.start': (request: StartRequest) => vms.start(request),
+    'vm.resume': ({ request, statePath }: { request: StartRequest; statePath: string }) => vms.start(request, statePath),
+    'vm.suspend': ({ uuid, statePath }: { uuid: string; statePath: string }) => vms.suspend(uuid, statePath),
     'vm.stop': ({ uuid, clean, timeoutMs }: { uuid: string; clean: boolean; timeoutMs?: number }) => vms.stop(uuid, clean, timeoutMs),
     'vm.reset': ({ uuid }: { uuid: string }) => vms.reset(uuid),
     'vm.pause': ({ uuid }: { uuid: string }) => vms.pause(uuid),

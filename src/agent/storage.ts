@@ -1,5 +1,5 @@
 // The agent's storage calls: SRs are directories on this host, VDIs are image files in them.
-import { FileSr, type SrUsage, type VdiImage } from '../storage/file-sr.js'
+import { FileSr, type SrUsage, type VdiFormat, type VdiImage } from '../storage/file-sr.js'
 
 export type { SrUsage, VdiImage }
 
@@ -19,5 +19,6 @@ export const storageMethods = {
   'vdi.import-file': async ({ path, source, format, location }: SrRef & { source: string; format: 'qcow2' | 'raw'; location: string }) =>
     new FileSr(path).importCopy(source, format, location),
   'vdi.resize': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).resize(location, size),
-  'vdi.path': async ({ path, location }: SrRef & { location: string }) => new FileSr(path).path(location),
+  'vdi.path': async ({ path, location, format }: SrRef & { location: string; format?: VdiFormat }) => new FileSr(path).path(location, format),
+  'vdi.reserve-raw': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).reserveRaw(location, size),
 }

@@ -47,12 +47,12 @@ export class VmRuntime {
     return this.running.has(uuid)
   }
 
-  async start(request: StartRequest): Promise<{ pid: number }> {
+  async start(request: StartRequest, statePath?: string): Promise<{ pid: number }> {
     return this.queued(request.uuid, async () => {
       if (this.running.has(request.uuid)) throw new Error(`VM ${request.uuid} is already running here`)
       const nics = request.nics.map((n) => ({ ...n, tap: tapName(request.uuid, n.device), bridge: bridgeName(this.hostUuid, n.network) }))
       const spec: VmSpec = { ...request, nics }
-      const config = { ...hardwareFor(spec, this.host), paused: request.paused ?? false }
+      const config = { ...hardwareFor(spec, this.host), paused: statePath !== undefined || (request.paused ?? false), incoming: statePath !== undefined }
       await mkdir(config.runDir, { recursive: true, mode: 0o700 })
       if (config.nvram) await this.prepareNvram(config.nvram, spec.secureBoot, request.nvram)
       try {
@@ -61,6 +61,15 @@ export class VmRuntime {
           await createTap(nic.tap, nic.bridge)
         }
         const proc = await launchQemu(config)
+        if (statePath) {
+          try {
+            await loadState(proc.qmp, statePath)
+            if (!request.paused) await proc.qmp.execute('cont')
+          } catch (err) {
+            await killQemu(proc, 0)
+            throw err
+          }
+        }
         this.watch(proc, spec)
         return { pid: proc.pid }
       } catch (err) {
@@ -133,6 +142,34 @@ export class VmRuntime {
     })
   }
 
+  /** Saves memory and device state to `statePath`, then ends the QEMU (no QEMU runs while Suspended). */
+  async suspend(uuid: string, statePath: string): Promise<{ nvram?: string }> {
+    return this.queued(uuid, async () => {
+      const proc = this.running.get(uuid)
+      if (!proc) throw Object.assign(new Error(`VM ${uuid} is not running here`), { code: 'VM_BAD_POWER_STATE', params: [uuid, 'running', 'halted'] })
+      this.stopping.add(uuid)
+      try {
+        await proc.qmp.execute('stop')
+        try {
+          await saveState(proc.qmp, statePath)
+        } catch (err) {
+          await rm(statePath, { force: true })
+          await proc.qmp.execute('cont').catch(() => undefined)
+          throw err
+        }
+        const gone = new Promise<void>((resolve) => (proc.qmp.closed ? resolve() : proc.qmp.once('close', () => resolve())))
+        await proc.qmp.execute('quit').catch(() => undefined)
+        await gone
+        await killQemu(proc, 5_000)
+        const nvram = await this.takeNvram(uuid)
+        await rm(vmRunDir(this.host.runDir, uuid), { recursive: true, force: true })
+        return nvram ? { nvram } : {}
+      } finally {
+        this.stopping.delete(uuid)
+      }
+    })
+  }
+
   async reset(uuid: string): Promise<void> {
     await this.queued(uuid, () => this.qmp(uuid).execute('system_reset'))
   }
@@ -171,4 +208,28 @@ export class VmRuntime {
     }
     this.running.clear()
   }
+}
+
+/** Shell-quotes a path for QEMU's exec: migration URIs (QEMU 7.2 has no file: URI). */
+const shellQuote = (path: string) => `'${path.replace(/'/g, `'\\''`)}'`
+
+async function waitForMigration(qmp: QemuProcess['qmp']): Promise<void> {
+  for (;;) {
+    const info = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate')
+    if (info.status === 'completed') return
+    if (info.status === 'failed' || info.status === 'cancelled') throw new Error(`saving or loading the VM state failed: ${info['error-desc'] ?? info.status}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+async function saveState(qmp: QemuProcess['qmp'], statePath: string): Promise<void> {
+  // The default 128 MiB/s cap also throttles exec: migration (reference/qemu-lab.md §9).
+  await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 ** 3 })
+  await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(statePath)}` })
+  await waitForMigration(qmp)
+}
+
+async function loadState(qmp: QemuProcess['qmp'], statePath: string): Promise<void> {
+  await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(statePath)}` })
+  await waitForMigration(qmp)
 }

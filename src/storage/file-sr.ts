@@ -28,6 +28,9 @@ export class StorageError extends Error {
 
 const IMAGE = /^([0-9a-f-]{36})\.qcow2$/
 
+/** A VDI's file: qcow2 images for disks, raw files for suspend images (memory and device state). */
+export type VdiFormat = 'qcow2' | 'raw'
+
 export class FileSr {
   constructor(readonly dir: string) {}
 
@@ -35,9 +38,9 @@ export class FileSr {
     await mkdir(this.dir, { recursive: true, mode: 0o700 })
   }
 
-  path(location: string): string {
+  path(location: string, format: VdiFormat = 'qcow2'): string {
     if (!/^[0-9a-f-]{36}$/.test(location)) throw new StorageError('VDI_MISSING', [this.dir, location])
-    return join(this.dir, `${location}.qcow2`)
+    return join(this.dir, `${location}.${format}`)
   }
 
   async usage(): Promise<SrUsage> {
@@ -79,7 +82,13 @@ export class FileSr {
   }
 
   async destroy(location: string): Promise<void> {
-    await rm(this.path(location), { force: true })
+    await Promise.all([rm(this.path(location), { force: true }), rm(this.path(location, 'raw'), { force: true })])
+  }
+
+  /** Room for a raw state file of up to `bytes` (checked, not preallocated). */
+  async reserveRaw(location: string, bytes: number): Promise<string> {
+    await this.reserve(bytes)
+    return this.path(location, 'raw')
   }
 
   async image(location: string): Promise<VdiImage> {

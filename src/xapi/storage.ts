@@ -24,7 +24,8 @@ export function srPath(svc: Services, srRef: string): string {
 /** The image file of a VDI on this host. */
 export async function vdiPath(svc: Services, vdiRef: string): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
-  return svc.agent.call<string>('vdi.path', { path: srPath(svc, String(vdi.SR)), location: vdi.location })
+  const format = (vdi.sm_config as Record<string, string>)['image-format'] === 'raw' ? 'raw' : 'qcow2'
+  return svc.agent.call<string>('vdi.path', { path: srPath(svc, String(vdi.SR)), location: vdi.location, format })
 }
 
 /** Refreshes an SR's size figures from its host. */
@@ -178,4 +179,18 @@ export async function ensureStorageManagers(svc: Services): Promise<void> {
       if (!have.has(m.type))
         tx.create('SM', { ...m, name_description: m.name_label, vendor: 'Flotilla', copyright: '', version: '1.0', required_api_version: '1.0', configuration: {}, features: Object.fromEntries(m.capabilities.map((c) => [c, 1])), driver_filename: '', other_config: {}, required_cluster_stack: [] })
   })
+}
+
+/** A suspend image (memory and device state) for a VM, in the pool's suspend SR: a raw file the agent fills. */
+export async function createSuspendVdi(svc: Services, vm: Rec): Promise<{ ref: string; path: string }> {
+  const pool = svc.db.record('pool', svc.db.first('pool'))
+  const srRef = String(pool.suspend_image_SR) !== NULL_REF ? String(pool.suspend_image_SR) : String(pool.default_SR)
+  if (srRef === NULL_REF) throw new XapiError('VM_NO_SUSPEND_SR', [String(vm.uuid)])
+  const location = randomUUID()
+  const size = Number(vm.memory_static_max) + 64 * 2 ** 20
+  const path = await svc.agent.call<string>('vdi.reserve-raw', { path: srPath(svc, srRef), location, size })
+  const ref = await svc.db.transact((tx) =>
+    tx.create('VDI', { uuid: location, location, SR: srRef, name_label: `Suspend image of ${String(vm.name_label)}`, type: 'suspend', virtual_size: size, managed: true, sm_config: { 'image-format': 'raw' }, other_config: {} }),
+  )
+  return { ref, path }
 }

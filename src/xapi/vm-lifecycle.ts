@@ -5,7 +5,7 @@ import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import type { StartRequest } from '../agent/vms.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { vdiPath } from './storage.js'
+import { createSuspendVdi, destroyVdi, vdiPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 
 type Rec = Readonly<Record<string, unknown>>
@@ -126,10 +126,64 @@ async function startVm(ctx: CallContext, ref: string, paused: boolean): Promise<
 
 async function stopVm(ctx: CallContext, ref: string, op: string, clean: boolean): Promise<void> {
   await withVmOperation(ctx, ref, op, async (vm) => {
+    if (vm.power_state === 'Suspended') return discardSuspendImage(ctx.svc, ref)
     const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean })
     await ctx.svc.db.transact((tx) => markHalted(tx, ref, nvram))
   })
 }
+
+/** A Suspended VM shut down: its saved state is dropped. */
+async function discardSuspendImage(svc: Services, ref: string): Promise<void> {
+  const image = String(svc.db.record('VM', ref).suspend_VDI)
+  await svc.db.transact((tx) => {
+    markHalted(tx, ref)
+    tx.update('VM', ref, { suspend_VDI: NULL_REF })
+  })
+  if (image !== NULL_REF && svc.db.tryRecord('VDI', image)) await destroyVdi(svc, image)
+}
+
+register('VM.suspend', (ctx, [ref]) =>
+  withVmOperation(ctx, ref as string, 'suspend', async (vm) => {
+    const image = await createSuspendVdi(ctx.svc, vm)
+    try {
+      const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.suspend', { uuid: vm.uuid, statePath: image.path })
+      await ctx.svc.db.transact((tx) => {
+        markHalted(tx, ref as string, nvram)
+        tx.update('VM', ref as string, { power_state: 'Suspended', suspend_VDI: image.ref })
+        // While Suspended the VM keeps its disks.
+        for (const vbd of tx.get('VM', ref as string).VBDs as string[]) tx.update('VBD', vbd, { currently_attached: true })
+        refreshAllowedOperations(tx, ref as string)
+      })
+    } catch (err) {
+      await destroyVdi(ctx.svc, image.ref).catch(() => undefined)
+      throw err
+    }
+  }),
+)
+
+async function resumeVm(ctx: CallContext, ref: string, paused: boolean): Promise<void> {
+  const svc = ctx.svc
+  await withVmOperation(ctx, ref, 'resume', async (vm) => {
+    const needed = Number(vm.memory_static_max) + VM_OVERHEAD
+    const available = hostFreeMemory(svc)
+    if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
+    const image = String(vm.suspend_VDI)
+    if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
+    await svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) })
+    await svc.db.transact((tx) => {
+      markRunning(tx, svc, ref, paused)
+      tx.update('VM', ref, { suspend_VDI: NULL_REF })
+    })
+    await destroyVdi(svc, image).catch((e: Error) => console.error(`dropping the suspend image of ${String(vm.uuid)}: ${e.message}`))
+  })
+}
+
+register('VM.resume', (ctx, [ref, paused]) => resumeVm(ctx, ref as string, Boolean(paused)))
+
+register('VM.resume_on', (ctx, [ref, host, paused]) => {
+  if (host !== ctx.svc.hostRef) throw new XapiError('VM_REQUIRES_SR', [ref, NULL_REF])
+  return resumeVm(ctx, ref as string, Boolean(paused))
+})
 
 register('VM.start', (ctx, [ref, paused]) => startVm(ctx, ref as string, Boolean(paused)))
 

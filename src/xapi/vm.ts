@@ -79,14 +79,17 @@ function destroySatellites(tx: Tx, ref: string, vm: Rec): void {
   }
 }
 
-register('VM.destroy', (ctx, [ref]) =>
-  ctx.svc.db.transact((tx) => {
+register('VM.destroy', async (ctx, [ref]) => {
+  const suspendImage = await ctx.svc.db.transact((tx) => {
     const vm = assertVmOperation(tx, ref as string, 'destroy')
     if (vm.is_default_template) throw new XapiError('VM_CANNOT_DELETE_DEFAULT_TEMPLATE', [ref])
     destroySatellites(tx, ref as string, vm)
     tx.delete('VM', ref as string)
-  }),
-)
+    return String(vm.suspend_VDI)
+  })
+  // A suspended VM's saved state is its own, unlike its disks.
+  if (suspendImage !== NULL_REF && ctx.svc.db.tryRecord('VDI', suspendImage)) await destroyVdi(ctx.svc, suspendImage)
+})
 
 /** Fields a clone does not inherit (reference/xapi.md §3.4). */
 function cloneFields(source: Rec, name: string): Record<string, unknown> {

@@ -1,6 +1,7 @@
 // Real VMs: the test guest from the "Flotilla test guest" template on QEMU (TCG here), driven
 // through the XenAPI, watched on its serial console.
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { after, before, describe, it } from 'node:test'
 import { call, Daemon, jsonrpc, login, waitFor } from '../helpers/daemon.js'
 
@@ -58,6 +59,30 @@ describe('VM lifecycle on QEMU', () => {
     assert.equal(await powerState(vm.ref), 'Halted')
     const hardAgain = await jsonrpc(url, 'VM.hard_shutdown', [session, vm.ref])
     assert.deepEqual([hardAgain.error?.message, ...(hardAgain.error?.data ?? [])], ['VM_BAD_POWER_STATE', vm.ref, 'paused, suspended, running', 'halted'])
+  })
+
+  it('suspends with no QEMU left, survives a daemon restart, and resumes where it was', async () => {
+    const vm = await newGuest('sleeper')
+    await c('VM.start', vm.ref, false, false)
+    await waitForTick(vm.uuid, 2)
+    await c('VM.suspend', vm.ref)
+    const suspended = await c('VM.get_record', vm.ref)
+    assert.equal(suspended.power_state, 'Suspended')
+    assert.notEqual(suspended.suspend_VDI, 'OpaqueRef:NULL')
+    assert.equal(suspended.resident_on, 'OpaqueRef:NULL')
+    assert.equal(await c('VDI.get_type', suspended.suspend_VDI), 'suspend')
+    assert.ok(!execFileSync('ps', ['-eo', 'args']).toString().includes(vm.uuid), 'no QEMU runs while Suspended')
+    await daemon.stop()
+    await daemon.start()
+    await c('VM.resume', vm.ref, false, false)
+    assert.equal(await powerState(vm.ref), 'Running')
+    await waitFor('ticks after resume', () => daemon.serial(vm.uuid).includes('FLOTILLA tick='))
+    const after = ticks(vm.uuid)
+    assert.ok(after[0]! > 2, `the counter went on from where it was (first tick after resume: ${after[0]})`)
+    assert.ok(!daemon.serial(vm.uuid).includes('FLOTILLA-GUEST boot'), 'no reboot')
+    assert.equal(await c('VM.get_suspend_VDI', vm.ref), 'OpaqueRef:NULL')
+    await assert.rejects(c('VDI.get_record', suspended.suspend_VDI), /HANDLE_INVALID/)
+    await c('VM.hard_shutdown', vm.ref)
   })
 
   it('ends Halted when the guest powers itself off', async () => {

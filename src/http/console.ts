@@ -1,0 +1,154 @@
+// /console (xapi.md §7.7): a VM's VNC (rfb) or serial (vt100) console, as raw bytes over a
+// WebSocket (Xen Orchestra, XO Lite/noVNC: subprotocol "binary") or after an HTTP CONNECT
+// (XenCenter, xapi's own clients: `CONNECT /console?uuid=…&session_id=… HTTP/1.0`).
+// The client names a console (ref= or uuid=; a VM's ref or uuid also names its rfb console);
+// this layer resolves it to a VM uuid and protocol, and the host agent opens the VM's socket.
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer, createWebSocketStream } from 'ws'
+import type { Services } from '../xapi/context.js'
+import { httpSession, queryOf } from './handler.js'
+import type { HttpRoute } from './server.js'
+
+export type ConsoleProtocol = 'rfb' | 'vt100'
+
+/** What the agent's `console` connect handler is asked for. */
+export interface ConsoleTarget {
+  vm: string
+  protocol: ConsoleProtocol
+}
+
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(`${status} ${reason}`)
+  }
+}
+
+const notFound = (what: string) => new Refusal(404, 'Not Found', {}).withBody(what)
+
+declare module './console.js' {
+  interface Refusal {
+    body?: string
+  }
+}
+Object.assign(Refusal.prototype, {
+  withBody(this: Refusal & { body?: string }, body: string) {
+    this.body = body
+    return this
+  },
+})
+
+/** The console record a query names, with its VM; 404 if there is none, or none of a running VM here. */
+export function resolveConsole(svc: Services, req: IncomingMessage): ConsoleTarget {
+  const query = queryOf(req)
+  const db = svc.db
+  let consoleRef: string | undefined
+  const ref = query.get('ref')
+  const uuid = query.get('uuid')
+  if (ref) {
+    if (db.tryRecord('console', ref)) consoleRef = ref
+    else if (db.tryRecord('VM', ref)) consoleRef = defaultConsole(svc, ref)
+  } else if (uuid) {
+    consoleRef = db.replica.refByUuid('console', uuid)
+    if (!consoleRef) {
+      const vm = db.replica.refByUuid('VM', uuid)
+      if (vm) consoleRef = defaultConsole(svc, vm)
+    }
+  }
+  const record = consoleRef ? db.tryRecord('console', consoleRef) : undefined
+  if (!record) throw notFound('no such console')
+  const protocol = String(record.protocol)
+  if (protocol !== 'rfb' && protocol !== 'vt100') throw notFound(`console protocol ${protocol} is not served`)
+  const vm = db.tryRecord('VM', String(record.VM))
+  if (!vm || !['Running', 'Paused'].includes(String(vm.power_state)) || vm.resident_on !== svc.hostRef) throw notFound('the console\'s VM is not running on this host')
+  return { vm: String(vm.uuid), protocol }
+}
+
+/** A VM's rfb console (what xapi gives for a VM ref/uuid in place of a console's). */
+function defaultConsole(svc: Services, vmRef: string): string | undefined {
+  const consoles = (svc.db.tryRecord('VM', vmRef)?.consoles ?? []) as string[]
+  return consoles.find((c) => svc.db.tryRecord('console', c)?.protocol === 'rfb')
+}
+
+/** Checks the session, resolves the console and has the agent open it: the upstream byte stream. */
+async function openConsole(svc: Services, req: IncomingMessage): Promise<Duplex> {
+  try {
+    await httpSession(svc, req)
+  } catch {
+    throw new Refusal(401, 'Unauthorized', { 'WWW-Authenticate': 'Basic realm="xapi"' })
+  }
+  const target = resolveConsole(svc, req)
+  try {
+    return await svc.agent.connect('console', target)
+  } catch {
+    throw notFound('the console\'s VM is not running on this host')
+  }
+}
+
+/** An HTTP error on a socket that has not been upgraded, then close. */
+function refuse(socket: Duplex, err: unknown): void {
+  const r = err instanceof Refusal ? err : new Refusal(500, 'Internal Server Error')
+  const body = (r as Refusal & { body?: string }).body ?? ''
+  const headers = { ...r.headers, 'Content-Type': 'text/plain', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close' }
+  const head = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')
+  if (!socket.destroyed) socket.end(`HTTP/1.1 ${r.status} ${r.reason}\r\n${head}\r\n${body}`)
+}
+
+/** Bytes both ways; when either side ends, closes or fails, the other is closed too. */
+export function splice(a: Duplex, b: Duplex): void {
+  let done = false
+  const close = () => {
+    if (done) return
+    done = true
+    a.destroy()
+    b.destroy()
+  }
+  for (const s of [a, b]) {
+    s.once('error', close)
+    s.once('close', close)
+    // Its peer ended and everything was written to it: nothing more will come either way.
+    s.once('finish', close)
+  }
+  a.pipe(b)
+  b.pipe(a)
+}
+
+export function consoleRoute(svc: Services): HttpRoute {
+  // Frames carry raw RFB / terminal bytes; "binary" is what XO, XO Lite and noVNC offer.
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false, handleProtocols: (offered) => (offered.has('binary') ? 'binary' : false) })
+  return {
+    async upgrade(req, socket, head) {
+      socket.on('error', () => socket.destroy())
+      let upstream: Duplex
+      try {
+        upstream = await openConsole(svc, req)
+      } catch (err) {
+        return refuse(socket, err)
+      }
+      if (socket.destroyed) return void upstream.destroy()
+      upstream.on('error', () => upstream.destroy())
+      wss.handleUpgrade(req, socket, head, (ws) => splice(createWebSocketStream(ws), upstream))
+      // handleUpgrade answers a malformed upgrade itself (400) and closes the socket.
+      socket.once('close', () => upstream.destroy())
+    },
+
+    async connect(req, socket, head) {
+      socket.on('error', () => socket.destroy())
+      let upstream: Duplex
+      try {
+        upstream = await openConsole(svc, req)
+      } catch (err) {
+        return refuse(socket, err)
+      }
+      if (socket.destroyed) return void upstream.destroy()
+      // What xapi answers (also to an HTTP/1.0 CONNECT), then the socket is the console.
+      socket.write('HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nCache-Control: no-cache, no-store\r\n\r\n')
+      if (head.length) upstream.write(head)
+      splice(socket, upstream)
+    },
+  }
+}
