@@ -20,6 +20,7 @@
 #   FLOTILLA efivar-write FlotillaTest=<value> <ok|failed>   (UEFI only, with the switch)
 #   FLOTILLA data disk=</dev/vdX|/dev/nvmeXnY|none>[ previous: <record or none>]
 #   FLOTILLA tick=<n> up=<uptime seconds>                    (every second)
+#   FLOTILLA disks: <block disks, e.g. vda vdb>              (at the first tick and whenever they change: hot-plug)
 #   FLOTILLA net <ethN> mac=<mac> neighbours=<link-local addresses, or none>   (every 10 s per NIC)
 #   FLOTILLA net none                                        (once, when there is no NIC)
 #   FLOTILLA power button / FLOTILLA poweroff-after=N / reboot-after=N / crash-after=N
@@ -208,10 +209,16 @@ net_loop &
 
 # ---- ticks --------------------------------------------------------------------------------------
 n=0
+seen=
 while :; do
   n=$((n + 1))
   up=$(uptime_s)
   say "FLOTILLA tick=$n up=$up"
+  now=$(disks | tr '\n' ' ')
+  if [ "$now" != "$seen" ]; then
+    seen=$now
+    say "FLOTILLA disks: ${now% }"
+  fi
   if [ -n "$DATA" ]; then
     write_record "$n" "$up"
     if [ "$DISKWRITE" = 1 ]; then

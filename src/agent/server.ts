@@ -8,6 +8,7 @@ import { readHostFacts } from './facts.js'
 import { storageMethods } from './storage.js'
 import { bridgeName, deleteLink, ensureBridge } from '../net/bridge.js'
 import type { StartRequest, VmRuntime } from './vms.js'
+import type { VmSpec } from './hardware.js'
 
 export const SECRET_HEADER = 'x-flotilla-agent-secret'
 
@@ -23,6 +24,13 @@ export function agentMethods(vms: VmRuntime): AgentMethods {
     'vm.suspend': ({ uuid, statePath }: { uuid: string; statePath: string }) => vms.suspend(uuid, statePath),
     'vm.stop': ({ uuid, clean, timeoutMs }: { uuid: string; clean: boolean; timeoutMs?: number }) => vms.stop(uuid, clean, timeoutMs),
     'vm.reset': ({ uuid }: { uuid: string }) => vms.reset(uuid),
+    'vm.devices': ({ uuid }: { uuid: string }) => vms.devices(uuid),
+    'vm.plug-disk': ({ uuid, platform, disk }: { uuid: string; platform: Record<string, string>; disk: VmSpec['disks'][number] }) => vms.plugDisk(uuid, platform, disk),
+    'vm.unplug-disk': ({ uuid, userdevice }: { uuid: string; userdevice: number }) => vms.unplugDisk(uuid, userdevice),
+    'vm.insert-cd': ({ uuid, userdevice, path }: { uuid: string; userdevice: number; path: string }) => vms.insertCd(uuid, userdevice, path),
+    'vm.eject-cd': ({ uuid, userdevice }: { uuid: string; userdevice: number }) => vms.ejectCd(uuid, userdevice),
+    'vm.plug-nic': ({ uuid, platform, nic }: { uuid: string; platform: Record<string, string>; nic: StartRequest['nics'][number] }) => vms.plugNic(uuid, platform, nic),
+    'vm.unplug-nic': ({ uuid, device }: { uuid: string; device: string }) => vms.unplugNic(uuid, device),
     'vm.pause': ({ uuid }: { uuid: string }) => vms.pause(uuid),
     'vm.unpause': ({ uuid }: { uuid: string }) => vms.unpause(uuid),
     'vm.reattach': ({ vms: list }: { vms: { uuid: string; devices: string[] }[] }) => vms.reattach(list),

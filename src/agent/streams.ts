@@ -1,8 +1,8 @@
 // The agent's byte-stream endpoints (bulk disk data, consoles), next to its JSON calls.
 import type { AgentStreams } from './server.js'
 import type { VmRuntime } from './vms.js'
+import { consoleConnect } from './console.js'
 
 export function agentStreams(vms: VmRuntime): AgentStreams {
-  void vms
-  return { stream: {}, connect: {} }
+  return { stream: {}, connect: { console: consoleConnect(vms) } }
 }

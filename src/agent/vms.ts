@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { bridgeName, createTap, deleteLink, ensureBridge, tapName } from '../net/bridge.js'
 import { attachQemu, killQemu, launchQemu, type QemuProcess } from '../qemu/process.js'
+import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, type DeviceList } from '../qemu/hotplug.js'
 import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
 
 export type StopReason = 'shutdown' | 'crash' | 'killed'
@@ -168,6 +169,59 @@ export class VmRuntime {
         this.stopping.delete(uuid)
       }
     })
+  }
+
+  /** The QEMU view of one device of a VM, derived exactly as at start. */
+  private device(uuid: string, platform: Record<string, string>, disks: VmSpec['disks'], nics: StartRequest['nics']) {
+    const base = { uuid, name: '', memoryBytes: 0, vcpus: 1, maxVcpus: 1, firmware: 'bios' as const, secureBoot: false, platform, bootOrder: '', oemStrings: [] }
+    return hardwareFor({ ...base, disks, nics: nics.map((n) => ({ ...n, tap: tapName(uuid, n.device) })) }, this.host)
+  }
+
+  async plugDisk(uuid: string, platform: Record<string, string>, disk: VmSpec['disks'][number]): Promise<void> {
+    await this.queued(uuid, async () => {
+      const qmp = this.qmp(uuid)
+      const config = this.device(uuid, platform, [disk], [])
+      await attachDisk(qmp, config.disks[0]!, await freeHotplugPort(qmp, config.hotplugPorts))
+    })
+  }
+
+  async unplugDisk(uuid: string, userdevice: number): Promise<void> {
+    await this.queued(uuid, () => detachDisk(this.qmp(uuid), `d${userdevice}`))
+  }
+
+  async insertCd(uuid: string, userdevice: number, path: string): Promise<void> {
+    await this.queued(uuid, () => insertMedium(this.qmp(uuid), `d${userdevice}`, path, 'qcow2'))
+  }
+
+  async ejectCd(uuid: string, userdevice: number): Promise<void> {
+    await this.queued(uuid, () => ejectMedium(this.qmp(uuid), `d${userdevice}`))
+  }
+
+  async plugNic(uuid: string, platform: Record<string, string>, nic: StartRequest['nics'][number]): Promise<void> {
+    await this.queued(uuid, async () => {
+      const qmp = this.qmp(uuid)
+      const config = this.device(uuid, platform, [], [nic])
+      const bridge = bridgeName(this.hostUuid, nic.network)
+      await ensureBridge(bridge)
+      await createTap(config.nics[0]!.tap, bridge)
+      try {
+        await attachNic(qmp, config.nics[0]!, await freeHotplugPort(qmp, config.hotplugPorts))
+      } catch (err) {
+        await deleteLink(config.nics[0]!.tap)
+        throw err
+      }
+    })
+  }
+
+  async unplugNic(uuid: string, device: string): Promise<void> {
+    await this.queued(uuid, async () => {
+      await detachNic(this.qmp(uuid), `n${device}`)
+      await deleteLink(tapName(uuid, device))
+    })
+  }
+
+  devices(uuid: string): Promise<DeviceList> {
+    return this.queued(uuid, () => listDevices(this.qmp(uuid)))
   }
 
   async reset(uuid: string): Promise<void> {

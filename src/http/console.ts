@@ -22,25 +22,14 @@ class Refusal extends Error {
   constructor(
     readonly status: number,
     readonly reason: string,
+    readonly body = '',
     readonly headers: Record<string, string> = {},
   ) {
     super(`${status} ${reason}`)
   }
 }
 
-const notFound = (what: string) => new Refusal(404, 'Not Found', {}).withBody(what)
-
-declare module './console.js' {
-  interface Refusal {
-    body?: string
-  }
-}
-Object.assign(Refusal.prototype, {
-  withBody(this: Refusal & { body?: string }, body: string) {
-    this.body = body
-    return this
-  },
-})
+const notFound = (why: string) => new Refusal(404, 'Not Found', `${why}\n`)
 
 /** The console record a query names, with its VM; 404 if there is none, or none of a running VM here. */
 export function resolveConsole(svc: Services, req: IncomingMessage): ConsoleTarget {
@@ -79,7 +68,7 @@ async function openConsole(svc: Services, req: IncomingMessage): Promise<Duplex>
   try {
     await httpSession(svc, req)
   } catch {
-    throw new Refusal(401, 'Unauthorized', { 'WWW-Authenticate': 'Basic realm="xapi"' })
+    throw new Refusal(401, 'Unauthorized', '', { 'WWW-Authenticate': 'Basic realm="xapi"' })
   }
   const target = resolveConsole(svc, req)
   try {
@@ -92,10 +81,9 @@ async function openConsole(svc: Services, req: IncomingMessage): Promise<Duplex>
 /** An HTTP error on a socket that has not been upgraded, then close. */
 function refuse(socket: Duplex, err: unknown): void {
   const r = err instanceof Refusal ? err : new Refusal(500, 'Internal Server Error')
-  const body = (r as Refusal & { body?: string }).body ?? ''
-  const headers = { ...r.headers, 'Content-Type': 'text/plain', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close' }
+  const headers = { ...r.headers, 'Content-Type': 'text/plain', 'Content-Length': String(Buffer.byteLength(r.body)), Connection: 'close' }
   const head = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')
-  if (!socket.destroyed) socket.end(`HTTP/1.1 ${r.status} ${r.reason}\r\n${head}\r\n${body}`)
+  if (!socket.destroyed) socket.end(`HTTP/1.1 ${r.status} ${r.reason}\r\n${head}\r\n${r.body}`)
 }
 
 /** Bytes both ways; when either side ends, closes or fails, the other is closed too. */

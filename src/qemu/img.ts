@@ -104,3 +104,51 @@ export async function checkImage(path: string, format: ImageFormat): Promise<Ima
   const raw = JSON.parse(await qemuImg(['check', '--output=json', '-f', format, path], [2, 3]))
   return { corruptions: raw.corruptions ?? 0, leaks: raw.leaks ?? 0, checkErrors: raw['check-errors'] ?? 0 }
 }
+
+/** One extent of `qemu-img map`: guest bytes [start, start+length) and whether they read as zeros / are allocated. */
+export interface MapExtent {
+  start: number
+  length: number
+  data: boolean
+  zero: boolean
+}
+
+/** Where an image (through its backing chain) has data and where it reads as zeros, in guest offsets. */
+export async function mapImage(path: string, format: ImageFormat): Promise<MapExtent[]> {
+  const raw = JSON.parse(await qemuImg(['map', '--output=json', '-f', format, path])) as { start: number; length: number; data: boolean; zero: boolean }[]
+  return raw.map((e) => ({ start: e.start, length: e.length, data: e.data, zero: e.zero }))
+}
+
+/** What an untrusted image file declares beyond the basics: links to other files that opening it would follow. */
+export interface ImageHeader extends ImageInfo {
+  /** qcow2 external data file (a qcow2 whose data lives in another file). */
+  dataFile?: string
+  encrypted: boolean
+}
+
+/** Reads the header of an image file of a known format without opening its backing chain. */
+export async function imageHeader(path: string, format: ImageFormat): Promise<ImageHeader> {
+  const raw = JSON.parse(await qemuImg(['info', '--output=json', '-f', format, path]))
+  const specific = raw['format-specific']?.data ?? {}
+  return {
+    format: raw.format,
+    virtualSize: raw['virtual-size'],
+    actualSize: raw['actual-size'] ?? 0,
+    backingFile: raw['full-backing-filename'] ?? raw['backing-filename'],
+    backingFormat: raw['backing-filename-format'],
+    clusterSize: raw['cluster-size'],
+    dirty: raw['dirty-flag'] ?? false,
+    dataFile: specific['data-file'],
+    encrypted: raw.encrypted === true || specific.encrypt !== undefined,
+  }
+}
+
+/** Copies the guest content of `source` into the existing image `target` (convert -n); `targetIsZero` skips writing zeros into a fresh target. */
+export async function convertInto(opts: { source: string; sourceFormat: ImageFormat; target: string; targetFormat: ImageFormat; targetIsZero?: boolean }): Promise<void> {
+  await qemuImg(['convert', '-n', ...(opts.targetIsZero ? ['--target-is-zero'] : []), '-f', opts.sourceFormat, '-O', opts.targetFormat, opts.source, opts.target])
+}
+
+/** Writes an overlay's changes into its backing file (the overlay is left as it is; delete it afterwards). */
+export async function commitImage(overlay: string, format: ImageFormat): Promise<void> {
+  await qemuImg(['commit', '-q', '-d', '-f', format, overlay])
+}

@@ -10,6 +10,7 @@ import './storage.js'
 import './network.js'
 import './vm-lifecycle.js'
 import './templates.js'
+import './devices.js'
 
 export { DEFAULT_SETTINGS, type Services, type Settings } from './context.js'
 export { collectTasks } from './task.js'

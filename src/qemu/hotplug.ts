@@ -1,0 +1,122 @@
+// Devices added to and removed from a running VM over QMP, named as the command line names
+// them (argv.ts), so a hot-plugged disk looks like a cold-plugged one.
+import { diskDeviceId, fileNodeName, hotplugPortId, netdevId } from './argv.js'
+import type { QemuDisk, QemuNic } from './config.js'
+import type { QmpClient } from './qmp.js'
+
+const NIC_DEVICES: Record<QemuNic['model'], string> = { virtio: 'virtio-net-pci', e1000: 'e1000', rtl8139: 'rtl8139' }
+
+interface PciDevice {
+  qdev_id?: string
+  pci_bridge?: { devices?: PciDevice[] }
+}
+
+/** The first spare root port with nothing behind it. */
+export async function freeHotplugPort(qmp: QmpClient, ports: number): Promise<number> {
+  const buses = await qmp.execute<{ devices: PciDevice[] }[]>('query-pci')
+  const devices = buses.flatMap((b) => b.devices)
+  for (let i = 0; i < ports; i++) {
+    const port = devices.find((d) => d.qdev_id === hotplugPortId(i))
+    if (port && (port.pci_bridge?.devices ?? []).length === 0) return i
+  }
+  throw new Error('no free hot-plug port left on this VM (restart it to add more devices)')
+}
+
+async function addBlockNodes(qmp: QmpClient, node: string, path: string, format: QemuDisk['format'], readOnly: boolean): Promise<void> {
+  await qmp.execute('blockdev-add', { driver: 'file', 'node-name': fileNodeName({ node }), filename: path, 'read-only': readOnly, cache: { direct: false }, aio: 'threads', ...(readOnly ? {} : { discard: 'unmap' }) })
+  try {
+    await qmp.execute('blockdev-add', { driver: format, 'node-name': node, file: fileNodeName({ node }), 'read-only': readOnly, ...(readOnly ? {} : { discard: 'unmap', 'detect-zeroes': 'unmap' }) })
+  } catch (err) {
+    await qmp.execute('blockdev-del', { 'node-name': fileNodeName({ node }) }).catch(() => undefined)
+    throw err
+  }
+}
+
+async function removeBlockNodes(qmp: QmpClient, node: string): Promise<void> {
+  await qmp.execute('blockdev-del', { 'node-name': node }).catch(() => undefined)
+  await qmp.execute('blockdev-del', { 'node-name': fileNodeName({ node }) }).catch(() => undefined)
+}
+
+/** Waits until the guest released a device we asked to remove (it may refuse, or take time). */
+async function deviceGone(qmp: QmpClient, id: string, timeoutMs: number): Promise<void> {
+  await qmp.waitForEvent('DEVICE_DELETED', (e) => e.data.device === id, timeoutMs)
+}
+
+/** A virtio or NVMe disk on a spare root port (hot-plug needs a PCI device). */
+export async function attachDisk(qmp: QmpClient, disk: QemuDisk, port: number): Promise<void> {
+  if (disk.bus !== 'virtio' && disk.bus !== 'nvme') throw new Error(`a ${disk.bus} disk cannot be hot-plugged`)
+  await addBlockNodes(qmp, disk.node, disk.path!, disk.format, disk.readOnly)
+  try {
+    const model = disk.bus === 'virtio' ? 'virtio-blk-pci' : 'nvme'
+    await qmp.execute('device_add', { driver: model, id: diskDeviceId(disk), drive: disk.node, bus: hotplugPortId(port), ...(disk.bus === 'nvme' ? { serial: disk.node } : {}) })
+  } catch (err) {
+    await removeBlockNodes(qmp, disk.node)
+    throw err
+  }
+}
+
+export async function detachDisk(qmp: QmpClient, node: string, timeoutMs = 30_000): Promise<void> {
+  const id = diskDeviceId({ node })
+  const gone = deviceGone(qmp, id, timeoutMs)
+  await qmp.execute('device_del', { id })
+  await gone
+  await removeBlockNodes(qmp, node)
+}
+
+/** Puts a medium in a CD drive (empty or not): the drive's own node name holds the medium. */
+export async function insertMedium(qmp: QmpClient, node: string, path: string, format: QemuDisk['format']): Promise<void> {
+  const id = diskDeviceId({ node })
+  await ejectMedium(qmp, node)
+  await addBlockNodes(qmp, node, path, format, true)
+  await qmp.execute('blockdev-open-tray', { id, force: true })
+  await qmp.execute('blockdev-insert-medium', { id, 'node-name': node })
+  await qmp.execute('blockdev-close-tray', { id })
+}
+
+export async function ejectMedium(qmp: QmpClient, node: string): Promise<void> {
+  const id = diskDeviceId({ node })
+  await qmp.execute('blockdev-open-tray', { id, force: true })
+  await qmp.execute('blockdev-remove-medium', { id })
+  await qmp.execute('blockdev-close-tray', { id })
+  await removeBlockNodes(qmp, node)
+}
+
+export async function attachNic(qmp: QmpClient, nic: QemuNic, port: number): Promise<void> {
+  await qmp.execute('netdev_add', { type: 'tap', id: netdevId(nic), ifname: nic.tap, script: 'no', downscript: 'no' })
+  try {
+    await qmp.execute('device_add', { driver: NIC_DEVICES[nic.model], id: nic.id, netdev: netdevId(nic), mac: nic.mac, bus: hotplugPortId(port) })
+  } catch (err) {
+    await qmp.execute('netdev_del', { id: netdevId(nic) }).catch(() => undefined)
+    throw err
+  }
+}
+
+export async function detachNic(qmp: QmpClient, id: string, timeoutMs = 30_000): Promise<void> {
+  const gone = deviceGone(qmp, id, timeoutMs)
+  await qmp.execute('device_del', { id })
+  await gone
+  await qmp.execute('netdev_del', { id: netdevId({ id }) }).catch(() => undefined)
+}
+
+export interface DeviceList {
+  /** Block devices by qdev id, with the image file of their medium (undefined when empty). */
+  disks: { id: string; file?: string }[]
+  /** PCI devices by qdev id, behind bridges included. */
+  pci: string[]
+}
+
+/** What QEMU itself says the VM has (query-block, query-pci). */
+export async function listDevices(qmp: QmpClient): Promise<DeviceList> {
+  const blocks = await qmp.execute<{ qdev?: string; inserted?: { file?: string } }[]>('query-block')
+  const buses = await qmp.execute<{ devices: PciDevice[] }[]>('query-pci')
+  const pci: string[] = []
+  const walk = (devices: PciDevice[]) => {
+    for (const d of devices) {
+      if (d.qdev_id) pci.push(d.qdev_id)
+      walk(d.pci_bridge?.devices ?? [])
+    }
+  }
+  for (const bus of buses) walk(bus.devices)
+  const disks = blocks.filter((b) => b.qdev).map((b) => ({ id: b.qdev!.replace(/^\/machine\/peripheral\//, '').replace(/\/.*$/, ''), ...(b.inserted?.file ? { file: b.inserted.file } : {}) }))
+  return { disks, pci }
+}

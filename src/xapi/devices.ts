@@ -1,0 +1,127 @@
+// VBDs and VIFs: creation with xapi's checks, and plug/unplug/insert/eject that reach the
+// running QEMU through the agent.
+import { getClass, NULL_REF } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import { register, type CallContext } from './context.js'
+import { vdiPath } from './storage.js'
+
+type Rec = Readonly<Record<string, unknown>>
+
+const VBD = getClass('VBD')
+const deviceName = (userdevice: number) => `xvd${String.fromCharCode(97 + userdevice)}`
+
+function constructorFields(cls: typeof VBD, args: Record<string, unknown>): Record<string, unknown> {
+  const fields: Record<string, unknown> = {}
+  for (const f of cls.storedFields) if ((f.qualifier === 'RW' || f.qualifier === 'RO/constructor') && f.name in args) fields[f.name] = args[f.name]
+  return fields
+}
+
+register('VBD.create', (ctx, [args]) =>
+  ctx.svc.db.transact((tx) => {
+    const given = args as Record<string, unknown>
+    const vmRef = String(given.VM)
+    const vm = tx.get('VM', vmRef)
+    const type = String(given.type ?? 'Disk')
+    const empty = Boolean(given.empty) || String(given.VDI ?? NULL_REF) === NULL_REF
+    if (!empty) tx.get('VDI', String(given.VDI))
+    else if (type !== 'CD') throw new XapiError('VDI_MISSING', [NULL_REF, NULL_REF])
+    if (type === 'CD' && given.mode === 'RW') throw new XapiError('VBD_CDS_MUST_BE_READONLY')
+    const used = new Set((vm.VBDs as string[]).map((v) => String(tx.get('VBD', v).userdevice)))
+    let userdevice = String(given.userdevice ?? 'autodetect')
+    if (userdevice === 'autodetect') userdevice = String([...Array(16).keys()].find((i) => !used.has(String(i))) ?? '')
+    if (!/^\d+$/.test(userdevice) || Number(userdevice) > 15) throw new XapiError('INVALID_DEVICE', [userdevice])
+    if (used.has(userdevice)) throw new XapiError('DEVICE_ALREADY_EXISTS', [userdevice])
+    return tx.create('VBD', {
+      ...constructorFields(VBD, given),
+      type,
+      empty,
+      VDI: empty ? NULL_REF : given.VDI,
+      mode: type === 'CD' ? 'RO' : (given.mode ?? 'RW'),
+      userdevice,
+      device: deviceName(Number(userdevice)),
+      currently_attached: vm.power_state === 'Suspended' ? Boolean(given.currently_attached) : false,
+    })
+  }),
+)
+
+const running = (vm: Rec, ref: string) => {
+  if (vm.power_state !== 'Running') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'running', String(vm.power_state).toLowerCase()])
+}
+
+async function plugVbd(ctx: CallContext, ref: string): Promise<void> {
+  const vbd = ctx.svc.db.record('VBD', ref)
+  const vm = ctx.svc.db.record('VM', String(vbd.VM))
+  running(vm, String(vbd.VM))
+  if (vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
+  if (vbd.type === 'CD') throw new XapiError('OPERATION_NOT_ALLOWED', ['CD drives are attached when the VM starts; insert a medium with VBD.insert'])
+  const disk = { userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, String(vbd.VDI)), format: 'qcow2' as const, readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
+  await ctx.svc.agent.call('vm.plug-disk', { uuid: vm.uuid, platform: vm.platform, disk })
+  await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: true }))
+}
+
+async function unplugVbd(ctx: CallContext, ref: string, force: boolean): Promise<void> {
+  const vbd = ctx.svc.db.record('VBD', ref)
+  const vm = ctx.svc.db.record('VM', String(vbd.VM))
+  running(vm, String(vbd.VM))
+  if (!vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_DETACHED', [ref])
+  if (vbd.type === 'CD' || (!vbd.unpluggable && !force)) throw new XapiError('VBD_NOT_UNPLUGGABLE', [ref])
+  await ctx.svc.agent.call('vm.unplug-disk', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
+  await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: false }))
+}
+
+register('VBD.plug', (ctx, [ref]) => plugVbd(ctx, ref as string))
+register('VBD.unplug', (ctx, [ref]) => unplugVbd(ctx, ref as string, false))
+register('VBD.unplug_force', (ctx, [ref]) => unplugVbd(ctx, ref as string, true))
+
+register('VBD.insert', async (ctx, [ref, vdi]) => {
+  const vbd = ctx.svc.db.record('VBD', ref as string)
+  if (vbd.type !== 'CD') throw new XapiError('VBD_NOT_REMOVABLE_MEDIA', [ref])
+  if (!vbd.empty) throw new XapiError('VBD_NOT_EMPTY', [ref])
+  ctx.svc.db.record('VDI', vdi as string)
+  const vm = ctx.svc.db.record('VM', String(vbd.VM))
+  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vdi as string) })
+  await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: vdi, empty: false }))
+})
+
+register('VBD.eject', async (ctx, [ref]) => {
+  const vbd = ctx.svc.db.record('VBD', ref as string)
+  if (vbd.type !== 'CD') throw new XapiError('VBD_NOT_REMOVABLE_MEDIA', [ref])
+  if (vbd.empty) throw new XapiError('VBD_IS_EMPTY', [ref])
+  const vm = ctx.svc.db.record('VM', String(vbd.VM))
+  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.eject-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
+  await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: NULL_REF, empty: true }))
+})
+
+for (const cls of ['VBD', 'VIF'] as const) {
+  register(`${cls}.destroy`, (ctx, [ref]) =>
+    ctx.svc.db.transact((tx) => {
+      const dev = tx.get(cls, ref as string)
+      const vm = tx.get('VM', String(dev.VM))
+      if (dev.currently_attached && vm.power_state === 'Running') throw new XapiError('OPERATION_NOT_ALLOWED', [`${cls} ${String(ref)} is attached to a running VM; unplug it first`])
+      tx.delete(cls, ref as string)
+    }),
+  )
+}
+
+async function plugVif(ctx: CallContext, ref: string): Promise<void> {
+  const vif = ctx.svc.db.record('VIF', ref)
+  const vm = ctx.svc.db.record('VM', String(vif.VM))
+  running(vm, String(vif.VM))
+  if (vif.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
+  const nic = { device: String(vif.device), mac: String(vif.MAC), network: String(ctx.svc.db.record('network', String(vif.network)).uuid) }
+  await ctx.svc.agent.call('vm.plug-nic', { uuid: vm.uuid, platform: vm.platform, nic })
+  await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: true }))
+}
+
+async function unplugVif(ctx: CallContext, ref: string): Promise<void> {
+  const vif = ctx.svc.db.record('VIF', ref)
+  const vm = ctx.svc.db.record('VM', String(vif.VM))
+  running(vm, String(vif.VM))
+  if (!vif.currently_attached) throw new XapiError('DEVICE_ALREADY_DETACHED', [ref])
+  await ctx.svc.agent.call('vm.unplug-nic', { uuid: vm.uuid, device: String(vif.device) })
+  await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: false }))
+}
+
+register('VIF.plug', (ctx, [ref]) => plugVif(ctx, ref as string))
+register('VIF.unplug', (ctx, [ref]) => unplugVif(ctx, ref as string))
+register('VIF.unplug_force', (ctx, [ref]) => unplugVif(ctx, ref as string))
