@@ -79,7 +79,12 @@ export class AgentClient {
   connect(name: string, args: unknown): Promise<Duplex> {
     return new Promise((resolve, reject) => {
       const req = request({ socketPath: this.socketPath, path: `/connect/${name}?args=${encodeURIComponent(JSON.stringify(args))}`, method: 'CONNECT', headers: { [SECRET_HEADER]: this.secret } })
-      req.on('connect', (res, socket) => (res.statusCode === 200 ? resolve(socket) : (socket.destroy(), reject(new AgentError(`agent refused ${name}`, res.statusCode ?? 0)))))
+      req.on('connect', (res, socket, head) => {
+        if (res.statusCode !== 200) return void (socket.destroy(), reject(new AgentError(`agent refused ${name}`, res.statusCode ?? 0)))
+        // Bytes that came with the 200 (a VNC greeting) belong to the stream.
+        if (head.length > 0) socket.unshift(head)
+        resolve(socket)
+      })
       req.on('error', reject)
       req.end()
     })

@@ -3,8 +3,6 @@
 // layer's CONNECT stream. Closing either end closes the other.
 import { createConnection } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { runPaths } from '../qemu/argv.js'
-import { vmRunDir, type HostHardware } from './hardware.js'
 import type { VmRuntime } from './vms.js'
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -14,7 +12,7 @@ function answer(socket: Duplex, status: string): void {
 }
 
 /** Bytes both ways; when either side ends, closes or fails, the other is closed too. */
-function splice(a: Duplex, b: Duplex): void {
+export function splice(a: Duplex, b: Duplex): void {
   let done = false
   const close = () => {
     if (done) return
@@ -23,7 +21,7 @@ function splice(a: Duplex, b: Duplex): void {
     b.destroy()
   }
   for (const s of [a, b]) {
-    s.once('error', close)
+    s.on('error', close)
     s.once('close', close)
     s.once('finish', close)
   }
@@ -33,16 +31,13 @@ function splice(a: Duplex, b: Duplex): void {
 
 /** The `console` connect handler: args `{ vm: <VM uuid>, protocol: 'rfb' | 'vt100' }`. */
 export function consoleConnect(vms: VmRuntime): (args: unknown, socket: Duplex) => Promise<void> {
-  // VmRuntime keeps its host layout private; the run directory is where QEMU's sockets are.
-  // (Wanted: a public accessor on VmRuntime, see the report.)
-  const host: HostHardware = vms['host']
   return async (args, socket) => {
     socket.on('error', () => socket.destroy())
     const { vm, protocol } = (args ?? {}) as { vm?: unknown; protocol?: unknown }
     if (typeof vm !== 'string' || !UUID_RE.test(vm) || (protocol !== 'rfb' && protocol !== 'vt100')) return answer(socket, '400 Bad Request')
-    if (!vms.isRunning(vm)) return answer(socket, '404 Not Found')
-    const paths = runPaths(vmRunDir(host.runDir, vm))
-    const target = createConnection(protocol === 'rfb' ? paths.vnc : paths.serialSocket)
+    const path = vms.consoleSocket(vm, protocol)
+    if (!path) return answer(socket, '404 Not Found')
+    const target = createConnection(path)
     const opened = await new Promise<boolean>((resolve) => {
       target.once('connect', () => resolve(true))
       target.once('error', () => resolve(false))
@@ -52,6 +47,7 @@ export function consoleConnect(vms: VmRuntime): (args: unknown, socket: Duplex) 
       return answer(socket, '404 Not Found')
     }
     if (socket.destroyed) return void target.destroy()
+    target.on('error', () => target.destroy())
     socket.write('HTTP/1.1 200 OK\r\n\r\n')
     splice(socket, target)
   }

@@ -1,5 +1,7 @@
 // The agent's storage calls: SRs are directories on this host, VDIs are image files in them.
+import { rm } from 'node:fs/promises'
 import { FileSr, type SrUsage, type VdiFormat, type VdiImage } from '../storage/file-sr.js'
+import { format, mount, unmount, type LocalFs } from '../storage/local-fs.js'
 
 export type { SrUsage, VdiImage }
 
@@ -8,8 +10,34 @@ export interface SrRef {
   path: string
 }
 
+/** Where the SR lives on this host: a directory, or a block device with its filesystem and mount point. */
+export interface SrPlacement extends SrRef {
+  device?: string
+  fs?: LocalFs
+}
+
 export const storageMethods = {
-  'sr.attach': async ({ path }: SrRef) => new FileSr(path).attach(),
+  'sr.make': async ({ path, device, fs }: SrPlacement) => {
+    if (device) {
+      await format(device, fs ?? 'ext4')
+      await mount(device, fs ?? 'ext4', path)
+    }
+    await new FileSr(path).attach()
+  },
+  'sr.attach': async ({ path, device, fs }: SrPlacement) => {
+    if (device) await mount(device, fs ?? 'ext4', path)
+    await new FileSr(path).attach()
+  },
+  'sr.detach': async ({ path, device }: SrPlacement) => {
+    if (device) await unmount(path)
+  },
+  'sr.remove': async ({ path, device }: SrPlacement) => {
+    await rm(path, { recursive: true, force: true, maxRetries: 0 }).catch(() => undefined)
+    if (device) {
+      await unmount(path)
+      await rm(path, { recursive: true, force: true })
+    }
+  },
   'sr.usage': async ({ path }: SrRef): Promise<SrUsage> => new FileSr(path).usage(),
   'sr.scan': async ({ path }: SrRef): Promise<VdiImage[]> => new FileSr(path).scan(),
   'vdi.create': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).create(location, size),

@@ -1,8 +1,9 @@
 // The agent's byte-stream endpoints (bulk disk data, consoles), next to its JSON calls.
 import type { AgentStreams } from './server.js'
 import type { VmRuntime } from './vms.js'
+import { exportStream, importStream } from './vdi-transfer.js'
 import { consoleConnect } from './console.js'
 
 export function agentStreams(vms: VmRuntime): AgentStreams {
-  return { stream: {}, connect: { console: consoleConnect(vms) } }
+  return { stream: { 'vdi.import': importStream, 'vdi.export': exportStream }, connect: { console: consoleConnect(vms) } }
 }

@@ -48,6 +48,13 @@ export class VmRuntime {
     return this.running.has(uuid)
   }
 
+  /** The VNC or serial socket of a VM running here. */
+  consoleSocket(uuid: string, protocol: 'rfb' | 'vt100'): string | undefined {
+    const proc = this.running.get(uuid)
+    if (!proc) return undefined
+    return protocol === 'rfb' ? proc.paths.vnc : proc.paths.serialSocket
+  }
+
   async start(request: StartRequest, statePath?: string): Promise<{ pid: number }> {
     return this.queued(request.uuid, async () => {
       if (this.running.has(request.uuid)) throw new Error(`VM ${request.uuid} is already running here`)

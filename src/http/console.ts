@@ -5,6 +5,7 @@
 // this layer resolves it to a VM uuid and protocol, and the host agent opens the VM's socket.
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { splice } from '../agent/console.js'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import type { Services } from '../xapi/context.js'
 import { httpSession, queryOf } from './handler.js'
@@ -86,24 +87,6 @@ function refuse(socket: Duplex, err: unknown): void {
   if (!socket.destroyed) socket.end(`HTTP/1.1 ${r.status} ${r.reason}\r\n${head}\r\n${r.body}`)
 }
 
-/** Bytes both ways; when either side ends, closes or fails, the other is closed too. */
-export function splice(a: Duplex, b: Duplex): void {
-  let done = false
-  const close = () => {
-    if (done) return
-    done = true
-    a.destroy()
-    b.destroy()
-  }
-  for (const s of [a, b]) {
-    s.once('error', close)
-    s.once('close', close)
-    // Its peer ended and everything was written to it: nothing more will come either way.
-    s.once('finish', close)
-  }
-  a.pipe(b)
-  b.pipe(a)
-}
 
 export function consoleRoute(svc: Services): HttpRoute {
   // Frames carry raw RFB / terminal bytes; "binary" is what XO, XO Lite and noVNC offer.

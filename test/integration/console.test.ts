@@ -154,6 +154,12 @@ describe('/console', () => {
     await closeWs(ws)
   })
 
+  it("takes a VM's uuid for its rfb console", async () => {
+    const { ws, data } = await firstFrame(wsUrl(`uuid=${vm.uuid}&session_id=${session}`), ['binary'])
+    assert.match(data.toString('latin1'), RFB_GREETING)
+    await closeWs(ws)
+  })
+
   it('serves wss: on the HTTPS port', async () => {
     const { ws, data } = await firstFrame(`wss://127.0.0.1:${daemon.httpsPort}/console?uuid=${consoles.rfb!.uuid}&session_id=${session}`, ['binary'])
     assert.equal(ws.protocol, 'binary')

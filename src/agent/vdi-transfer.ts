@@ -1,0 +1,297 @@
+// The agent's side of /import_raw_vdi and /export_raw_vdi: guest-visible disk content in and
+// out of an SR's image files.
+//
+// Raw in:  the bytes go over NBD (qemu-nbd on a private socket) into a throw-away qcow2 overlay
+//          on top of the VDI's image, written in 2 MiB blocks split into runs of data and of zeros
+//          (zero runs become NBD_CMD_WRITE_ZEROES, so they stay thin). Only a complete upload is
+//          committed into the image (qemu-img commit); a short, oversized or failed one just
+//          deletes the overlay, leaving the VDI exactly as it was.
+// qcow2 in: the upload lands in a hidden temporary file in the SR directory; it must be a
+//          standalone qcow2 (no backing file, no external data file, not encrypted) whose virtual
+//          size fits; it is copied into a fresh image of the VDI's size that then replaces the VDI.
+// Raw out: qemu-img map says where the data is; zero extents are sent without reading the disk,
+//          data extents are read over NBD (read-only qemu-nbd) with a few reads in flight.
+// qcow2 out: qemu-img convert to a hidden temporary standalone qcow2, streamed, then deleted.
+import { randomUUID } from 'node:crypto'
+import { createReadStream, createWriteStream } from 'node:fs'
+import { rename, rm, stat } from 'node:fs/promises'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { dirname, join } from 'node:path'
+import type { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { XapiError } from '../idl/errors.js'
+import { ImageLockedError } from '../qemu/errors.js'
+import { commitImage, convertImage, convertInto, createImage, imageHeader, imageInfo, mapImage, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
+import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
+import { FileSr } from '../storage/file-sr.js'
+
+export type TransferFormat = 'raw' | 'qcow2'
+
+export interface TransferArgs {
+  /** The SR directory on this host. */
+  sr: string
+  /** The VDI's location (its image file's name). */
+  location: string
+  format: TransferFormat
+}
+
+export interface ImportArgs extends TransferArgs {
+  /** The byte count the client announced; null when unknown (XO's 1 PiB Content-Length). */
+  expected: number | null
+}
+
+export interface ImportResult {
+  received: number
+}
+
+const BLOCK = 2 << 20
+const GRANULE = 64 << 10
+const MAX_IN_FLIGHT = 8
+const ZEROS = Buffer.alloc(BLOCK)
+
+export interface Run {
+  offset: number
+  length: number
+  zero: boolean
+}
+
+/** Splits a buffer into alternating runs of all-zero and other `granule`-sized pieces (pure). */
+export function dataRuns(buf: Buffer, granule = GRANULE): Run[] {
+  const runs: Run[] = []
+  for (let at = 0; at < buf.length; at += granule) {
+    const end = Math.min(buf.length, at + granule)
+    const zero = isZero(buf, at, end)
+    const last = runs[runs.length - 1]
+    if (last && last.zero === zero) last.length += end - at
+    else runs.push({ offset: at, length: end - at, zero })
+  }
+  return runs
+}
+
+function isZero(buf: Buffer, start: number, end: number): boolean {
+  for (let at = start; at < end; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, end - at)
+    if (!buf.subarray(at, at + n).equals(ZEROS.subarray(0, n))) return false
+  }
+  return true
+}
+
+/** The pieces an export reads or synthesizes, in order: data extents cut to `chunk` bytes, zero extents as they are (pure). */
+export function exportPlan(extents: MapExtent[], chunk = BLOCK): { start: number; length: number; read: boolean }[] {
+  const out: { start: number; length: number; read: boolean }[] = []
+  for (const e of extents) {
+    const read = e.data && !e.zero
+    for (let at = 0; at < e.length; at += chunk) out.push({ start: e.start + at, length: Math.min(chunk, e.length - at), read })
+  }
+  return out
+}
+
+const ioError = (msg: string) => new XapiError('VDI_IO_ERROR', [msg])
+
+/** qemu-img/qemu-nbd failures as XenAPI errors; a held image lock means a VM has the disk. */
+function asTransferError(err: unknown, operation: string): unknown {
+  if (err instanceof XapiError) return err
+  if (err instanceof ImageLockedError) return new XapiError('VDI_IN_USE', ['', operation])
+  if (err instanceof QemuImgError || err instanceof NbdError) return ioError(err.message)
+  return err
+}
+
+const imageOf = (args: TransferArgs): { path: string; format: ImageFormat } => ({ path: new FileSr(args.sr).path(args.location), format: 'qcow2' })
+
+const hiddenTemp = (imagePath: string, what: string) => join(dirname(imagePath), `.${what}-${randomUUID()}.qcow2`)
+
+/** Streams `body` into the image behind `client`, starting at offset 0; returns the byte count. */
+async function writeBody(body: Readable, client: NbdClient, size: number): Promise<number> {
+  const inFlight = new Set<Promise<void>>()
+  let failure: unknown
+  const submit = (p: Promise<void>) => {
+    const tracked: Promise<void> = p.then(
+      () => void inFlight.delete(tracked),
+      (err) => {
+        inFlight.delete(tracked)
+        failure ??= err
+      },
+    )
+    inFlight.add(tracked)
+  }
+  const flushBlock = async (block: Buffer, offset: number) => {
+    for (const run of dataRuns(block)) {
+      const at = offset + run.offset
+      submit(run.zero ? client.writeZeroes(at, run.length) : client.write(at, block.subarray(run.offset, run.offset + run.length)))
+    }
+    while (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight)
+    if (failure) throw failure
+  }
+  let block = Buffer.allocUnsafe(BLOCK)
+  let fill = 0
+  let offset = 0
+  let received = 0
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    received += chunk.length
+    if (received > size) throw ioError(`the data is larger than the VDI (virtual size ${size} bytes)`)
+    let at = 0
+    while (at < chunk.length) {
+      const n = Math.min(chunk.length - at, BLOCK - fill)
+      chunk.copy(block, fill, at, at + n)
+      fill += n
+      at += n
+      if (fill === BLOCK) {
+        await flushBlock(block, offset)
+        block = Buffer.allocUnsafe(BLOCK)
+        offset += BLOCK
+        fill = 0
+      }
+    }
+  }
+  if (fill > 0) await flushBlock(block.subarray(0, fill), offset)
+  await Promise.all(inFlight)
+  if (failure) throw failure
+  return received
+}
+
+const premature = (received: number, expected: number | null) =>
+  expected !== null && received < expected ? ioError(`premature end of data: received ${received} of ${expected} bytes; the VDI was left unchanged`) : undefined
+
+async function importRaw(body: Readable, image: { path: string; format: ImageFormat }, expected: number | null): Promise<ImportResult> {
+  const { virtualSize } = await imageInfo(image.path, image.format)
+  if (expected !== null && expected > virtualSize) throw ioError(`the data (${expected} bytes) is larger than the VDI (virtual size ${virtualSize} bytes)`)
+  const overlay = hiddenTemp(image.path, 'import')
+  let opened: { server: NbdServer; client: NbdClient } | undefined
+  try {
+    await createImage({ path: overlay, format: 'qcow2', size: virtualSize, backing: image })
+    opened = await NbdServer.open(overlay, 'qcow2', { readOnly: false })
+    const received = await writeBody(body, opened.client, virtualSize)
+    await opened.client.flush()
+    await opened.client.close()
+    await opened.server.stop()
+    opened = undefined
+    const short = premature(received, expected)
+    if (short) throw short
+    if (received > 0) await commitImage(overlay, 'qcow2')
+    return { received }
+  } catch (err) {
+    opened?.client.destroy()
+    await opened?.server.kill()
+    throw asTransferError(err, 'import')
+  } finally {
+    await rm(overlay, { force: true })
+  }
+}
+
+async function importQcow2(body: Readable, image: { path: string; format: ImageFormat }, expected: number | null): Promise<ImportResult> {
+  const { virtualSize } = await imageInfo(image.path, image.format)
+  // A qcow2 of a full disk is its data plus a little metadata.
+  const limit = virtualSize + Math.ceil(virtualSize / 64) + (64 << 20)
+  const upload = hiddenTemp(image.path, 'upload')
+  const fresh = hiddenTemp(image.path, 'import')
+  try {
+    let received = 0
+    await pipeline(
+      body,
+      async function* (source: AsyncIterable<Buffer>) {
+        for await (const chunk of source) {
+          received += chunk.length
+          if (received > limit) throw ioError(`the upload is larger than a qcow2 of this VDI can be (${limit} bytes)`)
+          yield chunk
+        }
+      },
+      createWriteStream(upload, { mode: 0o600 }),
+    )
+    const short = premature(received, expected)
+    if (short) throw short
+    const header = await imageHeader(upload, 'qcow2').catch((err: Error) => {
+      throw ioError(`the upload is not a qcow2 image: ${err.message}`)
+    })
+    if (header.backingFile) throw ioError(`the qcow2 image has a backing file (${header.backingFile}): only standalone images can be imported`)
+    if (header.dataFile) throw ioError(`the qcow2 image has an external data file (${header.dataFile}): only standalone images can be imported`)
+    if (header.encrypted) throw ioError('the qcow2 image is encrypted')
+    if (header.virtualSize > virtualSize) throw new XapiError('VDI_TOO_SMALL', ['', String(header.virtualSize)])
+    await createImage({ path: fresh, format: image.format, size: virtualSize })
+    await convertInto({ source: upload, sourceFormat: 'qcow2', target: fresh, targetFormat: image.format, targetIsZero: true })
+    // Takes the image's lock for a moment: fails if a VM has the disk open.
+    await imageHeader(image.path, image.format)
+    await rename(fresh, image.path)
+    return { received }
+  } catch (err) {
+    throw asTransferError(err, 'import')
+  } finally {
+    await rm(upload, { force: true })
+    await rm(fresh, { force: true })
+  }
+}
+
+/** `vdi.import` stream: the request body is the content; answers {received} once it is in the image. */
+export async function importStream(args: ImportArgs, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const image = imageOf(args)
+  const result = await (args.format === 'qcow2' ? importQcow2 : importRaw)(req, image, args.expected)
+  res.writeHead(200, { 'content-type': 'application/json' })
+  res.end(JSON.stringify({ result }))
+}
+
+/** Resolves once `out` can take more, rejects if it closes first. */
+function writeOut(out: Writable, buf: Buffer): Promise<void> | undefined {
+  if (out.destroyed) return Promise.reject(new Error('the receiver went away'))
+  if (out.write(buf)) return undefined
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      out.off('drain', onDrain)
+      out.off('close', onClose)
+      err ? reject(err) : resolve()
+    }
+    const onDrain = () => done()
+    const onClose = () => done(new Error('the receiver went away'))
+    out.on('drain', onDrain)
+    out.on('close', onClose)
+  })
+}
+
+async function exportRaw(image: { path: string; format: ImageFormat }, res: ServerResponse): Promise<void> {
+  let opened: { server: NbdServer; client: NbdClient } | undefined
+  try {
+    const { virtualSize } = await imageInfo(image.path, image.format)
+    const plan = exportPlan(await mapImage(image.path, image.format))
+    opened = await NbdServer.open(image.path, image.format, { readOnly: true })
+    const { client } = opened
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': virtualSize })
+    const queue: Promise<Buffer>[] = []
+    const send = async () => {
+      const wait = writeOut(res, await queue.shift()!)
+      if (wait) await wait
+    }
+    for (const piece of plan) {
+      const p = piece.read ? client.read(piece.start, piece.length) : Promise.resolve(ZEROS.subarray(0, piece.length))
+      p.catch(() => undefined)
+      queue.push(p)
+      if (queue.length >= 4) await send()
+    }
+    while (queue.length) await send()
+    await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
+    await client.close()
+    await opened.server.stop()
+    opened = undefined
+  } catch (err) {
+    opened?.client.destroy()
+    await opened?.server.kill()
+    throw asTransferError(err, 'export')
+  }
+}
+
+async function exportQcow2(image: { path: string; format: ImageFormat }, res: ServerResponse): Promise<void> {
+  const copy = hiddenTemp(image.path, 'export')
+  try {
+    await convertImage({ source: image.path, sourceFormat: image.format, target: copy, targetFormat: 'qcow2' })
+    const { size } = await stat(copy)
+    res.writeHead(200, { 'content-type': 'application/x-qemu-disk', 'content-length': size })
+    await pipeline(createReadStream(copy, { highWaterMark: 1 << 20 }), res)
+  } catch (err) {
+    throw asTransferError(err, 'export')
+  } finally {
+    await rm(copy, { force: true })
+  }
+}
+
+/** `vdi.export` stream: the response is the VDI's content (with its Content-Length). */
+export async function exportStream(args: TransferArgs, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const image = imageOf(args)
+  await (args.format === 'qcow2' ? exportQcow2 : exportRaw)(image, res)
+}

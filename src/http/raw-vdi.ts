@@ -1,0 +1,301 @@
+// PUT /import_raw_vdi and GET /export_raw_vdi (reference/xapi.md §7.5, xo-compat.md §2.6–2.7):
+// a VDI's content as raw bytes or as a qcow2 file. The bytes themselves are handled by the host
+// agent (agent/vdi-transfer.ts); here: authentication, the task, HTTP framing and XO's quirks.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { PassThrough } from 'node:stream'
+import { XapiError, asXapiError } from '../idl/errors.js'
+import { getClass } from '../idl/index.js'
+import type { Services } from '../xapi/context.js'
+import { srPath } from '../xapi/storage.js'
+import { finishTask } from '../xapi/task.js'
+import { HandlerTask, httpSession, queryOf } from './handler.js'
+import type { HttpRoute } from './server.js'
+
+/** What XO announces as Content-Length when it does not know the length: the body ends when it closes the connection. */
+export const UNKNOWN_LENGTH = 1125899906842624
+
+export type Format = 'raw' | 'qcow2'
+
+const CONTENT_TYPE: Record<Format, string> = { raw: 'application/octet-stream', qcow2: 'application/x-qemu-disk' }
+
+/** The HTTP status an error gets when it is known before the 200 went out (pure). */
+export function statusFor(code: string): number {
+  if (code.startsWith('SESSION_')) return 401
+  if (code === 'HANDLE_INVALID' || code === 'UUID_INVALID') return 404
+  if (code === 'NOT_IMPLEMENTED') return 501
+  if (code === 'IMPORT_ERROR_CANNOT_HANDLE_CHUNKED') return 403
+  if (code === 'VDI_TOO_SMALL' || code === 'OPERATION_NOT_ALLOWED') return 400
+  if (code === 'VDI_IN_USE') return 409
+  return 500
+}
+
+/** The `format` query parameter: raw by default, qcow2; xapi's other formats are refused clearly (pure). */
+export function parseFormat(value: string | null, handler: string): Format {
+  const format = value ?? 'raw'
+  if (format === 'raw' || format === 'qcow2') return format
+  if (format === 'vhd' || format === 'tar') throw new XapiError('NOT_IMPLEMENTED', [`${handler} format=${format} is not supported yet (supported: raw, qcow2)`])
+  throw new XapiError('NOT_IMPLEMENTED', [`${handler}: unknown format ${JSON.stringify(format)} (supported: raw, qcow2)`])
+}
+
+/** The announced body length: null for XO's "unknown" 1 PiB (and a missing header with a body); 0 for none (pure). */
+export function expectedLength(contentLength: string | undefined): number | null {
+  if (contentLength === undefined) return 0
+  const n = Number(contentLength)
+  if (!Number.isSafeInteger(n) || n < 0) throw new XapiError('IMPORT_ERROR', [`bad Content-Length ${contentLength}`])
+  return n >= UNKNOWN_LENGTH ? null : n
+}
+
+function resolveVdi(svc: Services, given: string | null): string {
+  if (!given) throw new XapiError('HANDLE_INVALID', ['VDI', ''])
+  if (svc.db.tryRecord('VDI', given)) return given
+  try {
+    return svc.db.refByUuid(getClass('VDI'), given)
+  } catch {
+    throw new XapiError('HANDLE_INVALID', ['VDI', given])
+  }
+}
+
+/** Disks in use by a VM that is not halted, or the base of thin clones, must not be rewritten. */
+function assertWritable(svc: Services, vdiRef: string): void {
+  const vdi = svc.db.record('VDI', vdiRef)
+  for (const vbd of vdi.VBDs as string[]) {
+    const rec = svc.db.tryRecord('VBD', vbd)
+    if (!rec) continue
+    const vm = svc.db.tryRecord('VM', String(rec.VM))
+    if (rec.currently_attached || (vm && vm.power_state !== 'Halted')) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
+  }
+  if ((vdi.snapshots as string[]).length > 0) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
+  for (const row of svc.db.rows('VDI')) {
+    if ((row.stored.sm_config as Record<string, string> | undefined)?.['flotilla-base'] === vdiRef) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
+  }
+}
+
+/** An error answer before any data moved: a small text body, then the connection closes. */
+function refuse(req: IncomingMessage, res: ServerResponse, err: XapiError): void {
+  if (res.headersSent) return void res.destroy()
+  const body = `${err.description.join(' ')}\n`
+  res.writeHead(statusFor(err.code), { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
+  res.end(body)
+  res.once('finish', () => req.destroy())
+}
+
+/** Fails the client's pending task_id task (if any) when we cannot even adopt it (bad session, bad query). */
+async function failGivenTask(svc: Services, req: IncomingMessage, err: XapiError): Promise<void> {
+  const given = queryOf(req).get('task_id')
+  if (given && svc.db.tryRecord('task', given)?.status === 'pending') await finishTask(svc, given, { status: 'failure', errorInfo: err.description }).catch(() => undefined)
+}
+
+/** Progress updates at most four times a second. */
+function throttledProgress(task: HandlerTask): (fraction: number) => void {
+  let last = 0
+  return (fraction) => {
+    const now = Date.now()
+    if (now - last < 250) return
+    last = now
+    void task.progress(fraction)
+  }
+}
+
+/**
+ * The request body as a stream that ends when the client is done: at the end of the announced
+ * length, or when it closes the connection (XO's 1 PiB uploads end that way). Node drops what a
+ * paused request still buffers when the connection resets, so that is drained first.
+ */
+function bodyUntilClose(req: IncomingMessage, onData: (bytes: number) => void): { body: PassThrough; firstOrEnd: Promise<number> } {
+  const body = new PassThrough({ highWaterMark: 1 << 20 })
+  let received = 0
+  let settle!: (n: number) => void
+  const firstOrEnd = new Promise<number>((resolve) => (settle = resolve))
+  let ended = false
+  const end = () => {
+    if (ended) return
+    ended = true
+    settle(received)
+    body.end()
+  }
+  req.on('data', (chunk: Buffer) => {
+    if (ended) return
+    received += chunk.length
+    onData(received)
+    settle(received)
+    if (!body.write(chunk)) req.pause()
+  })
+  body.on('drain', () => req.resume())
+  req.on('end', end)
+  req.on('aborted', () => {
+    while (req.read() !== null);
+    end()
+  })
+  req.on('error', () => undefined)
+  req.on('close', end)
+  return { body, firstOrEnd }
+}
+
+/** Reads the agent's JSON answer. */
+async function jsonOf<T>(res: IncomingMessage): Promise<T> {
+  const chunks: Buffer[] = []
+  for await (const c of res as AsyncIterable<Buffer>) chunks.push(c)
+  return (JSON.parse(Buffer.concat(chunks).toString()) as { result: T }).result
+}
+
+/** Imports in progress, by VDI: a second one at the same time is refused. */
+const importing = new Set<string>()
+
+async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'PUT') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /import_raw_vdi (use PUT)`]))
+  const query = queryOf(req)
+  let vdiRef: string
+  let format: Format
+  let expected: number | null
+  try {
+    await httpSession(svc, req)
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, new XapiError('SESSION_AUTHENTICATION_FAILED', [e.code === 'SESSION_INVALID' ? 'session invalid' : e.message]))
+    return refuse(req, res, e)
+  }
+  try {
+    format = parseFormat(query.get('format'), '/import_raw_vdi')
+    if (req.headers['transfer-encoding'] !== undefined) throw new XapiError('IMPORT_ERROR_CANNOT_HANDLE_CHUNKED', [])
+    expected = expectedLength(req.headers['content-length'])
+    vdiRef = resolveVdi(svc, query.get('vdi'))
+    const vdi = svc.db.record('VDI', vdiRef)
+    if (format === 'raw' && expected !== null && expected > Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [vdiRef, String(expected)])
+    assertWritable(svc, vdiRef)
+    srPath(svc, String(vdi.SR))
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, e)
+    return refuse(req, res, e)
+  }
+
+  // XO's probe: an empty PUT without task_id, to find redirects before it consumes its stream.
+  const given = query.get('task_id')
+  if (!given && expected === 0) {
+    res.writeHead(200, { 'content-length': 0, connection: 'close' })
+    return void res.end()
+  }
+
+  let task: HandlerTask
+  try {
+    task = await HandlerTask.adopt(svc, req, `VDI import (${format})`)
+  } catch (err) {
+    return refuse(req, res, asXapiError(err))
+  }
+  const vdi = svc.db.record('VDI', vdiRef)
+  let mine = false
+  try {
+    // The answer goes out before the body is read; the connection closes when the import is done.
+    res.useChunkedEncodingByDefault = false
+    res.writeHead(200, { 'task-id': task.ref, 'content-type': 'text/plain', connection: 'close' })
+    res.flushHeaders()
+    const progress = throttledProgress(task)
+    const total = expected ?? Number(vdi.virtual_size)
+    const { body, firstOrEnd } = bodyUntilClose(req, (n) => progress(total > 0 ? (0.95 * n) / total : 0))
+    if ((await firstOrEnd) === 0) {
+      // Nothing came: with its own task this was a probe with a 1 PiB length (no trace left);
+      // a client's task gets the result of an empty upload.
+      if (!given) await svc.db.transact((tx) => tx.exists('task', task.ref) && tx.delete('task', task.ref)).catch(() => undefined)
+      else if (format === 'raw') await task.succeed(undefined, { kind: 'void' })
+      else await task.fail(new XapiError('VDI_IO_ERROR', ['empty upload: no qcow2 image received']))
+      return void res.end()
+    }
+    try {
+      // Only now is this more than a probe: one import per VDI at a time.
+      if (importing.has(vdiRef)) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
+      importing.add(vdiRef)
+      mine = true
+      const args = { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format, expected }
+      await jsonOf(await svc.agent.stream('vdi.import', args, body))
+      await task.succeed(undefined, { kind: 'void' })
+    } catch (err) {
+      const e = asXapiError(err)
+      await task.fail(e.code === 'VDI_IN_USE' || e.code === 'VDI_TOO_SMALL' ? new XapiError(e.code, [vdiRef, ...e.params.slice(1)]) : e)
+      req.destroy()
+    }
+    res.end()
+  } finally {
+    if (mine) importing.delete(vdiRef)
+  }
+}
+
+async function exportRawVdi(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /export_raw_vdi (use GET)`]))
+  const query = queryOf(req)
+  try {
+    await httpSession(svc, req)
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, new XapiError('SESSION_AUTHENTICATION_FAILED', [e.code === 'SESSION_INVALID' ? 'session invalid' : e.message]))
+    return refuse(req, res, e)
+  }
+  let vdiRef: string
+  let format: Format
+  try {
+    format = parseFormat(query.get('format'), '/export_raw_vdi')
+    if (query.get('base')) throw new XapiError('NOT_IMPLEMENTED', ['/export_raw_vdi base= (differencing exports need format=vhd, not supported yet)'])
+    vdiRef = resolveVdi(svc, query.get('vdi'))
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, e)
+    return refuse(req, res, e)
+  }
+  let task: HandlerTask
+  try {
+    task = await HandlerTask.adopt(svc, req, `VDI export (${format})`)
+  } catch (err) {
+    return refuse(req, res, asXapiError(err))
+  }
+  const vdi = svc.db.record('VDI', vdiRef)
+  let source: IncomingMessage
+  try {
+    source = await svc.agent.stream('vdi.export', { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format })
+  } catch (err) {
+    let e = asXapiError(err)
+    if (e.code === 'VDI_IN_USE') e = new XapiError('VDI_IN_USE', [vdiRef, 'export'])
+    await task.fail(e)
+    return refuse(req, res, e)
+  }
+  const length = Number(source.headers['content-length'])
+  res.writeHead(200, {
+    'task-id': task.ref,
+    'content-type': CONTENT_TYPE[format],
+    'content-disposition': `attachment; filename="${String(vdi.uuid)}.${format === 'raw' ? 'raw' : 'qcow2'}"`,
+    ...(Number.isSafeInteger(length) ? { 'content-length': length } : {}),
+    connection: 'close',
+  })
+  if (req.method === 'HEAD') {
+    source.destroy()
+    await task.succeed(undefined, { kind: 'void' })
+    return void res.end()
+  }
+  const progress = throttledProgress(task)
+  let sent = 0
+  await new Promise<void>((resolve) => {
+    let settled = false
+    const settle = (outcome: 'ok' | Error) => {
+      if (settled) return
+      settled = true
+      if (outcome === 'ok') void task.succeed(undefined, { kind: 'void' }).then(resolve, resolve)
+      else {
+        source.destroy()
+        res.destroy()
+        void task.fail(new XapiError('VDI_IO_ERROR', [outcome.message])).then(resolve, resolve)
+      }
+    }
+    source.on('data', (chunk: Buffer) => {
+      sent += chunk.length
+      if (Number.isSafeInteger(length) && length > 0) progress(sent / length)
+      if (!res.write(chunk)) source.pause()
+    })
+    res.on('drain', () => source.resume())
+    source.on('end', () => res.end())
+    source.on('aborted', () => settle(new Error(`the export stopped after ${sent} bytes`)))
+    source.on('error', (err) => settle(new Error(`the export stopped after ${sent} bytes: ${err.message}`)))
+    res.on('finish', () => settle('ok'))
+    res.on('close', () => settle(new Error(`the client closed the connection after ${sent} of ${Number.isSafeInteger(length) ? length : '?'} bytes`)))
+  })
+}
+
+export const importRawVdiRoute = (svc: Services): HttpRoute => ({ request: (req, res) => importRawVdi(svc, req, res) })
+export const exportRawVdiRoute = (svc: Services): HttpRoute => ({ request: (req, res) => exportRawVdi(svc, req, res) })

@@ -1,0 +1,39 @@
+// Local filesystems for SRs on a block device: formatted once (ext4 or XFS), mounted under the
+// host's SR root while the SR is plugged.
+import { execFile } from 'node:child_process'
+import { mkdir, readFile } from 'node:fs/promises'
+import { promisify } from 'node:util'
+
+const run = promisify(execFile)
+
+export type LocalFs = 'ext4' | 'xfs'
+
+async function command(binary: string, args: string[]): Promise<void> {
+  try {
+    await run(binary, args)
+  } catch (err) {
+    const { stderr } = err as { stderr?: string }
+    throw Object.assign(new Error(`${binary} ${args.join(' ')}: ${stderr?.trim() || (err as Error).message}`), {
+      code: 'SR_BACKEND_FAILURE',
+      params: ['1', '', `${binary}: ${stderr?.trim() ?? ''}`],
+    })
+  }
+}
+
+export async function format(device: string, fs: LocalFs): Promise<void> {
+  await command(fs === 'xfs' ? 'mkfs.xfs' : 'mkfs.ext4', fs === 'xfs' ? ['-q', '-f', device] : ['-q', '-F', device])
+}
+
+export async function isMounted(path: string): Promise<boolean> {
+  const mounts = await readFile('/proc/mounts', 'utf8')
+  return mounts.split('\n').some((line) => line.split(' ')[1] === path)
+}
+
+export async function mount(device: string, fs: LocalFs, path: string): Promise<void> {
+  await mkdir(path, { recursive: true, mode: 0o700 })
+  if (!(await isMounted(path))) await command('mount', ['-t', fs, device, path])
+}
+
+export async function unmount(path: string): Promise<void> {
+  if (await isMounted(path)) await command('umount', [path])
+}
