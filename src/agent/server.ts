@@ -27,7 +27,7 @@ export function agentMethods(vms: VmRuntime): AgentMethods {
     'vm.devices': ({ uuid }: { uuid: string }) => vms.devices(uuid),
     'vm.plug-disk': ({ uuid, platform, disk }: { uuid: string; platform: Record<string, string>; disk: VmSpec['disks'][number] }) => vms.plugDisk(uuid, platform, disk),
     'vm.unplug-disk': ({ uuid, userdevice }: { uuid: string; userdevice: number }) => vms.unplugDisk(uuid, userdevice),
-    'vm.insert-cd': ({ uuid, userdevice, path }: { uuid: string; userdevice: number; path: string }) => vms.insertCd(uuid, userdevice, path),
+    'vm.insert-cd': ({ uuid, userdevice, path, format }: { uuid: string; userdevice: number; path: string; format: 'qcow2' | 'raw' }) => vms.insertCd(uuid, userdevice, path, format),
     'vm.eject-cd': ({ uuid, userdevice }: { uuid: string; userdevice: number }) => vms.ejectCd(uuid, userdevice),
     'vm.plug-nic': ({ uuid, platform, nic }: { uuid: string; platform: Record<string, string>; nic: StartRequest['nics'][number] }) => vms.plugNic(uuid, platform, nic),
     'vm.unplug-nic': ({ uuid, device }: { uuid: string; device: string }) => vms.unplugNic(uuid, device),

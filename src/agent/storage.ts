@@ -1,5 +1,6 @@
 // The agent's storage calls: SRs are directories on this host, VDIs are image files in them.
-import { rm } from 'node:fs/promises'
+import { readdir, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { FileSr, type SrUsage, type VdiFormat, type VdiImage } from '../storage/file-sr.js'
 import { format, mount, unmount, type LocalFs } from '../storage/local-fs.js'
 
@@ -24,6 +25,15 @@ export const storageMethods = {
     }
     await new FileSr(path).attach()
   },
+  'iso.scan': async ({ path }: SrRef) => isoImages(path),
+  'iso.create': async ({ path, name, size }: SrRef & { name: string; size: number }) => {
+    const file = isoPath(path, name)
+    await writeFile(file, '', { flag: 'wx' })
+    await truncate(file, size)
+    return { location: name, virtualSize: size, physicalUtilisation: 0 }
+  },
+  'iso.path': async ({ path, name }: SrRef & { name: string }) => isoPath(path, name),
+  'iso.destroy': async ({ path, name }: SrRef & { name: string }) => rm(isoPath(path, name), { force: true }),
   'sr.attach': async ({ path, device, fs }: SrPlacement) => {
     if (device) await mount(device, fs ?? 'ext4', path)
     await new FileSr(path).attach()
@@ -49,4 +59,20 @@ export const storageMethods = {
   'vdi.resize': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).resize(location, size),
   'vdi.path': async ({ path, location, format }: SrRef & { location: string; format?: VdiFormat }) => new FileSr(path).path(location, format),
   'vdi.reserve-raw': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).reserveRaw(location, size),
+}
+
+/** An ISO library's file by name: a plain name ending in .iso, never a path. */
+export function isoPath(dir: string, name: string): string {
+  if (!/^[^/\0]{1,250}\.iso$/i.test(name) || name.startsWith('.')) throw Object.assign(new Error(`bad ISO name ${name}`), { code: 'VDI_MISSING', params: [dir, name] })
+  return join(dir, name)
+}
+
+async function isoImages(dir: string): Promise<VdiImage[]> {
+  const out: VdiImage[] = []
+  for (const name of await readdir(dir)) {
+    if (!/\.iso$/i.test(name)) continue
+    const st = await stat(join(dir, name))
+    if (st.isFile()) out.push({ location: name, virtualSize: st.size, physicalUtilisation: st.blocks * 512 })
+  }
+  return out
 }

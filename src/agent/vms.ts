@@ -196,8 +196,8 @@ export class VmRuntime {
     await this.queued(uuid, () => detachDisk(this.qmp(uuid), `d${userdevice}`))
   }
 
-  async insertCd(uuid: string, userdevice: number, path: string): Promise<void> {
-    await this.queued(uuid, () => insertMedium(this.qmp(uuid), `d${userdevice}`, path, 'qcow2'))
+  async insertCd(uuid: string, userdevice: number, path: string, format: 'qcow2' | 'raw'): Promise<void> {
+    await this.queued(uuid, () => insertMedium(this.qmp(uuid), `d${userdevice}`, path, format))
   }
 
   async ejectCd(uuid: string, userdevice: number): Promise<void> {

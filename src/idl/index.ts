@@ -162,6 +162,13 @@ for (const c of raw.classes) {
       release: m.release,
     })
   }
+  // xapi generates get_all_records_where for every class with get_all_records; its published
+  // datamodel leaves it out (it lists only message's custom one).
+  const all = messages.get('get_all_records')
+  if (all && !messages.has('get_all_records_where')) {
+    const session = all.params[0]!
+    messages.set('get_all_records_where', { ...all, name: 'get_all_records_where', params: [session, { name: 'expr', type: parseType('string'), typeText: 'string' }], hasAsync: false, errors: [] })
+  }
   classes.set(c.name, {
     name: c.name,
     state: c.state,

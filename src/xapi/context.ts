@@ -29,6 +29,8 @@ export interface Services {
   agent: AgentClient
   hostRef: string
   settings: Settings
+  /** Where this host keeps SR directories and mount points. */
+  srRoot: string
   /** This host's HTTPS base URL as clients reach it (console locations are built from it). */
   publicUrl: string
   /** Where the password of the root account is kept until it is changed (readable by root only). */

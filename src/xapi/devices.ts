@@ -3,7 +3,7 @@
 import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import { register, type CallContext } from './context.js'
-import { vdiPath } from './storage.js'
+import { vdiFormat, vdiPath } from './storage.js'
 
 type Rec = Readonly<Record<string, unknown>>
 
@@ -54,7 +54,7 @@ async function plugVbd(ctx: CallContext, ref: string): Promise<void> {
   running(vm, String(vbd.VM))
   if (vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
   if (vbd.type === 'CD') throw new XapiError('OPERATION_NOT_ALLOWED', ['CD drives are attached when the VM starts; insert a medium with VBD.insert'])
-  const disk = { userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, String(vbd.VDI)), format: 'qcow2' as const, readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
+  const disk = { userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, String(vbd.VDI)), format: vdiFormat(ctx.svc, String(vbd.VDI)), readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
   await ctx.svc.agent.call('vm.plug-disk', { uuid: vm.uuid, platform: vm.platform, disk })
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: true }))
 }
@@ -79,7 +79,7 @@ register('VBD.insert', async (ctx, [ref, vdi]) => {
   if (!vbd.empty) throw new XapiError('VBD_NOT_EMPTY', [ref])
   ctx.svc.db.record('VDI', vdi as string)
   const vm = ctx.svc.db.record('VM', String(vbd.VM))
-  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vdi as string) })
+  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vdi as string), format: vdiFormat(ctx.svc, vdi as string) })
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: vdi, empty: false }))
 })
 

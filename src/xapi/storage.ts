@@ -24,6 +24,7 @@ export function srPath(svc: Services, srRef: string): string {
 /** The image file of a VDI on this host. */
 export async function vdiPath(svc: Services, vdiRef: string): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
+  if (isIsoSr(svc, String(vdi.SR))) return svc.agent.call<string>('iso.path', { path: srPath(svc, String(vdi.SR)), name: vdi.location })
   const format = (vdi.sm_config as Record<string, string>)['image-format'] === 'raw' ? 'raw' : 'qcow2'
   return svc.agent.call<string>('vdi.path', { path: srPath(svc, String(vdi.SR)), location: vdi.location, format })
 }
@@ -45,9 +46,9 @@ export async function recordVdi(svc: Services, srRef: string, image: VdiImage, f
   const ref = await svc.db.transact((tx) =>
     tx.create('VDI', {
       type: 'user',
+      uuid: image.location,
       ...fields,
       SR: srRef,
-      uuid: image.location,
       location: image.location,
       virtual_size: image.virtualSize,
       physical_utilisation: image.physicalUtilisation,
@@ -65,10 +66,15 @@ export async function createVdi(svc: Services, args: Record<string, unknown>): P
   svc.db.record('SR', srRef)
   const size = Number(args.virtual_size ?? 0)
   if (!(size > 0)) throw new XapiError('INVALID_VALUE', ['virtual_size', String(args.virtual_size)])
-  const location = randomUUID()
-  const image = await svc.agent.call<VdiImage>('vdi.create', { path: srPath(svc, srRef), location, size })
   const fields: Record<string, unknown> = {}
   for (const name of VDI_FIELDS) if (name in args) fields[name] = args[name]
+  if (isIsoSr(svc, srRef)) {
+    const name = /\.iso$/i.test(String(args.name_label ?? '')) ? String(args.name_label) : `${randomUUID()}.iso`
+    const image = await svc.agent.call<VdiImage>('iso.create', { path: srPath(svc, srRef), name, size })
+    return recordVdi(svc, srRef, { ...image, location: name }, { ...fields, uuid: randomUUID() })
+  }
+  const location = randomUUID()
+  const image = await svc.agent.call<VdiImage>('vdi.create', { path: srPath(svc, srRef), location, size })
   return recordVdi(svc, srRef, image, fields)
 }
 
@@ -85,7 +91,8 @@ export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
   await svc.db.transact((tx) => assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy'))
   if ((vdi.snapshots as string[]).length > 0 || [...svc.db.rows('VDI')].some((r) => r.stored.sm_config && (r.stored.sm_config as Record<string, string>)['flotilla-base'] === vdiRef))
     throw new XapiError('VDI_IN_USE', [vdiRef, 'destroy'])
-  await svc.agent.call('vdi.destroy', { path: srPath(svc, String(vdi.SR)), location: vdi.location })
+  if (isIsoSr(svc, String(vdi.SR))) await svc.agent.call('iso.destroy', { path: srPath(svc, String(vdi.SR)), name: vdi.location })
+  else await svc.agent.call('vdi.destroy', { path: srPath(svc, String(vdi.SR)), location: vdi.location })
   await svc.db.transact((tx) => {
     for (const vbd of tx.get('VDI', vdiRef).VBDs as string[]) tx.delete('VBD', vbd)
     tx.delete('VDI', vdiRef)
@@ -134,6 +141,7 @@ for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 
 
 /** SR.scan: picks up image files that have no record and refreshes the figures. */
 async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
+  if (isIsoSr(ctx.svc, srRef)) return scanIsoSr(ctx.svc, srRef)
   const images = await ctx.svc.agent.call<VdiImage[]>('sr.scan', { path: srPath(ctx.svc, srRef) })
   const known = new Set((ctx.svc.db.record('SR', srRef).VDIs as string[]).map((v) => String(ctx.svc.db.record('VDI', v).location)))
   for (const image of images) {
@@ -149,15 +157,15 @@ register('SR.set_name_label', (ctx, [ref, value]) => ctx.svc.db.transact((tx) =>
 register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_description: value })))
 
 /** The first start's local SR: a directory inside the data dir, plugged on this host. */
-export async function ensureLocalSr(svc: Services, dataDir: string): Promise<string> {
+export async function ensureLocalSr(svc: Services): Promise<string> {
   const pool = svc.db.first('pool')
   const existing = String(svc.db.record('pool', pool).default_SR)
   if (existing !== NULL_REF && svc.db.tryRecord('SR', existing)) return existing
   const uuid = randomUUID()
-  const path = `${dataDir}/sr/${uuid}`
+  const path = `${svc.srRoot}/${uuid}`
   await svc.agent.call('sr.attach', { path })
   const sr = await svc.db.transact((tx) => {
-    const ref = tx.create('SR', { uuid, name_label: 'Local storage', name_description: `Local storage in ${dataDir}`, type: 'ext', content_type: 'user', shared: false, other_config: { 'i18n-key': 'local-storage' }, sm_config: { devserial: '' } })
+    const ref = tx.create('SR', { uuid, name_label: 'Local storage', name_description: `Local storage in ${svc.srRoot}`, type: 'ext', content_type: 'user', shared: false, other_config: { 'i18n-key': 'local-storage' }, sm_config: { devserial: '' } })
     tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: { path }, currently_attached: true })
     tx.update('pool', pool, { default_SR: ref, suspend_image_SR: ref, crash_dump_SR: ref })
     return ref
@@ -193,4 +201,117 @@ export async function createSuspendVdi(svc: Services, vm: Rec): Promise<{ ref: s
     tx.create('VDI', { uuid: location, location, SR: srRef, name_label: `Suspend image of ${String(vm.name_label)}`, type: 'suspend', virtual_size: size, managed: true, sm_config: { 'image-format': 'raw' }, other_config: {} }),
   )
   return { ref, path }
+}
+
+export const isIsoSr = (svc: Services, srRef: string) => svc.db.record('SR', srRef).type === 'iso'
+
+/** The image format of a VDI's file as QEMU must open it. */
+export function vdiFormat(svc: Services, vdiRef: string): 'qcow2' | 'raw' {
+  const vdi = svc.db.record('VDI', vdiRef)
+  return isIsoSr(svc, String(vdi.SR)) || (vdi.sm_config as Record<string, string>)['image-format'] === 'raw' ? 'raw' : 'qcow2'
+}
+
+const SR_TYPES = new Set(['ext', 'xfs', 'iso'])
+
+/** Where an SR is on this host: its directory and, for device SRs, the device and filesystem. */
+function placement(svc: Services, srRef: string, pbdRef?: string) {
+  const pbd = pbdRef ?? (svc.db.record('SR', srRef).PBDs as string[]).find((p) => svc.db.record('PBD', p).host === svc.hostRef)
+  if (!pbd) throw new XapiError('SR_NO_PBDS', [srRef])
+  const config = svc.db.record('PBD', pbd).device_config as Record<string, string>
+  const type = String(svc.db.record('SR', srRef).type)
+  return { path: config.path!, ...(config.device ? { device: config.device, fs: type === 'xfs' ? 'xfs' : 'ext4' } : {}) }
+}
+
+register('SR.create', async (ctx, [host, deviceConfig, , name, description, type, contentType, , smConfig]) => {
+  const svc = ctx.svc
+  if (!SR_TYPES.has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  if (host !== svc.hostRef) throw new XapiError('CANNOT_CONTACT_HOST', [host])
+  const config = { ...(deviceConfig as Record<string, string>) }
+  const uuid = randomUUID()
+  if (type === 'iso' && !config.location) config.path = `${svc.srRoot}/${uuid}`
+  else if (type === 'iso') config.path = config.location!
+  else if (!config.device && !config.path) throw new XapiError('SR_BACKEND_FAILURE', ['1', '', 'device_config needs device (a block device to format) or path (a directory)'])
+  config.path ??= `${svc.srRoot}/${uuid}`
+  await svc.agent.call('sr.make', { path: config.path, ...(config.device ? { device: config.device, fs: type === 'xfs' ? 'xfs' : 'ext4' } : {}) })
+  const sr = await svc.db.transact((tx) => {
+    const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: smConfig ?? {}, other_config: {} })
+    tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: true })
+    return ref
+  })
+  if (type === 'iso') await scanIsoSr(svc, sr)
+  await refreshSrUsage(svc, sr)
+  return sr
+})
+
+register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {
+  if (!SR_TYPES.has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  return ctx.svc.db.transact((tx) => tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: contentType, shared, sm_config: smConfig, other_config: {} }))
+})
+
+register('PBD.plug', async (ctx, [ref]) => {
+  const pbd = ctx.svc.db.record('PBD', ref as string)
+  if (pbd.currently_attached) return
+  await ctx.svc.agent.call('sr.attach', placement(ctx.svc, String(pbd.SR), ref as string))
+  await ctx.svc.db.transact((tx) => tx.update('PBD', ref as string, { currently_attached: true }))
+  await refreshSrUsage(ctx.svc, String(pbd.SR)).catch(() => undefined)
+})
+
+register('PBD.unplug', async (ctx, [ref]) => {
+  const pbd = ctx.svc.db.record('PBD', ref as string)
+  if (!pbd.currently_attached) return
+  const sr = String(pbd.SR)
+  for (const vdi of ctx.svc.db.record('SR', sr).VDIs as string[])
+    for (const vbd of ctx.svc.db.record('VDI', vdi).VBDs as string[])
+      if (ctx.svc.db.record('VM', String(ctx.svc.db.record('VBD', vbd).VM)).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
+  await ctx.svc.agent.call('sr.detach', placement(ctx.svc, sr, ref as string))
+  await ctx.svc.db.transact((tx) => tx.update('PBD', ref as string, { currently_attached: false }))
+})
+
+/** Forgets an SR's records (its data stays); its PBDs must be unplugged. */
+async function forgetSr(svc: Services, ref: string): Promise<void> {
+  await svc.db.transact((tx) => {
+    const sr = tx.get('SR', ref)
+    for (const pbd of sr.PBDs as string[]) if (tx.get('PBD', pbd).currently_attached) throw new XapiError('SR_HAS_PBD', [ref])
+    for (const vdi of sr.VDIs as string[]) {
+      for (const vbd of tx.get('VDI', vdi).VBDs as string[]) tx.delete('VBD', vbd)
+      tx.delete('VDI', vdi)
+    }
+    for (const pbd of sr.PBDs as string[]) tx.delete('PBD', pbd)
+    tx.delete('SR', ref)
+    const pool = svc.db.first('pool')
+    for (const field of ['default_SR', 'suspend_image_SR', 'crash_dump_SR'])
+      if (tx.get('pool', pool)[field] === ref) tx.update('pool', pool, { [field]: NULL_REF })
+  })
+}
+
+register('SR.forget', (ctx, [ref]) => forgetSr(ctx.svc, ref as string))
+
+register('SR.destroy', async (ctx, [ref]) => {
+  const svc = ctx.svc
+  const sr = svc.db.record('SR', ref as string)
+  for (const vdi of sr.VDIs as string[])
+    for (const vbd of svc.db.record('VDI', vdi).VBDs as string[])
+      if (svc.db.record('VM', String(svc.db.record('VBD', vbd).VM)).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
+  const where = placement(svc, ref as string)
+  if (!(sr.PBDs as string[]).some((p) => svc.db.record('PBD', p).currently_attached)) throw new XapiError('SR_NOT_ATTACHED', [ref])
+  await svc.agent.call('sr.remove', where)
+  await svc.db.transact((tx) => {
+    for (const pbd of tx.get('SR', ref as string).PBDs as string[]) tx.update('PBD', pbd, { currently_attached: false })
+  })
+  await forgetSr(svc, ref as string)
+})
+
+/** ISO libraries: every *.iso file in the directory is a read-only VDI named after it. */
+async function scanIsoSr(svc: Services, srRef: string): Promise<void> {
+  const images = await svc.agent.call<VdiImage[]>('iso.scan', { path: srPath(svc, srRef) })
+  const known = new Map((svc.db.record('SR', srRef).VDIs as string[]).map((v) => [String(svc.db.record('VDI', v).location), v]))
+  await svc.db.transact((tx) => {
+    for (const image of images) {
+      const existing = known.get(image.location)
+      if (existing) tx.update('VDI', existing, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation })
+      else tx.create('VDI', { SR: srRef, name_label: image.location, location: image.location, type: 'user', read_only: true, virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation, managed: true, sm_config: {}, other_config: {} })
+    }
+    const present = new Set(images.map((i) => i.location))
+    for (const [location, vdi] of known) if (!present.has(location) && tx.exists('VDI', vdi)) tx.delete('VDI', vdi)
+  })
 }

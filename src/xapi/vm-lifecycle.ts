@@ -5,7 +5,7 @@ import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import type { StartRequest } from '../agent/vms.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { createSuspendVdi, destroyVdi, vdiPath } from './storage.js'
+import { createSuspendVdi, destroyVdi, vdiFormat, vdiPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 
 type Rec = Readonly<Record<string, unknown>>
@@ -39,7 +39,7 @@ async function startRequest(svc: Services, vm: Rec, paused: boolean): Promise<St
     disks.push({
       userdevice: Number(rec.userdevice),
       ...(empty ? {} : { path: await vdiPath(svc, String(rec.VDI)) }),
-      format: 'qcow2',
+      format: empty ? 'qcow2' : vdiFormat(svc, String(rec.VDI)),
       readOnly: rec.mode === 'RO',
       type: rec.type === 'CD' ? 'CD' : 'Disk',
       bootable: Boolean(rec.bootable),

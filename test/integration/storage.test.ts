@@ -1,0 +1,103 @@
+// Storage repositories: ext4 and XFS SRs on block devices (loop devices here), ISO libraries,
+// PBD plug/unplug, a full SR, SR.destroy/forget.
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { call, Daemon, jsonrpc, login } from '../helpers/daemon.js'
+
+const daemon = new Daemon()
+const scratch = mkdtempSync(join(tmpdir(), 'flotilla-sr-'))
+const loops: string[] = []
+let url: string
+let session: string
+let host: string
+
+const c = <T = any>(method: string, ...params: unknown[]) => call<T>(url, method, session, ...params)
+const mounted = (path: string) => readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === path)
+
+function loopDevice(name: string, mib: number): string {
+  const file = join(scratch, name)
+  execFileSync('truncate', ['-s', `${mib}M`, file])
+  const dev = execFileSync('losetup', ['-f', '--show', file]).toString().trim()
+  loops.push(dev)
+  return dev
+}
+
+const createSr = (type: string, deviceConfig: Record<string, string>, name = `${type} SR`) =>
+  c<string>('SR.create', host, deviceConfig, 0, name, '', type, type === 'iso' ? 'iso' : 'user', false, {})
+const pbdOf = async (sr: string) => (await c<string[]>('SR.get_PBDs', sr))[0]!
+const pathOf = async (sr: string) => (await c<Record<string, string>>('PBD.get_device_config', await pbdOf(sr))).path!
+
+describe('storage repositories', () => {
+  before(async () => {
+    await daemon.start()
+    url = daemon.url
+    session = await login(url)
+    host = (await c<string[]>('host.get_all'))[0]!
+  })
+  after(async () => {
+    await daemon.stop()
+    for (const l of readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((p) => p.startsWith(daemon.dataDir))) execFileSync('umount', [l])
+    for (const dev of loops) execFileSync('losetup', ['-d', dev], { stdio: 'ignore' })
+    rmSync(scratch, { recursive: true, force: true })
+    await daemon.dispose()
+  })
+
+  for (const [type, mib] of [['ext', 64], ['xfs', 320]] as const) {
+    it(`makes a ${type} SR on a block device, unplugs, replugs and destroys it`, async () => {
+      const sr = await createSr(type, { device: loopDevice(`${type}.img`, mib) })
+      const record = await c('SR.get_record', sr)
+      assert.equal(record.type, type)
+      assert.ok(record.physical_size > (mib / 2) * 2 ** 20 && record.physical_size <= mib * 2 ** 20, `physical_size ${record.physical_size}`)
+      const path = await pathOf(sr)
+      assert.ok(mounted(path), 'the filesystem is mounted while the SR is plugged')
+      const vdi = await c<string>('VDI.create', { SR: sr, virtual_size: 8 * 2 ** 30, name_label: 'thin', type: 'user', sharable: false, read_only: false, other_config: {} })
+      assert.equal(await c('VDI.get_virtual_size', vdi), 8 * 2 ** 30, 'thin: bigger than the device')
+      assert.ok(existsSync(join(path, `${await c<string>('VDI.get_location', vdi)}.qcow2`)))
+      const pbd = await pbdOf(sr)
+      await c('PBD.unplug', pbd)
+      assert.equal(mounted(path), false)
+      assert.equal((await jsonrpc(url, 'VDI.create', [session, { SR: sr, virtual_size: 2 ** 20, name_label: 'x', type: 'user', sharable: false, read_only: false, other_config: {} }])).error?.message, 'SR_NOT_ATTACHED')
+      await c('PBD.plug', pbd)
+      assert.ok(mounted(path))
+      assert.equal((await jsonrpc(url, 'SR.forget', [session, sr])).error?.message, 'SR_HAS_PBD', 'an SR with a plugged PBD cannot be forgotten')
+      assert.equal(await c('VDI.get_virtual_size', vdi), 8 * 2 ** 30, 'the VDI is still there after a replug')
+      await c('SR.destroy', sr)
+      assert.equal(mounted(path), false)
+      await assert.rejects(c('SR.get_record', sr), /HANDLE_INVALID/)
+      await assert.rejects(c('VDI.get_record', vdi), /HANDLE_INVALID/)
+    })
+  }
+
+  it('answers SR_FULL when a copy does not fit, and leaves nothing behind', async () => {
+    const sr = await createSr('ext', { device: loopDevice('small.img', 24) }, 'small')
+    const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
+    const [vbd] = await c<string[]>('VM.get_VBDs', template)
+    const big = await c<string>('VBD.get_VDI', vbd)
+    const before = await c<string[]>('SR.get_VDIs', sr)
+    const res = await jsonrpc(url, 'VDI.copy', [session, big, sr])
+    assert.equal(res.error?.message, 'SR_FULL')
+    assert.deepEqual(await c('SR.get_VDIs', sr), before)
+    await c('SR.destroy', sr)
+  })
+
+  it('keeps ISO images in an ISO library, found by SR.scan', async () => {
+    const sr = await createSr('iso', {})
+    const path = await pathOf(sr)
+    writeFileSync(join(path, 'tools.iso'), Buffer.alloc(4096, 1))
+    await c('SR.scan', sr)
+    const vdis = await c<Record<string, any>>('VDI.get_all_records_where', `field "SR" = "${sr}"`)
+    const tools = Object.values(vdis).find((v) => v.name_label === 'tools.iso')
+    assert.equal(tools?.virtual_size, 4096)
+    assert.equal(tools?.read_only, true)
+    const upload = await c<string>('VDI.create', { SR: sr, virtual_size: 2 ** 20, name_label: 'upload.iso', type: 'user', sharable: false, read_only: true, other_config: {} })
+    assert.ok(existsSync(join(path, 'upload.iso')))
+    await c('VDI.destroy', upload)
+    assert.equal(existsSync(join(path, 'upload.iso')), false)
+    const bad = await jsonrpc(url, 'SR.create', [session, host, {}, 0, 'x', '', 'nfs-via-kernel', 'user', false, {}])
+    assert.deepEqual([bad.error?.message, ...(bad.error?.data ?? [])], ['SR_UNKNOWN_DRIVER', 'nfs-via-kernel'])
+  })
+})
