@@ -32,7 +32,7 @@ CMDLINE="console=tty0 console=ttyS0,115200 quiet panic=-1"
 # Written into LBA 1 of the image (unused with an MBR): init never touches a disk that carries it.
 BOOT_MARKER="FLOTILLA-TEST-GUEST-BOOT-DISK"
 # Modules loaded by init (their dependencies are added, in load order, from the .ko "depends=").
-MODULES="virtio_pci virtio_blk virtio_net button evdev efivarfs"
+MODULES="virtio_pci virtio_blk virtio_net button evdev efivarfs pvpanic_mmio"
 STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 IMG_MIB=64         # whole disk

@@ -16,6 +16,8 @@ export interface VmSpec {
   /** HVM_boot_params.order: c = disks, d = CD drives, n = network. */
   bootOrder: string
   oemStrings: string[]
+  /** actions_after_reboot is not "restart": a guest reboot ends the VM instead. */
+  haltOnReboot?: boolean
   disks: { userdevice: number; path?: string; format: 'qcow2' | 'raw'; readOnly: boolean; type: 'Disk' | 'CD'; bootable: boolean }[]
   nics: { device: string; mac: string; tap: string }[]
 }
@@ -75,6 +77,7 @@ export function hardwareFor(spec: VmSpec, host: HostHardware): QemuVmConfig {
     hotplugPorts: machine === 'q35' ? 4 : 0,
     vga: spec.platform.vga === 'none' ? 'none' : 'std',
     paused: false,
+    ...(spec.haltOnReboot ? { onReboot: 'shutdown' as const } : {}),
   }
 }
 

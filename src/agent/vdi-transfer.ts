@@ -23,6 +23,7 @@ import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
 import { commitImage, convertImage, convertInto, createImage, imageHeader, imageInfo, mapImage, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
 import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
+import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 
 export type TransferFormat = 'raw' | 'qcow2'
@@ -96,7 +97,9 @@ function asTransferError(err: unknown, operation: string): unknown {
   return err
 }
 
-const imageOf = (args: TransferArgs): { path: string; format: ImageFormat } => ({ path: new FileSr(args.sr).path(args.location), format: 'qcow2' })
+/** The image a transfer reads or writes: a qcow2 VDI, or a raw file in an ISO library. */
+const imageOf = (args: TransferArgs): { path: string; format: ImageFormat } =>
+  /\.iso$/i.test(args.location) ? { path: isoPath(args.sr, args.location), format: 'raw' } : { path: new FileSr(args.sr).path(args.location), format: 'qcow2' }
 
 const hiddenTemp = (imagePath: string, what: string) => join(dirname(imagePath), `.${what}-${randomUUID()}.qcow2`)
 

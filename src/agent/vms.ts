@@ -9,11 +9,13 @@ import { attachQemu, killQemu, launchQemu, type QemuProcess } from '../qemu/proc
 import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, type DeviceList } from '../qemu/hotplug.js'
 import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
 
-export type StopReason = 'shutdown' | 'crash' | 'killed'
+export type StopReason = 'shutdown' | 'reboot' | 'crash' | 'killed'
 
-/** What the agent reports about VMs that stopped on their own (guest poweroff, crash, QEMU death). */
+/** What the agent reports about VMs that changed on their own (guest poweroff or reboot, crash, full disk, QEMU death). */
 export interface VmStateSink {
   stopped(uuid: string, reason: StopReason, nvram?: string): void
+  /** QEMU paused the VM because a disk write failed (ENOSPC: its SR is full). */
+  pausedOnIoError(uuid: string, device: string, noSpace: boolean): void
 }
 
 /** A start request from the API layer: NICs name their network; the agent picks bridges and taps. */
@@ -103,9 +105,10 @@ export class VmRuntime {
   private watch(proc: QemuProcess, spec: Pick<VmSpec, 'uuid' | 'nics'>): void {
     this.running.set(proc.uuid, proc)
     let reason: StopReason = 'killed'
-    proc.qmp.on('event', (e: { event: string; data: { guest?: boolean; reason?: string } }) => {
-      if (e.event === 'SHUTDOWN') reason = e.data.guest ? 'shutdown' : 'killed'
+    proc.qmp.on('event', (e: { event: string; data: { guest?: boolean; reason?: string; action?: string; device?: string; nospace?: boolean } }) => {
+      if (e.event === 'SHUTDOWN' && reason !== 'crash') reason = !e.data.guest ? 'killed' : e.data.reason === 'guest-reset' ? 'reboot' : 'shutdown'
       if (e.event === 'GUEST_PANICKED') reason = 'crash'
+      if (e.event === 'BLOCK_IO_ERROR' && e.data.action === 'stop') this.sink.pausedOnIoError(proc.uuid, String(e.data.device ?? ''), Boolean(e.data.nospace))
     })
     proc.qmp.once('close', () => {
       this.running.delete(proc.uuid)

@@ -13,7 +13,7 @@ import { Database } from '../db/database.js'
 import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, type HttpOptions } from '../http/server.js'
 import { Dispatcher } from '../rpc/dispatch.js'
-import { collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
 import { EtcdSupervisor } from './etcd.js'
@@ -76,6 +76,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
     stopped: (uuid, reason, nvram) => {
       if (svc) void vmStoppedOnItsOwn(svc, uuid, reason, nvram).catch((e: Error) => console.error(`VM ${uuid} stopped: ${e.message}`))
     },
+    pausedOnIoError: (uuid, device, noSpace) => {
+      if (svc) void vmPausedOnIoError(svc, uuid, device, noSpace).catch((e: Error) => console.error(`VM ${uuid} paused: ${e.message}`))
+    },
   })
   const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms), agentStreams(vms))
   const agent = new AgentClient(agentSocket, identity.agentSecret)
@@ -89,9 +92,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
 
   const publicHost = opts.address ?? address
   const publicUrl = opts.httpsPort === 443 ? `https://${publicHost}` : `https://${publicHost}:${opts.httpsPort}`
-  svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), initialPasswordFile, publicUrl }
+  svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), initialPasswordFile, publicUrl, srRoot: join(opts.dataDir, 'sr') }
   await ensureStorageManagers(svc)
-  await ensureLocalSr(svc, opts.dataDir)
+  await ensureLocalSr(svc)
   await ensureInternalNetwork(svc)
   await plugAllBridges(svc)
   await ensureTemplates(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)

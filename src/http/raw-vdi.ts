@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
-import { srPath } from '../xapi/storage.js'
+import { srPath, vdiContentReplaced } from '../xapi/storage.js'
 import { finishTask } from '../xapi/task.js'
 import { HandlerTask, httpSession, queryOf } from './handler.js'
 import type { HttpRoute } from './server.js'
@@ -207,6 +207,7 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
       mine = true
       const args = { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format, expected }
       await jsonOf(await svc.agent.stream('vdi.import', args, body))
+      await vdiContentReplaced(svc, vdiRef, format)
       await task.succeed(undefined, { kind: 'void' })
     } catch (err) {
       const e = asXapiError(err)

@@ -209,6 +209,9 @@ function smbiosArgs(config: QemuVmConfig): string[] {
 
 function controlArgs(config: QemuVmConfig, paths: RunPaths): string[] {
   return [
+    // A guest panic is reported (GUEST_PANICKED) and ends the process, so actions_after_crash decide.
+    '-device', props('pvpanic', { id: 'panic0' }),
+    '-action', props(undefined, { panic: 'shutdown', reboot: config.onReboot === 'shutdown' ? 'shutdown' : undefined }),
     '-chardev', props('socket', { id: 'qmp', path: paths.qmp, server: 'on', wait: 'off' }),
     '-mon', props(undefined, { chardev: 'qmp', mode: 'control' }),
     '-pidfile', paths.pidfile,

@@ -59,4 +59,6 @@ export interface QemuVmConfig {
   paused: boolean
   /** Wait for an incoming migration stream (resume of a suspended VM, live migration). */
   incoming?: boolean
+  /** What a guest-initiated reboot does: reset in place (QEMU's default), or end the process. */
+  onReboot?: 'reset' | 'shutdown'
 }

@@ -315,3 +315,13 @@ async function scanIsoSr(svc: Services, srRef: string): Promise<void> {
     for (const [location, vdi] of known) if (!present.has(location) && tx.exists('VDI', vdi)) tx.delete('VDI', vdi)
   })
 }
+
+/** After an upload replaced a VDI's content: a qcow2 upload is standalone (no thin-clone base any more); the SR's figures changed. */
+export async function vdiContentReplaced(svc: Services, vdiRef: string, format: 'raw' | 'qcow2'): Promise<void> {
+  if (format === 'qcow2')
+    await svc.db.transact((tx) => {
+      const { 'flotilla-base': _gone, ...rest } = tx.get('VDI', vdiRef).sm_config as Record<string, string>
+      tx.update('VDI', vdiRef, { sm_config: rest })
+    })
+  await refreshSrUsage(svc, String(svc.db.record('VDI', vdiRef).SR)).catch(() => undefined)
+}

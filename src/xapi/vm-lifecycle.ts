@@ -63,6 +63,7 @@ async function startRequest(svc: Services, vm: Rec, paused: boolean): Promise<St
     platform,
     bootOrder: boot.order ?? 'cd',
     oemStrings: oemStrings(vm.bios_strings as Record<string, string>),
+    haltOnReboot: vm.actions_after_reboot !== 'restart',
     disks,
     nics,
     ...(nvram ? { nvram } : {}),
@@ -240,12 +241,13 @@ register('VM.power_state_reset', (ctx, [ref]) =>
 )
 
 /** A VM stopped on its own (guest poweroff, crash, QEMU death): follow its actions_after_*. */
-export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: 'shutdown' | 'crash' | 'killed', nvram?: string): Promise<void> {
+export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: 'shutdown' | 'reboot' | 'crash' | 'killed', nvram?: string): Promise<void> {
   const ref = svc.db.replica.refByUuid('VM', uuid)
   if (!ref) return
   await svc.db.transact((tx) => markHalted(tx, ref, nvram))
   const vm = svc.db.record('VM', ref)
-  const action = reason === 'shutdown' ? String(vm.actions_after_shutdown) : reason === 'crash' ? String(vm.actions_after_crash) : 'destroy'
+  const actions: Record<typeof reason, string> = { shutdown: String(vm.actions_after_shutdown), reboot: String(vm.actions_after_reboot), crash: String(vm.actions_after_crash), killed: 'destroy' }
+  const action = actions[reason]
   if (action === 'restart' || action === 'rename_restart' || action === 'coredump_and_restart') {
     await startVm({ svc, sessionRef: '', session: {}, wireName: 'restart' }, ref, false).catch((e: Error) => console.error(`restarting VM ${uuid}: ${e.message}`))
   }
@@ -263,4 +265,22 @@ export async function reconcileVms(svc: Services): Promise<void> {
       await startVm({ svc, sessionRef: '', session: {}, wireName: 'auto_poweron' }, row.ref, false).catch((e: Error) => console.error(`auto_poweron of ${String(s.uuid)}: ${e.message}`))
     }
   }
+}
+
+/** QEMU paused a VM on a failed disk write: it is Paused, with a message saying why, until someone makes room and unpauses it. */
+export async function vmPausedOnIoError(svc: Services, uuid: string, device: string, noSpace: boolean): Promise<void> {
+  const ref = svc.db.replica.refByUuid('VM', uuid)
+  if (!ref) return
+  await svc.db.transact((tx) => {
+    tx.update('VM', ref, { power_state: 'Paused' })
+    refreshAllowedOperations(tx, ref)
+    tx.create('message', {
+      name: noSpace ? 'VM_PAUSED_SR_FULL' : 'VM_PAUSED_IO_ERROR',
+      priority: 2,
+      cls: 'VM',
+      obj_uuid: uuid,
+      timestamp: now(),
+      body: noSpace ? `The VM was paused: its disk ${device} needs more space than its SR has. Free space in the SR, then unpause the VM.` : `The VM was paused after a write error on its disk ${device}.`,
+    })
+  })
 }

@@ -4,10 +4,10 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { call, Daemon, login, PASSWORD, waitFor } from '../helpers/daemon.js'
@@ -137,9 +137,13 @@ describe('/import_raw_vdi and /export_raw_vdi', () => {
       const oc = await c<Record<string, string>>('VDI.get_other_config', vdi)
       return !Object.keys(oc).some((k) => k.startsWith('xo:import:'))
     }, 10_000)
-    // Sparse: the zero tail and the zero hole are not allocated data.
-    const physical = await c<string>('VDI.get_physical_utilisation', vdi)
-    assert.ok(Number(physical) >= 0)
+    // Sparse: the zero hole and the untouched tail hold no data in the image.
+    const uuid = await c<string>('VDI.get_uuid', vdi)
+    const file = execFileSync('find', [join(daemon.dataDir, 'sr'), '-name', `${uuid}.qcow2`]).toString().trim()
+    const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-U', '-f', 'qcow2', file]).toString()) as { length: number; data: boolean }[]
+    const allocated = map.filter((e) => e.data).reduce((n, e) => n + e.length, 0)
+    assert.ok(allocated <= 11 * MiB + 64 * 1024, `only the data is allocated (${allocated} bytes)`)
+    assert.deepEqual(readdirSync(dirname(file)).filter((n) => n.startsWith('.')), [], 'no temporary files left in the SR')
   })
 
   it('16: putResource of a stream without length resolves quickly and all data arrives', async () => {

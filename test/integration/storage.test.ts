@@ -2,11 +2,12 @@
 // PBD plug/unplug, a full SR, SR.destroy/forget.
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { call, Daemon, jsonrpc, login } from '../helpers/daemon.js'
+import { call, Daemon, jsonrpc, login, waitFor } from '../helpers/daemon.js'
 
 const daemon = new Daemon()
 const scratch = mkdtempSync(join(tmpdir(), 'flotilla-sr-'))
@@ -84,6 +85,25 @@ describe('storage repositories', () => {
     await c('SR.destroy', sr)
   })
 
+  it('pauses a running VM whose thin disk fills its SR, with a message, instead of corrupting it', async () => {
+    const sr = await createSr('ext', { device: loopDevice('tight.img', 24) }, 'tight')
+    const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
+    const vm = await c<string>('VM.clone', template, 'filler')
+    await c('VM.provision', vm)
+    await c('VM.set_is_a_template', vm, false)
+    await c('VM.set_bios_strings', vm, { 'oem-1': 'flotilla:diskwrite=1' })
+    const data = await c<string>('VDI.create', { SR: sr, virtual_size: 256 * 2 ** 20, name_label: 'data', type: 'user', sharable: false, read_only: false, other_config: {} })
+    await c('VBD.create', { VM: vm, VDI: data, userdevice: '1', bootable: false, mode: 'RW', type: 'Disk', empty: false, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
+    await c('VM.start', vm, false, false)
+    const uuid = await c<string>('VM.get_uuid', vm)
+    await waitFor('the VM to be paused by the full SR', async () => (await c('VM.get_power_state', vm)) === 'Paused', 120_000)
+    const messages = Object.values(await c<Record<string, any>>('message.get_all_records'))
+    assert.ok(messages.some((m) => m.obj_uuid === uuid && m.name === 'VM_PAUSED_SR_FULL'), 'a message says why')
+    await c('VM.hard_shutdown', vm)
+    await c('VM.destroy', vm)
+    await c('SR.destroy', sr)
+  })
+
   it('keeps ISO images in an ISO library, found by SR.scan', async () => {
     const sr = await createSr('iso', {})
     const path = await pathOf(sr)
@@ -95,6 +115,11 @@ describe('storage repositories', () => {
     assert.equal(tools?.read_only, true)
     const upload = await c<string>('VDI.create', { SR: sr, virtual_size: 2 ** 20, name_label: 'upload.iso', type: 'user', sharable: false, read_only: true, other_config: {} })
     assert.ok(existsSync(join(path, 'upload.iso')))
+    const image = randomBytes(2 ** 20)
+    const put = await fetch(`${url}/import_raw_vdi?vdi=${upload}&format=raw&session_id=${session}`, { method: 'PUT', body: image, headers: { 'content-length': String(image.length) } })
+    assert.equal(put.status, 200)
+    await put.arrayBuffer()
+    await waitFor('the upload to land', () => readFileSync(join(path, 'upload.iso')).equals(image), 20_000)
     await c('VDI.destroy', upload)
     assert.equal(existsSync(join(path, 'upload.iso')), false)
     const bad = await jsonrpc(url, 'SR.create', [session, host, {}, 0, 'x', '', 'nfs-via-kernel', 'user', false, {}])

@@ -85,6 +85,17 @@ describe('VM lifecycle on QEMU', () => {
     await c('VM.hard_shutdown', vm.ref)
   })
 
+  it('follows actions_after_crash and actions_after_reboot when the guest crashes or reboots', async () => {
+    const crasher = await newGuest('crasher', ['flotilla:crash-after=2'])
+    await c('VM.set_actions_after_crash', crasher.ref, 'destroy')
+    await c('VM.start', crasher.ref, false, false)
+    await waitFor('the crashed guest to be Halted', async () => (await powerState(crasher.ref)) === 'Halted', 90_000)
+    const rebooter = await newGuest('rebooter', ['flotilla:reboot-after=2'])
+    await c('VM.set_actions_after_reboot', rebooter.ref, 'destroy')
+    await c('VM.start', rebooter.ref, false, false)
+    await waitFor('the rebooting guest to be Halted', async () => (await powerState(rebooter.ref)) === 'Halted', 90_000)
+  })
+
   it('ends Halted when the guest powers itself off', async () => {
     const vm = await newGuest('self-off', ['flotilla:poweroff-after=2'])
     await c('VM.start', vm.ref, false, false)
