@@ -6,6 +6,8 @@ import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
 import { storageMethods } from './storage.js'
+import { FileSr } from '../storage/file-sr.js'
+import { collectGarbage } from '../storage/gc.js'
 import { bridgeName, deleteLink, ensureBridge } from '../net/bridge.js'
 import type { StartRequest, VmRuntime } from './vms.js'
 import type { VmSpec } from './hardware.js'
@@ -14,6 +16,12 @@ export const SECRET_HEADER = 'x-flotilla-agent-secret'
 
 // Each method takes one JSON argument; errors with a XenAPI code and params keep them.
 export type AgentMethods = Record<string, (args: any) => Promise<unknown>>
+
+/** A disk of a running VM, by VM uuid and userdevice. */
+export interface LiveDisk {
+  uuid: string
+  userdevice: number
+}
 
 export function agentMethods(vms: VmRuntime): AgentMethods {
   return {
@@ -34,6 +42,26 @@ export function agentMethods(vms: VmRuntime): AgentMethods {
     'vm.pause': ({ uuid }: { uuid: string }) => vms.pause(uuid),
     'vm.unpause': ({ uuid }: { uuid: string }) => vms.unpause(uuid),
     'vm.reattach': ({ vms: list }: { vms: { uuid: string; devices: string[] }[] }) => vms.reattach(list),
+    'vdi.freeze': async ({ path, location, next, live }: { path: string; location: string; next: string; live?: LiveDisk }) => {
+      const sr = new FileSr(path)
+      if (!live) return sr.freeze(location, next)
+      await vms.freezeDisk(live.uuid, live.userdevice, sr.path(next))
+      return { frozen: location, location: next }
+    },
+    'sr.gc': async ({ path, referenced, live }: { path: string; referenced: string[]; live: Record<string, LiveDisk> }) => {
+      const sr = new FileSr(path)
+      return collectGarbage(sr, new Set(referenced), async (child, newBacking) => {
+        const disk = live[child]
+        if (!disk || !vms.isRunning(disk.uuid)) return false
+        await vms.streamDisk(disk.uuid, disk.userdevice, newBacking ? sr.path(newBacking) : undefined)
+        return true
+      })
+    },
+    'vm.checkpoint': async ({ uuid, path, disks, state }: { uuid: string; path: string; disks: { userdevice: number; next: string }[]; state: string }) => {
+      const sr = new FileSr(path)
+      await vms.checkpoint(uuid, disks.map((d) => ({ userdevice: d.userdevice, overlay: sr.path(d.next) })), state)
+    },
+    'sr.tree': async ({ path }: { path: string }) => new FileSr(path).tree(),
     'net.ensure': async ({ network }: { network: string }) => {
       const name = bridgeName(vms.hostUuid, network)
       await ensureBridge(name)

@@ -57,6 +57,8 @@ export const storageMethods = {
   'vdi.import-file': async ({ path, source, format, location }: SrRef & { source: string; format: 'qcow2' | 'raw'; location: string }) =>
     new FileSr(path).importCopy(source, format, location),
   'vdi.resize': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).resize(location, size),
+  'vdi.copy-raw': async ({ path, from, to }: SrRef & { from: string; to: string }) => new FileSr(path).copyRaw(from, to),
+  'vdi.image': async ({ path, location }: SrRef & { location: string }) => new FileSr(path).image(location),
   'vdi.path': async ({ path, location, format }: SrRef & { location: string; format?: VdiFormat }) => new FileSr(path).path(location, format),
   'vdi.reserve-raw': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).reserveRaw(location, size),
 }

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { bridgeName, createTap, deleteLink, ensureBridge, tapName } from '../net/bridge.js'
 import { attachQemu, killQemu, launchQemu, type QemuProcess } from '../qemu/process.js'
+import { liveSnapshot, streamInto } from '../qemu/blockjobs.js'
 import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, type DeviceList } from '../qemu/hotplug.js'
 import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
 
@@ -228,6 +229,34 @@ export class VmRuntime {
       await detachNic(this.qmp(uuid), `n${device}`)
       await deleteLink(tapName(uuid, device))
     })
+  }
+
+  /**
+   * A checkpoint: with the vCPUs stopped, every disk is frozen (live snapshot) at the same instant
+   * and the memory and device state saved to `statePath`; then the VM runs on.
+   */
+  async checkpoint(uuid: string, disks: { userdevice: number; overlay: string }[], statePath: string): Promise<void> {
+    await this.queued(uuid, async () => {
+      const qmp = this.qmp(uuid)
+      const status = await qmp.execute<{ running: boolean }>('query-status')
+      await qmp.execute('stop')
+      try {
+        for (const d of disks) await liveSnapshot(qmp, `d${d.userdevice}`, d.overlay)
+        await saveState(qmp, statePath)
+      } finally {
+        if (status.running) await qmp.execute('cont')
+      }
+    })
+  }
+
+  /** Live snapshot of a disk: the guest goes on writing to a new overlay. */
+  async freezeDisk(uuid: string, userdevice: number, overlayPath: string): Promise<void> {
+    await this.queued(uuid, () => liveSnapshot(this.qmp(uuid), `d${userdevice}`, overlayPath))
+  }
+
+  /** Streams into a running disk the data of its backing chain above `basePath`. */
+  async streamDisk(uuid: string, userdevice: number, basePath: string | undefined): Promise<void> {
+    await this.queued(uuid, () => streamInto(this.qmp(uuid), `d${userdevice}`, basePath))
   }
 
   devices(uuid: string): Promise<DeviceList> {

@@ -13,7 +13,7 @@ import { Database } from '../db/database.js'
 import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, type HttpOptions } from '../http/server.js'
 import { Dispatcher } from '../rpc/dispatch.js'
-import { collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { collectAllGarbage, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
 import { EtcdSupervisor } from './etcd.js'
@@ -99,6 +99,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   await plugAllBridges(svc)
   await ensureTemplates(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)
   await reconcileVms(svc)
+  collectAllGarbage(svc)
   const tls = await ensureCertificate(join(opts.dataDir, 'tls'), facts.hostname, address)
   const requestLog = opts.requestLog
   const http: HttpOptions = {

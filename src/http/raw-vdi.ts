@@ -64,10 +64,8 @@ function assertWritable(svc: Services, vdiRef: string): void {
     const vm = svc.db.tryRecord('VM', String(rec.VM))
     if (rec.currently_attached || (vm && vm.power_state !== 'Halted')) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
   }
-  if ((vdi.snapshots as string[]).length > 0) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
-  for (const row of svc.db.rows('VDI')) {
-    if ((row.stored.sm_config as Record<string, string> | undefined)?.['flotilla-base'] === vdiRef) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
-  }
+  // A snapshot's image is immutable: other images may build on it.
+  if (vdi.is_a_snapshot) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
 }
 
 /** An error answer before any data moved: a small text body, then the connection closes. */

@@ -3,6 +3,7 @@
 import { diskDeviceId, fileNodeName, hotplugPortId, netdevId } from './argv.js'
 import type { QemuDisk, QemuNic } from './config.js'
 import type { QmpClient } from './qmp.js'
+import { topNode } from './blockjobs.js'
 
 const NIC_DEVICES: Record<QemuNic['model'], string> = { virtio: 'virtio-net-pci', e1000: 'e1000', rtl8139: 'rtl8139' }
 
@@ -57,10 +58,13 @@ export async function attachDisk(qmp: QmpClient, disk: QemuDisk, port: number): 
 
 export async function detachDisk(qmp: QmpClient, node: string, timeoutMs = 30_000): Promise<void> {
   const id = diskDeviceId({ node })
+  // After live snapshots the device writes to a newer node than the one it was plugged with.
+  const top = await topNode(qmp, node)
   const gone = deviceGone(qmp, id, timeoutMs)
   await qmp.execute('device_del', { id })
   await gone
-  await removeBlockNodes(qmp, node)
+  await removeBlockNodes(qmp, top)
+  if (top !== node) await removeBlockNodes(qmp, node)
 }
 
 /** Puts a medium in a CD drive (empty or not): the drive's own node name holds the medium. */

@@ -111,12 +111,14 @@ export interface MapExtent {
   length: number
   data: boolean
   zero: boolean
+  /** 0 (or absent) when the image itself holds the extent, n when its n-th backing image does. */
+  depth?: number
 }
 
 /** Where an image (through its backing chain) has data and where it reads as zeros, in guest offsets. */
 export async function mapImage(path: string, format: ImageFormat): Promise<MapExtent[]> {
-  const raw = JSON.parse(await qemuImg(['map', '--output=json', '-f', format, path])) as { start: number; length: number; data: boolean; zero: boolean }[]
-  return raw.map((e) => ({ start: e.start, length: e.length, data: e.data, zero: e.zero }))
+  const raw = JSON.parse(await qemuImg(['map', '--output=json', '-f', format, path])) as { start: number; length: number; data: boolean; zero: boolean; depth?: number }[]
+  return raw.map((e) => ({ start: e.start, length: e.length, data: e.data, zero: e.zero, depth: e.depth ?? 0 }))
 }
 
 /** What an untrusted image file declares beyond the basics: links to other files that opening it would follow. */
@@ -151,4 +153,13 @@ export async function convertInto(opts: { source: string; sourceFormat: ImageFor
 /** Writes an overlay's changes into its backing file (the overlay is left as it is; delete it afterwards). */
 export async function commitImage(overlay: string, format: ImageFormat): Promise<void> {
   await qemuImg(['commit', '-q', '-d', '-f', format, overlay])
+}
+
+/**
+ * Makes `path` build on `newBacking` (or on nothing) while keeping its content: the data that
+ * the old backing chain provided and the new one does not is copied in first (safe mode). If
+ * interrupted, the image still builds on its old backing, so running it again is safe.
+ */
+export async function rebaseImage(path: string, newBacking: string | undefined): Promise<void> {
+  await qemuImg(['rebase', '-q', '-f', 'qcow2', ...(newBacking ? ['-b', newBacking, '-F', 'qcow2'] : ['-b', '']), path])
 }

@@ -1,9 +1,11 @@
 // Local file-based SRs (types ext and xfs): a directory on a local filesystem holding one
 // qcow2 file per VDI, named after the VDI's location (its uuid). The default local SR lives
 // inside the data dir.
-import { mkdir, readdir, rm, stat, statfs } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { copyFile, mkdir, readdir, rm, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
-import { convertImage, createImage, imageInfo, resizeImage } from '../qemu/img.js'
+import { convertImage, createImage, imageInfo, mapImage, rebaseImage, resizeImage } from '../qemu/img.js'
+import type { ImageNode } from './chain.js'
 
 export interface SrUsage {
   physicalSize: number
@@ -61,6 +63,45 @@ export class FileSr {
     return this.image(location)
   }
 
+  /**
+   * Makes the content of VDI `location` immutable so that snapshots and clones can build on it,
+   * and moves the VDI onto a fresh overlay `next`. An overlay with nothing written yet is frozen
+   * as its backing instead, so cloning a template again and again adds no chain links.
+   */
+  async freeze(location: string, next: string): Promise<{ frozen: string; location: string }> {
+    const path = this.path(location)
+    const info = await imageInfo(path, 'qcow2')
+    if (info.backingFile && (await mapImage(path, 'qcow2')).every((e) => (e.depth ?? 0) > 0)) {
+      return { frozen: this.locationOf(info.backingFile), location }
+    }
+    await createImage({ path: this.path(next), format: 'qcow2', size: info.virtualSize, backing: { path, format: 'qcow2' } })
+    return { frozen: location, location: next }
+  }
+
+  /** The location an image path in this SR stands for. */
+  locationOf(path: string): string {
+    const m = /([0-9a-f-]{36})\.qcow2$/.exec(path)
+    if (!m || this.path(m[1]!) !== path) throw new StorageError('SR_BACKEND_FAILURE', ['1', '', `image ${path} is outside SR ${this.dir}`])
+    return m[1]!
+  }
+
+  /** Every image of the SR with what it builds on. */
+  async tree(): Promise<ImageNode[]> {
+    const out: ImageNode[] = []
+    for (const name of await readdir(this.dir)) {
+      const m = IMAGE.exec(name)
+      if (!m) continue
+      const info = await imageInfo(join(this.dir, name), 'qcow2')
+      out.push({ name: m[1]!, ...(info.backingFile ? { backing: this.locationOf(info.backingFile) } : {}) })
+    }
+    return out
+  }
+
+  /** Offline merge of a base into its only child: the child takes the base's data and builds on `newBacking`. */
+  async streamOffline(child: string, newBacking: string | undefined): Promise<void> {
+    await rebaseImage(this.path(child), newBacking ? this.path(newBacking) : undefined)
+  }
+
   /** A thin clone: a new image whose backing file is `base` (which must then stay unchanged). */
   async cloneThin(base: string, location: string): Promise<VdiImage> {
     const info = await imageInfo(this.path(base), 'qcow2')
@@ -83,6 +124,14 @@ export class FileSr {
 
   async destroy(location: string): Promise<void> {
     await Promise.all([rm(this.path(location), { force: true }), rm(this.path(location, 'raw'), { force: true })])
+  }
+
+  /** A copy of a raw state file (a checkpoint's memory image), cloned where the filesystem can. */
+  async copyRaw(from: string, to: string): Promise<string> {
+    const { size } = await stat(this.path(from, 'raw'))
+    await this.reserve(size)
+    await copyFile(this.path(from, 'raw'), this.path(to, 'raw'), constants.COPYFILE_FICLONE)
+    return this.path(to, 'raw')
   }
 
   /** Room for a raw state file of up to `bytes` (checked, not preallocated). */

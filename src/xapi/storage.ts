@@ -2,9 +2,10 @@
 // the SR plugged.
 import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF } from '../idl/index.js'
-import { XapiError } from '../idl/errors.js'
+import { asXapiError, XapiError } from '../idl/errors.js'
 import type { VdiImage } from '../agent/storage.js'
-import { register, type CallContext, type Services } from './context.js'
+import { now, register, type CallContext, type Services } from './context.js'
+import { createTask, finishTask } from './task.js'
 
 type Rec = Readonly<Record<string, unknown>>
 
@@ -88,27 +89,96 @@ function assertNotInUse(tx: { get(cls: string, ref: string): Rec }, vdiRef: stri
 
 export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
   const vdi = svc.db.record('VDI', vdiRef)
-  await svc.db.transact((tx) => assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy'))
-  if ((vdi.snapshots as string[]).length > 0 || [...svc.db.rows('VDI')].some((r) => r.stored.sm_config && (r.stored.sm_config as Record<string, string>)['flotilla-base'] === vdiRef))
-    throw new XapiError('VDI_IN_USE', [vdiRef, 'destroy'])
-  if (isIsoSr(svc, String(vdi.SR))) await svc.agent.call('iso.destroy', { path: srPath(svc, String(vdi.SR)), name: vdi.location })
-  else await svc.agent.call('vdi.destroy', { path: srPath(svc, String(vdi.SR)), location: vdi.location })
+  const format = vdiFormat(svc, vdiRef)
   await svc.db.transact((tx) => {
+    assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy')
     for (const vbd of tx.get('VDI', vdiRef).VBDs as string[]) tx.delete('VBD', vbd)
     tx.delete('VDI', vdiRef)
   })
+  // The image goes with the garbage collection: snapshots or clones may still build on it.
+  if (isIsoSr(svc, String(vdi.SR))) await svc.agent.call('iso.destroy', { path: srPath(svc, String(vdi.SR)), name: vdi.location })
+  else if (format === 'raw') await svc.agent.call('vdi.destroy', { path: srPath(svc, String(vdi.SR)), location: vdi.location })
+  else void collectSrGarbage(svc, String(vdi.SR))
   await refreshSrUsage(svc, String(vdi.SR)).catch(() => undefined)
 }
 
-/** A thin clone: a qcow2 overlay on the source, which is thereafter kept unchanged (until snapshots land, a VDI with clones cannot be destroyed). */
+/** The running VM disk a VDI is, if any (snapshots of it are taken live, merges into it run in QEMU). */
+function liveDisk(svc: Services, vdiRef: string): { uuid: string; userdevice: number } | undefined {
+  for (const vbd of svc.db.record('VDI', vdiRef).VBDs as string[]) {
+    const rec = svc.db.record('VBD', vbd)
+    const vm = svc.db.record('VM', String(rec.VM))
+    if (rec.currently_attached && (vm.power_state === 'Running' || vm.power_state === 'Paused')) return { uuid: String(vm.uuid), userdevice: Number(rec.userdevice) }
+  }
+  return undefined
+}
+
+/** Makes a VDI's current content immutable (live for running disks) and returns the image that holds it; the VDI goes on in a new overlay. */
+async function freezeVdi(svc: Services, vdiRef: string): Promise<string> {
+  const vdi = svc.db.record('VDI', vdiRef)
+  if (vdi.is_a_snapshot) return String(vdi.location)
+  const live = liveDisk(svc, vdiRef)
+  const result = await svc.agent.call<{ frozen: string; location: string }>('vdi.freeze', { path: srPath(svc, String(vdi.SR)), location: vdi.location, next: randomUUID(), ...(live ? { live } : {}) })
+  if (result.location !== vdi.location) await svc.db.transact((tx) => tx.update('VDI', vdiRef, { location: result.location }))
+  return result.frozen
+}
+
+const copyOfFields = (vdi: Rec) => Object.fromEntries(VDI_FIELDS.map((name) => [name, vdi[name]]))
+
+const srLocks = new Map<string, Promise<unknown>>()
+
+/**
+ * Runs `fn` alone among the SR's tree changes: freezing images (snapshot, clone) and garbage
+ * collection must not interleave, or a collection could remove an image a new snapshot needs.
+ */
+function withSrLock<T>(srRef: string, fn: () => Promise<T>): Promise<T> {
+  const previous = srLocks.get(srRef) ?? Promise.resolve()
+  const next = previous.catch(() => undefined).then(fn)
+  srLocks.set(srRef, next)
+  return next
+}
+
+/** VDI.snapshot: a read-only point-in-time image, in time independent of the disk's size (crash-consistent when running). */
+export async function snapshotVdi(svc: Services, vdiRef: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const vdi = svc.db.record('VDI', vdiRef)
+  return withSrLock(String(vdi.SR), async () => {
+    const frozen = await freezeVdi(svc, vdiRef)
+    const image = await svc.agent.call<VdiImage>('vdi.image', { path: srPath(svc, String(vdi.SR)), location: frozen })
+    return recordVdi(svc, String(vdi.SR), image, { ...copyOfFields(vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra })
+  })
+}
+
+/** VDI.clone: a writable thin copy, an overlay on an immutable image of the source. */
 export async function cloneVdi(svc: Services, vdiRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   const srRef = String(vdi.SR)
-  const location = randomUUID()
-  const image = await svc.agent.call<VdiImage>('vdi.clone', { path: srPath(svc, srRef), base: vdi.location, location })
-  const fields: Record<string, unknown> = {}
-  for (const name of VDI_FIELDS) fields[name] = vdi[name]
-  return recordVdi(svc, srRef, image, { ...fields, sm_config: { ...(vdi.sm_config as object), 'flotilla-base': vdiRef }, ...extra })
+  return withSrLock(srRef, async () => {
+    const base = await freezeVdi(svc, vdiRef)
+    const image = await svc.agent.call<VdiImage>('vdi.clone', { path: srPath(svc, srRef), base, location: randomUUID() })
+    return recordVdi(svc, srRef, image, { ...copyOfFields(vdi), ...extra })
+  })
+}
+
+/** Normalises an SR's image tree in the background, as a task; returns when this run is done. */
+export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
+  return withSrLock(srRef, async () => {
+    const sr = svc.db.record('SR', srRef)
+    if (sr.type === 'iso') return
+    const task = await createTask(svc, `SR.gc ${String(sr.name_label)}`, 'Removes images nothing needs and merges chain links')
+    try {
+      const vdis = (sr.VDIs as string[]).map((v) => svc.db.record('VDI', v))
+      const live: Record<string, { uuid: string; userdevice: number }> = {}
+      for (const v of sr.VDIs as string[]) {
+        const disk = liveDisk(svc, v)
+        if (disk) live[String(svc.db.record('VDI', v).location)] = disk
+      }
+      await svc.agent.call('sr.gc', { path: srPath(svc, srRef), referenced: vdis.map((v) => String(v.location)), live })
+      await finishTask(svc, task, { status: 'success', resultXml: '' })
+      await refreshSrUsage(svc, srRef).catch(() => undefined)
+    } catch (err) {
+      console.error(`garbage collection of SR ${String(sr.uuid)}: ${(err as Error).message}`)
+      await finishTask(svc, task, { status: 'failure', errorInfo: asXapiError(err).description })
+    }
+  })
 }
 
 /** A full, independent copy, to any SR on this host. */
@@ -125,6 +195,7 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
 register('VDI.create', (ctx, [args]) => createVdi(ctx.svc, args as Record<string, unknown>))
 register('VDI.destroy', (ctx, [ref]) => destroyVdi(ctx.svc, ref as string))
 register('VDI.clone', (ctx, [ref]) => cloneVdi(ctx.svc, ref as string))
+register('VDI.snapshot', (ctx, [ref]) => snapshotVdi(ctx.svc, ref as string))
 register('VDI.copy', (ctx, [ref, sr]) => copyVdi(ctx.svc, ref as string, sr as string))
 
 register('VDI.resize', async (ctx, [ref, size]) => {
@@ -142,6 +213,7 @@ for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 
 /** SR.scan: picks up image files that have no record and refreshes the figures. */
 async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   if (isIsoSr(ctx.svc, srRef)) return scanIsoSr(ctx.svc, srRef)
+  await collectSrGarbage(ctx.svc, srRef)
   const images = await ctx.svc.agent.call<VdiImage[]>('sr.scan', { path: srPath(ctx.svc, srRef) })
   const known = new Set((ctx.svc.db.record('SR', srRef).VDIs as string[]).map((v) => String(ctx.svc.db.record('VDI', v).location)))
   for (const image of images) {
@@ -316,12 +388,9 @@ async function scanIsoSr(svc: Services, srRef: string): Promise<void> {
   })
 }
 
-/** After an upload replaced a VDI's content: a qcow2 upload is standalone (no thin-clone base any more); the SR's figures changed. */
+/** After an upload replaced a VDI's content: a qcow2 upload is standalone, so the image it built on may be garbage now. */
 export async function vdiContentReplaced(svc: Services, vdiRef: string, format: 'raw' | 'qcow2'): Promise<void> {
-  if (format === 'qcow2')
-    await svc.db.transact((tx) => {
-      const { 'flotilla-base': _gone, ...rest } = tx.get('VDI', vdiRef).sm_config as Record<string, string>
-      tx.update('VDI', vdiRef, { sm_config: rest })
-    })
-  await refreshSrUsage(svc, String(svc.db.record('VDI', vdiRef).SR)).catch(() => undefined)
+  const sr = String(svc.db.record('VDI', vdiRef).SR)
+  if (format === 'qcow2') await collectSrGarbage(svc, sr)
+  await refreshSrUsage(svc, sr).catch(() => undefined)
 }

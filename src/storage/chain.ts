@@ -1,0 +1,41 @@
+// The image tree of a file SR, and what keeps it healthy. Every VDI record names one image file;
+// snapshots are read-only images that later images build on; images no VDI names are hidden
+// bases. After any change the tree is normalised: a hidden base nothing builds on is deleted,
+// and a hidden base with a single child is streamed into that child, so chains are never longer
+// than the snapshots a user keeps, and space comes back as soon as nothing needs it.
+
+export interface ImageNode {
+  name: string
+  /** The image this one is built on (its backing file), by name. */
+  backing?: string
+}
+
+export type GcAction =
+  | { kind: 'delete'; name: string }
+  /** The child absorbs the base's data and then builds on the base's own backing (or on nothing). */
+  | { kind: 'stream'; base: string; child: string; newBacking?: string }
+
+/** The next step that normalises the tree, or undefined when it is healthy. A pure decision. */
+export function nextGcAction(images: ImageNode[], referenced: ReadonlySet<string>): GcAction | undefined {
+  const children = new Map<string, string[]>()
+  for (const img of images) if (img.backing) children.set(img.backing, [...(children.get(img.backing) ?? []), img.name])
+  for (const img of images) {
+    if (referenced.has(img.name)) continue
+    const kids = children.get(img.name) ?? []
+    if (kids.length === 0) return { kind: 'delete', name: img.name }
+  }
+  for (const img of images) {
+    if (referenced.has(img.name)) continue
+    const kids = children.get(img.name) ?? []
+    if (kids.length === 1) return { kind: 'stream', base: img.name, child: kids[0]!, ...(img.backing ? { newBacking: img.backing } : {}) }
+  }
+  return undefined
+}
+
+/** How many images a VDI's data goes through (itself included). */
+export function chainDepth(images: ImageNode[], name: string): number {
+  const byName = new Map(images.map((i) => [i.name, i]))
+  let depth = 0
+  for (let cur = byName.get(name); cur; cur = cur.backing ? byName.get(cur.backing) : undefined) depth++
+  return depth
+}

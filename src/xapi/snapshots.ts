@@ -1,0 +1,172 @@
+// The VM snapshot family: VM.snapshot, VM.checkpoint, VM.revert, with xapi's bookkeeping
+// (reference/xapi.md §3.5). Disks are frozen qcow2 images that later images build on; see
+// storage/chain.ts for how chains stay short.
+import { randomUUID } from 'node:crypto'
+import { getClass, NULL_REF } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import type { Tx } from '../db/database.js'
+import { now, register, type CallContext, type Services } from './context.js'
+import { cloneVdi, collectSrGarbage, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
+import { refreshAllowedOperations, withVmOperation } from './vm.js'
+import { markHalted } from './vm-lifecycle.js'
+import type { VdiImage } from '../agent/storage.js'
+
+type Rec = Readonly<Record<string, unknown>>
+
+const VM = getClass('VM')
+
+/** Fields a revert takes back from the snapshot (the rest is identity, relations or runtime state). */
+const NOT_RESTORED = new Set(['uuid', 'name_label', 'name_description', 'is_a_template', 'is_a_snapshot', 'snapshot_of', 'snapshot_time', 'snapshot_info', 'snapshot_metadata', 'parent', 'power_state', 'resident_on', 'scheduled_to_be_resident_on', 'domid', 'current_operations', 'allowed_operations', 'metrics', 'guest_metrics', 'suspend_VDI', 'blocked_operations', 'is_default_template', 'tags', 'transportable_snapshot_id', 'appliance', 'snapshot_schedule', 'other_config'])
+
+const storedCopy = (vm: Rec) => Object.fromEntries(VM.storedFields.map((f) => [f.name, vm[f.name]]))
+
+/** The snapshot VM record and its devices, pointing at the snapshot disks. */
+function recordSnapshot(tx: Tx, vmRef: string, vm: Rec, name: string, disks: Map<string, string>, extra: Record<string, unknown>): string {
+  const metrics = tx.create('VM_metrics', {})
+  const snapshot = tx.create('VM', {
+    ...storedCopy(vm),
+    uuid: randomUUID(),
+    name_label: name,
+    is_a_snapshot: true,
+    is_a_template: true,
+    is_default_template: false,
+    snapshot_of: vmRef,
+    snapshot_time: now(),
+    snapshot_info: { 'power-state-at-snapshot': String(vm.power_state), 'disk-snapshot-type': 'crash_consistent' },
+    snapshot_metadata: JSON.stringify(storedCopy(vm)),
+    parent: vm.parent,
+    power_state: 'Halted',
+    resident_on: NULL_REF,
+    scheduled_to_be_resident_on: NULL_REF,
+    domid: -1,
+    current_operations: {},
+    suspend_VDI: NULL_REF,
+    metrics,
+    guest_metrics: NULL_REF,
+    ...extra,
+  })
+  for (const vbd of vm.VBDs as string[]) {
+    const { uuid: _u, ...fields } = tx.get('VBD', vbd) as Record<string, unknown>
+    tx.create('VBD', { ...fields, VM: snapshot, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: false, current_operations: {} })
+  }
+  for (const vif of vm.VIFs as string[]) {
+    const { uuid: _u, ...fields } = tx.get('VIF', vif) as Record<string, unknown>
+    tx.create('VIF', { ...fields, VM: snapshot, currently_attached: false, current_operations: {} })
+  }
+  tx.update('VM', vmRef, { parent: snapshot })
+  refreshAllowedOperations(tx, snapshot)
+  return snapshot
+}
+
+/** The VM's disks that a snapshot covers: Disk VBDs with a VDI, less the ignored ones. */
+function snapshotDisks(svc: Services, vm: Rec, ignore: string[] = []): { vbd: string; vdi: string; userdevice: number }[] {
+  return (vm.VBDs as string[])
+    .map((vbd) => ({ vbd, rec: svc.db.record('VBD', vbd) }))
+    .filter(({ rec }) => rec.type !== 'CD' && rec.VDI !== NULL_REF && !ignore.includes(String(rec.VDI)))
+    .map(({ vbd, rec }) => ({ vbd, vdi: String(rec.VDI), userdevice: Number(rec.userdevice) }))
+}
+
+async function snapshotVm(ctx: CallContext, ref: string, name: string, ignore: string[]): Promise<string> {
+  const svc = ctx.svc
+  return withVmOperation(ctx, ref, 'snapshot', async (vm) => {
+    const made = new Map<string, string>()
+    try {
+      for (const disk of snapshotDisks(svc, vm, ignore)) made.set(disk.vbd, await snapshotVdi(svc, disk.vdi))
+      return await svc.db.transact((tx) => recordSnapshot(tx, ref, tx.get('VM', ref), name, made, {}))
+    } catch (err) {
+      for (const vdi of made.values()) await destroyVdi(svc, vdi).catch(() => undefined)
+      throw err
+    }
+  })
+}
+
+register('VM.snapshot', (ctx, [ref, name, ignore]) => snapshotVm(ctx, ref as string, name as string, (ignore as string[]) ?? []))
+
+register('VM.snapshot_with_quiesce', (_ctx, [ref]) => {
+  throw new XapiError('VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED', [ref, 'quiesced snapshots need guest tools Flotilla does not have'])
+})
+
+register('VM.checkpoint', (ctx, [ref, name]) => {
+  const svc = ctx.svc
+  return withVmOperation(ctx, ref as string, 'checkpoint', async (vm) => {
+    if (vm.power_state !== 'Running' && vm.power_state !== 'Paused') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'running, paused', String(vm.power_state).toLowerCase()])
+    const disks = snapshotDisks(svc, vm).map((d) => ({ ...d, location: String(svc.db.record('VDI', d.vdi).location), next: randomUUID(), sr: String(svc.db.record('VDI', d.vdi).SR) }))
+    const srs = new Set(disks.map((d) => d.sr))
+    if (srs.size > 1) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [[...srs].join(',')])
+    const image = await createSuspendVdi(svc, vm)
+    const made: string[] = []
+    try {
+      const path = disks[0] ? srPath(svc, disks[0].sr) : ''
+      await svc.agent.call('vm.checkpoint', { uuid: vm.uuid, path, disks: disks.map((d) => ({ userdevice: d.userdevice, next: d.next })), state: image.path })
+      const snapshotOf = new Map<string, string>()
+      for (const d of disks) {
+        await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
+        const frozen = await svc.agent.call<VdiImage>('vdi.image', { path: srPath(svc, d.sr), location: d.location })
+        const source = svc.db.record('VDI', d.vdi)
+        const snap = await recordVdi(svc, d.sr, frozen, { name_label: source.name_label, name_description: source.name_description, type: source.type, read_only: source.read_only, sharable: source.sharable, other_config: source.other_config, uuid: randomUUID(), is_a_snapshot: true, snapshot_of: d.vdi, snapshot_time: now() })
+        made.push(snap)
+        snapshotOf.set(d.vbd, snap)
+      }
+      return await svc.db.transact((tx) => recordSnapshot(tx, ref as string, tx.get('VM', ref as string), name as string, snapshotOf, { power_state: 'Suspended', suspend_VDI: image.ref }))
+    } catch (err) {
+      for (const vdi of [...made, image.ref]) await destroyVdi(svc, vdi).catch(() => undefined)
+      throw new XapiError('VM_CHECKPOINT_SUSPEND_FAILED', [ref, (err as Error).message])
+    }
+  })
+})
+
+register('VM.revert', async (ctx, [snapshotRef]) => {
+  const svc = ctx.svc
+  const snapshot = svc.db.record('VM', snapshotRef as string)
+  if (!snapshot.is_a_snapshot) throw new XapiError('REVERT_ONLY_ALLOWED_ON_SNAPSHOT')
+  const vmRef = String(snapshot.snapshot_of)
+  if (!svc.db.tryRecord('VM', vmRef)) throw new XapiError('VM_REVERT_FAILED', [snapshotRef, vmRef])
+  await withVmOperation(ctx, vmRef, 'reverting', async (vm) => {
+    // A running VM is stopped hard first, as xapi does.
+    if (vm.power_state === 'Running' || vm.power_state === 'Paused') {
+      const { nvram } = await svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean: false })
+      await svc.db.transact((tx) => markHalted(tx, vmRef, nvram))
+    }
+    const old = svc.db.record('VM', vmRef)
+    const discard = [String(old.suspend_VDI), ...snapshotDisks(svc, old).map((d) => d.vdi)].filter((v) => v !== NULL_REF)
+    const disks = new Map<string, string>()
+    for (const disk of snapshotDisks(svc, snapshot)) disks.set(disk.vbd, await cloneVdi(svc, disk.vdi, { is_a_snapshot: false, snapshot_of: NULL_REF }))
+    let suspendImage = NULL_REF
+    if (snapshot.power_state === 'Suspended' && snapshot.suspend_VDI !== NULL_REF) {
+      const source = svc.db.record('VDI', String(snapshot.suspend_VDI))
+      const copy = await createSuspendVdi(svc, snapshot)
+      await svc.agent.call('vdi.copy-raw', { path: srPath(svc, String(source.SR)), from: source.location, to: svc.db.record('VDI', copy.ref).location })
+      suspendImage = copy.ref
+    }
+    const metadata = JSON.parse(String(snapshot.snapshot_metadata) || '{}') as Record<string, unknown>
+    await svc.db.transact((tx) => {
+      const current = tx.get('VM', vmRef)
+      for (const vbd of current.VBDs as string[]) tx.delete('VBD', vbd)
+      for (const vif of current.VIFs as string[]) tx.delete('VIF', vif)
+      for (const vbd of snapshot.VBDs as string[]) {
+        const { uuid: _u, ...fields } = tx.get('VBD', vbd) as Record<string, unknown>
+        tx.create('VBD', { ...fields, VM: vmRef, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: suspendImage !== NULL_REF, current_operations: {} })
+      }
+      for (const vif of snapshot.VIFs as string[]) {
+        const { uuid: _u, ...fields } = tx.get('VIF', vif) as Record<string, unknown>
+        tx.create('VIF', { ...fields, VM: vmRef, currently_attached: false, current_operations: {} })
+      }
+      const restored = Object.fromEntries(Object.entries(metadata).filter(([k]) => !NOT_RESTORED.has(k) && VM.fields.has(k)))
+      tx.update('VM', vmRef, { ...restored, parent: snapshotRef, power_state: suspendImage !== NULL_REF ? 'Suspended' : 'Halted', suspend_VDI: suspendImage })
+      refreshAllowedOperations(tx, vmRef)
+    })
+    for (const vdi of discard) if (svc.db.tryRecord('VDI', vdi)) await destroyVdi(svc, vdi).catch((e: Error) => console.error(`revert: dropping ${vdi}: ${e.message}`))
+  })
+})
+
+/** After a start: finish what a crash interrupted (merges, images nothing needs) on every SR plugged here. */
+export function collectAllGarbage(svc: Services): void {
+  for (const row of [...svc.db.rows('SR')]) {
+    const plugged = (svc.db.record('SR', row.ref).PBDs as string[]).some((p) => {
+      const pbd = svc.db.record('PBD', p)
+      return pbd.host === svc.hostRef && pbd.currently_attached
+    })
+    if (plugged && row.stored.type !== 'iso') void collectSrGarbage(svc, row.ref)
+  }
+}
+
