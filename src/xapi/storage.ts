@@ -158,9 +158,15 @@ export async function cloneVdi(svc: Services, vdiRef: string, extra: Record<stri
   })
 }
 
-/** Normalises an SR's image tree in the background, as a task; returns when this run is done. */
+/** A collection queued but not started yet, per SR: later requests join it. */
+const queuedCollections = new Map<string, Promise<void>>()
+
+/** Normalises an SR's image tree in the background, as a task; returns when a run that started after this call is done. */
 export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
-  return withSrLock(srRef, async () => {
+  const queued = queuedCollections.get(srRef)
+  if (queued) return queued
+  const run = withSrLock(srRef, async () => {
+    queuedCollections.delete(srRef)
     const sr = svc.db.record('SR', srRef)
     if (sr.type === 'iso') return
     const task = await createTask(svc, `SR.gc ${String(sr.name_label)}`, 'Removes images nothing needs and merges chain links')
@@ -179,6 +185,8 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
       await finishTask(svc, task, { status: 'failure', errorInfo: asXapiError(err).description })
     }
   })
+  queuedCollections.set(srRef, run)
+  return run
 }
 
 /** A full, independent copy, to any SR on this host. */
