@@ -50,7 +50,8 @@ export function agentMethods(vms: VmRuntime): AgentMethods {
     },
     'sr.gc': async ({ path, referenced, live }: { path: string; referenced: string[]; live: Record<string, LiveDisk> }) => {
       const sr = new FileSr(path)
-      return collectGarbage(sr, new Set(referenced), async (child, newBacking) => {
+      const tops = new Set(Object.keys(live).filter((location) => vms.isRunning(live[location]!.uuid)))
+      return collectGarbage(sr, new Set(referenced), tops, async (child, newBacking) => {
         const disk = live[child]
         if (!disk || !vms.isRunning(disk.uuid)) return false
         await vms.streamDisk(disk.uuid, disk.userdevice, newBacking ? sr.path(newBacking) : undefined)

@@ -154,12 +154,3 @@ export async function convertInto(opts: { source: string; sourceFormat: ImageFor
 export async function commitImage(overlay: string, format: ImageFormat): Promise<void> {
   await qemuImg(['commit', '-q', '-d', '-f', format, overlay])
 }
-
-/**
- * Makes `path` build on `newBacking` (or on nothing) while keeping its content: the data that
- * the old backing chain provided and the new one does not is copied in first (safe mode). If
- * interrupted, the image still builds on its old backing, so running it again is safe.
- */
-export async function rebaseImage(path: string, newBacking: string | undefined): Promise<void> {
-  await qemuImg(['rebase', '-q', '-f', 'qcow2', ...(newBacking ? ['-b', newBacking, '-F', 'qcow2'] : ['-b', '']), path])
-}

@@ -15,8 +15,26 @@ export type GcAction =
   /** The child absorbs the base's data and then builds on the base's own backing (or on nothing). */
   | { kind: 'stream'; base: string; child: string; newBacking?: string }
 
-/** The next step that normalises the tree, or undefined when it is healthy. A pure decision. */
-export function nextGcAction(images: ImageNode[], referenced: ReadonlySet<string>): GcAction | undefined {
+/** Images running VMs use: the disks they write to (merges into those run inside QEMU) and every image below them. */
+export interface InUse {
+  tops: ReadonlySet<string>
+  chains: ReadonlySet<string>
+}
+
+/** Every image a running disk reads through, the disk included. */
+export function inUse(images: ImageNode[], tops: ReadonlySet<string>): InUse {
+  const byName = new Map(images.map((i) => [i.name, i]))
+  const chains = new Set<string>()
+  for (const top of tops) for (let cur = byName.get(top); cur; cur = cur.backing ? byName.get(cur.backing) : undefined) chains.add(cur.name)
+  return { tops, chains }
+}
+
+/**
+ * The next step that normalises the tree, or undefined when it is healthy. A pure decision.
+ * Merges inside a running VM's chain wait until it stops, except a merge into the disk the VM
+ * writes to, which its QEMU does (block-stream).
+ */
+export function nextGcAction(images: ImageNode[], referenced: ReadonlySet<string>, busy: InUse = { tops: new Set(), chains: new Set() }): GcAction | undefined {
   const children = new Map<string, string[]>()
   for (const img of images) if (img.backing) children.set(img.backing, [...(children.get(img.backing) ?? []), img.name])
   for (const img of images) {
@@ -27,7 +45,10 @@ export function nextGcAction(images: ImageNode[], referenced: ReadonlySet<string
   for (const img of images) {
     if (referenced.has(img.name)) continue
     const kids = children.get(img.name) ?? []
-    if (kids.length === 1) return { kind: 'stream', base: img.name, child: kids[0]!, ...(img.backing ? { newBacking: img.backing } : {}) }
+    const child = kids[0]
+    if (kids.length !== 1 || !child) continue
+    if (busy.chains.has(child) && !busy.tops.has(child)) continue
+    return { kind: 'stream', base: img.name, child, ...(img.backing ? { newBacking: img.backing } : {}) }
   }
   return undefined
 }

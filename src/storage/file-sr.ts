@@ -2,9 +2,9 @@
 // qcow2 file per VDI, named after the VDI's location (its uuid). The default local SR lives
 // inside the data dir.
 import { constants } from 'node:fs'
-import { copyFile, mkdir, readdir, rm, stat, statfs } from 'node:fs/promises'
+import { copyFile, mkdir, readdir, rename, rm, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
-import { convertImage, createImage, imageInfo, mapImage, rebaseImage, resizeImage } from '../qemu/img.js'
+import { commitImage, convertImage, createImage, imageInfo, mapImage, resizeImage } from '../qemu/img.js'
 import type { ImageNode } from './chain.js'
 
 export interface SrUsage {
@@ -97,9 +97,15 @@ export class FileSr {
     return out
   }
 
-  /** Offline merge of a base into its only child: the child takes the base's data and builds on `newBacking`. */
-  async streamOffline(child: string, newBacking: string | undefined): Promise<void> {
-    await rebaseImage(this.path(child), newBacking ? this.path(newBacking) : undefined)
+  /**
+   * Offline merge of a hidden base into its only child: the child's data is committed into the
+   * base (work in proportion to the child's data, whatever the disk's size), then the base takes
+   * the child's place by an atomic rename. A crash before the rename leaves the child as it was;
+   * repeating the merge is harmless.
+   */
+  async mergeOffline(base: string, child: string): Promise<void> {
+    await commitImage(this.path(child), 'qcow2')
+    await rename(this.path(base), this.path(child))
   }
 
   /** A thin clone: a new image whose backing file is `base` (which must then stay unchanged). */

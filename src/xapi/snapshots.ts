@@ -6,7 +6,7 @@ import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { cloneVdi, collectSrGarbage, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
+import { cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { markHalted } from './vm-lifecycle.js'
 import type { VdiImage } from '../agent/storage.js'
@@ -158,15 +158,3 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
     for (const vdi of discard) if (svc.db.tryRecord('VDI', vdi)) await destroyVdi(svc, vdi).catch((e: Error) => console.error(`revert: dropping ${vdi}: ${e.message}`))
   })
 })
-
-/** After a start: finish what a crash interrupted (merges, images nothing needs) on every SR plugged here. */
-export function collectAllGarbage(svc: Services): void {
-  for (const row of [...svc.db.rows('SR')]) {
-    const plugged = (svc.db.record('SR', row.ref).PBDs as string[]).some((p) => {
-      const pbd = svc.db.record('PBD', p)
-      return pbd.host === svc.hostRef && pbd.currently_attached
-    })
-    if (plugged && row.stored.type !== 'iso') void collectSrGarbage(svc, row.ref)
-  }
-}
-

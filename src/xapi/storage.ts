@@ -402,3 +402,15 @@ export async function vdiContentReplaced(svc: Services, vdiRef: string, format: 
   if (format === 'qcow2') await collectSrGarbage(svc, sr)
   await refreshSrUsage(svc, sr).catch(() => undefined)
 }
+
+/** Collects every file SR plugged here: after a start (what a crash interrupted) and when a VM stops (merges that waited for it). */
+export function collectAllGarbage(svc: Services): void {
+  for (const row of [...svc.db.rows('SR')]) {
+    const plugged = (svc.db.record('SR', row.ref).PBDs as string[]).some((p) => {
+      const pbd = svc.db.record('PBD', p)
+      return pbd.host === svc.hostRef && pbd.currently_attached
+    })
+    if (plugged && row.stored.type !== 'iso') void collectSrGarbage(svc, row.ref)
+  }
+}
+

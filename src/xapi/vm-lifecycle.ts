@@ -5,7 +5,7 @@ import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import type { StartRequest } from '../agent/vms.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { createSuspendVdi, destroyVdi, vdiFormat, vdiPath } from './storage.js'
+import { collectAllGarbage, createSuspendVdi, destroyVdi, vdiFormat, vdiPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 
 type Rec = Readonly<Record<string, unknown>>
@@ -131,6 +131,7 @@ async function stopVm(ctx: CallContext, ref: string, op: string, clean: boolean)
     const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean })
     await ctx.svc.db.transact((tx) => markHalted(tx, ref, nvram))
   })
+  collectAllGarbage(ctx.svc)
 }
 
 /** A Suspended VM shut down: its saved state is dropped. */
@@ -245,6 +246,7 @@ export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: 'sh
   const ref = svc.db.replica.refByUuid('VM', uuid)
   if (!ref) return
   await svc.db.transact((tx) => markHalted(tx, ref, nvram))
+  collectAllGarbage(svc)
   const vm = svc.db.record('VM', ref)
   const actions: Record<typeof reason, string> = { shutdown: String(vm.actions_after_shutdown), reboot: String(vm.actions_after_reboot), crash: String(vm.actions_after_crash), killed: 'destroy' }
   const action = actions[reason]

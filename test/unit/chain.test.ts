@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { chainDepth, nextGcAction, type ImageNode } from '../../src/storage/chain.js'
+import { chainDepth, inUse, nextGcAction, type ImageNode } from '../../src/storage/chain.js'
 
 /** Applies GC decisions until the tree is healthy, as the agent does with real images. */
 function normalise(images: ImageNode[], referenced: Set<string>): ImageNode[] {
@@ -62,5 +62,15 @@ describe('the image tree', () => {
       assert.ok(chainDepth(tree, live) <= kept.size + 1, `depth ${chainDepth(tree, live)} with ${kept.size} snapshots`)
       assert.equal(tree.length, kept.size + 1, 'no image is left that nothing needs')
     }
+  })
+})
+
+describe('the image tree under running VMs', () => {
+  it('merges into a running disk, and leaves other merges in its chain for later', () => {
+    const tree = [{ name: 's1' }, { name: 's2', backing: 's1' }, { name: 'live', backing: 's2' }]
+    const busy = inUse(tree, new Set(['live']))
+    assert.deepEqual(nextGcAction(tree, new Set(['s1', 'live']), busy), { kind: 'stream', base: 's2', child: 'live', newBacking: 's1' })
+    assert.equal(nextGcAction(tree, new Set(['s2', 'live']), busy), undefined, 's1 into s2 waits until the VM stops')
+    assert.deepEqual(nextGcAction(tree, new Set(['s2', 'live'])), { kind: 'stream', base: 's1', child: 's2' })
   })
 })
