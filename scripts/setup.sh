@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm python3-os-xenapi openssl iproute2
+DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm python3-os-xenapi openssl iproute2 zstd chromium
   # to build the test guest image
   binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 
@@ -33,7 +33,7 @@ install_npm_dependencies() {
 }
 
 build() {
-  npx tsc -p tsconfig.json
+  npm run build --silent
 }
 
 install_all() {
