@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-await import('../dist/src/cli/xe.js')
+await import('../dist/src/cli/main.js')

@@ -8,8 +8,9 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { classes, parseType, type ClassDef } from '../idl/index.js'
 import { apiName, formatRecord, formatValue, xeClass, xeName } from './format.js'
+import { OPERATIONS } from './vm-commands.js'
 
-class CliError extends Error {
+export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode = 1,
@@ -18,7 +19,7 @@ class CliError extends Error {
   }
 }
 
-interface Invocation {
+export interface Invocation {
   server: string
   port: number
   ssl: boolean
@@ -73,8 +74,12 @@ export function parseInvocation(argv: string[], dotXe: Record<string, string> = 
   }
 }
 
-class Connection {
+export class Connection {
   private session = ''
+
+  get sessionRef(): string {
+    return this.session
+  }
   constructor(private readonly inv: Invocation) {}
 
   async rpc<T>(method: string, ...params: unknown[]): Promise<T> {
@@ -133,10 +138,20 @@ const DEFAULT_LIST_FIELDS: Record<string, string[]> = {
 
 type Rec = Record<string, unknown>
 
-async function run(inv: Invocation, out: (s: string) => void): Promise<void> {
+export async function run(inv: Invocation, out: (s: string) => void): Promise<void> {
+  const operation = OPERATIONS[inv.command]
+  if (operation) {
+    const conn = new Connection(inv)
+    await conn.login()
+    try {
+      return await operation(conn, inv, out)
+    } finally {
+      await conn.logout()
+    }
+  }
   if (inv.command === '' || inv.command === 'help') {
     const names = [...classes.values()].filter((c) => c.listable).map((c) => xeClass(c.name))
-    out(`Usage: xe [-s server] [-p port] [-u user] [-pw password | -pwf file] [--nossl] <command> [param=value ...] [--minimal]\n\nGeneric commands: <class>-list, <class>-param-get, <class>-param-list, <class>-param-set\nClasses: ${names.join(', ')}`)
+    out(`Usage: xe [-s server] [-p port] [-u user] [-pw password | -pwf file] [--nossl] <command> [param=value ...] [--minimal]\n\nGeneric commands: <class>-list, <class>-param-get, <class>-param-list, <class>-param-set\nVM commands: ${Object.keys(OPERATIONS).join(', ')}\nClasses: ${names.join(', ')}`)
     return
   }
   const target = splitCommand(inv.command)
@@ -221,9 +236,3 @@ function scalarFromText(text: string, t: ReturnType<typeof parseType>): unknown 
   }
 }
 
-try {
-  await run(parseInvocation(process.argv.slice(2)), (s) => console.log(s))
-} catch (err) {
-  console.error(err instanceof CliError ? err.message : String(err))
-  process.exitCode = err instanceof CliError ? err.exitCode : 1
-}

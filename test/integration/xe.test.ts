@@ -1,0 +1,71 @@
+// xe against a running daemon, as an administrator uses it: install a VM from the test guest
+// template, start it, watch its serial console, list it, stop and remove it; and its errors.
+import assert from 'node:assert/strict'
+import { execFile, spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { promisify } from 'node:util'
+import { Daemon, PASSWORD, ROOT } from '../helpers/daemon.js'
+
+const run = promisify(execFile)
+const daemon = new Daemon()
+const XE = join(ROOT, 'bin', 'xe.js')
+const base = () => ['-s', '127.0.0.1', '-p', String(daemon.httpsPort), '-u', 'root', '-pw', PASSWORD]
+const xe = (...args: string[]) => run(process.execPath, [XE, ...base(), ...args], { timeout: 120_000 })
+const xeFails = (...args: string[]) => xe(...args).then(
+  () => assert.fail(`xe ${args.join(' ')} succeeded`),
+  (err: { code: number; stderr: string }) => err,
+)
+
+describe('xe', () => {
+  before(() => daemon.start())
+  after(() => daemon.dispose())
+
+  it('installs, starts, shows the console of, stops and uninstalls a VM', async () => {
+    const uuid = (await xe('vm-install', 'template=Flotilla test guest', 'new-name-label=xe-vm')).stdout.trim()
+    assert.match(uuid, /^[0-9a-f-]{36}$/)
+    await xe('vm-start', `uuid=${uuid}`)
+    const listed = (await xe('vm-list', 'name-label=xe-vm', 'params=uuid,name-label,power-state')).stdout
+    assert.match(listed, new RegExp(`uuid \\( RO\\)\\s*: ${uuid}`))
+    assert.match(listed, /power-state \( RO\): running/)
+    assert.equal((await xe('vm-list', 'power-state=running', '--minimal')).stdout.trim(), uuid)
+
+    const consoleOut = await new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, [XE, ...base(), 'console', 'vm=xe-vm'], { stdio: ['pipe', 'pipe', 'pipe'] })
+      let text = ''
+      const timer = setTimeout(() => (child.kill(), reject(new Error(`no tick on the console: ${text}`))), 60_000)
+      child.stdout.on('data', (d: Buffer) => {
+        text += d.toString()
+        if (/FLOTILLA tick=\d+/.test(text)) {
+          clearTimeout(timer)
+          child.stdin.write(Buffer.from([0x1d]))
+          child.once('exit', () => resolve(text))
+        }
+      })
+    })
+    assert.match(consoleOut, /FLOTILLA tick=/)
+
+    await xe('vm-shutdown', 'vm=xe-vm', '--force')
+    assert.equal((await xe('vm-param-get', `uuid=${uuid}`, 'param-name=power-state')).stdout.trim(), 'halted')
+    await xe('vm-param-set', `uuid=${uuid}`, 'other-config:owner=ops')
+    assert.equal((await xe('vm-param-get', `uuid=${uuid}`, 'param-name=other-config', 'param-key=owner')).stdout.trim(), 'ops')
+    await xe('vm-uninstall', `uuid=${uuid}`, '--force')
+    assert.equal((await xe('vm-list', 'name-label=xe-vm', '--minimal')).stdout.trim(), '')
+  })
+
+  it('fails clearly, with a non-zero exit code', async () => {
+    const unknown = await xeFails('frobnicate-list')
+    assert.equal(unknown.code, 1)
+    assert.match(unknown.stderr, /Unknown command: frobnicate-list/)
+    const missing = await xeFails('vm-start')
+    assert.match(missing.stderr, /needs a VM/)
+    const nothing = await xeFails('vm-start', 'vm=no-such-vm')
+    assert.match(nothing.stderr, /No matching VMs/)
+    const bad = await run(process.execPath, [XE, '-s', '127.0.0.1', '-p', String(daemon.httpsPort), '-u', 'root', '-pw', 'wrong', 'host-list']).then(
+      () => assert.fail('bad credentials accepted'),
+      (err: { code: number; stderr: string }) => err,
+    )
+    assert.notEqual(bad.code, 0)
+    assert.match(bad.stderr, /Authentication failed/)
+  })
+})
