@@ -33,6 +33,7 @@ export function agentMethods(vms: VmRuntime): AgentMethods {
     'vm.stop': ({ uuid, clean, timeoutMs }: { uuid: string; clean: boolean; timeoutMs?: number }) => vms.stop(uuid, clean, timeoutMs),
     'vm.reset': ({ uuid }: { uuid: string }) => vms.reset(uuid),
     'vm.devices': ({ uuid }: { uuid: string }) => vms.devices(uuid),
+    'vm.resize-disk': ({ uuid, userdevice, size }: LiveDisk & { size: number }) => vms.resizeDisk(uuid, userdevice, size),
     'vm.plug-disk': ({ uuid, platform, disk }: { uuid: string; platform: Record<string, string>; disk: VmSpec['disks'][number] }) => vms.plugDisk(uuid, platform, disk),
     'vm.unplug-disk': ({ uuid, userdevice }: { uuid: string; userdevice: number }) => vms.unplugDisk(uuid, userdevice),
     'vm.insert-cd': ({ uuid, userdevice, path, format }: { uuid: string; userdevice: number; path: string; format: 'qcow2' | 'raw' }) => vms.insertCd(uuid, userdevice, path, format),

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { bridgeName, createTap, deleteLink, ensureBridge, tapName } from '../net/bridge.js'
 import { attachQemu, killQemu, launchQemu, type QemuProcess } from '../qemu/process.js'
-import { liveSnapshot, streamInto } from '../qemu/blockjobs.js'
+import { liveSnapshot, resizeLive, streamInto } from '../qemu/blockjobs.js'
 import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, type DeviceList } from '../qemu/hotplug.js'
 import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
 
@@ -247,6 +247,10 @@ export class VmRuntime {
         if (status.running) await qmp.execute('cont')
       }
     })
+  }
+
+  async resizeDisk(uuid: string, userdevice: number, size: number): Promise<void> {
+    await this.queued(uuid, () => resizeLive(this.qmp(uuid), `d${userdevice}`, size))
   }
 
   /** Live snapshot of a disk: the guest goes on writing to a new overlay. */

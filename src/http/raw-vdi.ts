@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
-import { srPath, vdiContentReplaced } from '../xapi/storage.js'
+import { srPath, vdiContentReplaced, withSrLocks } from '../xapi/storage.js'
 import { finishTask } from '../xapi/task.js'
 import { HandlerTask, httpSession, queryOf } from './handler.js'
 import type { HttpRoute } from './server.js'
@@ -204,7 +204,7 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
       importing.add(vdiRef)
       mine = true
       const args = { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format, expected }
-      await jsonOf(await svc.agent.stream('vdi.import', args, body))
+      await withSrLocks([String(vdi.SR)], async () => jsonOf(await svc.agent.stream('vdi.import', args, body)))
       await vdiContentReplaced(svc, vdiRef, format)
       await task.succeed(undefined, { kind: 'void' })
     } catch (err) {
@@ -246,6 +246,11 @@ async function exportRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
     return refuse(req, res, asXapiError(err))
   }
   const vdi = svc.db.record('VDI', vdiRef)
+  // No snapshot, clone or merge may change the image chain while it is read.
+  await withSrLocks([String(vdi.SR)], () => streamExport(svc, req, res, task, vdiRef, vdi, format))
+}
+
+async function streamExport(svc: Services, req: IncomingMessage, res: ServerResponse, task: HandlerTask, vdiRef: string, vdi: Readonly<Record<string, unknown>>, format: Format): Promise<void> {
   let source: IncomingMessage
   try {
     source = await svc.agent.stream('vdi.export', { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format })

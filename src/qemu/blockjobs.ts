@@ -48,3 +48,8 @@ export async function streamInto(qmp: QmpClient, node: string, basePath: string 
   const event = await done
   if (event.data.error) throw new Error(`streaming into ${node} failed: ${String(event.data.error)}`)
 }
+
+/** Grows a running disk (the guest sees the new size at once). */
+export async function resizeLive(qmp: QmpClient, node: string, size: number): Promise<void> {
+  await qmp.execute('block_resize', { 'node-name': await topNode(qmp, node), size })
+}

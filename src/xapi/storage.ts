@@ -137,6 +137,23 @@ function withSrLock<T>(srRef: string, fn: () => Promise<T>): Promise<T> {
   return next
 }
 
+/**
+ * Runs `fn` while no garbage collection, snapshot or clone touches these SRs: for whatever
+ * opens their images (a VM starting, a disk transfer). Locks are taken in one order.
+ */
+export function withSrLocks<T>(srRefs: string[], fn: () => Promise<T>): Promise<T> {
+  const [first, ...rest] = [...new Set(srRefs)].sort()
+  return first === undefined ? fn() : withSrLock(first, () => withSrLocks(rest, fn))
+}
+
+/** The SRs a VM's disks live in. */
+export function srsOfVm(svc: Services, vm: Rec): string[] {
+  return (vm.VBDs as string[]).flatMap((vbd) => {
+    const vdi = String(svc.db.record('VBD', vbd).VDI)
+    return vdi === NULL_REF ? [] : [String(svc.db.record('VDI', vdi).SR)]
+  })
+}
+
 /** VDI.snapshot: a read-only point-in-time image, in time independent of the disk's size (crash-consistent when running). */
 export async function snapshotVdi(svc: Services, vdiRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
@@ -206,11 +223,18 @@ register('VDI.clone', (ctx, [ref]) => cloneVdi(ctx.svc, ref as string))
 register('VDI.snapshot', (ctx, [ref]) => snapshotVdi(ctx.svc, ref as string))
 register('VDI.copy', (ctx, [ref, sr]) => copyVdi(ctx.svc, ref as string, sr as string))
 
+/** VDI.resize grows a disk, offline with qemu-img or online in the QEMU of the running VM that uses it. */
 register('VDI.resize', async (ctx, [ref, size]) => {
   const vdi = ctx.svc.db.record('VDI', ref as string)
-  await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref as string, tx.get('VDI', ref as string), 'resize'))
+  if (vdi.is_a_snapshot) throw new XapiError('VDI_READONLY', [ref])
   if (Number(size) < Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [ref, String(vdi.virtual_size)])
-  const image = await ctx.svc.agent.call<VdiImage>('vdi.resize', { path: srPath(ctx.svc, String(vdi.SR)), location: vdi.location, size })
+  const live = liveDisk(ctx.svc, ref as string)
+  if (live) await ctx.svc.agent.call('vm.resize-disk', { ...live, size })
+  else {
+    await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref as string, tx.get('VDI', ref as string), 'resize'))
+    await ctx.svc.agent.call('vdi.resize', { path: srPath(ctx.svc, String(vdi.SR)), location: vdi.location, size })
+  }
+  const image = await ctx.svc.agent.call<VdiImage>('vdi.image', { path: srPath(ctx.svc, String(vdi.SR)), location: vdi.location })
   await ctx.svc.db.transact((tx) => tx.update('VDI', ref as string, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation }))
 })
 

@@ -5,7 +5,7 @@ import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import type { StartRequest } from '../agent/vms.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { collectAllGarbage, createSuspendVdi, destroyVdi, vdiFormat, vdiPath } from './storage.js'
+import { collectAllGarbage, createSuspendVdi, destroyVdi, srsOfVm, vdiFormat, vdiPath, withSrLocks } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 
 type Rec = Readonly<Record<string, unknown>>
@@ -116,7 +116,7 @@ async function startVm(ctx: CallContext, ref: string, paused: boolean): Promise<
     if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
     await svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: svc.hostRef }))
     try {
-      await svc.agent.call('vm.start', await startRequest(svc, vm, paused))
+      await withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.start', await startRequest(svc, vm, paused)))
     } catch (err) {
       await svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: NULL_REF }))
       throw err
@@ -171,7 +171,7 @@ async function resumeVm(ctx: CallContext, ref: string, paused: boolean): Promise
     if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
     const image = String(vm.suspend_VDI)
     if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
-    await svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) })
+    await withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) }))
     await svc.db.transact((tx) => {
       markRunning(tx, svc, ref, paused)
       tx.update('VM', ref, { suspend_VDI: NULL_REF })
