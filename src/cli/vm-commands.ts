@@ -7,15 +7,39 @@ import { CliError, type Connection, type Invocation } from './xe.js'
 type Operation = (conn: Connection, inv: Invocation, out: (s: string) => void) => Promise<void>
 type Rec = Record<string, any>
 
-/** The one VM a selector names: `uuid=`, or `vm=` (a name or a uuid). */
-async function selectVm(conn: Connection, inv: Invocation, { templates = false } = {}): Promise<[string, Rec]> {
-  const key = inv.params.get('uuid') ?? inv.params.get('vm') ?? inv.params.get('template')
-  if (!key) throw new CliError('This command needs a VM: vm=<name or uuid> or uuid=<uuid>')
+type Kind = 'vm' | 'template' | 'snapshot'
+
+/** The one VM, template or snapshot a selector names: `uuid=`, `vm=`/`template=`/`snapshot-uuid=` (a name or a uuid). */
+async function selectVm(conn: Connection, inv: Invocation, kind: Kind = 'vm'): Promise<[string, Rec]> {
+  const key = inv.params.get('uuid') ?? inv.params.get(kind === 'snapshot' ? 'snapshot-uuid' : kind) ?? inv.params.get('vm')
+  if (!key) throw new CliError(`This command needs a ${kind === 'vm' ? 'VM' : kind}: ${kind === 'snapshot' ? 'snapshot-uuid' : kind}=<name or uuid> or uuid=<uuid>`)
   const records = await conn.call<Record<string, Rec>>('VM.get_all_records')
-  const matches = Object.entries(records).filter(([, r]) => (r.uuid === key || r.name_label === key) && Boolean(r.is_a_template) === templates && !r.is_control_domain)
-  if (matches.length === 0) throw new CliError(`No matching ${templates ? 'templates' : 'VMs'} found: ${key}`)
+  const isKind = (r: Rec) => (kind === 'snapshot' ? r.is_a_snapshot : kind === 'template' ? r.is_a_template && !r.is_a_snapshot : !r.is_a_template) && !r.is_control_domain
+  const matches = Object.entries(records).filter(([, r]) => (r.uuid === key || r.name_label === key) && isKind(r))
+  if (matches.length === 0) throw new CliError(`No matching ${kind === 'vm' ? 'VMs' : `${kind}s`} found: ${key}`)
   if (matches.length > 1) throw new CliError(`Multiple matches for ${key}: use uuid= to pick one`)
   return matches[0]!
+}
+
+/** An object of another class by `uuid=` (or the given parameter), as its ref. */
+async function selectByUuid(conn: Connection, inv: Invocation, cls: string, param = 'uuid'): Promise<string> {
+  const uuid = inv.params.get(param)
+  if (!uuid) throw new CliError(`This command needs ${param}=`)
+  return conn.call<string>(`${cls}.get_by_uuid`, uuid)
+}
+
+const need = (inv: Invocation, param: string): string => {
+  const value = inv.params.get(param)
+  if (value === undefined) throw new CliError(`This command needs ${param}=`)
+  return value
+}
+
+/** Sizes as xe takes them: bytes, or with a unit (KiB, MiB, GiB, TiB; KB, MB… as binary too). */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]i?B?)?$/i.exec(text.trim())
+  if (!m) throw new CliError(`Not a size: ${text}`)
+  const unit = { K: 1, M: 2, G: 3, T: 4 }[(m[2] ?? '').charAt(0).toUpperCase() as 'K'] ?? 0
+  return Math.round(Number(m[1]) * 1024 ** unit)
 }
 
 const simple = (method: string, ...extra: unknown[]): Operation => async (conn, inv) => {
@@ -32,7 +56,7 @@ const byForce = (clean: string, hard: string): Operation => async (conn, inv) =>
 const install: Operation = async (conn, inv, out) => {
   const name = inv.params.get('new-name-label')
   if (!name) throw new CliError('This command needs new-name-label=')
-  const [template] = await selectVm(conn, inv, { templates: true })
+  const [template] = await selectVm(conn, inv, 'template')
   const pool = Object.values(await conn.call<Record<string, Rec>>('pool.get_all_records'))[0]!
   const srs = await conn.call<Record<string, Rec>>('SR.get_all_records')
   const wanted = inv.params.get('sr-uuid') ?? inv.params.get('sr-name-label')
@@ -53,13 +77,7 @@ const install: Operation = async (conn, inv, out) => {
 const uninstall: Operation = async (conn, inv) => {
   const [ref, vm] = await selectVm(conn, inv)
   if (vm.power_state !== 'Halted') await conn.call('VM.hard_shutdown', ref)
-  const vdis: string[] = []
-  for (const vbd of vm.VBDs as string[]) {
-    const rec = await conn.call<Rec>('VBD.get_record', vbd)
-    if (rec.type === 'Disk' && rec.VDI !== 'OpaqueRef:NULL') vdis.push(rec.VDI)
-  }
-  await conn.call('VM.destroy', ref)
-  for (const vdi of vdis) if ((await conn.call<string[]>('VDI.get_VBDs', vdi)).length === 0) await conn.call('VDI.destroy', vdi)
+  await destroyWithDisks(conn, ref, vm)
 }
 
 /** console: the VM's serial console on this terminal, until the connection ends (Ctrl-] leaves). */
@@ -88,7 +106,133 @@ const attachConsole: Operation = async (conn, inv) => {
   stdin.pause()
 }
 
+const printUuid = async (conn: Connection, cls: string, ref: string, out: (s: string) => void) => out(await conn.call<string>(`${cls}.get_uuid`, ref))
+
+const snapshotOf = (method: 'VM.snapshot' | 'VM.checkpoint'): Operation => async (conn, inv, out) => {
+  const [ref] = await selectVm(conn, inv)
+  await printUuid(conn, 'VM', await conn.call<string>(method, ref, need(inv, 'new-name-label')), out)
+}
+
+/** Destroys a VM or snapshot record and the disks nothing else uses (VM.destroy drops a suspend image itself). */
+async function destroyWithDisks(conn: Connection, ref: string, vm: Rec): Promise<void> {
+  const vdis: string[] = []
+  for (const vbd of vm.VBDs as string[]) {
+    const rec = await conn.call<Rec>('VBD.get_record', vbd)
+    if (rec.type === 'Disk' && rec.VDI !== 'OpaqueRef:NULL') vdis.push(rec.VDI)
+  }
+  await conn.call('VM.destroy', ref)
+  for (const vdi of vdis) if ((await conn.call<string[]>('VDI.get_VBDs', vdi)).length === 0) await conn.call('VDI.destroy', vdi)
+}
+
+const listDevices = (cls: 'VBD' | 'VIF'): Operation => async (conn, inv, out) => {
+  const [, vm] = await selectVm(conn, inv)
+  const blocks: string[] = []
+  for (const dev of vm[`${cls}s`] as string[]) {
+    const rec = await conn.call<Rec>(`${cls}.get_record`, dev)
+    const lines = cls === 'VBD'
+      ? [`uuid ( RO)             : ${rec.uuid}`, `    vm-name-label ( RO): ${vm.name_label}`, `       userdevice ( RW): ${rec.userdevice}`, `             type ( RW): ${rec.type}`, `             empty ( RO): ${rec.empty}`]
+      : [`uuid ( RO)         : ${rec.uuid}`, `vm-name-label ( RO): ${vm.name_label}`, `       device ( RO): ${rec.device}`, `          MAC ( RO): ${rec.MAC}`]
+    blocks.push(lines.join('\n'))
+  }
+  out(blocks.join('\n\n'))
+}
+
+const onRef = (cls: string, method: string, ...extra: unknown[]): Operation => async (conn, inv) => {
+  await conn.call(`${cls}.${method}`, await selectByUuid(conn, inv, cls), ...extra)
+}
+
 export const OPERATIONS: Record<string, Operation> = {
+  'vm-snapshot': snapshotOf('VM.snapshot'),
+  'vm-checkpoint': snapshotOf('VM.checkpoint'),
+  'vm-clone': async (conn, inv, out) => {
+    const [ref] = await selectVm(conn, inv)
+    await printUuid(conn, 'VM', await conn.call<string>('VM.clone', ref, need(inv, 'new-name-label')), out)
+  },
+  'vm-copy': async (conn, inv, out) => {
+    const [ref] = await selectVm(conn, inv)
+    const sr = inv.params.has('sr-uuid') ? await selectByUuid(conn, inv, 'SR', 'sr-uuid') : 'OpaqueRef:NULL'
+    await printUuid(conn, 'VM', await conn.call<string>('VM.copy', ref, need(inv, 'new-name-label'), sr), out)
+  },
+  'snapshot-revert': async (conn, inv) => {
+    const [ref] = await selectVm(conn, inv, 'snapshot')
+    await conn.call('VM.revert', ref)
+  },
+  'snapshot-uninstall': async (conn, inv) => {
+    const [ref, snap] = await selectVm(conn, inv, 'snapshot')
+    await destroyWithDisks(conn, ref, snap)
+  },
+  'vm-disk-list': listDevices('VBD'),
+  'vm-vif-list': listDevices('VIF'),
+  'vm-cd-add': async (conn, inv) => {
+    const [ref] = await selectVm(conn, inv)
+    const device = inv.params.get('device') ?? '3'
+    const cd = inv.params.get('cd-name')
+    const vdi = cd ? Object.entries(await conn.call<Record<string, Rec>>('VDI.get_all_records')).find(([, r]) => r.name_label === cd || r.uuid === cd)?.[0] : undefined
+    if (cd && !vdi) throw new CliError(`No ISO found: ${cd}`)
+    await conn.call('VBD.create', { VM: ref, VDI: vdi ?? 'OpaqueRef:NULL', userdevice: device, bootable: false, mode: 'RO', type: 'CD', empty: !vdi, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
+  },
+  'vm-cd-insert': async (conn, inv) => {
+    const [, vm] = await selectVm(conn, inv)
+    const cd = need(inv, 'cd-name')
+    const vdi = Object.entries(await conn.call<Record<string, Rec>>('VDI.get_all_records')).find(([, r]) => r.name_label === cd || r.uuid === cd)?.[0]
+    if (!vdi) throw new CliError(`No ISO found: ${cd}`)
+    const drive = await firstCd(conn, vm)
+    await conn.call('VBD.insert', drive, vdi)
+  },
+  'vm-cd-eject': async (conn, inv) => {
+    const [, vm] = await selectVm(conn, inv)
+    await conn.call('VBD.eject', await firstCd(conn, vm))
+  },
+  'vdi-create': async (conn, inv, out) => {
+    const sr = await selectByUuid(conn, inv, 'SR', 'sr-uuid')
+    const ref = await conn.call<string>('VDI.create', { SR: sr, name_label: need(inv, 'name-label'), name_description: inv.params.get('name-description') ?? '', virtual_size: parseSize(need(inv, 'virtual-size')), type: inv.params.get('type') ?? 'user', sharable: false, read_only: false, other_config: {} })
+    await printUuid(conn, 'VDI', ref, out)
+  },
+  'vdi-destroy': onRef('VDI', 'destroy'),
+  'vdi-resize': async (conn, inv) => conn.call('VDI.resize', await selectByUuid(conn, inv, 'VDI'), parseSize(need(inv, 'disk-size'))).then(() => undefined),
+  'vdi-copy': async (conn, inv, out) => {
+    const vdi = await selectByUuid(conn, inv, 'VDI')
+    await printUuid(conn, 'VDI', await conn.call<string>('VDI.copy', vdi, await selectByUuid(conn, inv, 'SR', 'sr-uuid')), out)
+  },
+  'vbd-create': async (conn, inv, out) => {
+    const vm = await selectByUuid(conn, inv, 'VM', 'vm-uuid')
+    const vdi = await selectByUuid(conn, inv, 'VDI', 'vdi-uuid')
+    const ref = await conn.call<string>('VBD.create', { VM: vm, VDI: vdi, userdevice: need(inv, 'device'), bootable: inv.params.get('bootable') === 'true', mode: inv.params.get('mode') ?? 'RW', type: inv.params.get('type') ?? 'Disk', empty: false, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
+    await printUuid(conn, 'VBD', ref, out)
+  },
+  'vbd-plug': onRef('VBD', 'plug'),
+  'vbd-unplug': onRef('VBD', 'unplug'),
+  'vbd-destroy': onRef('VBD', 'destroy'),
+  'vif-create': async (conn, inv, out) => {
+    const vm = await selectByUuid(conn, inv, 'VM', 'vm-uuid')
+    const network = await selectByUuid(conn, inv, 'network', 'network-uuid')
+    const ref = await conn.call<string>('VIF.create', { VM: vm, network, device: need(inv, 'device'), MAC: inv.params.get('mac') ?? '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
+    await printUuid(conn, 'VIF', ref, out)
+  },
+  'vif-plug': onRef('VIF', 'plug'),
+  'vif-unplug': onRef('VIF', 'unplug'),
+  'vif-destroy': onRef('VIF', 'destroy'),
+  'network-create': async (conn, inv, out) => {
+    const ref = await conn.call<string>('network.create', { name_label: need(inv, 'name-label'), name_description: inv.params.get('name-description') ?? '', MTU: Number(inv.params.get('MTU') ?? 1500), other_config: {} })
+    await printUuid(conn, 'network', ref, out)
+  },
+  'network-destroy': onRef('network', 'destroy'),
+  'sr-create': async (conn, inv, out) => {
+    const host = Object.keys(await conn.call<Record<string, Rec>>('host.get_all_records'))[0]
+    const deviceConfig = Object.fromEntries([...inv.params].filter(([k]) => k.startsWith('device-config:')).map(([k, v]) => [k.slice('device-config:'.length), v]))
+    const type = need(inv, 'type')
+    const ref = await conn.call<string>('SR.create', host, deviceConfig, 0, need(inv, 'name-label'), inv.params.get('name-description') ?? '', type, inv.params.get('content-type') ?? (type === 'iso' ? 'iso' : 'user'), false, {})
+    await printUuid(conn, 'SR', ref, out)
+  },
+  'sr-scan': onRef('SR', 'scan'),
+  'sr-destroy': onRef('SR', 'destroy'),
+  'sr-forget': onRef('SR', 'forget'),
+  'pbd-plug': onRef('PBD', 'plug'),
+  'pbd-unplug': onRef('PBD', 'unplug'),
+  'task-cancel': onRef('task', 'cancel'),
+  'user-password-change': async (conn, inv) => {
+    await conn.call('session.change_password', need(inv, 'old'), need(inv, 'new'))
+  },
   'vm-install': install,
   'vm-uninstall': uninstall,
   'vm-start': simple('VM.start', false, false),
@@ -99,4 +243,9 @@ export const OPERATIONS: Record<string, Operation> = {
   'vm-pause': simple('VM.pause'),
   'vm-unpause': simple('VM.unpause'),
   console: attachConsole,
+}
+
+async function firstCd(conn: Connection, vm: Rec): Promise<string> {
+  for (const vbd of vm.VBDs as string[]) if ((await conn.call<string>('VBD.get_type', vbd)) === 'CD') return vbd
+  throw new CliError('The VM has no CD drive: add one with vm-cd-add')
 }

@@ -120,11 +120,15 @@ function describeError(code: string, params: string[]): string {
   return [`The server failed to handle your request (${code}).`, ...params.map((p) => `  ${p}`)].join('\n')
 }
 
+/** xe's names for kinds of VM: snapshot-list and template-list list VMs. */
+const VM_ALIASES = new Set(['snapshot', 'template'])
+
 /** "vm-list" → the VM class and "list"; class names in xe are lower case with dashes. */
-function splitCommand(command: string): { cls: ClassDef; verb: string } | undefined {
+function splitCommand(command: string): { cls: ClassDef; verb: string; alias?: string } | undefined {
   for (const verb of ['list', 'param-get', 'param-list', 'param-set', 'param-add', 'param-remove', 'param-clear']) {
     if (!command.endsWith(`-${verb}`)) continue
     const prefix = command.slice(0, -verb.length - 1)
+    if (VM_ALIASES.has(prefix)) return { cls: classes.get('VM')!, verb, alias: prefix }
     const cls = [...classes.values()].find((c) => xeClass(c.name) === prefix && c.listable)
     if (cls) return { cls, verb }
   }
@@ -179,7 +183,9 @@ export async function run(inv: Invocation, out: (s: string) => void): Promise<vo
     if (verb === 'list') {
       const control = new Set(['params', 'minimal'])
       let rows = Object.values(records)
-      if (cls.name === 'VM' && !inv.params.has('is-a-template')) rows = rows.filter((r) => !r.is_a_template && !r.is_control_domain)
+      if (cls.name === 'VM' && target.alias === 'snapshot') rows = rows.filter((r) => r.is_a_snapshot)
+      else if (cls.name === 'VM' && target.alias === 'template') rows = rows.filter((r) => r.is_a_template && !r.is_a_snapshot)
+      else if (cls.name === 'VM' && !inv.params.has('is-a-template')) rows = rows.filter((r) => !r.is_a_template && !r.is_control_domain)
       for (const [key, value] of inv.params) {
         if (control.has(key)) continue
         const field = cls.fields.get(apiName(key))
