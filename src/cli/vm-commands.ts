@@ -3,6 +3,7 @@ import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import type { Duplex } from 'node:stream'
 import { CliError, type Connection, type Invocation } from './xe.js'
+import { download, upload } from './transfer.js'
 
 type Operation = (conn: Connection, inv: Invocation, out: (s: string) => void) => Promise<void>
 type Rec = Record<string, any>
@@ -142,6 +143,24 @@ const onRef = (cls: string, method: string, ...extra: unknown[]): Operation => a
 }
 
 export const OPERATIONS: Record<string, Operation> = {
+  'vdi-export': async (conn, inv) => {
+    const vdi = await conn.call<string>('VDI.get_by_uuid', need(inv, 'uuid'))
+    await download(conn, inv, '/export_raw_vdi', { vdi, format: inv.params.get('format') ?? 'raw' }, need(inv, 'filename'))
+  },
+  'vdi-import': async (conn, inv) => {
+    const vdi = await conn.call<string>('VDI.get_by_uuid', need(inv, 'uuid'))
+    await upload(conn, inv, '/import_raw_vdi', { vdi, format: inv.params.get('format') ?? 'raw' }, need(inv, 'filename'))
+  },
+  'vm-export': async (conn, inv) => {
+    const [ref] = await selectVm(conn, inv, inv.params.has('snapshot-uuid') ? 'snapshot' : 'vm')
+    const compress = inv.params.get('compress')
+    await download(conn, inv, '/export', { ref, use_compression: compress === 'true' || compress === 'gzip' ? 'true' : compress === 'zstd' ? 'zstd' : 'false' }, need(inv, 'filename'))
+  },
+  'vm-import': async (conn, inv, out) => {
+    const sr = inv.params.has('sr-uuid') ? await selectByUuid(conn, inv, 'SR', 'sr-uuid') : undefined
+    const result = await upload(conn, inv, '/import', { ...(sr ? { sr_id: sr } : {}), ...(inv.flags.has('preserve') ? { restore: 'true' } : {}) }, need(inv, 'filename'))
+    for (const ref of result.match(/OpaqueRef:[0-9a-f-]+/g) ?? []) await printUuid(conn, 'VM', ref, out)
+  },
   'vm-snapshot': snapshotOf('VM.snapshot'),
   'vm-checkpoint': snapshotOf('VM.checkpoint'),
   'vm-clone': async (conn, inv, out) => {

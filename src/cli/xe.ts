@@ -153,6 +153,11 @@ export async function run(inv: Invocation, out: (s: string) => void): Promise<vo
       await conn.logout()
     }
   }
+  if (inv.command === 'help-commands') {
+    const generic = ['list', 'param-get', 'param-list', 'param-set', 'param-add', 'param-remove', 'param-clear']
+    const prefixes = [...[...classes.values()].filter((c) => c.listable).map((c) => xeClass(c.name)), ...VM_ALIASES]
+    return out([...Object.keys(OPERATIONS), ...prefixes.flatMap((p) => generic.map((g) => `${p}-${g}`)), 'help'].sort().join('\n'))
+  }
   if (inv.command === '' || inv.command === 'help') {
     const names = [...classes.values()].filter((c) => c.listable).map((c) => xeClass(c.name))
     out(`Usage: xe [-s server] [-p port] [-u user] [-pw password | -pwf file] [--nossl] <command> [param=value ...] [--minimal]\n\nGeneric commands: <class>-list, <class>-param-get, <class>-param-list, <class>-param-set\nVM commands: ${Object.keys(OPERATIONS).join(', ')}\nClasses: ${names.join(', ')}`)
@@ -226,7 +231,20 @@ export async function run(inv: Invocation, out: (s: string) => void): Promise<vo
       }
       return
     }
-    throw new CliError(`${inv.command} is not available yet`)
+    const name = inv.params.get('param-name')
+    const field = name ? cls.fields.get(apiName(name)) : undefined
+    if (!field || field.qualifier !== 'RW' || (field.type.kind !== 'map' && field.type.kind !== 'set')) throw new CliError(`param-name must name a settable map or set field, got ${name ?? '(nothing)'}`)
+    const key = inv.params.get('param-key')
+    if (verb === 'param-clear') return void (await conn.call(`${cls.name}.set_${field.name}`, ref, field.type.kind === 'map' ? {} : []))
+    if (field.type.kind === 'set') {
+      if (!key) throw new CliError('This command needs param-key=')
+      return void (await conn.call(`${cls.name}.${verb === 'param-add' ? 'add' : 'remove'}_${field.name}`, ref, key))
+    }
+    if (verb === 'param-remove') {
+      if (!key) throw new CliError('This command needs param-key=')
+      return void (await conn.call(`${cls.name}.remove_from_${field.name}`, ref, key))
+    }
+    for (const [k, v] of inv.params) if (!['uuid', 'param-name', 'param-key'].includes(k)) await conn.call(`${cls.name}.add_to_${field.name}`, ref, k, v)
   } finally {
     await conn.logout()
   }

@@ -3,11 +3,15 @@
 import assert from 'node:assert/strict'
 import { execFile, spawn } from 'node:child_process'
 import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { Daemon, PASSWORD, ROOT } from '../helpers/daemon.js'
 
 const run = promisify(execFile)
+const scratch = mkdtempSync(join(tmpdir(), 'flotilla-xe-'))
 const daemon = new Daemon()
 const XE = join(ROOT, 'bin', 'xe.js')
 const base = () => ['-s', '127.0.0.1', '-p', String(daemon.httpsPort), '-u', 'root', '-pw', PASSWORD]
@@ -19,7 +23,10 @@ const xeFails = (...args: string[]) => xe(...args).then(
 
 describe('xe', () => {
   before(() => daemon.start())
-  after(() => daemon.dispose())
+  after(async () => {
+    await daemon.dispose()
+    rmSync(scratch, { recursive: true, force: true })
+  })
 
   it('installs, starts, shows the console of, stops and uninstalls a VM', async () => {
     const uuid = (await xe('vm-install', 'template=Flotilla test guest', 'new-name-label=xe-vm')).stdout.trim()
@@ -60,6 +67,18 @@ describe('xe', () => {
     const data = (await xe('vdi-create', `sr-uuid=${sr}`, 'name-label=admin-data', 'virtual-size=16MiB')).stdout.trim()
     await xe('vbd-create', `vm-uuid=${vm}`, `vdi-uuid=${data}`, 'device=1')
     await xe('vdi-resize', `uuid=${data}`, 'disk-size=32MiB')
+    const image = join(scratch, 'disk.raw')
+    writeFileSync(image, randomBytes(2 ** 20))
+    await xe('vdi-import', `uuid=${data}`, `filename=${image}`)
+    await xe('vdi-export', `uuid=${data}`, `filename=${image}.out`)
+    assert.ok(readFileSync(`${image}.out`).subarray(0, 2 ** 20).equals(readFileSync(image)), 'vdi-export gives back what vdi-import sent')
+    await xe('vm-param-add', `uuid=${vm}`, 'param-name=tags', 'param-key=web')
+    await xe('vm-param-add', `uuid=${vm}`, 'param-name=other-config', 'team=ops', 'tier=1')
+    await xe('vm-param-remove', `uuid=${vm}`, 'param-name=other-config', 'param-key=tier')
+    assert.equal((await xe('vm-param-get', `uuid=${vm}`, 'param-name=tags')).stdout.trim(), 'web')
+    assert.equal((await xe('vm-param-get', `uuid=${vm}`, 'param-name=other-config', 'param-key=team')).stdout.trim(), 'ops')
+    await xe('vm-param-clear', `uuid=${vm}`, 'param-name=tags')
+    assert.equal((await xe('vm-param-get', `uuid=${vm}`, 'param-name=tags')).stdout.trim(), '')
     assert.equal((await xe('vdi-param-get', `uuid=${data}`, 'param-name=virtual-size')).stdout.trim(), String(32 * 2 ** 20))
     assert.match((await xe('vm-disk-list', 'vm=admin')).stdout, /userdevice \( RW\): 1/)
     const net = (await xe('network-create', 'name-label=admin-net')).stdout.trim()
