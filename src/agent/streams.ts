@@ -3,7 +3,8 @@ import type { AgentStreams } from './server.js'
 import type { VmRuntime } from './vms.js'
 import { exportStream, importStream } from './vdi-transfer.js'
 import { consoleConnect } from './console.js'
+import { xvaExportStream, xvaImportStream, xvaImportTargetsStream } from './xva-disks.js'
 
 export function agentStreams(vms: VmRuntime): AgentStreams {
-  return { stream: { 'vdi.import': importStream, 'vdi.export': exportStream }, connect: { console: consoleConnect(vms) } }
+  return { stream: { 'vdi.import': importStream, 'vdi.export': exportStream, 'xva.export': xvaExportStream, 'xva.import': xvaImportStream, 'xva.import-targets': xvaImportTargetsStream }, connect: { console: consoleConnect(vms) } }
 }

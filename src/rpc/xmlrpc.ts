@@ -33,7 +33,21 @@ function scalarWire(tag: string, text: string): Wire {
 }
 
 export function parseMethodCall(xml: string): MethodCall {
+  const { method, params } = parseDocument(xml, 'methodCall')
+  if (!method) throw new MalformedRequest('no <methodName>')
+  return { method, params }
+}
+
+/** A document that is one bare XML-RPC `<value>` (an XVA's ova.xml), with the same strictness. */
+export function parseValueDocument(xml: string): Wire {
+  const { top } = parseDocument(xml, 'value')
+  if (!top) throw new MalformedRequest('no <value>')
+  return top
+}
+
+function parseDocument(xml: string, rootTag: 'methodCall' | 'value'): { method?: string; params: Wire[]; top?: Wire } {
   const parser = new SaxesParser({ xmlns: false })
+  let documentValue: Wire | undefined
   const stack: Frame[] = []
   const params: Wire[] = []
   let method: string | undefined
@@ -43,9 +57,15 @@ export function parseMethodCall(xml: string): MethodCall {
   const fail = (msg: string) => {
     error ??= msg
   }
+  const topValue = (w: Wire) => {
+    documentValue = w
+  }
   const deliver = (w: Wire) => {
     const top = stack[stack.length - 1]
-    if (!top) return fail('value outside any element')
+    if (!top) {
+      if (rootTag === 'value') return topValue(w)
+      return fail('value outside any element')
+    }
     if (top.kind === 'value') top.child = w
     else if (top.kind === 'array') top.items.push(w)
     else if (top.kind === 'member') top.value = w
@@ -60,7 +80,7 @@ export function parseMethodCall(xml: string): MethodCall {
     const tag = node.name
     if (!root) {
       root = tag
-      if (tag !== 'methodCall') fail(`root element is <${tag}>, not <methodCall>`)
+      if (tag !== rootTag) fail(`root element is <${tag}>, not <${rootTag}>`)
     }
     const parent = stack[stack.length - 1]
     if (tag === 'value') stack.push({ kind: 'value', text: '' })
@@ -133,8 +153,7 @@ export function parseMethodCall(xml: string): MethodCall {
     fail((e as Error).message)
   }
   if (error) throw new MalformedRequest(error)
-  if (!method) throw new MalformedRequest('no <methodName>')
-  return { method, params }
+  return { method, params, top: documentValue }
 }
 
 export function escapeXml(s: string): string {

@@ -1,0 +1,119 @@
+// XVA export/import throughput on a real daemon, against `qemu-img convert` of the same disk to
+// and from raw in the same run, plus zstd, the export of a 100 GiB thin disk holding 1 GiB, and
+// the daemon's peak RSS during the import. It only prints figures; it never fails on them.
+//
+//   npm run bench:xva            (BENCH_XVA_GIB=4 for the 4 GiB disk; default 1 GiB, half random)
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { request } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { call, Daemon, login, waitFor } from '../test/helpers/daemon.js'
+
+const GiB = 2 ** 30
+const MiB = 2 ** 20
+const SIZE = Number(process.env.BENCH_XVA_GIB ?? 1) * GiB
+const daemon = new Daemon()
+let session = ''
+const c = <T = any>(method: string, ...params: unknown[]) => call<T>(daemon.url, method, session, ...params)
+const q = (o: Record<string, string>) => `?${new URLSearchParams({ session_id: session, ...o })}`
+const rate = (bytes: number, ms: number) => `${((bytes / MiB) / (ms / 1000)).toFixed(0)} MiB/s`
+
+function randomStream(bytes: number): Readable {
+  let left = bytes
+  return new Readable({
+    read() {
+      if (left <= 0) return void this.push(null)
+      const n = Math.min(4 * MiB, left)
+      left -= n
+      this.push(randomBytes(n))
+    },
+  })
+}
+
+function put(path: string, body: Readable, length: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${daemon.url}${path}`, { method: 'PUT', headers: { 'content-length': length } }, (res) => {
+      res.resume()
+      resolve(String(res.headers['task-id']))
+    })
+    req.on('error', reject)
+    body.pipe(req)
+  })
+}
+
+async function done(task: string): Promise<Record<string, any>> {
+  return waitFor(`task ${task}`, async () => {
+    const t = await c('task.get_record', task)
+    return t.status !== 'pending' && t
+  }, 3600_000)
+}
+
+async function download(path: string, file: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    request(`${daemon.url}${path}`, (res) => void pipeline(res, createWriteStream(file)).then(resolve, reject)).on('error', reject).end()
+  })
+}
+
+async function vmWithDisk(size: number, data: number): Promise<{ vm: string; vdi: string; file: string }> {
+  const sr = await c<string>('pool.get_default_SR', (await c<string[]>('pool.get_all'))[0])
+  const vdi = await c<string>('VDI.create', { SR: sr, virtual_size: size, name_label: 'bench', name_description: '', type: 'user', sharable: false, read_only: false, other_config: {} })
+  const task = await put(`/import_raw_vdi${q({ vdi, format: 'raw' })}`, randomStream(data), data)
+  await done(task)
+  const vm = await c<string>('VM.create', { name_label: 'xva bench', memory_static_max: 2 ** 28, memory_dynamic_max: 2 ** 28, memory_dynamic_min: 2 ** 28, memory_static_min: 2 ** 27, VCPUs_max: 1, VCPUs_at_startup: 1, HVM_boot_params: { order: 'c' }, other_config: {} })
+  await c('VBD.create', { VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: false, empty: false, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
+  const uuid = await c<string>('VDI.get_uuid', vdi)
+  const file = execFileSync('find', [join(daemon.dataDir, 'sr'), '-name', `${uuid}.qcow2`]).toString().trim()
+  return { vm, vdi, file }
+}
+
+function time<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now()
+  return fn().then((v) => [v, performance.now() - t0])
+}
+
+const work = mkdtempSync(join(tmpdir(), 'xva-bench-'))
+try {
+  await daemon.start()
+  session = await login(daemon.url)
+  const data = SIZE / 2
+  console.log(`disk: ${SIZE / GiB} GiB qcow2, first half random (${data / MiB} MiB of data)`)
+  const { vm, file } = await vmWithDisk(SIZE, data)
+
+  const [, rawOut] = await time(async () => execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', file, join(work, 'disk.raw')]))
+  const [, rawIn] = await time(async () => execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', join(work, 'disk.raw'), join(work, 'back.qcow2')]))
+  rmSync(join(work, 'back.qcow2'))
+
+  const xva = join(work, 'vm.xva')
+  const [, exportMs] = await time(() => download(`/export${q({ ref: vm })}`, xva))
+  const xvaSize = statSync(xva).size
+  const [, zstdMs] = await time(() => download(`/export${q({ ref: vm, use_compression: 'zstd' })}`, join(work, 'vm.xva.zst')))
+  const zstdSize = statSync(join(work, 'vm.xva.zst')).size
+
+  const pid = daemon.child.pid!
+  const [outcome, importMs] = await time(async () => done(await put(`/import${q({})}`, createReadStream(xva, { highWaterMark: MiB }), xvaSize)))
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+  const [outcomeZ, importZMs] = await time(async () => done(await put(`/import${q({})}`, createReadStream(join(work, 'vm.xva.zst'), { highWaterMark: MiB }), zstdSize)))
+
+  console.log(`export (tar, none):  ${(exportMs / 1000).toFixed(2)} s  ${rate(data, exportMs)} of data  (archive ${(xvaSize / MiB).toFixed(0)} MiB)`)
+  console.log(`  baseline qemu-img convert qcow2 -> raw: ${(rawOut / 1000).toFixed(2)} s  ${rate(data, rawOut)} of data; ratio ${(exportMs / rawOut).toFixed(2)}x`)
+  console.log(`export (zstd):       ${(zstdMs / 1000).toFixed(2)} s  ${rate(data, zstdMs)} of data  (archive ${(zstdSize / MiB).toFixed(0)} MiB)`)
+  console.log(`import (tar, none):  ${(importMs / 1000).toFixed(2)} s  ${rate(data, importMs)} of data  [${outcome.status}]`)
+  console.log(`  baseline qemu-img convert raw -> qcow2: ${(rawIn / 1000).toFixed(2)} s  ${rate(data, rawIn)} of data; ratio ${(importMs / rawIn).toFixed(2)}x`)
+  console.log(`import (zstd):       ${(importZMs / 1000).toFixed(2)} s  ${rate(data, importZMs)} of data  [${outcomeZ.status}]`)
+  console.log(`daemon peak RSS (VmHWM) after the imports: ${hwm ? (Number(hwm) / 1024).toFixed(0) : '?'} MiB`)
+
+  // A 100 GiB thin disk with 1 GiB of data: the export reads only allocated extents.
+  const thin = await vmWithDisk(100 * GiB, GiB)
+  const [, thinMs] = await time(() => download(`/export${q({ ref: thin.vm })}`, join(work, 'thin.xva')))
+  const small = await vmWithDisk(GiB, GiB)
+  const [, smallMs] = await time(() => download(`/export${q({ ref: small.vm })}`, join(work, 'small.xva')))
+  console.log(`export of a 100 GiB thin disk holding 1 GiB: ${(thinMs / 1000).toFixed(2)} s; of a full 1 GiB disk: ${(smallMs / 1000).toFixed(2)} s; ratio ${(thinMs / smallMs).toFixed(2)}x`)
+} finally {
+  await daemon.dispose()
+  rmSync(work, { recursive: true, force: true })
+}

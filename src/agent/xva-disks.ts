@@ -1,0 +1,433 @@
+// The agent's side of /export and /import (XVA, reference/xapi.md §8): the tar stream itself,
+// its compression and the disk data. The API layer only sees ova.xml.
+//
+// Export (`xva.export`): the request body is ova.xml; the response is the whole archive. Per
+// disk, in id order, qemu-img map says which 1 MiB chunks may hold data; only those are read
+// (over a read-only qemu-nbd), so a thin disk exports in time proportional to its data. Zero
+// chunks are skipped except the first and last of each disk; each chunk is followed by its
+// XXH64 `.xxhash`, as XCP-ng 8.1 writes them.
+//
+// Import (`xva.import`): the request body is the upload (gzip/zstd sniffed), parsed as it
+// arrives. The response is a line-per-message JSON stream: `{"ova": …}` once ova.xml is read,
+// then the agent waits for the API layer to create the VDIs and name their images
+// (`xva.import-targets`), then streams the chunks into them over qemu-nbd, verifying every
+// checksum, and ends with `{"done": …}` or `{"error": [code, …params]}`. Nothing is written
+// anywhere but the named images: tar names only select a target, they are never paths.
+import { createHash, randomUUID } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Readable, Writable } from 'node:stream'
+import xxhash from 'xxhash-wasm'
+import { XapiError } from '../idl/errors.js'
+import { ImageLockedError } from '../qemu/errors.js'
+import { imageInfo, mapImage, QemuImgError } from '../qemu/img.js'
+import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
+import { FileSr } from '../storage/file-sr.js'
+import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
+import { TarReader } from '../xva/tar-reader.js'
+import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText, type Compression } from '../xva/format.js'
+import { dataRuns } from './vdi-transfer.js'
+
+const hasher = xxhash()
+const ZEROS = Buffer.alloc(CHUNK)
+const READS_IN_FLIGHT = 4
+const WRITES_IN_FLIGHT = 8
+
+export interface XvaDisk {
+  /** The VDI's id in ova.xml (Ref:N). */
+  id: string
+  /** SR directory and image name. */
+  sr: string
+  location: string
+}
+
+export interface XvaExportArgs {
+  disks: XvaDisk[]
+  compression: Compression
+}
+
+const isZero = (b: Buffer) => b.length <= CHUNK && b.equals(ZEROS.subarray(0, b.length))
+
+/** Resolves once `out` can take more, rejects if it closes first. */
+function write(out: Writable, buf: Buffer): Promise<void> | undefined {
+  if (out.destroyed || out.writableEnded) return Promise.reject(new Error('the receiver went away'))
+  if (out.write(buf)) return undefined
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      out.off('drain', onDrain)
+      out.off('close', onClose)
+      err ? reject(err) : resolve()
+    }
+    const onDrain = () => done()
+    const onClose = () => done(new Error('the receiver went away'))
+    out.on('drain', onDrain)
+    out.on('close', onClose)
+  })
+}
+
+async function writeEntry(out: Writable, name: string, data: Buffer): Promise<void> {
+  await write(out, tarHeader(name, data.length))
+  if (data.length) await write(out, data)
+  const pad = tarPadding(data.length)
+  if (pad) await write(out, ZEROS.subarray(0, pad))
+}
+
+/** The chunk numbers of a disk that may hold data, from its map, plus the first and last (pure). */
+export function candidateChunks(extents: { start: number; length: number; data: boolean; zero: boolean }[], size: number): number[] {
+  const last = Math.max(0, Math.ceil(size / CHUNK) - 1)
+  const set = new Set<number>([0, last])
+  for (const e of extents) {
+    if (!e.data || e.zero || e.length === 0) continue
+    for (let n = Math.floor(e.start / CHUNK); n <= Math.floor((e.start + e.length - 1) / CHUNK) && n <= last; n++) set.add(n)
+  }
+  return [...set].sort((a, b) => a - b)
+}
+
+async function exportDisk(disk: XvaDisk, out: Writable, h64: (b: Uint8Array) => bigint): Promise<void> {
+  const path = new FileSr(disk.sr).path(disk.location)
+  const { virtualSize } = await imageInfo(path, 'qcow2')
+  const chunks = candidateChunks(await mapImage(path, 'qcow2'), virtualSize)
+  const last = chunks[chunks.length - 1]!
+  const data = new Set(chunks)
+  const opened = await NbdServer.open(path, 'qcow2', { readOnly: true })
+  try {
+    const queue: { n: number; data: Promise<Buffer> }[] = []
+    const emit = async () => {
+      const { n, data: pending } = queue.shift()!
+      const buf = await pending
+      if (n !== 0 && n !== last && isZero(buf)) return
+      await writeEntry(out, chunkName(disk.id, n), buf)
+      await writeEntry(out, `${chunkName(disk.id, n)}.xxhash`, Buffer.from(xxhashText(h64(buf))))
+    }
+    for (const n of chunks) {
+      const length = Math.min(CHUNK, virtualSize - n * CHUNK)
+      const p = length <= 0 ? Promise.resolve(Buffer.alloc(0)) : data.has(n) ? opened.client.read(n * CHUNK, length) : Promise.resolve(ZEROS.subarray(0, length))
+      p.catch(() => undefined)
+      queue.push({ n, data: p })
+      if (queue.length >= READS_IN_FLIGHT) await emit()
+    }
+    while (queue.length) await emit()
+    await opened.client.close()
+    await opened.server.stop()
+  } catch (err) {
+    opened.client.destroy()
+    await opened.server.kill()
+    throw err
+  }
+}
+
+async function readAll(req: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let n = 0
+  for await (const c of req as AsyncIterable<Buffer>) {
+    n += c.length
+    if (n > limit) throw new XapiError('IMPORT_ERROR', [`more than ${limit} bytes`])
+    chunks.push(c)
+  }
+  return Buffer.concat(chunks)
+}
+
+/** `xva.export` stream: body = ova.xml, response = the archive. */
+export async function xvaExportStream(args: XvaExportArgs, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const ova = await readAll(req, MAX_OVA_XML)
+  const { h64Raw } = await hasher
+  const h64 = (b: Uint8Array) => h64Raw(b, 0n)
+  res.writeHead(200, { 'content-type': 'application/octet-stream' })
+  const out = compressor(args.compression)
+  let failed: Error | undefined
+  out.on('error', (err) => {
+    failed ??= err
+    res.destroy(err)
+  })
+  out.pipe(res)
+  try {
+    await writeEntry(out, 'ova.xml', ova)
+    // xapi streams disks sorted by id as strings ("Ref:10" before "Ref:9").
+    const disks = [...args.disks].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    for (const disk of disks) await exportDisk(disk, out, h64)
+    await write(out, TAR_END)
+    await new Promise<void>((resolve, reject) => {
+      out.end()
+      res.once('finish', resolve)
+      res.once('close', () => (res.writableFinished ? resolve() : reject(failed ?? new Error('the receiver went away'))))
+    })
+  } catch (err) {
+    out.destroy()
+    res.destroy(err as Error)
+  }
+}
+
+// ---- import ----
+
+export interface ImportTarget {
+  location: string
+  virtualSize: number
+}
+
+export interface ImportTargets {
+  /** By archive id (Ref:N): the image each disk's chunks go into. */
+  disks: Record<string, ImportTarget>
+  /** Ignore checksum mismatches (xapi's force=true). */
+  force: boolean
+  /** Whether every chunk must be followed by its checksum (export_vsn ≥ 1). */
+  requireChecksums: boolean
+}
+
+const waiting = new Map<string, { resolve: (t: ImportTargets | undefined) => void }>()
+
+/** `xva.import-targets` stream: the API layer's answer to an import's ova.xml (targets, or {abort:true}). */
+export async function xvaImportTargetsStream(args: { importId: string; targets?: ImportTargets }, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const w = waiting.get(args.importId)
+  waiting.delete(args.importId)
+  w?.resolve(args.targets)
+  res.writeHead(200, { 'content-type': 'application/json' })
+  res.end(JSON.stringify({ result: w !== undefined }))
+}
+
+const NBD_ENOSPC = 28
+
+function asImportError(err: unknown): XapiError {
+  if (err instanceof XapiError) return err
+  if (err instanceof NbdError && err.errno === NBD_ENOSPC) return new XapiError('SR_FULL', ['', ''])
+  if (err instanceof ImageLockedError) return new XapiError('VDI_IN_USE', ['', 'import'])
+  if (err instanceof QemuImgError || err instanceof NbdError) return new XapiError('VDI_IO_ERROR', [err.message])
+  const msg = err instanceof Error ? err.message : String(err)
+  if (/unexpected end|premature|truncated|aborted|ECONNRESET/i.test(msg)) return new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
+  if (/incorrect header check|invalid|corrupt|unknown frame|header/i.test(msg)) return new XapiError('IMPORT_ERROR', [`the archive cannot be read: ${msg}`])
+  return new XapiError('IMPORT_ERROR', [msg])
+}
+
+/** The disk being written: its image behind qemu-nbd, with bounded writes in flight. */
+class DiskWriter {
+  private inFlight = new Set<Promise<void>>()
+  private failure: unknown
+  readonly cursor: ChunkCursor
+  written = 0
+  chunks = 0
+
+  private constructor(
+    readonly id: string,
+    readonly size: number,
+    private readonly server: NbdServer,
+    private readonly client: NbdClient,
+  ) {
+    this.cursor = new ChunkCursor(id)
+  }
+
+  static async open(id: string, sr: string, target: ImportTarget): Promise<DiskWriter> {
+    const path = new FileSr(sr).path(target.location)
+    const { virtualSize } = await imageInfo(path, 'qcow2')
+    const { server, client } = await NbdServer.open(path, 'qcow2', { readOnly: false })
+    return new DiskWriter(id, virtualSize, server, client)
+  }
+
+  /** Writes chunk `n` (`data`), skipping zero runs (a fresh image reads as zeros), clamped to the disk. */
+  async put(n: number, data: Buffer): Promise<void> {
+    this.chunks++
+    const at = this.cursor.place(n, data.length)
+    const usable = Math.max(0, Math.min(data.length, this.size - at))
+    if (usable < data.length && !isZero(data.subarray(usable))) throw new XapiError('IMPORT_ERROR', [`chunk ${chunkName(this.id, n)} goes past the end of the disk (${this.size} bytes)`])
+    const piece = data.subarray(0, usable)
+    for (const run of dataRuns(piece)) {
+      if (run.zero) continue
+      const p: Promise<void> = this.client.write(at + run.offset, piece.subarray(run.offset, run.offset + run.length)).then(
+        () => void this.inFlight.delete(p),
+        (err) => {
+          this.inFlight.delete(p)
+          this.failure ??= err
+        },
+      )
+      this.inFlight.add(p)
+      this.written += run.length
+    }
+    while (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight)
+    if (this.failure) throw this.failure
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.inFlight)
+    if (this.failure) {
+      await this.kill()
+      throw this.failure
+    }
+    await this.client.flush()
+    await this.client.close()
+    await this.server.stop()
+  }
+
+  async kill(): Promise<void> {
+    this.client.destroy()
+    await this.server.kill()
+  }
+}
+
+/** The upload with its compression sniffed from the first bytes and undone; `stop` ends the pumping (and zstd). */
+async function uncompressed(body: Readable): Promise<{ output: Readable; stop: () => void }> {
+  const it = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+  const head: Buffer[] = []
+  let n = 0
+  let done = false
+  while (n < 4) {
+    const r = await it.next()
+    if (r.done) {
+      done = true
+      break
+    }
+    head.push(r.value)
+    n += r.value.length
+  }
+  const first = Buffer.concat(head)
+  const kind = sniffCompression(first)
+  let input: Writable
+  let output: Readable
+  let kill = () => undefined as void
+  if (kind === 'zstd') ({ input, output, kill } = zstdDecompressor())
+  else {
+    const d = decompressor(kind)
+    input = d
+    output = d
+  }
+  let stopped = false
+  const stop = () => {
+    stopped = true
+    kill()
+  }
+  const writeIn = (buf: Buffer) =>
+    input.write(buf)
+      ? undefined
+      : new Promise<void>((resolve, reject) => {
+          const onClose = () => reject(new Error('aborted'))
+          input.once('close', onClose)
+          input.once('drain', () => {
+            input.off('close', onClose)
+            resolve()
+          })
+        })
+  void (async () => {
+    try {
+      if (first.length) await writeIn(first)
+      while (!done && !stopped) {
+        const r = await it.next()
+        if (r.done) break
+        if (!stopped) await writeIn(r.value)
+      }
+      input.end()
+    } catch (err) {
+      if (!stopped) output.destroy(err as Error)
+    }
+  })()
+  return { output, stop }
+}
+
+/** `xva.import` stream: body = the upload; response = JSON lines (see the top of this file). */
+export async function xvaImportStream(args: { importId: string; sr: string }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' })
+  const say = (msg: unknown) => {
+    if (!res.destroyed) res.write(`${JSON.stringify(msg)}\n`)
+  }
+  const { h64Raw } = await hasher
+  let writer: DiskWriter | undefined
+  const finished = new Map<string, DiskWriter>()
+  let source: Readable | undefined
+  let stopSource = () => undefined as void
+  let aborted = false
+  res.once('close', () => {
+    aborted = true
+    const w = waiting.get(args.importId)
+    waiting.delete(args.importId)
+    w?.resolve(undefined)
+  })
+  try {
+    const upload = await uncompressed(req)
+    source = upload.output
+    stopSource = upload.stop
+    const reader = new TarReader(source as AsyncIterable<Buffer>)
+    let targets: ImportTargets | undefined
+    let pending: { name: string; data: Buffer } | undefined
+    let first = true
+    for (;;) {
+      const entry = await reader.next()
+      if (aborted) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
+      if (!entry) break
+      const { name, size, type } = entry
+      const kind = classifyEntry(name, type)
+      if (first) {
+        first = false
+        if (kind.kind !== 'ova') throw new XapiError('IMPORT_ERROR_UNEXPECTED_FILE', ['ova.xml', name])
+        if (size > MAX_OVA_XML) throw new XapiError('IMPORT_ERROR', [`ova.xml is too large (${size} bytes)`])
+        const xml = (await reader.data(size)).toString('utf8')
+        targets = await new Promise<ImportTargets | undefined>((resolve) => {
+          waiting.set(args.importId, { resolve })
+          say({ ova: xml })
+        })
+        if (!targets) throw new XapiError('IMPORT_ERROR', ['the import was abandoned'])
+        continue
+      }
+      if (kind.kind === 'ova') throw new XapiError('IMPORT_ERROR_UNEXPECTED_FILE', ['Ref:N/NNNNNNNN', name])
+      if (kind.kind === 'dir') {
+        await reader.skip(size)
+        continue
+      }
+      if (!targets!.disks[kind.id]) throw new XapiError('IMPORT_ERROR_FAILED_TO_FIND_OBJECT', [kind.id])
+      if (kind.kind === 'checksum') {
+        if (size > 256) throw new XapiError('IMPORT_ERROR', [`checksum entry ${name} is too large`])
+        const text = (await reader.data(size)).toString('latin1').trim()
+        if (!pending || pending.name !== kind.of) throw new XapiError('IMPORT_ERROR_UNEXPECTED_FILE', [pending ? `${pending.name}.xxhash` : 'Ref:N/NNNNNNNN', name])
+        const actual = kind.algo === 'xxhash' ? xxhashText(h64Raw(pending.data, 0n)) : createHash('sha1').update(pending.data).digest('hex')
+        if (actual.toLowerCase() !== text.toLowerCase() && !targets!.force) throw new XapiError('IMPORT_ERROR_SOME_CHECKSUMS_FAILED', [])
+        pending = undefined
+        continue
+      }
+      // A data chunk.
+      if (pending && targets!.requireChecksums) throw new XapiError('IMPORT_ERROR', [`Expected to find an inline checksum after ${pending.name}, found ${name}`])
+      if (size > MAX_CHUNK_ENTRY) throw new XapiError('IMPORT_ERROR', [`archive entry ${name} is too large (${size} bytes)`])
+      if (writer?.id !== kind.id) {
+        if (finished.has(kind.id)) throw new XapiError('IMPORT_ERROR', [`the chunks of ${kind.id} are not contiguous in the archive`])
+        if (writer) {
+          finished.set(writer.id, writer)
+          const w = writer
+          writer = undefined
+          await w.close()
+        }
+        writer = await DiskWriter.open(kind.id, args.sr, targets!.disks[kind.id]!)
+      }
+      const data = await reader.data(size)
+      await writer.put(kind.n, data)
+      pending = { name: kind.name, data }
+    }
+    // The end-of-archive marker: the client may now be told (it closes XO's 1 PiB uploads); what
+    // follows it (a tar's record padding) is read and dropped.
+    say({ eof: true })
+    // A compressed stream may still have its epilogue in flight when the client closes.
+    source.on('error', () => undefined)
+    source.resume()
+    if (first) throw new XapiError('IMPORT_ERROR_UNEXPECTED_FILE', ['ova.xml', ''])
+    if (pending && targets!.requireChecksums) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
+    if (writer) {
+      finished.set(writer.id, writer)
+      const w = writer
+      writer = undefined
+      await w.close()
+    }
+    // Every disk must have arrived whole: its last chunk is always in the archive.
+    for (const [id, target] of Object.entries(targets!.disks)) {
+      const w = finished.get(id)
+      if (!w || w.cursor.offset < Math.min(target.virtualSize, w.size)) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
+    }
+    say({ done: Object.fromEntries([...finished].map(([id, w]) => [id, { chunks: w.chunks, written: w.written }])) })
+    res.end()
+  } catch (err) {
+    await writer?.kill().catch(() => undefined)
+    stopSource()
+    source?.on('error', () => undefined)
+    source?.destroy()
+    // The rest of the upload is dropped until the API layer closes it; the answer must still get through.
+    req.on('error', () => undefined)
+    req.resume()
+    const e = asImportError(err)
+    if (process.env.FLOTILLA_XVA_DEBUG) console.error('xva import (agent) failed:', err)
+    say({ error: e.description })
+    res.end()
+  }
+}
+
+export const newImportId = () => randomUUID()

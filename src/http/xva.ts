@@ -1,0 +1,296 @@
+// GET /export and PUT /import: XVA archives of VMs (reference/xapi.md §7.2–7.3, §8;
+// xo-compat.md §2.6–2.7, §3). Here: authentication, the task, the VM lock, HTTP framing and
+// XO's quirks (probe PUTs, 1 PiB lengths ended by a close). The records come from
+// xapi/import.ts; the tar, compression and disk data from the agent (agent/xva-disks.ts).
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { createInterface } from 'node:readline'
+import { PassThrough, Readable } from 'node:stream'
+import { XapiError, asXapiError } from '../idl/errors.js'
+import { getClass, NULL_REF } from '../idl/index.js'
+import type { CallContext, Services } from '../xapi/context.js'
+import { exportPlan, prepareImport, type PreparedImport } from '../xapi/import.js'
+import { isIsoSr, srPath } from '../xapi/storage.js'
+import { finishTask } from '../xapi/task.js'
+import { withVmOperation } from '../xapi/vm.js'
+import { parseCompression } from '../xva/format.js'
+import { HandlerTask, httpSession, queryOf } from './handler.js'
+import { expectedLength, statusFor } from './raw-vdi.js'
+import type { HttpRoute } from './server.js'
+
+const VM_REFS = { kind: 'set', of: { kind: 'ref', cls: 'VM' } } as const
+
+function refuse(req: IncomingMessage, res: ServerResponse, err: XapiError): void {
+  if (res.headersSent) return void res.destroy()
+  const body = `${err.description.join(' ')}\n`
+  const status = err.code === 'VM_BAD_POWER_STATE' || err.code === 'OTHER_OPERATION_IN_PROGRESS' || err.code === 'OPERATION_BLOCKED' ? 409 : err.code === 'SR_OPERATION_NOT_SUPPORTED' || err.code === 'DEFAULT_SR_NOT_FOUND' ? 400 : statusFor(err.code)
+  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
+  res.end(body)
+  res.once('finish', () => req.destroy())
+}
+
+async function failGivenTask(svc: Services, req: IncomingMessage, err: XapiError): Promise<void> {
+  const given = queryOf(req).get('task_id')
+  if (given && svc.db.tryRecord('task', given)?.status === 'pending') await finishTask(svc, given, { status: 'failure', errorInfo: err.description }).catch(() => undefined)
+}
+
+async function authenticate(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<{ ref: string; session: Readonly<Record<string, unknown>> } | undefined> {
+  try {
+    return await httpSession(svc, req)
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, new XapiError('SESSION_AUTHENTICATION_FAILED', [e.code === 'SESSION_INVALID' ? 'session invalid' : e.message]))
+    refuse(req, res, e)
+    return undefined
+  }
+}
+
+function resolve(svc: Services, cls: string, ref: string | null, uuid: string | null): string {
+  if (ref) {
+    if (svc.db.tryRecord(cls, ref)) return ref
+    throw new XapiError('HANDLE_INVALID', [cls, ref])
+  }
+  if (uuid) {
+    try {
+      return svc.db.refByUuid(getClass(cls), uuid)
+    } catch {
+      throw new XapiError('UUID_INVALID', [cls, uuid])
+    }
+  }
+  throw new XapiError('HANDLE_INVALID', [cls, ''])
+}
+
+function throttled(task: HandlerTask): (fraction: number) => void {
+  let last = 0
+  return (fraction) => {
+    const now = Date.now()
+    if (now - last < 250) return
+    last = now
+    void task.progress(fraction)
+  }
+}
+
+async function exportXva(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /export (use GET)`]))
+  const session = await authenticate(svc, req, res)
+  if (!session) return
+  const query = queryOf(req)
+  let vmRef: string
+  try {
+    vmRef = resolve(svc, 'VM', query.get('ref'), query.get('uuid'))
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, e)
+    return refuse(req, res, e)
+  }
+  const compression = parseCompression(query.get('use_compression'))
+  // preserve_power_state is accepted; a Suspended VM's memory image is not streamed yet, so it always comes back Halted.
+  let task: HandlerTask
+  try {
+    task = await HandlerTask.adopt(svc, req, 'VM export')
+  } catch (err) {
+    return refuse(req, res, asXapiError(err))
+  }
+  const ctx = { svc, sessionRef: session.ref, session: session.session, taskRef: task.ref, wireName: 'VM.export' } as CallContext
+  try {
+    await withVmOperation(ctx, vmRef, 'export', async () => {
+      const plan = exportPlan(svc, vmRef)
+      const source = await svc.agent.stream('xva.export', { disks: plan.disks, compression }, Readable.from([plan.ovaXml]))
+      res.useChunkedEncodingByDefault = false
+      res.writeHead(200, {
+        'task-id': task.ref,
+        'content-type': 'application/octet-stream',
+        'content-disposition': 'attachment; filename="export.xva"',
+        connection: 'close',
+      })
+      if (req.method === 'HEAD') {
+        source.destroy()
+        return void res.end()
+      }
+      const progress = throttled(task)
+      const total = Math.max(1, plan.totalSize)
+      let sent = 0
+      await new Promise<void>((resolveSent, reject) => {
+        let settled = false
+        const settle = (err?: Error) => {
+          if (settled) return
+          settled = true
+          if (err) {
+            source.destroy()
+            res.destroy()
+            reject(new XapiError('VDI_IO_ERROR', [err.message]))
+          } else resolveSent()
+        }
+        source.on('data', (chunk: Buffer) => {
+          sent += chunk.length
+          progress(Math.min(0.99, sent / total))
+          if (!res.write(chunk)) source.pause()
+        })
+        res.on('drain', () => source.resume())
+        source.on('end', () => (source.complete ? res.end() : settle(new Error(`the export stopped after ${sent} bytes`))))
+        source.on('aborted', () => settle(new Error(`the export stopped after ${sent} bytes`)))
+        source.on('error', (err) => settle(new Error(`the export stopped after ${sent} bytes: ${err.message}`)))
+        res.on('finish', () => settle())
+        res.on('close', () => settle(res.writableFinished ? undefined : new Error(`the client closed the connection after ${sent} bytes`)))
+      })
+    })
+    await task.succeed(undefined, { kind: 'void' })
+  } catch (err) {
+    const e = asXapiError(err)
+    await task.fail(e)
+    refuse(req, res, e)
+  }
+}
+
+/** The request body as a stream that ends at the announced length or when the client closes (XO's 1 PiB uploads). */
+function bodyUntilClose(req: IncomingMessage, onData: (bytes: number) => void): { body: PassThrough; firstOrEnd: Promise<number>; discard: () => void } {
+  const body = new PassThrough({ highWaterMark: 1 << 20 })
+  let received = 0
+  let settle!: (n: number) => void
+  const firstOrEnd = new Promise<number>((r) => (settle = r))
+  let ended = false
+  const end = () => {
+    if (ended) return
+    ended = true
+    settle(received)
+    body.end()
+  }
+  req.on('data', (chunk: Buffer) => {
+    if (ended) return
+    received += chunk.length
+    onData(received)
+    settle(received)
+    if (!body.write(chunk)) req.pause()
+  })
+  body.on('drain', () => req.resume())
+  req.on('end', end)
+  req.on('aborted', () => {
+    while (req.read() !== null);
+    end()
+  })
+  req.on('error', () => undefined)
+  req.on('close', end)
+  // Whatever follows the archive is read and dropped.
+  const discard = () => {
+    end()
+    req.resume()
+  }
+  return { body, firstOrEnd, discard }
+}
+
+function targetSr(svc: Services, query: URLSearchParams): string {
+  const given = query.get('sr_id') ?? query.get('sr_uuid')
+  if (given) return resolve(svc, 'SR', query.get('sr_id'), query.get('sr_id') ? null : query.get('sr_uuid'))
+  const sr = String(svc.db.record('pool', svc.db.first('pool')).default_SR)
+  if (sr === NULL_REF || !svc.db.tryRecord('SR', sr)) throw new XapiError('DEFAULT_SR_NOT_FOUND', [sr])
+  return sr
+}
+
+const truthy = (v: string | null) => v !== null && /^(true|1|yes|on)$/i.test(v)
+
+async function importXva(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'PUT' && req.method !== 'POST') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /import (use PUT)`]))
+  const session = await authenticate(svc, req, res)
+  if (!session) return
+  const query = queryOf(req)
+  let srRef: string
+  let expected: number | null
+  let sr: string
+  try {
+    if (req.headers['transfer-encoding'] !== undefined) throw new XapiError('IMPORT_ERROR_CANNOT_HANDLE_CHUNKED', [])
+    expected = expectedLength(req.headers['content-length'])
+    srRef = targetSr(svc, query)
+    if (isIsoSr(svc, srRef)) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [srRef])
+    sr = srPath(svc, srRef)
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, e)
+    return refuse(req, res, e)
+  }
+  const given = query.get('task_id')
+  // XO's probe: an empty PUT without task_id, to find redirects before it consumes its stream.
+  if (!given && expected === 0) {
+    res.writeHead(200, { 'content-length': 0, connection: 'close' })
+    return void res.end()
+  }
+  let task: HandlerTask
+  try {
+    task = await HandlerTask.adopt(svc, req, 'VM import')
+  } catch (err) {
+    return refuse(req, res, asXapiError(err))
+  }
+  // The answer goes out before the body is read when its length is known. XO's uploads of
+  // unknown length (1 PiB) close the connection as soon as the answer arrives and the client
+  // has handed its last bytes to the socket, dropping whatever its socket still queues: then
+  // the answer waits for the archive's end-of-archive marker (or a failure). XO's probe (no
+  // task_id, and the same 1 PiB length but no bytes) still gets its answer at once.
+  const answer = () => {
+    if (res.headersSent) return
+    res.useChunkedEncodingByDefault = false
+    res.writeHead(200, { 'task-id': task.ref, 'content-type': 'application/octet-stream', connection: 'close' })
+    res.flushHeaders()
+  }
+  if (expected !== null || !given) answer()
+  // …or until the upload has gone quiet while we were reading it: a decompressor (zstd reads its
+  // input in blocks) may need the end of the input before it yields the marker, and a client
+  // still sending only closes once it has handed over everything anyway.
+  let lastData = Date.now()
+  let received = 0
+  const quiet = setInterval(() => {
+    if (!res.headersSent && received > 0 && !req.isPaused() && Date.now() - lastData > 1000) answer()
+  }, 200)
+  const progress = throttled(task)
+  const { body, firstOrEnd, discard } = bodyUntilClose(req, (n) => ((received = n), (lastData = Date.now()), expected && progress((0.95 * n) / expected)))
+  if ((await firstOrEnd) === 0) {
+    clearInterval(quiet)
+    answer()
+    // Nothing came: with its own task, a probe with a 1 PiB length (no trace left).
+    if (!given) await svc.db.transact((tx) => tx.exists('task', task.ref) && tx.delete('task', task.ref)).catch(() => undefined)
+    else await task.fail(new XapiError('IMPORT_ERROR_PREMATURE_EOF', []))
+    return void res.end()
+  }
+  const importId = randomUUID()
+  let prepared: PreparedImport | undefined
+  try {
+    const agentRes = await svc.agent.stream('xva.import', { importId, sr }, body)
+    const lines = createInterface({ input: agentRes, crlfDelay: Infinity })[Symbol.asyncIterator]()
+    const next = async (): Promise<{ ova?: string; done?: unknown; error?: string[] }> => {
+      for (;;) {
+        const r = await lines.next()
+        if (r.done) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
+        const msg = JSON.parse(r.value) as { ova?: string; eof?: boolean; done?: unknown; error?: string[] }
+        if (!msg.eof) return msg
+        answer()
+      }
+    }
+    const agentError = (e: string[]) => new XapiError(e[0] ?? 'IMPORT_ERROR', e.slice(1))
+    const first = await next()
+    if (first.error) throw agentError(first.error)
+    try {
+      prepared = await prepareImport(svc, first.ova ?? '', { srRef, restore: truthy(query.get('restore')), force: truthy(query.get('force')), taskRef: task.ref })
+    } catch (err) {
+      await svc.agent.stream('xva.import-targets', { importId }).then((r) => r.resume()).catch(() => undefined)
+      throw err
+    }
+    await svc.agent.stream('xva.import-targets', { importId, targets: prepared.targets }).then((r) => r.resume())
+    const last = await next()
+    if (last.error) throw agentError(last.error)
+    await prepared.commit()
+    await task.succeed(prepared.vms, VM_REFS)
+    discard()
+  } catch (err) {
+    let e = asXapiError(err)
+    if (e.code === 'SR_FULL') e = new XapiError('SR_FULL', [srRef, ...e.params.slice(1)])
+    await prepared?.undo()
+    await task.fail(e)
+    answer()
+    body.destroy()
+    req.destroy()
+  }
+  clearInterval(quiet)
+  answer()
+  res.end()
+}
+
+export const exportXvaRoute = (svc: Services): HttpRoute => ({ request: (req, res) => exportXva(svc, req, res) })
+export const importXvaRoute = (svc: Services): HttpRoute => ({ request: (req, res) => importXva(svc, req, res) })

@@ -1,0 +1,326 @@
+// XVA records (reference/xapi.md §8): what an export puts in ova.xml, and the objects an import
+// creates from it, each creation with its undo so that a failed import leaves nothing behind.
+// The bytes (tar, chunks, compression) are the host agent's (agent/xva-disks.ts).
+import { randomUUID } from 'node:crypto'
+import { EPOCH, getClass, NULL_REF } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import type { Tx } from '../db/database.js'
+import type { ImportTargets } from '../agent/xva-disks.js'
+import { archiveSnapshot, parseOvaXml, tolerantRecord, writeOvaXml, type OvaObject } from '../xva/ova.js'
+import { EXPORT_VERSION } from '../xva/format.js'
+import type { Services } from './context.js'
+import { createVdi, destroyVdi, isIsoSr, refreshSrUsage, srPath } from './storage.js'
+import { refreshAllowedOperations } from './vm.js'
+import { macFromSeed } from './vif.js'
+
+type Rec = Record<string, unknown>
+
+export interface ExportPlan {
+  ovaXml: Buffer
+  /** The disks whose data the archive carries: archive id, SR directory, image name. */
+  disks: { id: string; sr: string; location: string }[]
+  /** Sum of their virtual sizes (for progress). */
+  totalSize: number
+}
+
+/** ova.xml and the disks to stream for an export of `vmRef` (a plain export: the VM comes back Halted). */
+export function exportPlan(svc: Services, vmRef: string): ExportPlan {
+  const db = svc.db
+  const vm = db.record('VM', vmRef)
+  const ids = new Map<string, string>()
+  const order: { cls: string; ref: string }[] = []
+  const add = (cls: string, ref: string) => {
+    if (ref === NULL_REF || ids.has(ref) || !db.tryRecord(cls, ref)) return
+    ids.set(ref, `Ref:${ids.size}`)
+    order.push({ cls, ref })
+  }
+  add('VM', vmRef)
+  add('VM_metrics', String(vm.metrics))
+  add('VM_guest_metrics', String(vm.guest_metrics))
+  const vbds = (vm.VBDs as string[]).filter((r) => db.tryRecord('VBD', r))
+  const vifs = (vm.VIFs as string[]).filter((r) => db.tryRecord('VIF', r))
+  for (const r of vbds) add('VBD', r)
+  for (const r of vifs) add('VIF', r)
+  for (const r of vifs) add('network', String(db.record('VIF', r).network))
+  const disks: ExportPlan['disks'] = []
+  let totalSize = 0
+  for (const r of vbds) add('VDI', String(db.record('VBD', r).VDI))
+  const vdis = order.filter((o) => o.cls === 'VDI')
+  for (const o of vdis) add('SR', String(db.record('VDI', o.ref).SR))
+  for (const r of vbds) {
+    const vbd = db.record('VBD', r)
+    const vdiRef = String(vbd.VDI)
+    const vdi = db.tryRecord('VDI', vdiRef)
+    if (!vdi || vbd.type === 'CD' || isIsoSr(svc, String(vdi.SR))) continue
+    if ((vdi.sm_config as Record<string, string>)['image-format'] === 'raw') continue
+    if (disks.some((d) => d.id === ids.get(vdiRef))) continue
+    disks.push({ id: ids.get(vdiRef)!, sr: srPath(svc, String(vdi.SR)), location: String(vdi.location) })
+    totalSize += Number(vdi.virtual_size)
+  }
+  const idOf = (ref: string) => ids.get(ref)
+  const objects: OvaObject[] = order.map(({ cls, ref }) => {
+    const snapshot = archiveSnapshot(cls, db.record(cls, ref), idOf)
+    if (cls === 'VM')
+      Object.assign(snapshot, {
+        power_state: 'Halted', suspend_VDI: NULL_REF, is_a_snapshot: false, snapshot_of: NULL_REF, snapshots: [], snapshot_time: EPOCH,
+        parent: NULL_REF, children: [], consoles: [], crash_dumps: [], blobs: {}, resident_on: NULL_REF, scheduled_to_be_resident_on: NULL_REF, domid: -1,
+        snapshot_info: {}, snapshot_metadata: '', transportable_snapshot_id: '',
+      })
+    if (cls === 'VBD' || cls === 'VIF') Object.assign(snapshot, { currently_attached: false, status_code: 0, status_detail: '' })
+    if (cls === 'VDI') {
+      const sm = { ...(snapshot.sm_config as Record<string, string>) }
+      delete sm['flotilla-base']
+      Object.assign(snapshot, { sm_config: sm, parent: NULL_REF, snapshot_of: NULL_REF, snapshots: [], is_a_snapshot: false })
+    }
+    return { cls, id: ids.get(ref)!, snapshot }
+  })
+  return { ovaXml: writeOvaXml(objects, EXPORT_VERSION), disks, totalSize }
+}
+
+/** An import in progress: what the agent must write where, and how to finish or undo it. */
+export interface PreparedImport {
+  vms: string[]
+  targets: ImportTargets
+  commit(): Promise<void>
+  undo(): Promise<void>
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const MAX_DISK = 64 * 2 ** 40
+
+/** Stored fields of `cls` from an archive record: references resolved through `resolve` (NULL when not imported). */
+function resolvedFields(cls: string, rec: Rec, resolve: (id: string) => string | undefined): Rec {
+  const out: Rec = {}
+  for (const f of getClass(cls).storedFields) {
+    let v = rec[f.name]
+    if (f.type.kind === 'ref') v = typeof v === 'string' ? (resolve(v) ?? NULL_REF) : NULL_REF
+    else if (f.type.kind === 'set' && f.type.of.kind === 'ref') v = ((v as string[]) ?? []).map(resolve).filter((x): x is string => x !== undefined)
+    else if (f.type.kind === 'map' && f.type.value.kind === 'ref') v = {}
+    out[f.name] = v
+  }
+  return out
+}
+
+/**
+ * Creates the records of an archive in `srRef` (VDIs with their images, networks that do not
+ * exist here, the VMs with their VBDs and VIFs), each step with its undo, and says which
+ * image each streamed disk goes into. The VMs are marked with the task until `commit`.
+ */
+export async function prepareImport(svc: Services, xml: string, opts: { srRef: string; restore: boolean; force: boolean; taskRef: string }): Promise<PreparedImport> {
+  const ova = parseOvaXml(xml)
+  const typed = new Map<string, { cls: string; rec: Rec }>()
+  for (const o of ova.objects) {
+    try {
+      typed.set(o.id, { cls: o.cls, rec: tolerantRecord(o.cls, o.snapshot) })
+    } catch {
+      // A class this datamodel does not know: ignored, as xapi ignores what it cannot use.
+    }
+  }
+  const ofClass = (cls: string) => [...typed].filter(([, o]) => o.cls === cls).map(([id, o]) => ({ id, rec: o.rec }))
+  const archived = (id: unknown, cls: string) => (typeof id === 'string' && typed.get(id)?.cls === cls ? typed.get(id)!.rec : undefined)
+  const vmObjects = ofClass('VM').filter((o) => !o.rec.is_control_domain)
+  if (vmObjects.length === 0) throw new XapiError('IMPORT_ERROR', ['the archive holds no VM'])
+
+  const undo: (() => Promise<unknown>)[] = []
+  const runUndo = async () => {
+    for (const step of undo.reverse()) await step().catch(() => undefined)
+    undo.length = 0
+  }
+  const mapping = new Map<string, string>()
+  // export_vsn ≥ 1 archives carry an inline checksum after every chunk; older ones none.
+  const targets: ImportTargets = { disks: {}, force: opts.force, requireChecksums: Number(ova.version.export_vsn ?? 0) >= 1 }
+  const vmRefs: string[] = []
+  const replaced: { old: string; fresh: string; uuid: string }[] = []
+  try {
+    // Disks: a VDI used by a CD drive or kept in an ISO SR is matched by location in an ISO
+    // library here (else the drive is left empty); any other VDI becomes a new image in the SR.
+    const vbdObjects = ofClass('VBD').filter((o) => vmObjects.some((v) => v.id === o.rec.VM))
+    for (const { id, rec } of ofClass('VDI')) {
+      const sr = archived(rec.SR, 'SR')
+      const cdOnly = vbdObjects.some((v) => v.rec.VDI === id) && vbdObjects.filter((v) => v.rec.VDI === id).every((v) => v.rec.type === 'CD')
+      if (cdOnly || sr?.content_type === 'iso' || sr?.type === 'iso') {
+        const iso = [...svc.db.rows('VDI')].find((r) => r.stored.location === rec.location && svc.db.tryRecord('SR', String(r.stored.SR)) && isIsoSr(svc, String(r.stored.SR)))
+        if (iso) mapping.set(id, iso.ref)
+        continue
+      }
+      const size = Number(rec.virtual_size)
+      if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK) throw new XapiError('IMPORT_ERROR', [`VDI ${id} has an unusable virtual_size ${String(rec.virtual_size)}`])
+      const type = ['user', 'system', 'ephemeral'].includes(String(rec.type)) ? rec.type : 'user'
+      const ref = await createVdi(svc, {
+        SR: opts.srRef, virtual_size: size, name_label: rec.name_label, name_description: rec.name_description, type,
+        sharable: rec.sharable, read_only: rec.read_only, other_config: { ...(rec.other_config as object), import_task: opts.taskRef },
+      }).catch((err) => {
+        throw err instanceof XapiError ? err : new XapiError(String((err as { code?: string }).code ?? 'SR_BACKEND_FAILURE'), ((err as { params?: string[] }).params ?? [String(err)]).map(String))
+      })
+      undo.push(() => destroyVdi(svc, ref))
+      mapping.set(id, ref)
+      const vdi = svc.db.record('VDI', ref)
+      targets.disks[id] = { location: String(vdi.location), virtualSize: Number(vdi.virtual_size) }
+    }
+
+    // Networks: matched by name, then bridge; otherwise created from the archived record.
+    const vifObjects = ofClass('VIF').filter((o) => vmObjects.some((v) => v.id === o.rec.VM))
+    for (const { rec } of vifObjects) {
+      const netId = String(rec.network)
+      if (mapping.has(netId)) continue
+      const net = archived(netId, 'network')
+      if (!net) continue
+      const rows = [...svc.db.rows('network')]
+      const match = rows.find((r) => r.stored.name_label === net.name_label) ?? rows.find((r) => net.bridge && r.stored.bridge === net.bridge)
+      if (match) {
+        mapping.set(netId, match.ref)
+        continue
+      }
+      const ref = await svc.db.transact((tx) =>
+        tx.create('network', { name_label: net.name_label, name_description: net.name_description, MTU: Number(net.MTU) || 1500, managed: true, other_config: { ...(net.other_config as object), import_task: opts.taskRef }, tags: net.tags }),
+      )
+      const uuid = String(svc.db.record('network', ref).uuid)
+      undo.push(async () => {
+        await svc.db.transact((tx) => tx.exists('network', ref) && tx.delete('network', ref))
+        await svc.agent.call('net.remove', { network: uuid })
+      })
+      const bridge = await svc.agent.call<string>('net.ensure', { network: uuid })
+      await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
+      mapping.set(netId, ref)
+    }
+
+    // The VMs, their metrics, VBDs and VIFs, in one transaction each.
+    for (const { id, rec } of vmObjects) {
+      const other = { ...(rec.other_config as Record<string, string>) }
+      let uuid: string = randomUUID()
+      let replacing: string | undefined
+      if (opts.restore) {
+        if (other.mac_seed) {
+          const dup = [...svc.db.rows('VM')].find((r) => (r.stored.other_config as Record<string, string>).mac_seed === other.mac_seed && r.stored.uuid !== rec.uuid)
+          if (dup) throw new XapiError('DUPLICATE_MAC_SEED', [other.mac_seed])
+        }
+        if (typeof rec.uuid === 'string' && UUID.test(rec.uuid)) {
+          const existing = [...svc.db.rows('VM')].find((r) => r.stored.uuid === rec.uuid)
+          if (existing) {
+            if (existing.stored.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [existing.ref, 'halted', String(existing.stored.power_state).toLowerCase()])
+            replacing = existing.ref
+          } else uuid = rec.uuid.toLowerCase()
+        }
+      }
+      if (!opts.restore || !other.mac_seed) other.mac_seed = randomUUID()
+      other.import_task = opts.taskRef
+      const resolve = (x: string) => mapping.get(x)
+      const ref = await svc.db.transact((tx: Tx) => {
+        const fields = resolvedFields('VM', rec, resolve)
+        const vmRef = tx.create('VM', {
+          ...fields,
+          uuid,
+          other_config: other,
+          power_state: 'Halted',
+          suspend_VDI: NULL_REF,
+          is_a_snapshot: false,
+          snapshot_of: NULL_REF,
+          snapshot_time: EPOCH,
+          parent: NULL_REF,
+          is_default_template: false,
+          is_control_domain: false,
+          resident_on: NULL_REF,
+          scheduled_to_be_resident_on: NULL_REF,
+          affinity: NULL_REF,
+          guest_metrics: NULL_REF,
+          domid: -1,
+          current_operations: { [opts.taskRef]: 'import' },
+          allowed_operations: [],
+        })
+        const metrics = tx.create('VM_metrics', { memory_actual: fields.memory_static_max, VCPUs_number: fields.VCPUs_at_startup })
+        tx.update('VM', vmRef, { metrics })
+        const used = new Set<string>()
+        for (const v of vbdObjects.filter((o) => o.rec.VM === id)) {
+          const vbd = resolvedFields('VBD', v.rec, resolve)
+          const type = vbd.type === 'CD' || vbd.type === 'Floppy' ? vbd.type : 'Disk'
+          const vdi = String(vbd.VDI)
+          if (type === 'Disk' && vdi === NULL_REF) continue // its disk is not in the archive
+          let userdevice = String(vbd.userdevice)
+          if (!/^\d+$/.test(userdevice) || Number(userdevice) > 15 || used.has(userdevice)) userdevice = String([...Array(16).keys()].find((i) => !used.has(String(i))) ?? '')
+          if (userdevice === '') continue
+          used.add(userdevice)
+          tx.create('VBD', {
+            ...vbd, VM: vmRef, VDI: vdi, type, empty: vdi === NULL_REF, mode: type === 'CD' ? 'RO' : vbd.mode === 'RO' ? 'RO' : 'RW', userdevice,
+            device: `xvd${String.fromCharCode(97 + Number(userdevice))}`, currently_attached: false, status_code: 0, status_detail: '', current_operations: {}, allowed_operations: [],
+          })
+        }
+        const devices = new Set<string>()
+        for (const v of vifObjects.filter((o) => o.rec.VM === id)) {
+          const vif = resolvedFields('VIF', v.rec, resolve)
+          if (String(vif.network) === NULL_REF) continue // its network is not in the archive
+          const device = String(vif.device)
+          if (!/^\d+$/.test(device) || devices.has(device)) continue
+          devices.add(device)
+          const keepMac = opts.restore && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(String(vif.MAC))
+          tx.create('VIF', {
+            ...vif, VM: vmRef, device, MAC: keepMac ? String(vif.MAC).toLowerCase() : macFromSeed(other.mac_seed!, device), MAC_autogenerated: keepMac ? vif.MAC_autogenerated : true,
+            currently_attached: false, status_code: 0, status_detail: '', current_operations: {}, allowed_operations: [],
+          })
+        }
+        refreshAllowedOperations(tx, vmRef)
+        return vmRef
+      })
+      undo.push(() =>
+        svc.db.transact((tx) => {
+          if (!tx.exists('VM', ref)) return
+          const vm = tx.get('VM', ref)
+          for (const r of vm.VBDs as string[]) if (tx.exists('VBD', r)) tx.delete('VBD', r)
+          for (const r of vm.VIFs as string[]) if (tx.exists('VIF', r)) tx.delete('VIF', r)
+          if (tx.exists('VM_metrics', String(vm.metrics))) tx.delete('VM_metrics', String(vm.metrics))
+          tx.delete('VM', ref)
+        }),
+      )
+      vmRefs.push(ref)
+      if (replacing) replaced.push({ old: replacing, fresh: ref, uuid: String(rec.uuid).toLowerCase() })
+    }
+  } catch (err) {
+    await runUndo()
+    throw err
+  }
+
+  return {
+    vms: vmRefs,
+    targets,
+    undo: runUndo,
+    commit: async () => {
+      // restore=true over an existing halted VM: the old record goes, the new one takes its uuid.
+      for (const r of replaced)
+        await svc.db.transact((tx) => {
+          if (!tx.exists('VM', r.old)) return
+          const old = tx.get('VM', r.old)
+          if (old.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [r.old, 'halted', String(old.power_state).toLowerCase()])
+          for (const x of old.VBDs as string[]) if (tx.exists('VBD', x)) tx.delete('VBD', x)
+          for (const x of old.VIFs as string[]) if (tx.exists('VIF', x)) tx.delete('VIF', x)
+          if (tx.exists('VM_metrics', String(old.metrics))) tx.delete('VM_metrics', String(old.metrics))
+          tx.delete('VM', r.old)
+          tx.update('VM', r.fresh, { uuid: r.uuid })
+        })
+      await svc.db.transact((tx) => {
+        for (const ref of vmRefs) {
+          if (!tx.exists('VM', ref)) continue
+          const vm = tx.get('VM', ref)
+          const { import_task: _t, ...other } = vm.other_config as Record<string, string>
+          const { [opts.taskRef]: _o, ...ops } = vm.current_operations as Record<string, string>
+          tx.update('VM', ref, { other_config: other, current_operations: ops })
+          refreshAllowedOperations(tx, ref)
+        }
+        for (const vdi of [...mapping.values()]) {
+          if (!tx.exists('VDI', vdi)) continue
+          const oc = tx.get('VDI', vdi).other_config as Record<string, string>
+          if (oc.import_task === undefined) continue
+          const { import_task: _t, ...rest } = oc
+          tx.update('VDI', vdi, { other_config: rest })
+        }
+        for (const net of [...mapping.values()]) {
+          if (!tx.exists('network', net)) continue
+          const oc = tx.get('network', net).other_config as Record<string, string>
+          if (oc.import_task !== opts.taskRef) continue
+          const { import_task: _t, ...rest } = oc
+          tx.update('network', net, { other_config: rest })
+        }
+      })
+      undo.length = 0
+      await refreshSrUsage(svc, opts.srRef).catch(() => undefined)
+    },
+  }
+}
