@@ -43,14 +43,23 @@ export function parseSize(text: string): number {
   return Math.round(Number(m[1]) * 1024 ** unit)
 }
 
+/** With --multiple, every VM whose fields match the other parameters (name-label=…, power-state=…); otherwise the one VM the selector names. */
+async function selectVms(conn: Connection, inv: Invocation): Promise<string[]> {
+  if (!inv.flags.has('multiple')) return [(await selectVm(conn, inv))[0]]
+  const filters = [...inv.params]
+  const records = await conn.call<Record<string, Rec>>('VM.get_all_records')
+  const text = (v: unknown) => (typeof v === 'string' ? v.toLowerCase() : String(v))
+  const matches = Object.entries(records).filter(([, r]) => !r.is_a_template && !r.is_control_domain && filters.every(([k, v]) => text(r[k === 'vm' ? 'name_label' : k.replace(/-/g, '_')]) === v.toLowerCase()))
+  if (matches.length === 0) throw new CliError('No matching VMs found')
+  return matches.map(([ref]) => ref)
+}
+
 const simple = (method: string, ...extra: unknown[]): Operation => async (conn, inv) => {
-  const [ref] = await selectVm(conn, inv)
-  await conn.call(method, ref, ...extra)
+  for (const ref of await selectVms(conn, inv)) await conn.call(method, ref, ...extra)
 }
 
 const byForce = (clean: string, hard: string): Operation => async (conn, inv) => {
-  const [ref] = await selectVm(conn, inv)
-  await conn.call(inv.flags.has('force') ? hard : clean, ref)
+  for (const ref of await selectVms(conn, inv)) await conn.call(inv.flags.has('force') ? hard : clean, ref)
 }
 
 /** vm-install: clone the template, point its disks at the SR, provision, make it a VM. */
@@ -254,6 +263,7 @@ export const OPERATIONS: Record<string, Operation> = {
   },
   'vm-install': install,
   'vm-uninstall': uninstall,
+  'vm-destroy': simple('VM.destroy'),
   'vm-start': simple('VM.start', false, false),
   'vm-shutdown': byForce('VM.clean_shutdown', 'VM.hard_shutdown'),
   'vm-reboot': byForce('VM.clean_reboot', 'VM.hard_reboot'),
