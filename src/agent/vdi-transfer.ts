@@ -12,6 +12,7 @@
 // Raw out: qemu-img map says where the data is; zero extents are sent without reading the disk,
 //          data extents are read over NBD (read-only qemu-nbd) with a few reads in flight.
 // qcow2 out: qemu-img convert to a hidden temporary standalone qcow2, streamed, then deleted.
+// VHD in and out (dynamic, and differencing for delta exports): agent/vhd-transfer.ts.
 import { randomUUID } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import { rename, rm, stat } from 'node:fs/promises'
@@ -25,8 +26,9 @@ import { commitImage, convertImage, convertInto, createImage, imageHeader, image
 import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
 import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
+import { exportVhd, importVhd } from './vhd-transfer.js'
 
-export type TransferFormat = 'raw' | 'qcow2'
+export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
 
 export interface TransferArgs {
   /** The SR directory on this host. */
@@ -34,6 +36,10 @@ export interface TransferArgs {
   /** The VDI's location (its image file's name). */
   location: string
   format: TransferFormat
+  /** format=vhd export: the VDI's uuid (written into the VHD footer). */
+  uuid?: string
+  /** format=vhd delta export: the base snapshot VDI (same SR); only blocks changed since it are sent. */
+  base?: { location: string; uuid: string; name?: string; timestamp?: number }
 }
 
 export interface ImportArgs extends TransferArgs {
@@ -226,7 +232,12 @@ async function importQcow2(body: Readable, image: { path: string; format: ImageF
 /** `vdi.import` stream: the request body is the content; answers {received} once it is in the image. */
 export async function importStream(args: ImportArgs, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const image = imageOf(args)
-  const result = await (args.format === 'qcow2' ? importQcow2 : importRaw)(req, image, args.expected)
+  const result =
+    args.format === 'vhd'
+      ? await importVhd(req, image, args.expected, (b) => dataRuns(b)).catch((err: unknown) => {
+          throw asTransferError(err, 'import')
+        })
+      : await (args.format === 'qcow2' ? importQcow2 : importRaw)(req, image, args.expected)
   res.writeHead(200, { 'content-type': 'application/json' })
   res.end(JSON.stringify({ result }))
 }
@@ -296,5 +307,11 @@ async function exportQcow2(image: { path: string; format: ImageFormat }, res: Se
 /** `vdi.export` stream: the response is the VDI's content (with its Content-Length). */
 export async function exportStream(args: TransferArgs, _req: IncomingMessage, res: ServerResponse): Promise<void> {
   const image = imageOf(args)
+  if (args.format === 'vhd') {
+    const base = args.base ? { ...imageOf({ ...args, location: args.base.location }), ...args.base } : undefined
+    return exportVhd(image, { uuid: args.uuid, base }, res).catch((err: unknown) => {
+      throw asTransferError(err, 'export')
+    })
+  }
   await (args.format === 'qcow2' ? exportQcow2 : exportRaw)(image, res)
 }

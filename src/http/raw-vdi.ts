@@ -1,5 +1,5 @@
 // PUT /import_raw_vdi and GET /export_raw_vdi (reference/xapi.md §7.5, xo-compat.md §2.6–2.7):
-// a VDI's content as raw bytes or as a qcow2 file. The bytes themselves are handled by the host
+// a VDI's content as raw bytes, a qcow2 file or a VHD (dynamic; differencing for base= exports). The bytes themselves are handled by the host
 // agent (agent/vdi-transfer.ts); here: authentication, the task, HTTP framing and XO's quirks.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
@@ -14,9 +14,9 @@ import type { HttpRoute } from './server.js'
 /** What XO announces as Content-Length when it does not know the length: the body ends when it closes the connection. */
 export const UNKNOWN_LENGTH = 1125899906842624
 
-export type Format = 'raw' | 'qcow2'
+export type Format = 'raw' | 'qcow2' | 'vhd'
 
-const CONTENT_TYPE: Record<Format, string> = { raw: 'application/octet-stream', qcow2: 'application/x-qemu-disk' }
+const CONTENT_TYPE: Record<Format, string> = { raw: 'application/octet-stream', qcow2: 'application/x-qemu-disk', vhd: 'application/vhd' }
 
 /** The HTTP status an error gets when it is known before the 200 went out (pure). */
 export function statusFor(code: string): number {
@@ -24,17 +24,17 @@ export function statusFor(code: string): number {
   if (code === 'HANDLE_INVALID' || code === 'UUID_INVALID') return 404
   if (code === 'NOT_IMPLEMENTED') return 501
   if (code === 'IMPORT_ERROR_CANNOT_HANDLE_CHUNKED') return 403
-  if (code === 'VDI_TOO_SMALL' || code === 'OPERATION_NOT_ALLOWED') return 400
+  if (code === 'VDI_TOO_SMALL' || code === 'VDI_TOO_LARGE' || code === 'OPERATION_NOT_ALLOWED') return 400
   if (code === 'VDI_IN_USE') return 409
   return 500
 }
 
-/** The `format` query parameter: raw by default, qcow2; xapi's other formats are refused clearly (pure). */
+/** The `format` query parameter: raw by default, qcow2, vhd; xapi's tar is refused clearly (pure). */
 export function parseFormat(value: string | null, handler: string): Format {
   const format = value ?? 'raw'
-  if (format === 'raw' || format === 'qcow2') return format
-  if (format === 'vhd' || format === 'tar') throw new XapiError('NOT_IMPLEMENTED', [`${handler} format=${format} is not supported yet (supported: raw, qcow2)`])
-  throw new XapiError('NOT_IMPLEMENTED', [`${handler}: unknown format ${JSON.stringify(format)} (supported: raw, qcow2)`])
+  if (format === 'raw' || format === 'qcow2' || format === 'vhd') return format
+  if (format === 'tar') throw new XapiError('NOT_IMPLEMENTED', [`${handler} format=${format} is not supported yet (supported: raw, qcow2, vhd)`])
+  throw new XapiError('NOT_IMPLEMENTED', [`${handler}: unknown format ${JSON.stringify(format)} (supported: raw, qcow2, vhd)`])
 }
 
 /** The announced body length: null for XO's "unknown" 1 PiB (and a missing header with a body); 0 for none (pure). */
@@ -195,7 +195,7 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
       // a client's task gets the result of an empty upload.
       if (!given) await svc.db.transact((tx) => tx.exists('task', task.ref) && tx.delete('task', task.ref)).catch(() => undefined)
       else if (format === 'raw') await task.succeed(undefined, { kind: 'void' })
-      else await task.fail(new XapiError('VDI_IO_ERROR', ['empty upload: no qcow2 image received']))
+      else await task.fail(new XapiError('VDI_IO_ERROR', [`empty upload: no ${format} image received`]))
       return void res.end()
     }
     try {
@@ -205,7 +205,7 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
       mine = true
       const args = { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format, expected }
       await withSrLocks([String(vdi.SR)], async () => jsonOf(await svc.agent.stream('vdi.import', args, body)))
-      await vdiContentReplaced(svc, vdiRef, format)
+      await vdiContentReplaced(svc, vdiRef, format === 'qcow2' ? 'qcow2' : 'raw')
       await task.succeed(undefined, { kind: 'void' })
     } catch (err) {
       const e = asXapiError(err)
@@ -230,10 +230,15 @@ async function exportRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
   }
   let vdiRef: string
   let format: Format
+  let baseRef: string | undefined
   try {
     format = parseFormat(query.get('format'), '/export_raw_vdi')
-    if (query.get('base')) throw new XapiError('NOT_IMPLEMENTED', ['/export_raw_vdi base= (differencing exports need format=vhd, not supported yet)'])
     vdiRef = resolveVdi(svc, query.get('vdi'))
+    if (query.get('base')) {
+      if (format !== 'vhd') throw new XapiError('NOT_IMPLEMENTED', [`/export_raw_vdi base= needs format=vhd (got ${format})`])
+      baseRef = resolveVdi(svc, query.get('base'))
+      if (svc.db.record('VDI', baseRef).SR !== svc.db.record('VDI', vdiRef).SR) throw new XapiError('OPERATION_NOT_ALLOWED', [`base ${baseRef} is not in the SR of ${vdiRef}`])
+    }
   } catch (err) {
     const e = asXapiError(err)
     await failGivenTask(svc, req, e)
@@ -247,16 +252,26 @@ async function exportRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
   }
   const vdi = svc.db.record('VDI', vdiRef)
   // No snapshot, clone or merge may change the image chain while it is read.
-  await withSrLocks([String(vdi.SR)], () => streamExport(svc, req, res, task, vdiRef, vdi, format))
+  await withSrLocks([String(vdi.SR)], () => streamExport(svc, req, res, task, vdiRef, vdi, format, baseRef))
 }
 
-async function streamExport(svc: Services, req: IncomingMessage, res: ServerResponse, task: HandlerTask, vdiRef: string, vdi: Readonly<Record<string, unknown>>, format: Format): Promise<void> {
+/** For a delta VHD: the base snapshot as the VHD's parent. */
+function baseArg(svc: Services, baseRef: string | undefined): { location: string; uuid: string; name: string; timestamp?: number } | undefined {
+  if (!baseRef) return undefined
+  const base = svc.db.record('VDI', baseRef)
+  const time = Date.parse(String(base.snapshot_time ?? ''))
+  return { location: String(base.location), uuid: String(base.uuid), name: `${String(base.uuid)}.vhd`, ...(Number.isFinite(time) && time > 0 ? { timestamp: time } : {}) }
+}
+
+async function streamExport(svc: Services, req: IncomingMessage, res: ServerResponse, task: HandlerTask, vdiRef: string, vdi: Readonly<Record<string, unknown>>, format: Format, baseRef?: string): Promise<void> {
   let source: IncomingMessage
   try {
-    source = await svc.agent.stream('vdi.export', { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format })
+    const args = { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format, ...(format === 'vhd' ? { uuid: String(vdi.uuid), base: baseArg(svc, baseRef) } : {}) }
+    source = await svc.agent.stream('vdi.export', args)
   } catch (err) {
     let e = asXapiError(err)
     if (e.code === 'VDI_IN_USE') e = new XapiError('VDI_IN_USE', [vdiRef, 'export'])
+    if (e.code === 'VDI_TOO_LARGE') e = new XapiError('VDI_TOO_LARGE', [vdiRef, ...e.params.slice(1)])
     await task.fail(e)
     return refuse(req, res, e)
   }
@@ -264,7 +279,7 @@ async function streamExport(svc: Services, req: IncomingMessage, res: ServerResp
   res.writeHead(200, {
     'task-id': task.ref,
     'content-type': CONTENT_TYPE[format],
-    'content-disposition': `attachment; filename="${String(vdi.uuid)}.${format === 'raw' ? 'raw' : 'qcow2'}"`,
+    'content-disposition': `attachment; filename="${String(vdi.uuid)}.${format}"`,
     ...(Number.isSafeInteger(length) ? { 'content-length': length } : {}),
     connection: 'close',
   })

@@ -113,12 +113,14 @@ export interface MapExtent {
   zero: boolean
   /** 0 (or absent) when the image itself holds the extent, n when its n-th backing image does. */
   depth?: number
+  /** False when no image of the chain allocates the extent (then depth is that of the chain's bottom); true when qemu-img does not say. */
+  present?: boolean
 }
 
 /** Where an image (through its backing chain) has data and where it reads as zeros, in guest offsets. */
 export async function mapImage(path: string, format: ImageFormat): Promise<MapExtent[]> {
-  const raw = JSON.parse(await qemuImg(['map', '--output=json', '-f', format, path])) as { start: number; length: number; data: boolean; zero: boolean; depth?: number }[]
-  return raw.map((e) => ({ start: e.start, length: e.length, data: e.data, zero: e.zero, depth: e.depth ?? 0 }))
+  const raw = JSON.parse(await qemuImg(['map', '--output=json', '-f', format, path])) as { start: number; length: number; data: boolean; zero: boolean; depth?: number; present?: boolean }[]
+  return raw.map((e) => ({ start: e.start, length: e.length, data: e.data, zero: e.zero, depth: e.depth ?? 0, present: e.present ?? true }))
 }
 
 /** What an untrusted image file declares beyond the basics: links to other files that opening it would follow. */

@@ -277,9 +277,12 @@ describe('/import_raw_vdi and /export_raw_vdi', () => {
     assert.equal(unknown.status, 404)
     assert.deepEqual((await taskOutcome(task2)).error_info, ['HANDLE_INVALID', 'VDI', 'OpaqueRef:00000000-0000-0000-0000-000000000001'])
 
-    const vhd = await http('GET', `/export_raw_vdi${query({ vdi, format: 'vhd' })}`)
-    assert.equal(vhd.status, 501)
-    assert.match(vhd.body.toString(), /format=vhd is not supported yet/)
+    const tar = await http('GET', `/export_raw_vdi${query({ vdi, format: 'tar' })}`)
+    assert.equal(tar.status, 501)
+    assert.match(tar.body.toString(), /format=tar is not supported yet/)
+    const rawDelta = await http('GET', `/export_raw_vdi${query({ vdi, base: vdi })}`)
+    assert.equal(rawDelta.status, 501)
+    assert.match(rawDelta.body.toString(), /base= needs format=vhd/)
 
     const chunked = await new Promise<number>((resolve, reject) => {
       const req = request(`${daemon.url}/import_raw_vdi${query({ vdi })}`, { method: 'PUT', headers: { 'transfer-encoding': 'chunked' } }, (res) => (res.resume(), resolve(res.statusCode ?? 0)))

@@ -1,0 +1,227 @@
+// format=vhd for /export_raw_vdi and /import_raw_vdi, agent side (reference/xo-compat.md §4.1,
+// xapi.md §7.5).
+//
+// VHD out: a dynamic VHD holding the 2 MiB blocks where the image chain has data (qemu-img map),
+//          or, with a base snapshot, a differencing VHD holding only the blocks that changed
+//          since it: the extents the chain above the base allocates (map depth < the base's depth
+//          in the chain); if the base is not in the chain, blocks whose content differs (both
+//          read over NBD). Block data is read over NBD (read-only qemu-nbd), a few reads in flight.
+// VHD in:  parsed strictly forward; each present block is written at its offset over NBD into a
+//          throw-away overlay (zero runs as NBD_CMD_WRITE_ZEROES), committed only once the whole
+//          stream was read: like raw imports, a failure leaves the VDI unchanged. Blocks absent
+//          from the VHD are left as they were (so a differencing VHD applies on top of the VDI's
+//          content); in a dynamic VHD, sectors whose bitmap bit is clear read as zeros.
+import { randomUUID } from 'node:crypto'
+import { realpath, rm } from 'node:fs/promises'
+import type { ServerResponse } from 'node:http'
+import { dirname, join, resolve } from 'node:path'
+import type { Readable, Writable } from 'node:stream'
+import { XapiError } from '../idl/errors.js'
+import { commitImage, createImage, imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
+import { NbdServer, type NbdClient } from '../qemu/nbd.js'
+import { bitmapRuns, blockCount, DISK_DYNAMIC, readVhdStream, VHD_BLOCK, VHD_MAX_SIZE, vhdLayout, VhdFormatError, type VhdParent } from '../vhd/vhd.js'
+
+type Image = { path: string; format: ImageFormat }
+
+const ioError = (msg: string) => new XapiError('VDI_IO_ERROR', [msg])
+const MAX_IN_FLIGHT = 8
+
+/** The 2 MiB blocks that extents matching `pick` touch (pure). */
+export function blocksOf(extents: MapExtent[], pick: (e: MapExtent) => boolean, blockSize = VHD_BLOCK): Set<number> {
+  const out = new Set<number>()
+  for (const e of extents) {
+    if (!pick(e) || e.length === 0) continue
+    for (let b = Math.floor(e.start / blockSize); b <= Math.floor((e.start + e.length - 1) / blockSize); b++) out.add(b)
+  }
+  return out
+}
+
+/** Blocks with data (not known zeros) anywhere in the chain (pure). */
+export const allocatedBlocks = (extents: MapExtent[]): Set<number> => blocksOf(extents, (e) => e.data && !e.zero)
+
+/** Blocks the images above depth `baseDepth` allocate (data or zeros), i.e. changed since that backing image (pure). */
+export const blocksAbove = (extents: MapExtent[], baseDepth: number): Set<number> => blocksOf(extents, (e) => e.present !== false && (e.depth ?? 0) < baseDepth)
+
+/** The position of `base` in `top`'s backing chain (0 = top itself), or -1. */
+async function depthInChain(top: Image, base: string): Promise<number> {
+  const target = await realpath(base)
+  let path: string | undefined = top.path
+  let format: ImageFormat | undefined = top.format
+  for (let depth = 0; path !== undefined && depth < 1000; depth++) {
+    if ((await realpath(path).catch(() => path)) === target) return depth
+    const info: ImageInfo | undefined = await imageInfo(path, format).catch(() => undefined)
+    path = info?.backingFile === undefined ? undefined : resolve(dirname(path), info.backingFile)
+    format = info?.backingFormat as ImageFormat | undefined
+  }
+  return -1
+}
+
+/** Blocks whose content differs between the two images (both read over NBD); slow, used when the base is not in the chain. */
+async function differingBlocks(top: Image, base: Image, size: number): Promise<Set<number>> {
+  const baseSize = (await imageInfo(base.path, base.format)).virtualSize
+  const candidates = [...new Set([...allocatedBlocks(await mapImage(top.path, top.format)), ...allocatedBlocks(await mapImage(base.path, base.format))])]
+    .filter((b) => b < blockCount(size))
+    .sort((a, b) => a - b)
+  const a = await NbdServer.open(top.path, top.format, { readOnly: true })
+  let b: { server: NbdServer; client: NbdClient } | undefined
+  try {
+    b = await NbdServer.open(base.path, base.format, { readOnly: true })
+    const out = new Set<number>()
+    for (const block of candidates) {
+      const at = block * VHD_BLOCK
+      const len = Math.min(VHD_BLOCK, size - at)
+      const mine = await a.client.read(at, len)
+      const theirs = at >= baseSize ? Buffer.alloc(len) : Buffer.concat([await b.client.read(at, Math.min(len, baseSize - at)), Buffer.alloc(Math.max(0, at + len - baseSize))])
+      if (!mine.equals(theirs)) out.add(block)
+    }
+    return out
+  } finally {
+    a.client.destroy()
+    await a.server.kill()
+    b?.client.destroy()
+    await b?.server.kill()
+  }
+}
+
+/** Resolves once `out` can take more, rejects if it closes first. */
+function writeOut(out: Writable, buf: Buffer): Promise<void> | undefined {
+  if (out.destroyed) return Promise.reject(new Error('the receiver went away'))
+  if (out.write(buf)) return undefined
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      out.off('drain', onDrain)
+      out.off('close', onClose)
+      err ? reject(err) : resolve()
+    }
+    const onDrain = () => done()
+    const onClose = () => done(new Error('the receiver went away'))
+    out.on('drain', onDrain)
+    out.on('close', onClose)
+  })
+}
+
+export interface VhdExportOptions {
+  /** The VDI's uuid (the VHD's). */
+  uuid?: string
+  /** A delta export: only the blocks that changed since this image (a snapshot of the same disk). */
+  base?: { path: string; format: ImageFormat; uuid: string; name?: string; timestamp?: number }
+}
+
+export async function exportVhd(image: Image, opts: VhdExportOptions, res: ServerResponse): Promise<void> {
+  const { virtualSize } = await imageInfo(image.path, image.format)
+  if (virtualSize > VHD_MAX_SIZE) throw new XapiError('VDI_TOO_LARGE', ['', String(VHD_MAX_SIZE)])
+  let blocks: Set<number>
+  let parent: VhdParent | undefined
+  if (opts.base) {
+    const depth = await depthInChain(image, opts.base.path)
+    blocks = depth > 0 ? blocksAbove(await mapImage(image.path, image.format), depth) : depth === 0 ? new Set() : await differingBlocks(image, opts.base, virtualSize)
+    parent = { uuid: opts.base.uuid, name: opts.base.name ?? `${opts.base.uuid}.vhd`, timestamp: new Date(opts.base.timestamp ?? Date.now()) }
+  } else blocks = allocatedBlocks(await mapImage(image.path, image.format))
+  for (const b of blocks) if (b >= blockCount(virtualSize)) blocks.delete(b)
+  const layout = vhdLayout({ size: virtualSize, uuid: opts.uuid ?? randomUUID(), blocks, parent })
+  const opened = await NbdServer.open(image.path, image.format, { readOnly: true })
+  try {
+    res.writeHead(200, { 'content-type': 'application/vhd', 'content-length': layout.length })
+    await writeOut(res, layout.head)
+    const queue: Promise<Buffer>[] = []
+    const send = async () => {
+      const data = await queue.shift()!
+      await writeOut(res, layout.bitmap)
+      const wait = writeOut(res, data.length === VHD_BLOCK ? data : Buffer.concat([data, Buffer.alloc(VHD_BLOCK - data.length)]))
+      if (wait) await wait
+    }
+    for (const b of layout.blocks) {
+      const at = b * VHD_BLOCK
+      const p = opened.client.read(at, Math.min(VHD_BLOCK, virtualSize - at))
+      p.catch(() => undefined)
+      queue.push(p)
+      if (queue.length >= 4) await send()
+    }
+    while (queue.length) await send()
+    await writeOut(res, layout.tail)
+    await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
+    await opened.client.close()
+    await opened.server.stop()
+  } catch (err) {
+    opened.client.destroy()
+    await opened.server.kill()
+    throw err
+  }
+}
+
+/** Writes `data` at `offset`: all-zero 64 KiB granules as NBD_CMD_WRITE_ZEROES, the rest as writes. */
+function writeRuns(client: NbdClient, offset: number, data: Buffer, submit: (p: Promise<void>) => void, dataRuns: (b: Buffer) => { offset: number; length: number; zero: boolean }[]): void {
+  for (const run of dataRuns(data)) {
+    const at = offset + run.offset
+    submit(run.zero ? client.writeZeroes(at, run.length) : client.write(at, data.subarray(run.offset, run.offset + run.length)))
+  }
+}
+
+export async function importVhd(
+  body: Readable,
+  image: Image,
+  expected: number | null,
+  dataRuns: (b: Buffer) => { offset: number; length: number; zero: boolean }[],
+): Promise<{ received: number }> {
+  const { virtualSize } = await imageInfo(image.path, image.format)
+  // A VHD of the whole disk: its data, a bitmap per block and the metadata.
+  const limit = virtualSize + (blockCount(virtualSize) + 64) * 4096 + (64 << 20)
+  let received = 0
+  async function* counted(): AsyncGenerator<Buffer> {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      received += chunk.length
+      if (received > limit) throw ioError(`the upload is larger than a VHD of this VDI can be (${limit} bytes)`)
+      yield chunk
+    }
+  }
+  const overlay = join(dirname(image.path), `.import-${randomUUID()}.qcow2`)
+  let opened: { server: NbdServer; client: NbdClient } | undefined
+  try {
+    const vhd = await readVhdStream(counted())
+    if (vhd.footer.currentSize > virtualSize) throw new XapiError('VDI_TOO_SMALL', ['', String(vhd.footer.currentSize)])
+    await createImage({ path: overlay, format: 'qcow2', size: virtualSize, backing: image })
+    opened = await NbdServer.open(overlay, 'qcow2', { readOnly: false })
+    const { client } = opened
+    const inFlight = new Set<Promise<void>>()
+    let failure: unknown
+    const submit = (p: Promise<void>) => {
+      const tracked: Promise<void> = p.then(
+        () => void inFlight.delete(tracked),
+        (err) => {
+          inFlight.delete(tracked)
+          failure ??= err
+        },
+      )
+      inFlight.add(tracked)
+    }
+    const dynamic = vhd.footer.diskType === DISK_DYNAMIC
+    for await (const block of vhd.blocks) {
+      for (const run of bitmapRuns(block.bitmap, vhd.header.blockSize)) {
+        if (run.offset >= block.data.length) break
+        const length = Math.min(run.length, block.data.length - run.offset)
+        const at = block.offset + run.offset
+        if (run.present) writeRuns(client, at, block.data.subarray(run.offset, run.offset + length), submit, dataRuns)
+        else if (dynamic) submit(client.writeZeroes(at, length))
+        // differencing: a clear bit means "as in the parent", i.e. as the VDI already is
+      }
+      while (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight)
+      if (failure) throw failure
+    }
+    await Promise.all(inFlight)
+    if (failure) throw failure
+    if (expected !== null && received < expected) throw ioError(`premature end of data: received ${received} of ${expected} bytes; the VDI was left unchanged`)
+    await client.flush()
+    await client.close()
+    await opened.server.stop()
+    opened = undefined
+    await commitImage(overlay, 'qcow2')
+    return { received }
+  } catch (err) {
+    opened?.client.destroy()
+    await opened?.server.kill()
+    if (err instanceof VhdFormatError) throw ioError(`bad VHD: ${err.message}`)
+    throw err
+  } finally {
+    await rm(overlay, { force: true })
+  }
+}
