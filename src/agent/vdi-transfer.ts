@@ -18,7 +18,7 @@ import { createReadStream, createWriteStream } from 'node:fs'
 import { rename, rm, stat } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { dirname, join } from 'node:path'
-import type { Readable, Writable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
@@ -27,6 +27,7 @@ import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
 import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 import { exportVhd, importVhd } from './vhd-transfer.js'
+import { writeOut } from './backpressure.js'
 
 export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
 
@@ -242,22 +243,6 @@ export async function importStream(args: ImportArgs, req: IncomingMessage, res: 
   res.end(JSON.stringify({ result }))
 }
 
-/** Resolves once `out` can take more, rejects if it closes first. */
-function writeOut(out: Writable, buf: Buffer): Promise<void> | undefined {
-  if (out.destroyed) return Promise.reject(new Error('the receiver went away'))
-  if (out.write(buf)) return undefined
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      out.off('drain', onDrain)
-      out.off('close', onClose)
-      err ? reject(err) : resolve()
-    }
-    const onDrain = () => done()
-    const onClose = () => done(new Error('the receiver went away'))
-    out.on('drain', onDrain)
-    out.on('close', onClose)
-  })
-}
 
 async function exportRaw(image: { path: string; format: ImageFormat }, res: ServerResponse): Promise<void> {
   let opened: { server: NbdServer; client: NbdClient } | undefined

@@ -15,11 +15,12 @@ import { randomUUID } from 'node:crypto'
 import { realpath, rm } from 'node:fs/promises'
 import type { ServerResponse } from 'node:http'
 import { dirname, join, resolve } from 'node:path'
-import type { Readable, Writable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { XapiError } from '../idl/errors.js'
 import { commitImage, createImage, imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
 import { NbdServer, type NbdClient } from '../qemu/nbd.js'
 import { bitmapRuns, blockCount, DISK_DYNAMIC, readVhdStream, VHD_BLOCK, VHD_MAX_SIZE, vhdLayout, VhdFormatError, type VhdParent } from '../vhd/vhd.js'
+import { writeOut } from './backpressure.js'
 
 type Image = { path: string; format: ImageFormat }
 
@@ -83,22 +84,6 @@ async function differingBlocks(top: Image, base: Image, size: number): Promise<S
   }
 }
 
-/** Resolves once `out` can take more, rejects if it closes first. */
-function writeOut(out: Writable, buf: Buffer): Promise<void> | undefined {
-  if (out.destroyed) return Promise.reject(new Error('the receiver went away'))
-  if (out.write(buf)) return undefined
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      out.off('drain', onDrain)
-      out.off('close', onClose)
-      err ? reject(err) : resolve()
-    }
-    const onDrain = () => done()
-    const onClose = () => done(new Error('the receiver went away'))
-    out.on('drain', onDrain)
-    out.on('close', onClose)
-  })
-}
 
 export interface VhdExportOptions {
   /** The VDI's uuid (the VHD's). */

@@ -26,6 +26,7 @@ import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
 import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText, type Compression } from '../xva/format.js'
 import { dataRuns } from './vdi-transfer.js'
+import { writeOut } from './backpressure.js'
 
 const hasher = xxhash()
 const ZEROS = Buffer.alloc(CHUNK)
@@ -47,28 +48,12 @@ export interface XvaExportArgs {
 
 const isZero = (b: Buffer) => b.length <= CHUNK && b.equals(ZEROS.subarray(0, b.length))
 
-/** Resolves once `out` can take more, rejects if it closes first. */
-function write(out: Writable, buf: Buffer): Promise<void> | undefined {
-  if (out.destroyed || out.writableEnded) return Promise.reject(new Error('the receiver went away'))
-  if (out.write(buf)) return undefined
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      out.off('drain', onDrain)
-      out.off('close', onClose)
-      err ? reject(err) : resolve()
-    }
-    const onDrain = () => done()
-    const onClose = () => done(new Error('the receiver went away'))
-    out.on('drain', onDrain)
-    out.on('close', onClose)
-  })
-}
 
 async function writeEntry(out: Writable, name: string, data: Buffer): Promise<void> {
-  await write(out, tarHeader(name, data.length))
-  if (data.length) await write(out, data)
+  await writeOut(out, tarHeader(name, data.length))
+  if (data.length) await writeOut(out, data)
   const pad = tarPadding(data.length)
-  if (pad) await write(out, ZEROS.subarray(0, pad))
+  if (pad) await writeOut(out, ZEROS.subarray(0, pad))
 }
 
 /** The chunk numbers of a disk that may hold data, from its map, plus the first and last (pure). */
@@ -144,7 +129,7 @@ export async function xvaExportStream(args: XvaExportArgs, req: IncomingMessage,
     // xapi streams disks sorted by id as strings ("Ref:10" before "Ref:9").
     const disks = [...args.disks].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     for (const disk of disks) await exportDisk(disk, out, h64)
-    await write(out, TAR_END)
+    await writeOut(out, TAR_END)
     await new Promise<void>((resolve, reject) => {
       out.end()
       res.once('finish', resolve)

@@ -1,6 +1,7 @@
 // What every bulk HTTP handler needs: its query, the caller's session (from the query or a
 // cookie), and the task it reports through (adopted from task_id, or its own).
 import type { IncomingMessage } from 'node:http'
+import { PassThrough } from 'node:stream'
 import { XapiError } from '../idl/errors.js'
 import type { Services } from '../xapi/context.js'
 import { validSession } from '../xapi/session.js'
@@ -60,4 +61,45 @@ export class HandlerTask {
     const e = err instanceof XapiError ? err : new XapiError('INTERNAL_ERROR', [err instanceof Error ? err.message : String(err)])
     return finishTask(this.svc, this.ref, { status: 'failure', errorInfo: e.description })
   }
+}
+
+/**
+ * The request body as a stream that ends when the client is done: at the end of the announced
+ * length, or when it closes the connection (XO's 1 PiB uploads end that way). Node drops what a
+ * paused request still buffers when the connection resets, so that is drained first.
+ * `discard` ends the body early and drops whatever else the client sends.
+ */
+export function bodyUntilClose(req: IncomingMessage, onData: (bytes: number) => void): { body: PassThrough; firstOrEnd: Promise<number>; discard: () => void } {
+  const body = new PassThrough({ highWaterMark: 1 << 20 })
+  let received = 0
+  let settle!: (n: number) => void
+  const firstOrEnd = new Promise<number>((r) => (settle = r))
+  let ended = false
+  const end = () => {
+    if (ended) return
+    ended = true
+    settle(received)
+    body.end()
+  }
+  req.on('data', (chunk: Buffer) => {
+    if (ended) return
+    received += chunk.length
+    onData(received)
+    settle(received)
+    if (!body.write(chunk)) req.pause()
+  })
+  body.on('drain', () => req.resume())
+  req.on('end', end)
+  req.on('aborted', () => {
+    while (req.read() !== null);
+    end()
+  })
+  req.on('error', () => undefined)
+  req.on('close', end)
+  // Whatever follows the archive is read and dropped.
+  const discard = () => {
+    end()
+    req.resume()
+  }
+  return { body, firstOrEnd, discard }
 }

@@ -2,13 +2,12 @@
 // a VDI's content as raw bytes, a qcow2 file or a VHD (dynamic; differencing for base= exports). The bytes themselves are handled by the host
 // agent (agent/vdi-transfer.ts); here: authentication, the task, HTTP framing and XO's quirks.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { PassThrough } from 'node:stream'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
 import { srPath, vdiContentReplaced, withSrLocks } from '../xapi/storage.js'
 import { finishTask } from '../xapi/task.js'
-import { HandlerTask, httpSession, queryOf } from './handler.js'
+import { bodyUntilClose, HandlerTask, httpSession, queryOf } from './handler.js'
 import type { HttpRoute } from './server.js'
 
 /** What XO announces as Content-Length when it does not know the length: the body ends when it closes the connection. */
@@ -94,40 +93,6 @@ function throttledProgress(task: HandlerTask): (fraction: number) => void {
   }
 }
 
-/**
- * The request body as a stream that ends when the client is done: at the end of the announced
- * length, or when it closes the connection (XO's 1 PiB uploads end that way). Node drops what a
- * paused request still buffers when the connection resets, so that is drained first.
- */
-function bodyUntilClose(req: IncomingMessage, onData: (bytes: number) => void): { body: PassThrough; firstOrEnd: Promise<number> } {
-  const body = new PassThrough({ highWaterMark: 1 << 20 })
-  let received = 0
-  let settle!: (n: number) => void
-  const firstOrEnd = new Promise<number>((resolve) => (settle = resolve))
-  let ended = false
-  const end = () => {
-    if (ended) return
-    ended = true
-    settle(received)
-    body.end()
-  }
-  req.on('data', (chunk: Buffer) => {
-    if (ended) return
-    received += chunk.length
-    onData(received)
-    settle(received)
-    if (!body.write(chunk)) req.pause()
-  })
-  body.on('drain', () => req.resume())
-  req.on('end', end)
-  req.on('aborted', () => {
-    while (req.read() !== null);
-    end()
-  })
-  req.on('error', () => undefined)
-  req.on('close', end)
-  return { body, firstOrEnd }
-}
 
 /** Reads the agent's JSON answer. */
 async function jsonOf<T>(res: IncomingMessage): Promise<T> {

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createInterface } from 'node:readline'
-import { PassThrough, Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass, NULL_REF } from '../idl/index.js'
 import type { CallContext, Services } from '../xapi/context.js'
@@ -14,7 +14,7 @@ import { isIsoSr, srPath } from '../xapi/storage.js'
 import { finishTask } from '../xapi/task.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
-import { HandlerTask, httpSession, queryOf } from './handler.js'
+import { bodyUntilClose, HandlerTask, httpSession, queryOf } from './handler.js'
 import { expectedLength, statusFor } from './raw-vdi.js'
 import type { HttpRoute } from './server.js'
 
@@ -142,41 +142,6 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
   }
 }
 
-/** The request body as a stream that ends at the announced length or when the client closes (XO's 1 PiB uploads). */
-function bodyUntilClose(req: IncomingMessage, onData: (bytes: number) => void): { body: PassThrough; firstOrEnd: Promise<number>; discard: () => void } {
-  const body = new PassThrough({ highWaterMark: 1 << 20 })
-  let received = 0
-  let settle!: (n: number) => void
-  const firstOrEnd = new Promise<number>((r) => (settle = r))
-  let ended = false
-  const end = () => {
-    if (ended) return
-    ended = true
-    settle(received)
-    body.end()
-  }
-  req.on('data', (chunk: Buffer) => {
-    if (ended) return
-    received += chunk.length
-    onData(received)
-    settle(received)
-    if (!body.write(chunk)) req.pause()
-  })
-  body.on('drain', () => req.resume())
-  req.on('end', end)
-  req.on('aborted', () => {
-    while (req.read() !== null);
-    end()
-  })
-  req.on('error', () => undefined)
-  req.on('close', end)
-  // Whatever follows the archive is read and dropped.
-  const discard = () => {
-    end()
-    req.resume()
-  }
-  return { body, firstOrEnd, discard }
-}
 
 function targetSr(svc: Services, query: URLSearchParams): string {
   const given = query.get('sr_id') ?? query.get('sr_uuid')
