@@ -20,7 +20,14 @@ export interface Identity {
 /** This host's identity in the pool, kept in the data dir (readable by root only). */
 export function loadIdentity(dataDir: string): Identity {
   const file = join(dataDir, 'identity.json')
-  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as Identity
+  if (existsSync(file)) {
+    const identity = JSON.parse(readFileSync(file, 'utf8')) as Partial<Identity> & Omit<Identity, 'hostUuid'>
+    if (identity.hostUuid) return identity as Identity
+    // Data dirs from before hostUuid existed: give the host one (it names its bridges).
+    const upgraded = { ...identity, hostUuid: randomUUID() }
+    writeFileSync(file, JSON.stringify(upgraded), { mode: 0o600 })
+    return upgraded
+  }
   const identity = { hostRef: newRef(), hostUuid: randomUUID(), agentSecret: randomBytes(32).toString('hex') }
   writeFileSync(file, JSON.stringify(identity), { mode: 0o600 })
   return identity
