@@ -27,7 +27,7 @@ import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
 import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 import { exportVhd, importVhd } from './vhd-transfer.js'
-import { writeOut } from './backpressure.js'
+import { InFlight, writeOut, writeRuns } from './block-writes.js'
 
 export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
 
@@ -53,36 +53,8 @@ export interface ImportResult {
 }
 
 const BLOCK = 2 << 20
-const GRANULE = 64 << 10
 const MAX_IN_FLIGHT = 8
 const ZEROS = Buffer.alloc(BLOCK)
-
-export interface Run {
-  offset: number
-  length: number
-  zero: boolean
-}
-
-/** Splits a buffer into alternating runs of all-zero and other `granule`-sized pieces (pure). */
-export function dataRuns(buf: Buffer, granule = GRANULE): Run[] {
-  const runs: Run[] = []
-  for (let at = 0; at < buf.length; at += granule) {
-    const end = Math.min(buf.length, at + granule)
-    const zero = isZero(buf, at, end)
-    const last = runs[runs.length - 1]
-    if (last && last.zero === zero) last.length += end - at
-    else runs.push({ offset: at, length: end - at, zero })
-  }
-  return runs
-}
-
-function isZero(buf: Buffer, start: number, end: number): boolean {
-  for (let at = start; at < end; at += ZEROS.length) {
-    const n = Math.min(ZEROS.length, end - at)
-    if (!buf.subarray(at, at + n).equals(ZEROS.subarray(0, n))) return false
-  }
-  return true
-}
 
 /** The pieces an export reads or synthesizes, in order: data extents cut to `chunk` bytes, zero extents as they are (pure). */
 export function exportPlan(extents: MapExtent[], chunk = BLOCK): { start: number; length: number; read: boolean }[] {
@@ -112,25 +84,10 @@ const hiddenTemp = (imagePath: string, what: string) => join(dirname(imagePath),
 
 /** Streams `body` into the image behind `client`, starting at offset 0; returns the byte count. */
 async function writeBody(body: Readable, client: NbdClient, size: number): Promise<number> {
-  const inFlight = new Set<Promise<void>>()
-  let failure: unknown
-  const submit = (p: Promise<void>) => {
-    const tracked: Promise<void> = p.then(
-      () => void inFlight.delete(tracked),
-      (err) => {
-        inFlight.delete(tracked)
-        failure ??= err
-      },
-    )
-    inFlight.add(tracked)
-  }
+  const inFlight = new InFlight(MAX_IN_FLIGHT)
   const flushBlock = async (block: Buffer, offset: number) => {
-    for (const run of dataRuns(block)) {
-      const at = offset + run.offset
-      submit(run.zero ? client.writeZeroes(at, run.length) : client.write(at, block.subarray(run.offset, run.offset + run.length)))
-    }
-    while (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight)
-    if (failure) throw failure
+    writeRuns(client, offset, block, inFlight)
+    await inFlight.room()
   }
   let block = Buffer.allocUnsafe(BLOCK)
   let fill = 0
@@ -154,8 +111,7 @@ async function writeBody(body: Readable, client: NbdClient, size: number): Promi
     }
   }
   if (fill > 0) await flushBlock(block.subarray(0, fill), offset)
-  await Promise.all(inFlight)
-  if (failure) throw failure
+  await inFlight.drain()
   return received
 }
 
@@ -235,7 +191,7 @@ export async function importStream(args: ImportArgs, req: IncomingMessage, res: 
   const image = imageOf(args)
   const result =
     args.format === 'vhd'
-      ? await importVhd(req, image, args.expected, (b) => dataRuns(b)).catch((err: unknown) => {
+      ? await importVhd(req, image, args.expected).catch((err: unknown) => {
           throw asTransferError(err, 'import')
         })
       : await (args.format === 'qcow2' ? importQcow2 : importRaw)(req, image, args.expected)

@@ -20,7 +20,7 @@ import { XapiError } from '../idl/errors.js'
 import { commitImage, createImage, imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
 import { NbdServer, type NbdClient } from '../qemu/nbd.js'
 import { bitmapRuns, blockCount, DISK_DYNAMIC, readVhdStream, VHD_BLOCK, VHD_MAX_SIZE, vhdLayout, VhdFormatError, type VhdParent } from '../vhd/vhd.js'
-import { writeOut } from './backpressure.js'
+import { InFlight, writeOut, writeRuns } from './block-writes.js'
 
 type Image = { path: string; format: ImageFormat }
 
@@ -135,18 +135,11 @@ export async function exportVhd(image: Image, opts: VhdExportOptions, res: Serve
 }
 
 /** Writes `data` at `offset`: all-zero 64 KiB granules as NBD_CMD_WRITE_ZEROES, the rest as writes. */
-function writeRuns(client: NbdClient, offset: number, data: Buffer, submit: (p: Promise<void>) => void, dataRuns: (b: Buffer) => { offset: number; length: number; zero: boolean }[]): void {
-  for (const run of dataRuns(data)) {
-    const at = offset + run.offset
-    submit(run.zero ? client.writeZeroes(at, run.length) : client.write(at, data.subarray(run.offset, run.offset + run.length)))
-  }
-}
 
 export async function importVhd(
   body: Readable,
   image: Image,
   expected: number | null,
-  dataRuns: (b: Buffer) => { offset: number; length: number; zero: boolean }[],
 ): Promise<{ received: number }> {
   const { virtualSize } = await imageInfo(image.path, image.format)
   // A VHD of the whole disk: its data, a bitmap per block and the metadata.
@@ -167,33 +160,20 @@ export async function importVhd(
     await createImage({ path: overlay, format: 'qcow2', size: virtualSize, backing: image })
     opened = await NbdServer.open(overlay, 'qcow2', { readOnly: false })
     const { client } = opened
-    const inFlight = new Set<Promise<void>>()
-    let failure: unknown
-    const submit = (p: Promise<void>) => {
-      const tracked: Promise<void> = p.then(
-        () => void inFlight.delete(tracked),
-        (err) => {
-          inFlight.delete(tracked)
-          failure ??= err
-        },
-      )
-      inFlight.add(tracked)
-    }
+    const inFlight = new InFlight(MAX_IN_FLIGHT)
     const dynamic = vhd.footer.diskType === DISK_DYNAMIC
     for await (const block of vhd.blocks) {
       for (const run of bitmapRuns(block.bitmap, vhd.header.blockSize)) {
         if (run.offset >= block.data.length) break
         const length = Math.min(run.length, block.data.length - run.offset)
         const at = block.offset + run.offset
-        if (run.present) writeRuns(client, at, block.data.subarray(run.offset, run.offset + length), submit, dataRuns)
-        else if (dynamic) submit(client.writeZeroes(at, length))
+        if (run.present) writeRuns(client, at, block.data.subarray(run.offset, run.offset + length), inFlight)
+        else if (dynamic) inFlight.add(client.writeZeroes(at, length))
         // differencing: a clear bit means "as in the parent", i.e. as the VDI already is
       }
-      while (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight)
-      if (failure) throw failure
+      await inFlight.room()
     }
-    await Promise.all(inFlight)
-    if (failure) throw failure
+    await inFlight.drain()
     if (expected !== null && received < expected) throw ioError(`premature end of data: received ${received} of ${expected} bytes; the VDI was left unchanged`)
     await client.flush()
     await client.close()

@@ -25,8 +25,7 @@ import { FileSr } from '../storage/file-sr.js'
 import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
 import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText, type Compression } from '../xva/format.js'
-import { dataRuns } from './vdi-transfer.js'
-import { writeOut } from './backpressure.js'
+import { InFlight, isZero, writeOut, writeRuns } from './block-writes.js'
 
 const hasher = xxhash()
 const ZEROS = Buffer.alloc(CHUNK)
@@ -46,7 +45,6 @@ export interface XvaExportArgs {
   compression: Compression
 }
 
-const isZero = (b: Buffer) => b.length <= CHUNK && b.equals(ZEROS.subarray(0, b.length))
 
 
 async function writeEntry(out: Writable, name: string, data: Buffer): Promise<void> {
@@ -183,8 +181,7 @@ function asImportError(err: unknown): XapiError {
 
 /** The disk being written: its image behind qemu-nbd, with bounded writes in flight. */
 class DiskWriter {
-  private inFlight = new Set<Promise<void>>()
-  private failure: unknown
+  private readonly inFlight = new InFlight(WRITES_IN_FLIGHT)
   readonly cursor: ChunkCursor
   written = 0
   chunks = 0
@@ -212,27 +209,16 @@ class DiskWriter {
     const usable = Math.max(0, Math.min(data.length, this.size - at))
     if (usable < data.length && !isZero(data.subarray(usable))) throw new XapiError('IMPORT_ERROR', [`chunk ${chunkName(this.id, n)} goes past the end of the disk (${this.size} bytes)`])
     const piece = data.subarray(0, usable)
-    for (const run of dataRuns(piece)) {
-      if (run.zero) continue
-      const p: Promise<void> = this.client.write(at + run.offset, piece.subarray(run.offset, run.offset + run.length)).then(
-        () => void this.inFlight.delete(p),
-        (err) => {
-          this.inFlight.delete(p)
-          this.failure ??= err
-        },
-      )
-      this.inFlight.add(p)
-      this.written += run.length
-    }
-    while (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight)
-    if (this.failure) throw this.failure
+    this.written += writeRuns(this.client, at, piece, this.inFlight, { skipZeroes: true })
+    await this.inFlight.room()
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.inFlight)
-    if (this.failure) {
+    try {
+      await this.inFlight.drain()
+    } catch (err) {
       await this.kill()
-      throw this.failure
+      throw err
     }
     await this.client.flush()
     await this.client.close()

@@ -1,6 +1,7 @@
 // `flotilla serve`: the daemon. Starts (or adopts) etcd, loads the pool database, starts the
 // host agent, bootstraps the pool on first start, then serves the XenAPI over HTTP and HTTPS.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { alive } from './process.js'
 import { AgentClient } from '../agent/client.js'
@@ -92,7 +93,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
 
   const publicHost = opts.address ?? address
   const publicUrl = opts.httpsPort === 443 ? `https://${publicHost}` : `https://${publicHost}:${opts.httpsPort}`
-  svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), initialPasswordFile, publicUrl, srRoot: join(opts.dataDir, 'sr') }
+  svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), onRootPasswordChanged: () => rm(initialPasswordFile, { force: true }), publicUrl, srRoot: join(opts.dataDir, 'sr') }
   await ensureStorageManagers(svc)
   await ensureLocalSr(svc)
   await ensureInternalNetwork(svc)

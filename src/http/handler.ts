@@ -1,6 +1,6 @@
 // What every bulk HTTP handler needs: its query, the caller's session (from the query or a
 // cookie), and the task it reports through (adopted from task_id, or its own).
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
 import { XapiError } from '../idl/errors.js'
 import type { Services } from '../xapi/context.js'
@@ -102,4 +102,12 @@ export function bodyUntilClose(req: IncomingMessage, onData: (bytes: number) => 
     req.resume()
   }
   return { body, firstOrEnd, discard }
+}
+
+/** XO's probe (an empty PUT without task_id, to find redirects before it gives its stream): answered 200, nothing done. */
+export function answeredProbe(req: IncomingMessage, res: ServerResponse, expected: number | null): boolean {
+  if (queryOf(req).get('task_id') || expected !== 0) return false
+  res.writeHead(200, { 'content-length': 0, connection: 'close' })
+  res.end()
+  return true
 }

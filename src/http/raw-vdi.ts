@@ -7,7 +7,7 @@ import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
 import { srPath, vdiContentReplaced, withSrLocks } from '../xapi/storage.js'
 import { finishTask } from '../xapi/task.js'
-import { bodyUntilClose, HandlerTask, httpSession, queryOf } from './handler.js'
+import { answeredProbe, bodyUntilClose, HandlerTask, httpSession, queryOf } from './handler.js'
 import type { HttpRoute } from './server.js'
 
 /** What XO announces as Content-Length when it does not know the length: the body ends when it closes the connection. */
@@ -132,12 +132,8 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
     return refuse(req, res, e)
   }
 
-  // XO's probe: an empty PUT without task_id, to find redirects before it consumes its stream.
+  if (answeredProbe(req, res, expected)) return
   const given = query.get('task_id')
-  if (!given && expected === 0) {
-    res.writeHead(200, { 'content-length': 0, connection: 'close' })
-    return void res.end()
-  }
 
   let task: HandlerTask
   try {

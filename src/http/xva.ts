@@ -14,7 +14,7 @@ import { isIsoSr, srPath } from '../xapi/storage.js'
 import { finishTask } from '../xapi/task.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
-import { bodyUntilClose, HandlerTask, httpSession, queryOf } from './handler.js'
+import { answeredProbe, bodyUntilClose, HandlerTask, httpSession, queryOf } from './handler.js'
 import { expectedLength, statusFor } from './raw-vdi.js'
 import type { HttpRoute } from './server.js'
 
@@ -172,12 +172,8 @@ async function importXva(svc: Services, req: IncomingMessage, res: ServerRespons
     await failGivenTask(svc, req, e)
     return refuse(req, res, e)
   }
+  if (answeredProbe(req, res, expected)) return
   const given = query.get('task_id')
-  // XO's probe: an empty PUT without task_id, to find redirects before it consumes its stream.
-  if (!given && expected === 0) {
-    res.writeHead(200, { 'content-length': 0, connection: 'close' })
-    return void res.end()
-  }
   let task: HandlerTask
   try {
     task = await HandlerTask.adopt(svc, req, 'VM import')

@@ -66,7 +66,11 @@ export async function createImage(opts: {
 
 /** Reads an image's header even while a VM uses it (-U: no lock, may be slightly stale). */
 export async function imageInfo(path: string, format?: ImageFormat): Promise<ImageInfo> {
-  const raw = JSON.parse(await qemuImg(['info', '--output=json', '-U', ...(format ? ['-f', format] : []), path]))
+  return infoOf(JSON.parse(await qemuImg(['info', '--output=json', '-U', ...(format ? ['-f', format] : []), path])))
+}
+
+/** The fields of `qemu-img info --output=json` we use (its JSON is untyped). */
+function infoOf(raw: Record<string, any>): ImageInfo {
   return {
     format: raw.format,
     virtualSize: raw['virtual-size'],
@@ -135,13 +139,7 @@ export async function imageHeader(path: string, format: ImageFormat): Promise<Im
   const raw = JSON.parse(await qemuImg(['info', '--output=json', '-f', format, path]))
   const specific = raw['format-specific']?.data ?? {}
   return {
-    format: raw.format,
-    virtualSize: raw['virtual-size'],
-    actualSize: raw['actual-size'] ?? 0,
-    backingFile: raw['full-backing-filename'] ?? raw['backing-filename'],
-    backingFormat: raw['backing-filename-format'],
-    clusterSize: raw['cluster-size'],
-    dirty: raw['dirty-flag'] ?? false,
+    ...infoOf(raw),
     dataFile: specific['data-file'],
     encrypted: raw.encrypted === true || specific.encrypt !== undefined,
   }

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { imageLockedError } from './errors.js'
 import type { ImageFormat } from './img.js'
+import { ByteQueue } from '../lib/byte-queue.js'
 
 export const NBD_MAGIC = Buffer.from('NBDMAGIC')
 export const IHAVEOPT = Buffer.from('IHAVEOPT')
@@ -76,8 +77,7 @@ interface Pending {
 
 /** A connected NBD client. Requests may be pipelined; replies are matched by handle. */
 export class NbdClient {
-  private chunks: Buffer[] = []
-  private buffered = 0
+  private readonly received = new ByteQueue()
   private waiter: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined
   private readonly pending = new Map<bigint, Pending>()
   private nextHandle = 1n
@@ -111,45 +111,21 @@ export class NbdClient {
   }
 
   private onData(c: Buffer): void {
-    this.chunks.push(c)
-    this.buffered += c.length
+    this.received.push(c)
     this.serveWaiter()
   }
 
   private serveWaiter(): void {
     const w = this.waiter
-    if (!w || this.buffered < w.n) return
+    if (!w || this.received.length < w.n) return
     this.waiter = undefined
-    w.resolve(this.take(w.n))
+    w.resolve(this.received.take(w.n))
   }
 
-  private take(n: number): Buffer {
-    if (n === 0) return Buffer.alloc(0)
-    let out: Buffer
-    const first = this.chunks[0]!
-    if (first.length >= n) {
-      out = first.subarray(0, n)
-      if (first.length === n) this.chunks.shift()
-      else this.chunks[0] = first.subarray(n)
-    } else {
-      out = Buffer.allocUnsafe(n)
-      let at = 0
-      while (at < n) {
-        const c = this.chunks[0]!
-        const k = Math.min(c.length, n - at)
-        c.copy(out, at, 0, k)
-        at += k
-        if (k === c.length) this.chunks.shift()
-        else this.chunks[0] = c.subarray(k)
-      }
-    }
-    this.buffered -= n
-    return out
-  }
 
   private need(n: number): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure)
-    if (this.buffered >= n) return Promise.resolve(this.take(n))
+    if (this.received.length >= n) return Promise.resolve(this.received.take(n))
     return new Promise((resolve, reject) => {
       this.waiter = { n, resolve, reject }
     })

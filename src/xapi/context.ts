@@ -33,8 +33,8 @@ export interface Services {
   srRoot: string
   /** This host's HTTPS base URL as clients reach it (console locations are built from it). */
   publicUrl: string
-  /** Where the password of the root account is kept until it is changed (readable by root only). */
-  initialPasswordFile?: string
+  /** Called when root's password changes (the daemon then forgets the generated one it kept). */
+  onRootPasswordChanged?: () => Promise<void>
 }
 
 export interface CallContext {

@@ -1,5 +1,4 @@
 // session.*: login, logout, password changes, and the validity rules every call goes through.
-import { unlink } from 'node:fs/promises'
 import { NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import { now, register, type Services } from './context.js'
@@ -77,7 +76,7 @@ register('session.change_password', async (ctx, [oldPassword, newPassword]) => {
   if (!(await verifyPassword(ctx.svc.db, user, oldPassword as string))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
   if (newPassword === '') throw new XapiError('CHANGE_PASSWORD_REJECTED', ['the new password is empty'])
   await setPassword(ctx.svc.db, user, newPassword as string)
-  if (user === 'root' && ctx.svc.initialPasswordFile) await unlink(ctx.svc.initialPasswordFile).catch(() => undefined)
+  if (user === 'root') await ctx.svc.onRootPasswordChanged?.().catch(() => undefined)
 })
 
 register('session.get_all_subject_identifiers', () => [])

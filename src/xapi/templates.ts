@@ -1,6 +1,5 @@
 // The templates Flotilla ships, and VM.provision. Linux shapes use virtio devices; Windows and
 // "Other install media" use emulated devices (AHCI disks, e1000 NICs) that need no drivers.
-import { existsSync } from 'node:fs'
 import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
@@ -85,13 +84,14 @@ export async function ensureTemplates(svc: Services, testGuestImage: string): Pr
     await createTemplate(svc, templateFields(shape, `Template for ${shape.name}`, { disks, ...(shape.distro ? { 'install-distro': shape.distro, linux_template: 'true' } : {}) }))
   }
   if (hasTemplate(svc, TEST_GUEST_TEMPLATE)) return
-  if (!existsSync(testGuestImage)) {
-    console.error(`flotilla: no test guest image at ${testGuestImage}: the "${TEST_GUEST_TEMPLATE}" template is not created (scripts/build-test-guest.sh makes it)`)
+  const sr = String(svc.db.record('pool', svc.db.first('pool')).default_SR)
+  let image: VdiImage
+  try {
+    image = await svc.agent.call<VdiImage>('vdi.import-file', { path: srPath(svc, sr), source: testGuestImage, format: 'raw', location: randomUUID() })
+  } catch (err) {
+    console.error(`flotilla: the "${TEST_GUEST_TEMPLATE}" template is not created: no usable image at ${testGuestImage} (scripts/build-test-guest.sh makes it): ${(err as Error).message}`)
     return
   }
-  const sr = String(svc.db.record('pool', svc.db.first('pool')).default_SR)
-  const location = randomUUID()
-  const image = await svc.agent.call<VdiImage>('vdi.import-file', { path: srPath(svc, sr), source: testGuestImage, format: 'raw', location })
   const vdi = await recordVdi(svc, sr, image, { name_label: `${TEST_GUEST_TEMPLATE} disk`, name_description: 'Boot disk of the test guest (BIOS and UEFI)', type: 'system' })
   const shape = { name: TEST_GUEST_TEMPLATE, label: 'flotilla-test-guest', memory: 256 * MiB, vcpus: 1, firmware: 'bios' as const, emulated: false }
   const ref = await createTemplate(svc, templateFields(shape, 'A tiny Debian kernel and busybox guest that prints a counter on its serial console', {}))

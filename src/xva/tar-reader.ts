@@ -6,6 +6,7 @@
 // headers with verified checksums, pax (`x`, `g`) and GNU long-name (`L`, `K`) headers.
 import { XapiError } from '../idl/errors.js'
 import { BLOCK } from './format.js'
+import { ByteQueue } from '../lib/byte-queue.js'
 
 export interface TarEntry {
   name: string
@@ -67,8 +68,7 @@ function paxPath(data: Buffer): string | undefined {
 }
 
 export class TarReader {
-  private chunks: Buffer[] = []
-  private buffered = 0
+  private readonly queue = new ByteQueue()
   private done = false
   private readonly it: AsyncIterator<Buffer>
   /** Bytes consumed from the stream so far. */
@@ -79,39 +79,18 @@ export class TarReader {
   }
 
   private async fill(n: number): Promise<boolean> {
-    while (this.buffered < n && !this.done) {
+    while (this.queue.length < n && !this.done) {
       const r = await this.it.next()
       if (r.done) this.done = true
-      else if (r.value.length) {
-        this.chunks.push(r.value)
-        this.buffered += r.value.length
-      }
+      else this.queue.push(r.value)
     }
-    return this.buffered >= n
+    return this.queue.length >= n
   }
 
   private async take(n: number): Promise<Buffer> {
     if (!(await this.fill(n))) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
     this.offset += n
-    this.buffered -= n
-    const first = this.chunks[0]!
-    if (first.length >= n) {
-      const out = first.subarray(0, n)
-      if (first.length === n) this.chunks.shift()
-      else this.chunks[0] = first.subarray(n)
-      return out
-    }
-    const out = Buffer.allocUnsafe(n)
-    let at = 0
-    while (at < n) {
-      const c = this.chunks[0]!
-      const k = Math.min(c.length, n - at)
-      c.copy(out, at, 0, k)
-      at += k
-      if (k === c.length) this.chunks.shift()
-      else this.chunks[0] = c.subarray(k)
-    }
-    return out
+    return this.queue.take(n)
   }
 
   /** The next entry's header, or null at the end-of-archive marker; `limit(entry)` is checked before any data is read. */

@@ -1,7 +1,8 @@
 // Pure parts of the raw VDI transfer: zero-run splitting, export planning, NBD framing, query rules.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { dataRuns, exportPlan } from '../../src/agent/vdi-transfer.js'
+import { exportPlan } from '../../src/agent/vdi-transfer.js'
+import { dataRuns } from '../../src/agent/block-writes.js'
 import { encodeOptGo, encodeRequest, NbdCmd } from '../../src/qemu/nbd.js'
 import { expectedLength, parseFormat, statusFor, UNKNOWN_LENGTH } from '../../src/http/raw-vdi.js'
 

@@ -1,0 +1,37 @@
+// Bytes arriving in chunks, taken back out in pieces of any size (a protocol reader's buffer).
+// A generic helper below every layer: qemu/ (NBD) and xva/ (tar) both read framed streams.
+
+export class ByteQueue {
+  private chunks: Buffer[] = []
+  /** Bytes held. */
+  length = 0
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return
+    this.chunks.push(chunk)
+    this.length += chunk.length
+  }
+
+  /** The next `n` bytes (the caller checked `length >= n`); a view into a chunk when it can be. */
+  take(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0)
+    if (n > this.length) throw new RangeError(`take(${n}) with ${this.length} bytes held`)
+    this.length -= n
+    const first = this.chunks[0]!
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift()
+      else this.chunks[0] = first.subarray(n)
+      return first.subarray(0, n)
+    }
+    const out = Buffer.allocUnsafe(n)
+    for (let at = 0; at < n; ) {
+      const c = this.chunks[0]!
+      const k = Math.min(c.length, n - at)
+      c.copy(out, at, 0, k)
+      at += k
+      if (k === c.length) this.chunks.shift()
+      else this.chunks[0] = c.subarray(k)
+    }
+    return out
+  }
+}
