@@ -129,7 +129,7 @@ export class VmRuntime {
       if (!proc) return {}
       this.stopping.add(uuid)
       try {
-        const gone = new Promise<void>((resolve) => (proc.qmp.closed ? resolve() : proc.qmp.once('close', () => resolve())))
+        const gone = closed(proc)
         if (clean) {
           // The press is repeated: a guest still booting has no handler yet and would lose it.
           const deadline = Date.now() + timeoutMs
@@ -143,15 +143,20 @@ export class VmRuntime {
         } else {
           await proc.qmp.execute('quit').catch(() => killQemu(proc, 5_000))
         }
-        await gone
-        await killQemu(proc, 5_000)
-        const nvram = await this.takeNvram(uuid)
-        await rm(vmRunDir(this.host.runDir, uuid), { recursive: true, force: true })
-        return nvram ? { nvram } : {}
+        return await this.cleanUp(proc, gone)
       } finally {
         this.stopping.delete(uuid)
       }
     })
+  }
+
+  /** After QEMU was told to go: waits for it, keeps the NVRAM and removes the run dir. */
+  private async cleanUp(proc: QemuProcess, gone: Promise<void>): Promise<{ nvram?: string }> {
+    await gone
+    await killQemu(proc, 5_000)
+    const nvram = await this.takeNvram(proc.uuid)
+    await rm(vmRunDir(this.host.runDir, proc.uuid), { recursive: true, force: true })
+    return nvram ? { nvram } : {}
   }
 
   /** Saves memory and device state to `statePath`, then ends the QEMU (no QEMU runs while Suspended). */
@@ -169,13 +174,9 @@ export class VmRuntime {
           await proc.qmp.execute('cont').catch(() => undefined)
           throw err
         }
-        const gone = new Promise<void>((resolve) => (proc.qmp.closed ? resolve() : proc.qmp.once('close', () => resolve())))
+        const gone = closed(proc)
         await proc.qmp.execute('quit').catch(() => undefined)
-        await gone
-        await killQemu(proc, 5_000)
-        const nvram = await this.takeNvram(uuid)
-        await rm(vmRunDir(this.host.runDir, uuid), { recursive: true, force: true })
-        return nvram ? { nvram } : {}
+        return await this.cleanUp(proc, gone)
       } finally {
         this.stopping.delete(uuid)
       }
@@ -330,3 +331,6 @@ async function loadState(qmp: QemuProcess['qmp'], statePath: string): Promise<vo
   await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(statePath)}` })
   await waitForMigration(qmp)
 }
+
+/** Resolves when the QEMU's QMP connection closes (the process is ending). */
+const closed = (proc: QemuProcess) => new Promise<void>((resolve) => (proc.qmp.closed ? resolve() : proc.qmp.once('close', () => resolve())))

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { agentCall } from '../helpers/agent.js'
+import { newGuest as makeGuest } from '../helpers/guest.js'
 import { call, Daemon, login, waitFor } from '../helpers/daemon.js'
 
 const daemon = new Daemon()
@@ -14,13 +15,7 @@ const c = <T = any>(method: string, ...params: unknown[]) => call<T>(url, method
 type Devices = { disks: { id: string; file?: string }[]; pci: string[] }
 const devices = (uuid: string) => agentCall<Devices>(daemon, 'vm.devices', { uuid })
 
-async function newGuest(name: string): Promise<{ ref: string; uuid: string }> {
-  const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
-  const ref = await c<string>('VM.clone', template, name)
-  await c('VM.provision', ref)
-  await c('VM.set_is_a_template', ref, false)
-  return { ref, uuid: await c<string>('VM.get_uuid', ref) }
-}
+const newGuest = (name: string) => makeGuest(url, session, name)
 
 const newVdi = (name: string) => c<string>('VDI.create', { SR: sr, virtual_size: 64 * 2 ** 20, name_label: name, type: 'user', sharable: false, read_only: false, other_config: {} })
 const lastDisksLine = (uuid: string) => [...daemon.serial(uuid).matchAll(/FLOTILLA disks: (.*)/g)].at(-1)?.[1]

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { agentCall } from '../helpers/agent.js'
+import { newGuest as makeGuest } from '../helpers/guest.js'
 import { call, Daemon, login, waitFor } from '../helpers/daemon.js'
 
 const daemon = new Daemon()
@@ -34,14 +35,7 @@ async function importDisk(vdi: string, data: Buffer): Promise<void> {
 /** Random data in the first half of a 16 MiB disk, zeros after. */
 const content = () => Buffer.concat([randomBytes(8 * MiB), Buffer.alloc(8 * MiB)])
 
-async function newGuest(name: string, data?: string): Promise<{ ref: string; uuid: string }> {
-  const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
-  const ref = await c<string>('VM.clone', template, name)
-  await c('VM.provision', ref)
-  await c('VM.set_is_a_template', ref, false)
-  if (data) await c('VBD.create', { VM: ref, VDI: data, userdevice: '1', bootable: false, mode: 'RW', type: 'Disk', empty: false, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
-  return { ref, uuid: await c<string>('VM.get_uuid', ref) }
-}
+const newGuest = (name: string, data?: string) => makeGuest(url, session, name, { data })
 
 const newData = () => c<string>('VDI.create', { SR: sr, virtual_size: 16 * MiB, name_label: 'data', type: 'user', sharable: false, read_only: false, other_config: {} })
 const dataDiskOf = async (vm: string) => {

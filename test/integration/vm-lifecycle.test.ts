@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { after, before, describe, it } from 'node:test'
+import { newGuest as makeGuest } from '../helpers/guest.js'
 import { call, Daemon, jsonrpc, login, waitFor } from '../helpers/daemon.js'
 
 const daemon = new Daemon()
@@ -11,15 +12,7 @@ let session: string
 
 const c = <T = any>(method: string, ...params: unknown[]) => call<T>(url, method, session, ...params)
 
-/** A VM made as a user makes one: clone the template, provision, turn it into a VM. */
-async function newGuest(name: string, oem: string[] = []): Promise<{ ref: string; uuid: string }> {
-  const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
-  const ref = await c<string>('VM.clone', template, name)
-  await c('VM.provision', ref)
-  await c('VM.set_is_a_template', ref, false)
-  if (oem.length) await c('VM.set_bios_strings', ref, Object.fromEntries(oem.map((s, i) => [`oem-${i + 1}`, s])))
-  return { ref, uuid: await c<string>('VM.get_uuid', ref) }
-}
+const newGuest = (name: string, oem: string[] = []) => makeGuest(url, session, name, { oem })
 
 const ticks = (uuid: string) => [...daemon.serial(uuid).matchAll(/FLOTILLA tick=(\d+)/g)].map((m) => Number(m[1]))
 const waitForTick = (uuid: string, n = 1) => waitFor(`tick ${n} of ${uuid}`, () => ticks(uuid).some((t) => t >= n))
