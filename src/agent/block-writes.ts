@@ -1,7 +1,6 @@
 // Moving disk data efficiently: stream writes that respect backpressure, zero runs found in a
 // buffer (sent as write-zeroes or skipped, so images stay sparse), and bounded NBD writes in flight.
 import type { Writable } from 'node:stream'
-import type { NbdClient } from '../qemu/nbd.js'
 
 const GRANULE = 64 << 10
 const ZEROS = Buffer.alloc(2 << 20)
@@ -85,11 +84,17 @@ export class InFlight {
   }
 }
 
+/** Something disk data is written into at offsets: an NBD client, or a file. */
+export interface BlockSink {
+  write(offset: number, data: Buffer): Promise<void>
+  writeZeroes(offset: number, length: number): Promise<void>
+}
+
 /**
- * Writes `data` at `offset` through NBD without waiting: data runs as writes, zero runs as
- * write-zeroes (or not at all on an image known to be empty). Returns the bytes of data sent.
+ * Writes `data` at `offset` without waiting: data runs as writes, zero runs as write-zeroes
+ * (or not at all on an image known to be empty). Returns the bytes of data sent.
  */
-export function writeRuns(client: NbdClient, offset: number, data: Buffer, inFlight: InFlight, { skipZeroes = false } = {}): number {
+export function writeRuns(client: BlockSink, offset: number, data: Buffer, inFlight: InFlight, { skipZeroes = false } = {}): number {
   let sent = 0
   for (const run of dataRuns(data)) {
     const at = offset + run.offset

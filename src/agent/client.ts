@@ -1,9 +1,9 @@
 // How the API layer calls a host agent: HTTP over the agent's socket with the host's secret.
-import { request, type IncomingMessage } from 'node:http'
-import type { Duplex, Readable } from 'node:stream'
+import { request, type OutgoingHttpHeaders } from 'node:http'
+import { PassThrough, Readable, type Duplex } from 'node:stream'
 import { XapiError } from '../idl/errors.js'
 import type { HostFacts } from './facts.js'
-import { SECRET_HEADER } from './server.js'
+import { SECRET_HEADER, type StreamHandlers, type StreamOut } from './server.js'
 
 export class AgentError extends Error {
   constructor(
@@ -14,10 +14,53 @@ export class AgentError extends Error {
   }
 }
 
+interface AgentFailure {
+  error?: string
+  xapi?: string[]
+}
+
+const agentFailure = (f: AgentFailure, status: number) => (f.xapi ? new XapiError(f.xapi[0]!, f.xapi.slice(1)) : new AgentError(f.error ?? `agent answered ${status}`, status))
+
+/** What a stream handler sends back: its bytes, and whether they all came (an IncomingMessage is one). */
+export type AgentStream = Readable & { readonly complete: boolean; readonly headers: Readonly<Record<string, unknown>> }
+
+/** A handler's output in this process: written by the handler, read by the caller. */
+class LocalOutput extends PassThrough implements StreamOut {
+  complete = false
+  status = 0
+  headers: OutgoingHttpHeaders = {}
+
+  constructor() {
+    super({ highWaterMark: 1 << 20 })
+    this.once('end', () => (this.complete = true))
+  }
+
+  writeHead(status: number, headers: OutgoingHttpHeaders = {}): this {
+    this.status = status
+    this.headers = headers
+    this.emit('head')
+    return this
+  }
+}
+
+/** Runs an in-process stream handler as the agent's server would: a failure before any output rejects, after it destroys the stream. */
+function localStream(handler: StreamHandlers[string], args: unknown, body?: Readable): Promise<AgentStream> {
+  const out = new LocalOutput()
+  return new Promise((resolve, reject) => {
+    out.once('head', () => resolve(out))
+    handler(JSON.parse(JSON.stringify(args ?? null)), body ?? Readable.from([]), out).catch((err: Error & { code?: unknown; params?: unknown }) => {
+      if (out.status) return void out.destroy(err)
+      reject(typeof err.code === 'string' && Array.isArray(err.params) ? new XapiError(err.code, err.params.map(String)) : new AgentError(err.message, 500))
+    })
+  })
+}
+
 export class AgentClient {
   constructor(
     private readonly socketPath: string,
     private readonly secret: string,
+    /** The stream handlers of an agent running in this process. */
+    private readonly local?: StreamHandlers,
   ) {}
 
   call<T>(method: string, args: unknown = null): Promise<T> {
@@ -37,8 +80,7 @@ export class AgentClient {
             try {
               const parsed = JSON.parse(Buffer.concat(chunks).toString()) as { result?: T; error?: string; xapi?: string[] }
               if (res.statusCode === 200) resolve(parsed.result as T)
-              else if (parsed.xapi) reject(new XapiError(parsed.xapi[0]!, parsed.xapi.slice(1)))
-              else reject(new AgentError(parsed.error ?? `agent answered ${res.statusCode}`, res.statusCode ?? 0))
+              else reject(agentFailure(parsed, res.statusCode ?? 0))
             } catch (err) {
               reject(err)
             }
@@ -50,19 +92,25 @@ export class AgentClient {
     })
   }
 
-  /** A bulk transfer: `body` (if any) goes to the agent's stream handler, whose response comes back as a stream. */
-  stream(name: string, args: unknown, body?: Readable, headers: Record<string, string | number> = {}): Promise<IncomingMessage> {
+  /**
+   * A bulk transfer: `body` (if any) goes to the agent's stream handler, whose output comes back
+   * as a stream. With the agent in this process (`local`), the bytes go straight from handler to
+   * caller: a bulk stream always runs on the host holding the data (another host redirects the
+   * client there), and an extra socket hop per byte costs a third of an export's throughput.
+   */
+  stream(name: string, args: unknown, body?: Readable): Promise<AgentStream> {
+    const handler = this.local?.[name]
+    if (handler) return localStream(handler, args, body)
     return new Promise((resolve, reject) => {
       const req = request(
-        { socketPath: this.socketPath, path: `/stream/${name}?args=${encodeURIComponent(JSON.stringify(args))}`, method: 'POST', headers: { ...headers, [SECRET_HEADER]: this.secret } },
+        { socketPath: this.socketPath, path: `/stream/${name}?args=${encodeURIComponent(JSON.stringify(args))}`, method: 'POST', headers: { [SECRET_HEADER]: this.secret } },
         (res) => {
           if (res.statusCode === 200) return resolve(res)
           const chunks: Buffer[] = []
           res.on('data', (c: Buffer) => chunks.push(c))
           res.on('end', () => {
             try {
-              const parsed = JSON.parse(Buffer.concat(chunks).toString()) as { error?: string; xapi?: string[] }
-              reject(parsed.xapi ? new XapiError(parsed.xapi[0]!, parsed.xapi.slice(1)) : new AgentError(parsed.error ?? `agent answered ${res.statusCode}`, res.statusCode ?? 0))
+              reject(agentFailure(JSON.parse(Buffer.concat(chunks).toString()) as AgentFailure, res.statusCode ?? 0))
             } catch (err) {
               reject(err)
             }

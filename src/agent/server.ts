@@ -1,7 +1,8 @@
 // The host agent's own endpoint: JSON calls over a Unix socket, each carrying the per-host
-// secret. The API layer reaches host-local work only through here, even on the same host.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { Duplex } from 'node:stream'
+// secret. The API layer reaches host-local work only through here, even on the same host (bulk
+// streams of an agent in the same process skip the socket: see AgentClient.stream).
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server } from 'node:http'
+import type { Duplex, Readable, Writable } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
@@ -85,8 +86,13 @@ function secretMatches(given: string | undefined, secret: string): boolean {
  * request (body = data in) and response (data out); `connect` handlers get a raw socket
  * (consoles). Both receive their JSON arguments from the `args` query parameter.
  */
+/** Where a stream handler writes its output: an HTTP response, or the caller's stream in this process. */
+export type StreamOut = Writable & { writeHead(status: number, headers?: OutgoingHttpHeaders): unknown }
+
+export type StreamHandlers = Record<string, (args: any, body: Readable, out: StreamOut) => Promise<void>>
+
 export interface AgentStreams {
-  stream?: Record<string, (args: any, req: IncomingMessage, res: ServerResponse) => Promise<void>>
+  stream?: StreamHandlers
   connect?: Record<string, (args: any, socket: Duplex) => Promise<void>>
 }
 

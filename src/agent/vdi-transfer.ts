@@ -16,9 +16,9 @@
 import { randomUUID } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import { rename, rm, stat } from 'node:fs/promises'
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
+import type { StreamOut } from './server.js'
 import { pipeline } from 'node:stream/promises'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
@@ -187,7 +187,7 @@ async function importQcow2(body: Readable, image: { path: string; format: ImageF
 }
 
 /** `vdi.import` stream: the request body is the content; answers {received} once it is in the image. */
-export async function importStream(args: ImportArgs, req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function importStream(args: ImportArgs, req: Readable, res: StreamOut): Promise<void> {
   const image = imageOf(args)
   const result =
     args.format === 'vhd'
@@ -200,7 +200,7 @@ export async function importStream(args: ImportArgs, req: IncomingMessage, res: 
 }
 
 
-async function exportRaw(image: { path: string; format: ImageFormat }, res: ServerResponse): Promise<void> {
+async function exportRaw(image: { path: string; format: ImageFormat }, res: StreamOut): Promise<void> {
   let opened: { server: NbdServer; client: NbdClient } | undefined
   try {
     const { virtualSize } = await imageInfo(image.path, image.format)
@@ -231,7 +231,7 @@ async function exportRaw(image: { path: string; format: ImageFormat }, res: Serv
   }
 }
 
-async function exportQcow2(image: { path: string; format: ImageFormat }, res: ServerResponse): Promise<void> {
+async function exportQcow2(image: { path: string; format: ImageFormat }, res: StreamOut): Promise<void> {
   const copy = hiddenTemp(image.path, 'export')
   try {
     await convertImage({ source: image.path, sourceFormat: image.format, target: copy, targetFormat: 'qcow2' })
@@ -246,7 +246,7 @@ async function exportQcow2(image: { path: string; format: ImageFormat }, res: Se
 }
 
 /** `vdi.export` stream: the response is the VDI's content (with its Content-Length). */
-export async function exportStream(args: TransferArgs, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function exportStream(args: TransferArgs, _req: Readable, res: StreamOut): Promise<void> {
   const image = imageOf(args)
   if (args.format === 'vhd') {
     const base = args.base ? { ...imageOf({ ...args, location: args.base.location }), ...args.base } : undefined

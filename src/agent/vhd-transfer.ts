@@ -13,9 +13,9 @@
 //          content); in a dynamic VHD, sectors whose bitmap bit is clear read as zeros.
 import { randomUUID } from 'node:crypto'
 import { realpath, rm } from 'node:fs/promises'
-import type { ServerResponse } from 'node:http'
 import { dirname, join, resolve } from 'node:path'
 import type { Readable } from 'node:stream'
+import type { StreamOut } from './server.js'
 import { XapiError } from '../idl/errors.js'
 import { commitImage, createImage, imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
 import { NbdServer, type NbdClient } from '../qemu/nbd.js'
@@ -92,7 +92,7 @@ export interface VhdExportOptions {
   base?: { path: string; format: ImageFormat; uuid: string; name?: string; timestamp?: number }
 }
 
-export async function exportVhd(image: Image, opts: VhdExportOptions, res: ServerResponse): Promise<void> {
+export async function exportVhd(image: Image, opts: VhdExportOptions, res: StreamOut): Promise<void> {
   const { virtualSize } = await imageInfo(image.path, image.format)
   if (virtualSize > VHD_MAX_SIZE) throw new XapiError('VDI_TOO_LARGE', ['', String(VHD_MAX_SIZE)])
   let blocks: Set<number>

@@ -3,7 +3,8 @@
 //
 // Export (`xva.export`): the request body is ova.xml; the response is the whole archive. Per
 // disk, in id order, qemu-img map says which 1 MiB chunks may hold data; only those are read
-// (over a read-only qemu-nbd), so a thin disk exports in time proportional to its data. Zero
+// (from the image files directly, storage/image-reader.ts), so a thin disk exports in time
+// proportional to its data. Zero
 // chunks are skipped except the first and last of each disk; each chunk is followed by its
 // XXH64 `.xxhash`, as XCP-ng 8.1 writes them.
 //
@@ -14,18 +15,20 @@
 // checksum, and ends with `{"done": …}` or `{"error": [code, …params]}`. Nothing is written
 // anywhere but the named images: tar names only select a target, they are never paths.
 import { createHash, randomUUID } from 'node:crypto'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { open } from 'node:fs/promises'
 import type { Readable, Writable } from 'node:stream'
+import type { StreamOut } from './server.js'
 import xxhash from 'xxhash-wasm'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
-import { imageInfo, mapImage, QemuImgError } from '../qemu/img.js'
-import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
-import { FileSr } from '../storage/file-sr.js'
+import { mapImage, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
+import { NbdError, NbdServer } from '../qemu/nbd.js'
+import { FileSr, type VdiFormat } from '../storage/file-sr.js'
+import { openImageReader } from '../storage/image-reader.js'
 import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
 import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText, type Compression } from '../xva/format.js'
-import { InFlight, isZero, writeOut, writeRuns } from './block-writes.js'
+import { InFlight, isZero, writeOut, writeRuns, type BlockSink } from './block-writes.js'
 
 const hasher = xxhash()
 const ZEROS = Buffer.alloc(CHUNK)
@@ -35,17 +38,18 @@ const WRITES_IN_FLIGHT = 8
 export interface XvaDisk {
   /** The VDI's id in ova.xml (Ref:N). */
   id: string
-  /** SR directory and image name. */
+  /** SR directory, image name and format. */
   sr: string
   location: string
+  format: VdiFormat
+  /** The VDI's virtual size: what the archive carries (a memory image's file may end sooner). */
+  size: number
 }
 
 export interface XvaExportArgs {
   disks: XvaDisk[]
   compression: Compression
 }
-
-
 
 async function writeEntry(out: Writable, name: string, data: Buffer): Promise<void> {
   await writeOut(out, tarHeader(name, data.length))
@@ -65,14 +69,38 @@ export function candidateChunks(extents: { start: number; length: number; data: 
   return [...set].sort((a, b) => a - b)
 }
 
+/** A disk's guest content: read from its files directly, or through a read-only qemu-nbd when that cannot be done. */
+interface DiskSource {
+  extents: readonly MapExtent[]
+  read(offset: number, length: number): Promise<Buffer>
+  close(): Promise<void>
+  abort(): Promise<void>
+}
+
+async function openDiskSource(path: string, format: ImageFormat): Promise<DiskSource> {
+  const direct = await openImageReader(path, format)
+  if (direct) return { ...direct, abort: () => direct.close() }
+  const extents = await mapImage(path, format)
+  const { client, server } = await NbdServer.open(path, format, { readOnly: true })
+  return {
+    extents,
+    read: (offset, length) => client.read(offset, length),
+    close: async () => {
+      await client.close()
+      await server.stop()
+    },
+    abort: async () => {
+      client.destroy()
+      await server.kill()
+    },
+  }
+}
+
 async function exportDisk(disk: XvaDisk, out: Writable, h64: (b: Uint8Array) => bigint): Promise<void> {
-  const path = new FileSr(disk.sr).path(disk.location)
-  const { virtualSize } = await imageInfo(path, 'qcow2')
-  const chunks = candidateChunks(await mapImage(path, 'qcow2'), virtualSize)
-  const last = chunks[chunks.length - 1]!
-  const data = new Set(chunks)
-  const opened = await NbdServer.open(path, 'qcow2', { readOnly: true })
+  const source = await openDiskSource(new FileSr(disk.sr).path(disk.location, disk.format), disk.format)
   try {
+    const chunks = candidateChunks([...source.extents], disk.size)
+    const last = chunks[chunks.length - 1]!
     const queue: { n: number; data: Promise<Buffer> }[] = []
     const emit = async () => {
       const { n, data: pending } = queue.shift()!
@@ -82,18 +110,16 @@ async function exportDisk(disk: XvaDisk, out: Writable, h64: (b: Uint8Array) => 
       await writeEntry(out, `${chunkName(disk.id, n)}.xxhash`, Buffer.from(xxhashText(h64(buf))))
     }
     for (const n of chunks) {
-      const length = Math.min(CHUNK, virtualSize - n * CHUNK)
-      const p = length <= 0 ? Promise.resolve(Buffer.alloc(0)) : data.has(n) ? opened.client.read(n * CHUNK, length) : Promise.resolve(ZEROS.subarray(0, length))
+      const length = Math.max(0, Math.min(CHUNK, disk.size - n * CHUNK))
+      const p = source.read(n * CHUNK, length)
       p.catch(() => undefined)
       queue.push({ n, data: p })
       if (queue.length >= READS_IN_FLIGHT) await emit()
     }
     while (queue.length) await emit()
-    await opened.client.close()
-    await opened.server.stop()
+    await source.close()
   } catch (err) {
-    opened.client.destroy()
-    await opened.server.kill()
+    await source.abort()
     throw err
   }
 }
@@ -110,7 +136,7 @@ async function readAll(req: Readable, limit: number): Promise<Buffer> {
 }
 
 /** `xva.export` stream: body = ova.xml, response = the archive. */
-export async function xvaExportStream(args: XvaExportArgs, req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function xvaExportStream(args: XvaExportArgs, req: Readable, res: StreamOut): Promise<void> {
   const ova = await readAll(req, MAX_OVA_XML)
   const { h64Raw } = await hasher
   const h64 = (b: Uint8Array) => h64Raw(b, 0n)
@@ -143,6 +169,7 @@ export async function xvaExportStream(args: XvaExportArgs, req: IncomingMessage,
 
 export interface ImportTarget {
   location: string
+  format: VdiFormat
   virtualSize: number
 }
 
@@ -158,7 +185,7 @@ export interface ImportTargets {
 const waiting = new Map<string, { resolve: (t: ImportTargets | undefined) => void }>()
 
 /** `xva.import-targets` stream: the API layer's answer to an import's ova.xml (targets, or {abort:true}). */
-export async function xvaImportTargetsStream(args: { importId: string; targets?: ImportTargets }, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function xvaImportTargetsStream(args: { importId: string; targets?: ImportTargets }, _req: Readable, res: StreamOut): Promise<void> {
   const w = waiting.get(args.importId)
   waiting.delete(args.importId)
   w?.resolve(args.targets)
@@ -170,7 +197,7 @@ const NBD_ENOSPC = 28
 
 function asImportError(err: unknown): XapiError {
   if (err instanceof XapiError) return err
-  if (err instanceof NbdError && err.errno === NBD_ENOSPC) return new XapiError('SR_FULL', ['', ''])
+  if ((err instanceof NbdError && err.errno === NBD_ENOSPC) || (err as { code?: string }).code === 'ENOSPC') return new XapiError('SR_FULL', ['', ''])
   if (err instanceof ImageLockedError) return new XapiError('VDI_IN_USE', ['', 'import'])
   if (err instanceof QemuImgError || err instanceof NbdError) return new XapiError('VDI_IO_ERROR', [err.message])
   const msg = err instanceof Error ? err.message : String(err)
@@ -179,7 +206,43 @@ function asImportError(err: unknown): XapiError {
   return new XapiError('IMPORT_ERROR', [msg])
 }
 
-/** The disk being written: its image behind qemu-nbd, with bounded writes in flight. */
+/** Where a disk's chunks go: its image behind qemu-nbd, or a raw file (a memory image) written directly. */
+interface DiskSink extends BlockSink {
+  flush(): Promise<void>
+  close(): Promise<void>
+  abort(): Promise<void>
+}
+
+async function openDiskSink(sr: string, target: ImportTarget): Promise<DiskSink> {
+  const path = new FileSr(sr).path(target.location, target.format)
+  if (target.format === 'raw') {
+    // A new file of the import's own (its name is fresh): never one that exists.
+    const file = await open(path, 'wx')
+    return {
+      write: async (offset, data) => void (await file.write(data, 0, data.length, offset)),
+      writeZeroes: async () => undefined,
+      flush: () => file.sync(),
+      close: () => file.close(),
+      abort: () => file.close(),
+    }
+  }
+  const { server, client } = await NbdServer.open(path, 'qcow2', { readOnly: false })
+  return {
+    write: (offset, data) => client.write(offset, data),
+    writeZeroes: (offset, length) => client.writeZeroes(offset, length),
+    flush: () => client.flush(),
+    close: async () => {
+      await client.close()
+      await server.stop()
+    },
+    abort: async () => {
+      client.destroy()
+      await server.kill()
+    },
+  }
+}
+
+/** The disk being written, with bounded writes in flight. */
 class DiskWriter {
   private readonly inFlight = new InFlight(WRITES_IN_FLIGHT)
   readonly cursor: ChunkCursor
@@ -189,17 +252,13 @@ class DiskWriter {
   private constructor(
     readonly id: string,
     readonly size: number,
-    private readonly server: NbdServer,
-    private readonly client: NbdClient,
+    private readonly sink: DiskSink,
   ) {
     this.cursor = new ChunkCursor(id)
   }
 
   static async open(id: string, sr: string, target: ImportTarget): Promise<DiskWriter> {
-    const path = new FileSr(sr).path(target.location)
-    const { virtualSize } = await imageInfo(path, 'qcow2')
-    const { server, client } = await NbdServer.open(path, 'qcow2', { readOnly: false })
-    return new DiskWriter(id, virtualSize, server, client)
+    return new DiskWriter(id, target.virtualSize, await openDiskSink(sr, target))
   }
 
   /** Writes chunk `n` (`data`), skipping zero runs (a fresh image reads as zeros), clamped to the disk. */
@@ -209,25 +268,23 @@ class DiskWriter {
     const usable = Math.max(0, Math.min(data.length, this.size - at))
     if (usable < data.length && !isZero(data.subarray(usable))) throw new XapiError('IMPORT_ERROR', [`chunk ${chunkName(this.id, n)} goes past the end of the disk (${this.size} bytes)`])
     const piece = data.subarray(0, usable)
-    this.written += writeRuns(this.client, at, piece, this.inFlight, { skipZeroes: true })
+    this.written += writeRuns(this.sink, at, piece, this.inFlight, { skipZeroes: true })
     await this.inFlight.room()
   }
 
   async close(): Promise<void> {
     try {
       await this.inFlight.drain()
+      await this.sink.flush()
     } catch (err) {
       await this.kill()
       throw err
     }
-    await this.client.flush()
-    await this.client.close()
-    await this.server.stop()
+    await this.sink.close()
   }
 
   async kill(): Promise<void> {
-    this.client.destroy()
-    await this.server.kill()
+    await this.sink.abort()
   }
 }
 
@@ -290,7 +347,7 @@ async function uncompressed(body: Readable): Promise<{ output: Readable; stop: (
 }
 
 /** `xva.import` stream: body = the upload; response = JSON lines (see the top of this file). */
-export async function xvaImportStream(args: { importId: string; sr: string }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function xvaImportStream(args: { importId: string; sr: string }, req: Readable, res: StreamOut): Promise<void> {
   res.writeHead(200, { 'content-type': 'application/x-ndjson' })
   const say = (msg: unknown) => {
     if (!res.destroyed) res.write(`${JSON.stringify(msg)}\n`)

@@ -81,8 +81,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
       if (svc) void vmPausedOnIoError(svc, uuid, device, noSpace).catch((e: Error) => console.error(`VM ${uuid} paused: ${e.message}`))
     },
   })
-  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms), agentStreams(vms))
-  const agent = new AgentClient(agentSocket, identity.agentSecret)
+  const streams = agentStreams(vms)
+  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms), streams)
+  const agent = new AgentClient(agentSocket, identity.agentSecret, streams.stream)
   const facts = await agent.hostFacts()
   const initialPasswordFile = join(opts.dataDir, 'initial-root-password')
   const { generatedPassword } = await bootstrap(db, identity, facts, address)

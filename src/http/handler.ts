@@ -81,8 +81,10 @@ export function bodyUntilClose(req: IncomingMessage, onData: (bytes: number) => 
     settle(received)
     body.end()
   }
+  // The reader may stop early (a bad upload) and destroy the body: the rest is dropped.
+  body.on('error', () => undefined)
   req.on('data', (chunk: Buffer) => {
-    if (ended) return
+    if (ended || body.destroyed) return
     received += chunk.length
     onData(received)
     settle(received)

@@ -2,6 +2,7 @@
 // a VDI's content as raw bytes, a qcow2 file or a VHD (dynamic; differencing for base= exports). The bytes themselves are handled by the host
 // agent (agent/vdi-transfer.ts); here: authentication, the task, HTTP framing and XO's quirks.
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { AgentStream } from '../agent/client.js'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
@@ -95,7 +96,7 @@ function throttledProgress(task: HandlerTask): (fraction: number) => void {
 
 
 /** Reads the agent's JSON answer. */
-async function jsonOf<T>(res: IncomingMessage): Promise<T> {
+async function jsonOf<T>(res: AgentStream): Promise<T> {
   const chunks: Buffer[] = []
   for await (const c of res as AsyncIterable<Buffer>) chunks.push(c)
   return (JSON.parse(Buffer.concat(chunks).toString()) as { result: T }).result
@@ -225,7 +226,7 @@ function baseArg(svc: Services, baseRef: string | undefined): { location: string
 }
 
 async function streamExport(svc: Services, req: IncomingMessage, res: ServerResponse, task: HandlerTask, vdiRef: string, vdi: Readonly<Record<string, unknown>>, format: Format, baseRef?: string): Promise<void> {
-  let source: IncomingMessage
+  let source: AgentStream
   try {
     const args = { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format, ...(format === 'vhd' ? { uuid: String(vdi.uuid), base: baseArg(svc, baseRef) } : {}) }
     source = await svc.agent.stream('vdi.export', args)

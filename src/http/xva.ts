@@ -70,6 +70,8 @@ function throttled(task: HandlerTask): (fraction: number) => void {
   }
 }
 
+const truthy = (v: string | null) => v !== null && /^(true|1|yes|on)$/i.test(v)
+
 async function exportXva(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /export (use GET)`]))
   const session = await authenticate(svc, req, res)
@@ -84,7 +86,7 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
     return refuse(req, res, e)
   }
   const compression = parseCompression(query.get('use_compression'))
-  // preserve_power_state is accepted; a Suspended VM's memory image is not streamed yet, so it always comes back Halted.
+  const preservePowerState = truthy(query.get('preserve_power_state'))
   let task: HandlerTask
   try {
     task = await HandlerTask.adopt(svc, req, 'VM export')
@@ -94,7 +96,7 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
   const ctx = { svc, sessionRef: session.ref, session: session.session, taskRef: task.ref, wireName: 'VM.export' } as CallContext
   try {
     await withVmOperation(ctx, vmRef, 'export', async () => {
-      const plan = exportPlan(svc, vmRef)
+      const plan = exportPlan(svc, vmRef, { preservePowerState })
       const source = await svc.agent.stream('xva.export', { disks: plan.disks, compression }, Readable.from([plan.ovaXml]))
       res.useChunkedEncodingByDefault = false
       res.writeHead(200, {
@@ -150,8 +152,6 @@ function targetSr(svc: Services, query: URLSearchParams): string {
   if (sr === NULL_REF || !svc.db.tryRecord('SR', sr)) throw new XapiError('DEFAULT_SR_NOT_FOUND', [sr])
   return sr
 }
-
-const truthy = (v: string | null) => v !== null && /^(true|1|yes|on)$/i.test(v)
 
 async function importXva(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'PUT' && req.method !== 'POST') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /import (use PUT)`]))

@@ -119,12 +119,20 @@ export interface MapExtent {
   depth?: number
   /** False when no image of the chain allocates the extent (then depth is that of the chain's bottom); true when qemu-img does not say. */
   present?: boolean
+  /** Where the data sits in the file at `depth` of the chain, when it is stored there as is (not compressed). */
+  offset?: number
 }
 
 /** Where an image (through its backing chain) has data and where it reads as zeros, in guest offsets. */
 export async function mapImage(path: string, format: ImageFormat): Promise<MapExtent[]> {
-  const raw = JSON.parse(await qemuImg(['map', '--output=json', '-f', format, path])) as { start: number; length: number; data: boolean; zero: boolean; depth?: number; present?: boolean }[]
-  return raw.map((e) => ({ start: e.start, length: e.length, data: e.data, zero: e.zero, depth: e.depth ?? 0, present: e.present ?? true }))
+  const raw = JSON.parse(await qemuImg(['map', '--output=json', '-f', format, path])) as { start: number; length: number; data: boolean; zero: boolean; depth?: number; present?: boolean; offset?: number }[]
+  return raw.map((e) => ({ start: e.start, length: e.length, data: e.data, zero: e.zero, depth: e.depth ?? 0, present: e.present ?? true, ...(e.offset === undefined ? {} : { offset: e.offset }) }))
+}
+
+/** The files of an image's backing chain, the image first (index = a map extent's depth). */
+export async function imageChain(path: string, format: ImageFormat): Promise<{ path: string; format: string }[]> {
+  const raw = JSON.parse(await qemuImg(['info', '--backing-chain', '--output=json', '-f', format, path])) as { filename: string; format: string }[]
+  return raw.map((i) => ({ path: i.filename, format: i.format }))
 }
 
 /** What an untrusted image file declares beyond the basics: links to other files that opening it would follow. */

@@ -9,7 +9,7 @@ import type { ImportTargets } from '../agent/xva-disks.js'
 import { archiveSnapshot, parseOvaXml, tolerantRecord, writeOvaXml, type OvaObject } from '../xva/ova.js'
 import { EXPORT_VERSION } from '../xva/format.js'
 import type { Services } from './context.js'
-import { createVdi, destroyVdi, isIsoSr, refreshSrUsage, srPath } from './storage.js'
+import { createSuspendImage, createVdi, destroyVdi, isIsoSr, refreshSrUsage, srPath, vdiFormat } from './storage.js'
 import { refreshAllowedOperations } from './vm.js'
 import { macFromSeed } from './vif.js'
 
@@ -17,16 +17,22 @@ type Rec = Record<string, unknown>
 
 export interface ExportPlan {
   ovaXml: Buffer
-  /** The disks whose data the archive carries: archive id, SR directory, image name. */
-  disks: { id: string; sr: string; location: string }[]
+  /** The disks whose data the archive carries: archive id, SR directory, image name, format and size. */
+  disks: { id: string; sr: string; location: string; format: 'qcow2' | 'raw'; size: number }[]
   /** Sum of their virtual sizes (for progress). */
   totalSize: number
 }
 
-/** ova.xml and the disks to stream for an export of `vmRef` (a plain export: the VM comes back Halted). */
-export function exportPlan(svc: Services, vmRef: string): ExportPlan {
+/**
+ * ova.xml and the disks to stream for an export of `vmRef`. A plain export comes back Halted;
+ * with `preservePowerState` a Suspended VM (or a checkpoint) carries its memory image and comes
+ * back Suspended, as a VM (a template or snapshot cannot be resumed).
+ */
+export function exportPlan(svc: Services, vmRef: string, { preservePowerState = false } = {}): ExportPlan {
   const db = svc.db
   const vm = db.record('VM', vmRef)
+  const image = String(vm.suspend_VDI)
+  const suspended = preservePowerState && vm.power_state === 'Suspended' && image !== NULL_REF && db.tryRecord('VDI', image) !== undefined
   const ids = new Map<string, string>()
   const order: { cls: string; ref: string }[] = []
   const add = (cls: string, ref: string) => {
@@ -45,6 +51,7 @@ export function exportPlan(svc: Services, vmRef: string): ExportPlan {
   const disks: ExportPlan['disks'] = []
   let totalSize = 0
   for (const r of vbds) add('VDI', String(db.record('VBD', r).VDI))
+  if (suspended) add('VDI', image)
   const vdis = order.filter((o) => o.cls === 'VDI')
   for (const o of vdis) add('SR', String(db.record('VDI', o.ref).SR))
   for (const r of vbds) {
@@ -52,9 +59,14 @@ export function exportPlan(svc: Services, vmRef: string): ExportPlan {
     const vdiRef = String(vbd.VDI)
     const vdi = db.tryRecord('VDI', vdiRef)
     if (!vdi || vbd.type === 'CD' || isIsoSr(svc, String(vdi.SR))) continue
-    if ((vdi.sm_config as Record<string, string>)['image-format'] === 'raw') continue
+    if (vdiFormat(svc, vdiRef) === 'raw') continue
     if (disks.some((d) => d.id === ids.get(vdiRef))) continue
-    disks.push({ id: ids.get(vdiRef)!, sr: srPath(svc, String(vdi.SR)), location: String(vdi.location) })
+    disks.push({ id: ids.get(vdiRef)!, sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format: 'qcow2', size: Number(vdi.virtual_size) })
+    totalSize += Number(vdi.virtual_size)
+  }
+  if (suspended) {
+    const vdi = db.record('VDI', image)
+    disks.push({ id: ids.get(image)!, sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format: vdiFormat(svc, image), size: Number(vdi.virtual_size) })
     totalSize += Number(vdi.virtual_size)
   }
   const idOf = (ref: string) => ids.get(ref)
@@ -62,11 +74,12 @@ export function exportPlan(svc: Services, vmRef: string): ExportPlan {
     const snapshot = archiveSnapshot(cls, db.record(cls, ref), idOf)
     if (cls === 'VM')
       Object.assign(snapshot, {
-        power_state: 'Halted', suspend_VDI: NULL_REF, is_a_snapshot: false, snapshot_of: NULL_REF, snapshots: [], snapshot_time: EPOCH,
+        ...(suspended ? { power_state: 'Suspended', suspend_VDI: ids.get(image), is_a_template: false } : { power_state: 'Halted', suspend_VDI: NULL_REF }),
+        is_a_snapshot: false, snapshot_of: NULL_REF, snapshots: [], snapshot_time: EPOCH,
         parent: NULL_REF, children: [], consoles: [], crash_dumps: [], blobs: {}, resident_on: NULL_REF, scheduled_to_be_resident_on: NULL_REF, domid: -1,
         snapshot_info: {}, snapshot_metadata: '', transportable_snapshot_id: '',
       })
-    if (cls === 'VBD' || cls === 'VIF') Object.assign(snapshot, { currently_attached: false, status_code: 0, status_detail: '' })
+    if (cls === 'VBD' || cls === 'VIF') Object.assign(snapshot, { ...(suspended ? {} : { currently_attached: false }), status_code: 0, status_detail: '' })
     if (cls === 'VDI') {
       const sm = { ...(snapshot.sm_config as Record<string, string>) }
       delete sm['flotilla-base']
@@ -135,6 +148,8 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
     // Disks: a VDI used by a CD drive or kept in an ISO SR is matched by location in an ISO
     // library here (else the drive is left empty); any other VDI becomes a new image in the SR.
     const vbdObjects = ofClass('VBD').filter((o) => vmObjects.some((v) => v.id === o.rec.VM))
+    // The memory images of VMs exported Suspended (preserve_power_state) come back as such.
+    const memoryImages = new Set(vmObjects.filter((v) => v.rec.power_state === 'Suspended').map((v) => String(v.rec.suspend_VDI)))
     for (const { id, rec } of ofClass('VDI')) {
       const sr = archived(rec.SR, 'SR')
       const cdOnly = vbdObjects.some((v) => v.rec.VDI === id) && vbdObjects.filter((v) => v.rec.VDI === id).every((v) => v.rec.type === 'CD')
@@ -145,6 +160,13 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       }
       const size = Number(rec.virtual_size)
       if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK) throw new XapiError('IMPORT_ERROR', [`VDI ${id} has an unusable virtual_size ${String(rec.virtual_size)}`])
+      if (memoryImages.has(id)) {
+        const image = await createSuspendImage(svc, opts.srRef, size, { name_label: rec.name_label, name_description: rec.name_description, other_config: { import_task: opts.taskRef } })
+        undo.push(() => destroyVdi(svc, image.ref))
+        mapping.set(id, image.ref)
+        targets.disks[id] = { location: String(svc.db.record('VDI', image.ref).location), format: 'raw', virtualSize: size }
+        continue
+      }
       const type = ['user', 'system', 'ephemeral'].includes(String(rec.type)) ? rec.type : 'user'
       const ref = await createVdi(svc, {
         SR: opts.srRef, virtual_size: size, name_label: rec.name_label, name_description: rec.name_description, type,
@@ -155,7 +177,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       undo.push(() => destroyVdi(svc, ref))
       mapping.set(id, ref)
       const vdi = svc.db.record('VDI', ref)
-      targets.disks[id] = { location: String(vdi.location), virtualSize: Number(vdi.virtual_size) }
+      targets.disks[id] = { location: String(vdi.location), format: 'qcow2', virtualSize: Number(vdi.virtual_size) }
     }
 
     // Networks: matched by name, then bridge; otherwise created from the archived record.
@@ -205,14 +227,14 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       if (!opts.restore || !other.mac_seed) other.mac_seed = randomUUID()
       other.import_task = opts.taskRef
       const resolve = (x: string) => mapping.get(x)
+      const memory = rec.power_state === 'Suspended' && memoryImages.has(String(rec.suspend_VDI)) ? mapping.get(String(rec.suspend_VDI)) : undefined
       const ref = await svc.db.transact((tx: Tx) => {
         const fields = resolvedFields('VM', rec, resolve)
         const vmRef = tx.create('VM', {
           ...fields,
           uuid,
           other_config: other,
-          power_state: 'Halted',
-          suspend_VDI: NULL_REF,
+          ...(memory ? { power_state: 'Suspended', suspend_VDI: memory, is_a_template: false } : { power_state: 'Halted', suspend_VDI: NULL_REF }),
           is_a_snapshot: false,
           snapshot_of: NULL_REF,
           snapshot_time: EPOCH,
@@ -241,7 +263,8 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
           used.add(userdevice)
           tx.create('VBD', {
             ...vbd, VM: vmRef, VDI: vdi, type, empty: vdi === NULL_REF, mode: type === 'CD' ? 'RO' : vbd.mode === 'RO' ? 'RO' : 'RW', userdevice,
-            device: `xvd${String.fromCharCode(97 + Number(userdevice))}`, currently_attached: false, status_code: 0, status_detail: '', current_operations: {}, allowed_operations: [],
+            // A Suspended VM keeps its disks, as VM.suspend leaves them.
+            device: `xvd${String.fromCharCode(97 + Number(userdevice))}`, currently_attached: memory !== undefined, status_code: 0, status_detail: '', current_operations: {}, allowed_operations: [],
           })
         }
         const devices = new Set<string>()

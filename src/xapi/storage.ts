@@ -298,11 +298,15 @@ export async function createSuspendVdi(svc: Services, vm: Rec): Promise<{ ref: s
   const pool = svc.db.record('pool', svc.db.first('pool'))
   const srRef = String(pool.suspend_image_SR) !== NULL_REF ? String(pool.suspend_image_SR) : String(pool.default_SR)
   if (srRef === NULL_REF) throw new XapiError('VM_NO_SUSPEND_SR', [String(vm.uuid)])
+  return createSuspendImage(svc, srRef, Number(vm.memory_static_max) + 64 * 2 ** 20, { name_label: `Suspend image of ${String(vm.name_label)}` })
+}
+
+/** A VDI of type suspend in `srRef`: room for `size` bytes reserved, the raw file not made yet. */
+export async function createSuspendImage(svc: Services, srRef: string, size: number, fields: Record<string, unknown>): Promise<{ ref: string; path: string }> {
   const location = randomUUID()
-  const size = Number(vm.memory_static_max) + 64 * 2 ** 20
   const path = await svc.agent.call<string>('vdi.reserve-raw', { path: srPath(svc, srRef), location, size })
   const ref = await svc.db.transact((tx) =>
-    tx.create('VDI', { uuid: location, location, SR: srRef, name_label: `Suspend image of ${String(vm.name_label)}`, type: 'suspend', virtual_size: size, managed: true, sm_config: { 'image-format': 'raw' }, other_config: {} }),
+    tx.create('VDI', { other_config: {}, ...fields, uuid: location, location, SR: srRef, type: 'suspend', virtual_size: size, managed: true, sm_config: { 'image-format': 'raw' } }),
   )
   return { ref, path }
 }

@@ -56,7 +56,9 @@ export class Daemon {
   async start(): Promise<this> {
     this.httpPort ||= this.opts.httpPort ?? (await freePort())
     this.httpsPort ||= this.opts.httpsPort ?? (await freePort())
-    const args = ['bin/flotilla.js', 'serve', '--data-dir', this.dataDir, '--address', '127.0.0.1', '--http-port', String(this.httpPort), '--https-port', String(this.httpsPort)]
+    // FLOTILLA_DAEMON_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the daemon of a bench.
+    const nodeArgs = (process.env.FLOTILLA_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const args = [...nodeArgs, 'bin/flotilla.js', 'serve', '--data-dir', this.dataDir, '--address', '127.0.0.1', '--http-port', String(this.httpPort), '--https-port', String(this.httpsPort)]
     if (this.requestLogFile) args.push('--request-log', this.requestLogFile)
     this.output = ''
     this.child = spawn(process.execPath, args, {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test'
 import tar from 'tar-stream'
 import xxhash from 'xxhash-wasm'
 import { call, Daemon, login, PASSWORD, waitFor } from '../helpers/daemon.js'
+import { newGuest } from '../helpers/guest.js'
 
 const { Xapi } = (await import('@xen-orchestra/xapi')) as { Xapi: new (opts: object) => any }
 const { h64Raw } = await xxhash()
@@ -40,9 +41,9 @@ interface HttpAnswer {
 }
 
 /** A raw HTTP request: `body` is sent in full unless `cutAfter` bytes, after which the socket is destroyed. */
-function http(method: string, path: string, opts: { body?: Buffer; headers?: Record<string, string | number>; cutAfter?: number } = {}): Promise<HttpAnswer> {
+function http(method: string, path: string, opts: { body?: Buffer; headers?: Record<string, string | number>; cutAfter?: number; on?: Daemon } = {}): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = request(`${daemon.url}${path}`, { method, headers: opts.headers }, (res) => {
+    const req = request(`${(opts.on ?? daemon).url}${path}`, { method, headers: opts.headers }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (d: Buffer) => chunks.push(d))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
@@ -376,14 +377,8 @@ describe('XVA export and import', () => {
     const outcome = await taskOutcome(task)
     assert.equal(outcome.status, 'failure')
     assert.equal(outcome.error_info[0], 'VM_BAD_POWER_STATE')
-    let snapshot: string | undefined
-    try {
-      snapshot = await c<string>('VM.snapshot', running, 'xva snap')
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'MESSAGE_METHOD_UNKNOWN') throw err
-    }
+    const snapshot = await c<string>('VM.snapshot', running, 'xva snap')
     await c('VM.hard_shutdown', running)
-    if (!snapshot) return
     assert.equal(await c('VM.get_is_a_snapshot', snapshot), true)
     const exp = await http('GET', `/export${query({ uuid: await c<string>('VM.get_uuid', snapshot) })}`)
     assert.equal(exp.status, 200)
@@ -395,6 +390,60 @@ describe('XVA export and import', () => {
     assert.equal(await c('VM.get_is_a_snapshot', ref), false)
     const snapSums = await diskSums(snapshot)
     assert.deepEqual(await diskSums(ref), snapSums)
+  })
+
+  it('a checkpoint exported with preserve_power_state comes back Suspended on a fresh host and resumes where it was', async () => {
+    const guest = await newGuest(daemon.url, session, 'xva checkpoint')
+    await c('VM.start', guest.ref, false, false)
+    const ticks = (d: Daemon, uuid: string) => [...d.serial(uuid).matchAll(/FLOTILLA tick=(\d+)/g)].map((m) => Number(m[1]))
+    await waitFor('ticks', () => ticks(daemon, guest.uuid).length >= 3)
+    const checkpoint = await c<string>('VM.checkpoint', guest.ref, 'xva cp')
+    const atCheckpoint = Math.max(...ticks(daemon, guest.uuid))
+    await c('VM.hard_shutdown', guest.ref)
+    const memory = await c<string>('VM.get_suspend_VDI', checkpoint)
+
+    // Without preserve_power_state the memory stays home.
+    const plainXva = verifyXva((await http('GET', `/export${query({ ref: checkpoint })}`)).body)
+    assert.match(plainXva.ova, /<name>power_state<\/name><value>Halted<\/value>/)
+    const exp = await http('GET', `/export${query({ ref: checkpoint, preserve_power_state: 'true' })}`)
+    assert.equal(exp.status, 200)
+    const { ova, disks } = verifyXva(exp.body)
+    assert.match(ova, /<name>power_state<\/name><value>Suspended<\/value>/)
+    assert.equal(disks.size, plainXva.disks.size + 1, 'the memory image is one more disk')
+    const memoryId = /<name>suspend_VDI<\/name><value>(Ref:\d+)<\/value>/.exec(ova)?.[1]
+    assert.ok(memoryId && disks.has(memoryId), 'suspend_VDI names a disk of the archive')
+    const image = disks.get(memoryId)!
+    const saved = readFileSync(execFileSync('find', [join(daemon.dataDir, 'sr'), '-name', `${await c<string>('VDI.get_location', memory)}.raw`]).toString().trim())
+    const carried = assemble(image, Number(await c('VDI.get_virtual_size', memory)))
+    assert.ok(carried.subarray(0, saved.length).equals(saved) && !carried.subarray(saved.length).some((b) => b !== 0), 'the archive carries the memory image as it is')
+
+    const fresh = new Daemon()
+    try {
+      await fresh.start()
+      const freshSession = await login(fresh.url)
+      const f = <T = any>(method: string, ...params: unknown[]) => call<T>(fresh.url, method, freshSession, ...params)
+      const put = await http('PUT', `/import?session_id=${freshSession}`, { on: fresh, body: exp.body, headers: { 'content-length': exp.body.length } })
+      const outcome = await waitFor('the import', async () => {
+        const t = await f('task.get_record', String(put.headers['task-id']))
+        return t.status !== 'pending' && t
+      }, 60_000)
+      assert.equal(outcome.status, 'success', outcome.error_info?.join(' '))
+      const ref = /OpaqueRef:[0-9a-f-]+/.exec(outcome.result)![0]
+      const vm = await f('VM.get_record', ref)
+      assert.equal(vm.power_state, 'Suspended')
+      assert.equal(vm.is_a_template, false)
+      assert.equal(vm.is_a_snapshot, false)
+      assert.equal(await f('VDI.get_type', vm.suspend_VDI), 'suspend')
+      await f('VM.resume', ref, false, false)
+      await waitFor('ticks after resume', () => ticks(fresh, vm.uuid).length > 0)
+      const first = ticks(fresh, vm.uuid)[0]!
+      assert.ok(first >= atCheckpoint && first <= atCheckpoint + 2, `the counter goes on from the checkpoint (${atCheckpoint}), got ${first}`)
+      assert.ok(!fresh.serial(vm.uuid).includes('FLOTILLA-GUEST boot'), 'no reboot')
+      assert.equal(await f('VM.get_suspend_VDI', ref), 'OpaqueRef:NULL')
+      await f('VM.hard_shutdown', ref)
+    } finally {
+      await fresh.dispose()
+    }
   })
 
   it('imports archives of an independent writer: legacy SHA-1 checksums, a Ref:10 disk, XO-style records', async () => {
