@@ -27,6 +27,7 @@ import { FileSr, type VdiFormat } from '../storage/file-sr.js'
 import { openImageReader } from '../storage/image-reader.js'
 import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
+import { ChunkPuller } from '../lib/chunk-puller.js'
 import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText, type Compression } from '../xva/format.js'
 import { InFlight, isZero, writeOut, writeRuns, type BlockSink } from './block-writes.js'
 
@@ -34,6 +35,7 @@ const hasher = xxhash()
 const ZEROS = Buffer.alloc(CHUNK)
 const READS_IN_FLIGHT = 4
 const WRITES_IN_FLIGHT = 8
+const NBD_CONNECTIONS = 4
 
 export interface XvaDisk {
   /** The VDI's id in ova.xml (Ref:N). */
@@ -226,17 +228,29 @@ async function openDiskSink(sr: string, target: ImportTarget): Promise<DiskSink>
       abort: () => file.close(),
     }
   }
-  const { server, client } = await NbdServer.open(path, 'qcow2', { readOnly: false })
+  // Writes spread over several connections: each socket's kernel buffer keeps qemu-nbd fed while
+  // this event loop is busy with the upload (one connection left it waiting a third of the time).
+  const { server, client } = await NbdServer.open(path, 'qcow2', { readOnly: false, connections: NBD_CONNECTIONS })
+  const clients = [client]
+  try {
+    while (clients.length < NBD_CONNECTIONS) clients.push(await server.connect())
+  } catch (err) {
+    for (const c of clients) c.destroy()
+    await server.kill()
+    throw err
+  }
+  let next = 0
+  const pick = () => clients[next++ % clients.length]!
   return {
-    write: (offset, data) => client.write(offset, data),
-    writeZeroes: (offset, length) => client.writeZeroes(offset, length),
-    flush: () => client.flush(),
+    write: (offset, data) => pick().write(offset, data),
+    writeZeroes: (offset, length) => pick().writeZeroes(offset, length),
+    flush: async () => void (await Promise.all(clients.map((c) => c.flush()))),
     close: async () => {
-      await client.close()
+      for (const c of clients) await c.close()
       await server.stop()
     },
     abort: async () => {
-      client.destroy()
+      for (const c of clients) c.destroy()
       await server.kill()
     },
   }
@@ -288,23 +302,21 @@ class DiskWriter {
   }
 }
 
-/** The upload with its compression sniffed from the first bytes and undone; `stop` ends the pumping (and zstd). */
-async function uncompressed(body: Readable): Promise<{ output: Readable; stop: () => void }> {
-  const it = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+/** The upload's chunks with its compression sniffed from the first bytes and undone; `stop` ends the pumping (and zstd). */
+async function uncompressed(body: Readable): Promise<{ chunks: ChunkPuller; stop: () => void }> {
+  const upload = new ChunkPuller(body)
   const head: Buffer[] = []
   let n = 0
-  let done = false
   while (n < 4) {
-    const r = await it.next()
-    if (r.done) {
-      done = true
-      break
-    }
+    const r = await upload.next()
+    if (r.done) break
     head.push(r.value)
     n += r.value.length
   }
-  const first = Buffer.concat(head)
-  const kind = sniffCompression(first)
+  upload.unshift(head)
+  const kind = sniffCompression(Buffer.concat(head))
+  // Stopping drops the rest of the upload (never destroys it: the answer must still get through).
+  if (kind === 'none') return { chunks: upload, stop: () => upload.discardRest() }
   let input: Writable
   let output: Readable
   let kill = () => undefined as void
@@ -318,6 +330,8 @@ async function uncompressed(body: Readable): Promise<{ output: Readable; stop: (
   const stop = () => {
     stopped = true
     kill()
+    output.destroy()
+    upload.discardRest()
   }
   const writeIn = (buf: Buffer) =>
     input.write(buf)
@@ -332,18 +346,16 @@ async function uncompressed(body: Readable): Promise<{ output: Readable; stop: (
         })
   void (async () => {
     try {
-      if (first.length) await writeIn(first)
-      while (!done && !stopped) {
-        const r = await it.next()
-        if (r.done) break
-        if (!stopped) await writeIn(r.value)
+      for await (const chunk of upload) {
+        if (stopped) break
+        await writeIn(chunk)
       }
       input.end()
     } catch (err) {
       if (!stopped) output.destroy(err as Error)
     }
   })()
-  return { output, stop }
+  return { chunks: new ChunkPuller(output), stop }
 }
 
 /** `xva.import` stream: body = the upload; response = JSON lines (see the top of this file). */
@@ -355,7 +367,7 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
   const { h64Raw } = await hasher
   let writer: DiskWriter | undefined
   const finished = new Map<string, DiskWriter>()
-  let source: Readable | undefined
+  let source: ChunkPuller | undefined
   let stopSource = () => undefined as void
   let aborted = false
   res.once('close', () => {
@@ -366,9 +378,9 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
   })
   try {
     const upload = await uncompressed(req)
-    source = upload.output
+    source = upload.chunks
     stopSource = upload.stop
-    const reader = new TarReader(source as AsyncIterable<Buffer>)
+    const reader = new TarReader(source)
     let targets: ImportTargets | undefined
     let pending: { name: string; data: Buffer } | undefined
     let first = true
@@ -426,8 +438,7 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
     // follows it (a tar's record padding) is read and dropped.
     say({ eof: true })
     // A compressed stream may still have its epilogue in flight when the client closes.
-    source.on('error', () => undefined)
-    source.resume()
+    source.discardRest()
     if (first) throw new XapiError('IMPORT_ERROR_UNEXPECTED_FILE', ['ova.xml', ''])
     if (pending && targets!.requireChecksums) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
     if (writer) {
@@ -446,8 +457,6 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
   } catch (err) {
     await writer?.kill().catch(() => undefined)
     stopSource()
-    source?.on('error', () => undefined)
-    source?.destroy()
     // The rest of the upload is dropped until the API layer closes it; the answer must still get through.
     req.on('error', () => undefined)
     req.resume()
