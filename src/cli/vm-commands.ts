@@ -163,7 +163,8 @@ export const OPERATIONS: Record<string, Operation> = {
   'vm-export': async (conn, inv) => {
     const [ref] = await selectVm(conn, inv, inv.params.has('snapshot-uuid') ? 'snapshot' : 'vm')
     const compress = inv.params.get('compress')
-    await download(conn, inv, '/export', { ref, use_compression: compress === 'true' || compress === 'gzip' ? 'true' : compress === 'zstd' ? 'zstd' : 'false' }, need(inv, 'filename'))
+    const preserve: Record<string, string> = inv.params.get('preserve-power-state') === 'true' ? { preserve_power_state: 'true' } : {}
+    await download(conn, inv, '/export', { ref, use_compression: compress === 'true' || compress === 'gzip' ? 'true' : compress === 'zstd' ? 'zstd' : 'false', ...preserve }, need(inv, 'filename'))
   },
   'vm-import': async (conn, inv, out) => {
     const sr = inv.params.has('sr-uuid') ? await selectByUuid(conn, inv, 'SR', 'sr-uuid') : undefined
