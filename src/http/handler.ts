@@ -113,3 +113,40 @@ export function answeredProbe(req: IncomingMessage, res: ServerResponse, expecte
   res.end()
   return true
 }
+
+/** The HTTP status an error gets when it is known before the 200 went out (pure). */
+export function statusFor(code: string): number {
+  if (code.startsWith('SESSION_')) return 401
+  if (code === 'HANDLE_INVALID' || code === 'UUID_INVALID') return 404
+  if (code === 'NOT_IMPLEMENTED') return 501
+  if (code === 'IMPORT_ERROR_CANNOT_HANDLE_CHUNKED') return 403
+  if (['VDI_TOO_SMALL', 'VDI_TOO_LARGE', 'OPERATION_NOT_ALLOWED', 'SR_OPERATION_NOT_SUPPORTED', 'DEFAULT_SR_NOT_FOUND'].includes(code)) return 400
+  if (['VDI_IN_USE', 'VM_BAD_POWER_STATE', 'OTHER_OPERATION_IN_PROGRESS', 'OPERATION_BLOCKED'].includes(code)) return 409
+  return 500
+}
+
+/** An error answer before any data moved: a small text body, then the connection closes. */
+export function refuse(req: IncomingMessage, res: ServerResponse, err: XapiError): void {
+  if (res.headersSent) return void res.destroy()
+  const body = `${err.description.join(' ')}\n`
+  res.writeHead(statusFor(err.code), { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
+  res.end(body)
+  res.once('finish', () => req.destroy())
+}
+
+/** Fails the client's pending task_id task (if any) when we cannot even adopt it (bad session, bad query). */
+export async function failGivenTask(svc: Services, req: IncomingMessage, err: XapiError): Promise<void> {
+  const given = queryOf(req).get('task_id')
+  if (given && svc.db.tryRecord('task', given)?.status === 'pending') await finishTask(svc, given, { status: 'failure', errorInfo: err.description }).catch(() => undefined)
+}
+
+/** Progress updates at most four times a second. */
+export function throttledProgress(task: HandlerTask): (fraction: number) => void {
+  let last = 0
+  return (fraction) => {
+    const now = Date.now()
+    if (now - last < 250) return
+    last = now
+    void task.progress(fraction)
+  }
+}

@@ -7,8 +7,7 @@ import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
 import { srPath, vdiContentReplaced, withSrLocks } from '../xapi/storage.js'
-import { finishTask } from '../xapi/task.js'
-import { answeredProbe, bodyUntilClose, HandlerTask, httpSession, queryOf } from './handler.js'
+import { answeredProbe, bodyUntilClose, failGivenTask, HandlerTask, httpSession, queryOf, refuse, throttledProgress } from './handler.js'
 import type { HttpRoute } from './server.js'
 
 /** What XO announces as Content-Length when it does not know the length: the body ends when it closes the connection. */
@@ -17,17 +16,6 @@ export const UNKNOWN_LENGTH = 1125899906842624
 export type Format = 'raw' | 'qcow2' | 'vhd'
 
 const CONTENT_TYPE: Record<Format, string> = { raw: 'application/octet-stream', qcow2: 'application/x-qemu-disk', vhd: 'application/vhd' }
-
-/** The HTTP status an error gets when it is known before the 200 went out (pure). */
-export function statusFor(code: string): number {
-  if (code.startsWith('SESSION_')) return 401
-  if (code === 'HANDLE_INVALID' || code === 'UUID_INVALID') return 404
-  if (code === 'NOT_IMPLEMENTED') return 501
-  if (code === 'IMPORT_ERROR_CANNOT_HANDLE_CHUNKED') return 403
-  if (code === 'VDI_TOO_SMALL' || code === 'VDI_TOO_LARGE' || code === 'OPERATION_NOT_ALLOWED') return 400
-  if (code === 'VDI_IN_USE') return 409
-  return 500
-}
 
 /** The `format` query parameter: raw by default, qcow2, vhd; xapi's tar is refused clearly (pure). */
 export function parseFormat(value: string | null, handler: string): Format {
@@ -68,31 +56,8 @@ function assertWritable(svc: Services, vdiRef: string): void {
   if (vdi.is_a_snapshot) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
 }
 
-/** An error answer before any data moved: a small text body, then the connection closes. */
-function refuse(req: IncomingMessage, res: ServerResponse, err: XapiError): void {
-  if (res.headersSent) return void res.destroy()
-  const body = `${err.description.join(' ')}\n`
-  res.writeHead(statusFor(err.code), { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
-  res.end(body)
-  res.once('finish', () => req.destroy())
-}
 
-/** Fails the client's pending task_id task (if any) when we cannot even adopt it (bad session, bad query). */
-async function failGivenTask(svc: Services, req: IncomingMessage, err: XapiError): Promise<void> {
-  const given = queryOf(req).get('task_id')
-  if (given && svc.db.tryRecord('task', given)?.status === 'pending') await finishTask(svc, given, { status: 'failure', errorInfo: err.description }).catch(() => undefined)
-}
 
-/** Progress updates at most four times a second. */
-function throttledProgress(task: HandlerTask): (fraction: number) => void {
-  let last = 0
-  return (fraction) => {
-    const now = Date.now()
-    if (now - last < 250) return
-    last = now
-    void task.progress(fraction)
-  }
-}
 
 
 /** Reads the agent's JSON answer. */

@@ -11,28 +11,13 @@ import { getClass, NULL_REF } from '../idl/index.js'
 import type { CallContext, Services } from '../xapi/context.js'
 import { exportPlan, prepareImport, type PreparedImport } from '../xapi/import.js'
 import { isIsoSr, srPath } from '../xapi/storage.js'
-import { finishTask } from '../xapi/task.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
-import { answeredProbe, bodyUntilClose, HandlerTask, httpSession, queryOf } from './handler.js'
-import { expectedLength, statusFor } from './raw-vdi.js'
+import { answeredProbe, bodyUntilClose, failGivenTask, HandlerTask, httpSession, queryOf, refuse, throttledProgress } from './handler.js'
+import { expectedLength } from './raw-vdi.js'
 import type { HttpRoute } from './server.js'
 
 const VM_REFS = { kind: 'set', of: { kind: 'ref', cls: 'VM' } } as const
-
-function refuse(req: IncomingMessage, res: ServerResponse, err: XapiError): void {
-  if (res.headersSent) return void res.destroy()
-  const body = `${err.description.join(' ')}\n`
-  const status = err.code === 'VM_BAD_POWER_STATE' || err.code === 'OTHER_OPERATION_IN_PROGRESS' || err.code === 'OPERATION_BLOCKED' ? 409 : err.code === 'SR_OPERATION_NOT_SUPPORTED' || err.code === 'DEFAULT_SR_NOT_FOUND' ? 400 : statusFor(err.code)
-  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
-  res.end(body)
-  res.once('finish', () => req.destroy())
-}
-
-async function failGivenTask(svc: Services, req: IncomingMessage, err: XapiError): Promise<void> {
-  const given = queryOf(req).get('task_id')
-  if (given && svc.db.tryRecord('task', given)?.status === 'pending') await finishTask(svc, given, { status: 'failure', errorInfo: err.description }).catch(() => undefined)
-}
 
 async function authenticate(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<{ ref: string; session: Readonly<Record<string, unknown>> } | undefined> {
   try {
@@ -58,16 +43,6 @@ function resolve(svc: Services, cls: string, ref: string | null, uuid: string | 
     }
   }
   throw new XapiError('HANDLE_INVALID', [cls, ''])
-}
-
-function throttled(task: HandlerTask): (fraction: number) => void {
-  let last = 0
-  return (fraction) => {
-    const now = Date.now()
-    if (now - last < 250) return
-    last = now
-    void task.progress(fraction)
-  }
 }
 
 const truthy = (v: string | null) => v !== null && /^(true|1|yes|on)$/i.test(v)
@@ -109,7 +84,7 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
         source.destroy()
         return void res.end()
       }
-      const progress = throttled(task)
+      const progress = throttledProgress(task)
       const total = Math.max(1, plan.totalSize)
       let sent = 0
       await new Promise<void>((resolveSent, reject) => {
@@ -200,7 +175,7 @@ async function importXva(svc: Services, req: IncomingMessage, res: ServerRespons
   const quiet = setInterval(() => {
     if (!res.headersSent && received > 0 && !req.isPaused() && Date.now() - lastData > 1000) answer()
   }, 200)
-  const progress = throttled(task)
+  const progress = throttledProgress(task)
   const { body, firstOrEnd, discard } = bodyUntilClose(req, (n) => ((received = n), (lastData = Date.now()), expected && progress((0.95 * n) / expected)))
   if ((await firstOrEnd) === 0) {
     clearInterval(quiet)

@@ -74,9 +74,12 @@ export async function createVdi(svc: Services, args: Record<string, unknown>): P
     const image = await svc.agent.call<VdiImage>('iso.create', { path: srPath(svc, srRef), name, size })
     return recordVdi(svc, srRef, { ...image, location: name }, { ...fields, uuid: randomUUID() })
   }
-  const location = randomUUID()
-  const image = await svc.agent.call<VdiImage>('vdi.create', { path: srPath(svc, srRef), location, size })
-  return recordVdi(svc, srRef, image, fields)
+  // The new file and its record appear together for the SR's garbage collection, which deletes
+  // any image no record names.
+  return withSrLock(srRef, async () => {
+    const image = await svc.agent.call<VdiImage>('vdi.create', { path: srPath(svc, srRef), location: randomUUID(), size })
+    return recordVdi(svc, srRef, image, fields)
+  })
 }
 
 function assertNotInUse(tx: { get(cls: string, ref: string): Rec }, vdiRef: string, vdi: Rec, operation: string): void {
@@ -210,11 +213,13 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
 export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   const target = srRef === NULL_REF ? String(vdi.SR) : srRef
-  const location = randomUUID()
-  const image = await svc.agent.call<VdiImage>('vdi.copy', { path: srPath(svc, target), source: await vdiPath(svc, vdiRef), location })
   const fields: Record<string, unknown> = {}
   for (const name of VDI_FIELDS) fields[name] = vdi[name]
-  return recordVdi(svc, target, image, { ...fields, sm_config: {}, ...extra })
+  // As in createVdi: no collection of the target SR between the copy's first byte and its record.
+  return withSrLock(target, async () => {
+    const image = await svc.agent.call<VdiImage>('vdi.copy', { path: srPath(svc, target), source: await vdiPath(svc, vdiRef), location: randomUUID() })
+    return recordVdi(svc, target, image, { ...fields, sm_config: {}, ...extra })
+  })
 }
 
 register('VDI.create', (ctx, [args]) => createVdi(ctx.svc, args as Record<string, unknown>))

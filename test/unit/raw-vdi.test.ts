@@ -4,7 +4,8 @@ import { describe, it } from 'node:test'
 import { exportPlan } from '../../src/agent/vdi-transfer.js'
 import { dataRuns } from '../../src/agent/block-writes.js'
 import { encodeOptGo, encodeRequest, NbdCmd } from '../../src/qemu/nbd.js'
-import { expectedLength, parseFormat, statusFor, UNKNOWN_LENGTH } from '../../src/http/raw-vdi.js'
+import { expectedLength, parseFormat, UNKNOWN_LENGTH } from '../../src/http/raw-vdi.js'
+import { statusFor } from '../../src/http/handler.js'
 
 describe('raw VDI transfer', () => {
   it('splits blocks into data and zero runs at granule boundaries', () => {
