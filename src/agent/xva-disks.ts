@@ -208,6 +208,21 @@ function asImportError(err: unknown): XapiError {
   return new XapiError('IMPORT_ERROR', [msg])
 }
 
+const pushed = <T>(list: Promise<T>[], p: Promise<T>) => (list.push(p), p)
+
+/** 1 MiB buffers for the chunks an upload splits across its packets, reused instead of made anew for every chunk. */
+class ChunkBuffers {
+  private readonly free: Buffer[] = []
+
+  get(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(CHUNK)
+  }
+
+  release(buf: Buffer): void {
+    if (this.free.length < 32) this.free.push(buf)
+  }
+}
+
 /** Where a disk's chunks go: its image behind qemu-nbd, or a raw file (a memory image) written directly. */
 interface DiskSink extends BlockSink {
   flush(): Promise<void>
@@ -275,15 +290,23 @@ class DiskWriter {
     return new DiskWriter(id, target.virtualSize, await openDiskSink(sr, target))
   }
 
-  /** Writes chunk `n` (`data`), skipping zero runs (a fresh image reads as zeros), clamped to the disk. */
-  async put(n: number, data: Buffer): Promise<void> {
+  /**
+   * Writes chunk `n` (`data`), skipping zero runs (a fresh image reads as zeros), clamped to the
+   * disk; resolves when more may be put, with a promise of when `data` is no longer needed.
+   */
+  async put(n: number, data: Buffer): Promise<{ written: Promise<unknown> }> {
     this.chunks++
     const at = this.cursor.place(n, data.length)
     const usable = Math.max(0, Math.min(data.length, this.size - at))
     if (usable < data.length && !isZero(data.subarray(usable))) throw new XapiError('IMPORT_ERROR', [`chunk ${chunkName(this.id, n)} goes past the end of the disk (${this.size} bytes)`])
-    const piece = data.subarray(0, usable)
-    this.written += writeRuns(this.sink, at, piece, this.inFlight, { skipZeroes: true })
+    const writes: Promise<void>[] = []
+    const tracked: BlockSink = {
+      write: (offset, piece) => pushed(writes, this.sink.write(offset, piece)),
+      writeZeroes: (offset, length) => pushed(writes, this.sink.writeZeroes(offset, length)),
+    }
+    this.written += writeRuns(tracked, at, data.subarray(0, usable), this.inFlight, { skipZeroes: true })
     await this.inFlight.room()
+    return { written: Promise.allSettled(writes) }
   }
 
   async close(): Promise<void> {
@@ -382,7 +405,9 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
     stopSource = upload.stop
     const reader = new TarReader(source)
     let targets: ImportTargets | undefined
-    let pending: { name: string; data: Buffer } | undefined
+    // The last data chunk, until its checksum entry is read; `done` gives its buffer back.
+    let pending: { name: string; data: Buffer; done: () => void } | undefined
+    const buffers = new ChunkBuffers()
     let first = true
     for (;;) {
       const entry = await reader.next()
@@ -414,6 +439,7 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
         if (!pending || pending.name !== kind.of) throw new XapiError('IMPORT_ERROR_UNEXPECTED_FILE', [pending ? `${pending.name}.xxhash` : 'Ref:N/NNNNNNNN', name])
         const actual = kind.algo === 'xxhash' ? xxhashText(h64Raw(pending.data, 0n)) : createHash('sha1').update(pending.data).digest('hex')
         if (actual.toLowerCase() !== text.toLowerCase() && !targets!.force) throw new XapiError('IMPORT_ERROR_SOME_CHECKSUMS_FAILED', [])
+        pending.done()
         pending = undefined
         continue
       }
@@ -430,9 +456,13 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
         }
         writer = await DiskWriter.open(kind.id, args.sr, targets!.disks[kind.id]!)
       }
-      const data = await reader.data(size)
-      await writer.put(kind.n, data)
-      pending = { name: kind.name, data }
+      pending?.done()
+      const scratch = buffers.get()
+      const data = await reader.data(size, scratch)
+      const { written } = await writer.put(kind.n, data)
+      const copied = data.buffer === scratch.buffer
+      if (!copied) buffers.release(scratch)
+      pending = { name: kind.name, data, done: () => void (copied && written.then(() => buffers.release(scratch))) }
     }
     // The end-of-archive marker: the client may now be told (it closes XO's 1 PiB uploads); what
     // follows it (a tar's record padding) is read and dropped.

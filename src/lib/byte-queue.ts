@@ -12,8 +12,11 @@ export class ByteQueue {
     this.length += chunk.length
   }
 
-  /** The next `n` bytes (the caller checked `length >= n`); a view into a chunk when it can be. */
-  take(n: number): Buffer {
+  /**
+   * The next `n` bytes (the caller checked `length >= n`): a view into a chunk when it can be,
+   * else a copy, made in `scratch` when given and large enough (the caller reuses it).
+   */
+  take(n: number, scratch?: Buffer): Buffer {
     if (n === 0) return Buffer.alloc(0)
     if (n > this.length) throw new RangeError(`take(${n}) with ${this.length} bytes held`)
     this.length -= n
@@ -23,7 +26,7 @@ export class ByteQueue {
       else this.chunks[0] = first.subarray(n)
       return first.subarray(0, n)
     }
-    const out = Buffer.allocUnsafe(n)
+    const out = scratch && scratch.length >= n ? scratch.subarray(0, n) : Buffer.allocUnsafe(n)
     for (let at = 0; at < n; ) {
       const c = this.chunks[0]!
       const k = Math.min(c.length, n - at)

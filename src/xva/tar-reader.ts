@@ -87,10 +87,10 @@ export class TarReader {
     return this.queue.length >= n
   }
 
-  private async take(n: number): Promise<Buffer> {
+  private async take(n: number, scratch?: Buffer): Promise<Buffer> {
     if (!(await this.fill(n))) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
     this.offset += n
-    return this.queue.take(n)
+    return this.queue.take(n, scratch)
   }
 
   /** The next entry's header, or null at the end-of-archive marker; `limit(entry)` is checked before any data is read. */
@@ -115,9 +115,9 @@ export class TarReader {
     }
   }
 
-  /** The current entry's data (with its padding consumed). */
-  async data(size: number): Promise<Buffer> {
-    const out = size ? await this.take(size) : Buffer.alloc(0)
+  /** The current entry's data (with its padding consumed); copied into `scratch` when it has to be copied and fits. */
+  async data(size: number, scratch?: Buffer): Promise<Buffer> {
+    const out = size ? await this.take(size, scratch) : Buffer.alloc(0)
     const pad = (BLOCK - (size % BLOCK)) % BLOCK
     if (pad) await this.take(pad)
     return out
