@@ -19,10 +19,11 @@ import { rename, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { StreamOut } from './server.js'
+import { openDiskSource, type DiskSource } from './disk-source.js'
 import { pipeline } from 'node:stream/promises'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
-import { commitImage, convertImage, convertInto, createImage, imageHeader, imageInfo, mapImage, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
+import { commitImage, convertImage, convertInto, createImage, imageHeader, imageInfo, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
 import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
 import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
@@ -201,12 +202,11 @@ export async function importStream(args: ImportArgs, req: Readable, res: StreamO
 
 
 async function exportRaw(image: { path: string; format: ImageFormat }, res: StreamOut): Promise<void> {
-  let opened: { server: NbdServer; client: NbdClient } | undefined
+  let source: DiskSource | undefined
   try {
     const { virtualSize } = await imageInfo(image.path, image.format)
-    const plan = exportPlan(await mapImage(image.path, image.format))
-    opened = await NbdServer.open(image.path, image.format, { readOnly: true })
-    const { client } = opened
+    source = await openDiskSource(image.path, image.format)
+    const plan = exportPlan([...source.extents])
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': virtualSize })
     const queue: Promise<Buffer>[] = []
     const send = async () => {
@@ -214,19 +214,17 @@ async function exportRaw(image: { path: string; format: ImageFormat }, res: Stre
       if (wait) await wait
     }
     for (const piece of plan) {
-      const p = piece.read ? client.read(piece.start, piece.length) : Promise.resolve(ZEROS.subarray(0, piece.length))
+      const p = piece.read ? source.read(piece.start, piece.length) : Promise.resolve(ZEROS.subarray(0, piece.length))
       p.catch(() => undefined)
       queue.push(p)
       if (queue.length >= 4) await send()
     }
     while (queue.length) await send()
     await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
-    await client.close()
-    await opened.server.stop()
-    opened = undefined
+    await source.close()
+    source = undefined
   } catch (err) {
-    opened?.client.destroy()
-    await opened?.server.kill()
+    await source?.abort()
     throw asTransferError(err, 'export')
   }
 }

@@ -16,6 +16,7 @@ import { realpath, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { StreamOut } from './server.js'
+import { openDiskSource, type DiskSource } from './disk-source.js'
 import { XapiError } from '../idl/errors.js'
 import { commitImage, createImage, imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
 import { NbdServer, type NbdClient } from '../qemu/nbd.js'
@@ -57,30 +58,28 @@ async function depthInChain(top: Image, base: string): Promise<number> {
   return -1
 }
 
-/** Blocks whose content differs between the two images (both read over NBD); slow, used when the base is not in the chain. */
+/** Blocks whose content differs between the two images; slow, used when the base is not in the chain. */
 async function differingBlocks(top: Image, base: Image, size: number): Promise<Set<number>> {
   const baseSize = (await imageInfo(base.path, base.format)).virtualSize
-  const candidates = [...new Set([...allocatedBlocks(await mapImage(top.path, top.format)), ...allocatedBlocks(await mapImage(base.path, base.format))])]
-    .filter((b) => b < blockCount(size))
-    .sort((a, b) => a - b)
-  const a = await NbdServer.open(top.path, top.format, { readOnly: true })
-  let b: { server: NbdServer; client: NbdClient } | undefined
+  const mine = await openDiskSource(top.path, top.format)
+  let theirs: DiskSource | undefined
   try {
-    b = await NbdServer.open(base.path, base.format, { readOnly: true })
+    theirs = await openDiskSource(base.path, base.format)
+    const candidates = [...new Set([...allocatedBlocks([...mine.extents]), ...allocatedBlocks([...theirs.extents])])]
+      .filter((b) => b < blockCount(size))
+      .sort((a, b) => a - b)
     const out = new Set<number>()
     for (const block of candidates) {
       const at = block * VHD_BLOCK
       const len = Math.min(VHD_BLOCK, size - at)
-      const mine = await a.client.read(at, len)
-      const theirs = at >= baseSize ? Buffer.alloc(len) : Buffer.concat([await b.client.read(at, Math.min(len, baseSize - at)), Buffer.alloc(Math.max(0, at + len - baseSize))])
-      if (!mine.equals(theirs)) out.add(block)
+      const a = await mine.read(at, len)
+      const b = at >= baseSize ? Buffer.alloc(len) : Buffer.concat([await theirs.read(at, Math.min(len, baseSize - at)), Buffer.alloc(Math.max(0, at + len - baseSize))])
+      if (!a.equals(b)) out.add(block)
     }
     return out
   } finally {
-    a.client.destroy()
-    await a.server.kill()
-    b?.client.destroy()
-    await b?.server.kill()
+    await mine.abort()
+    await theirs?.abort()
   }
 }
 
@@ -104,7 +103,7 @@ export async function exportVhd(image: Image, opts: VhdExportOptions, res: Strea
   } else blocks = allocatedBlocks(await mapImage(image.path, image.format))
   for (const b of blocks) if (b >= blockCount(virtualSize)) blocks.delete(b)
   const layout = vhdLayout({ size: virtualSize, uuid: opts.uuid ?? randomUUID(), blocks, parent })
-  const opened = await NbdServer.open(image.path, image.format, { readOnly: true })
+  const source = await openDiskSource(image.path, image.format)
   try {
     res.writeHead(200, { 'content-type': 'application/vhd', 'content-length': layout.length })
     await writeOut(res, layout.head)
@@ -117,7 +116,7 @@ export async function exportVhd(image: Image, opts: VhdExportOptions, res: Strea
     }
     for (const b of layout.blocks) {
       const at = b * VHD_BLOCK
-      const p = opened.client.read(at, Math.min(VHD_BLOCK, virtualSize - at))
+      const p = source.read(at, Math.min(VHD_BLOCK, virtualSize - at))
       p.catch(() => undefined)
       queue.push(p)
       if (queue.length >= 4) await send()
@@ -125,11 +124,9 @@ export async function exportVhd(image: Image, opts: VhdExportOptions, res: Strea
     while (queue.length) await send()
     await writeOut(res, layout.tail)
     await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
-    await opened.client.close()
-    await opened.server.stop()
+    await source.close()
   } catch (err) {
-    opened.client.destroy()
-    await opened.server.kill()
+    await source.abort()
     throw err
   }
 }

@@ -21,10 +21,10 @@ import type { StreamOut } from './server.js'
 import xxhash from 'xxhash-wasm'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
-import { mapImage, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
+import { QemuImgError } from '../qemu/img.js'
 import { NbdError, NbdServer } from '../qemu/nbd.js'
 import { FileSr, type VdiFormat } from '../storage/file-sr.js'
-import { openImageReader } from '../storage/image-reader.js'
+import { openDiskSource } from './disk-source.js'
 import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
 import { ChunkPuller } from '../lib/chunk-puller.js'
@@ -69,33 +69,6 @@ export function candidateChunks(extents: { start: number; length: number; data: 
     for (let n = Math.floor(e.start / CHUNK); n <= Math.floor((e.start + e.length - 1) / CHUNK) && n <= last; n++) set.add(n)
   }
   return [...set].sort((a, b) => a - b)
-}
-
-/** A disk's guest content: read from its files directly, or through a read-only qemu-nbd when that cannot be done. */
-interface DiskSource {
-  extents: readonly MapExtent[]
-  read(offset: number, length: number): Promise<Buffer>
-  close(): Promise<void>
-  abort(): Promise<void>
-}
-
-async function openDiskSource(path: string, format: ImageFormat): Promise<DiskSource> {
-  const direct = await openImageReader(path, format)
-  if (direct) return { ...direct, abort: () => direct.close() }
-  const extents = await mapImage(path, format)
-  const { client, server } = await NbdServer.open(path, format, { readOnly: true })
-  return {
-    extents,
-    read: (offset, length) => client.read(offset, length),
-    close: async () => {
-      await client.close()
-      await server.stop()
-    },
-    abort: async () => {
-      client.destroy()
-      await server.kill()
-    },
-  }
 }
 
 async function exportDisk(disk: XvaDisk, out: Writable, h64: (b: Uint8Array) => bigint): Promise<void> {
