@@ -220,9 +220,10 @@ async function exportRaw(image: { path: string; format: ImageFormat }, res: Stre
       if (queue.length >= 4) await send()
     }
     while (queue.length) await send()
-    await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
+    // Closed before the end goes out: whoever sees the end sees the images free (storage/readers.ts).
     await source.close()
     source = undefined
+    await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
   } catch (err) {
     await source?.abort()
     throw asTransferError(err, 'export')

@@ -123,12 +123,13 @@ export async function exportVhd(image: Image, opts: VhdExportOptions, res: Strea
     }
     while (queue.length) await send()
     await writeOut(res, layout.tail)
-    await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
     await source.close()
   } catch (err) {
     await source.abort()
     throw err
   }
+  // Closed before the end goes out: whoever sees the end sees the images free (storage/readers.ts).
+  await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
 }
 
 /** Writes `data` at `offset`: all-zero 64 KiB granules as NBD_CMD_WRITE_ZEROES, the rest as writes. */

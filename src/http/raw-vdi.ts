@@ -6,7 +6,7 @@ import type { AgentStream } from '../agent/client.js'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
-import { srPath, vdiContentReplaced, withSrLocks } from '../xapi/storage.js'
+import { exportDone, srPath, vdiContentReplaced, withSrLocks } from '../xapi/storage.js'
 import { answeredProbe, bodyUntilClose, failGivenTask, HandlerTask, httpSession, queryOf, refuse, throttledProgress } from './handler.js'
 import type { HttpRoute } from './server.js'
 
@@ -178,8 +178,8 @@ async function exportRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
     return refuse(req, res, asXapiError(err))
   }
   const vdi = svc.db.record('VDI', vdiRef)
-  // No snapshot, clone or merge may change the image chain while it is read.
-  await withSrLocks([String(vdi.SR)], () => streamExport(svc, req, res, task, vdiRef, vdi, format, baseRef))
+  await streamExport(svc, req, res, task, vdiRef, vdi, format, baseRef)
+  exportDone(svc)
 }
 
 /** For a delta VHD: the base snapshot as the VHD's parent. */
@@ -193,8 +193,13 @@ function baseArg(svc: Services, baseRef: string | undefined): { location: string
 async function streamExport(svc: Services, req: IncomingMessage, res: ServerResponse, task: HandlerTask, vdiRef: string, vdi: Readonly<Record<string, unknown>>, format: Format, baseRef?: string): Promise<void> {
   let source: AgentStream
   try {
-    const args = { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format, ...(format === 'vhd' ? { uuid: String(vdi.uuid), base: baseArg(svc, baseRef) } : {}) }
-    source = await svc.agent.stream('vdi.export', args)
+    // The chain is opened while no snapshot, clone or merge changes it; once open, what is read
+    // stays as it was (the agent reads files it opened, or qemu-nbd holds them) and the SR is free.
+    source = await withSrLocks([String(vdi.SR)], () => {
+      const current = svc.db.record('VDI', vdiRef)
+      const args = { sr: srPath(svc, String(current.SR)), location: String(current.location), format, ...(format === 'vhd' ? { uuid: String(current.uuid), base: baseArg(svc, baseRef) } : {}) }
+      return svc.agent.stream('vdi.export', args)
+    })
   } catch (err) {
     let e = asXapiError(err)
     if (e.code === 'VDI_IN_USE') e = new XapiError('VDI_IN_USE', [vdiRef, 'export'])

@@ -10,7 +10,7 @@ import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass, NULL_REF } from '../idl/index.js'
 import type { CallContext, Services } from '../xapi/context.js'
 import { exportPlan, prepareImport, type PreparedImport } from '../xapi/import.js'
-import { isIsoSr, srPath } from '../xapi/storage.js'
+import { exportDone, isIsoSr, srPath } from '../xapi/storage.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
 import { answeredProbe, bodyUntilClose, failGivenTask, HandlerTask, httpSession, queryOf, refuse, throttledProgress } from './handler.js'
@@ -117,6 +117,7 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
     await task.fail(e)
     refuse(req, res, e)
   }
+  exportDone(svc)
 }
 
 

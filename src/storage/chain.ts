@@ -32,9 +32,10 @@ export function inUse(images: ImageNode[], tops: ReadonlySet<string>): InUse {
 /**
  * The next step that normalises the tree, or undefined when it is healthy. A pure decision.
  * Merges inside a running VM's chain wait until it stops, except a merge into the disk the VM
- * writes to, which its QEMU does (block-stream).
+ * writes to, which its QEMU does (block-stream); merges touching an image an export reads
+ * (`read`) wait until it is done.
  */
-export function nextGcAction(images: ImageNode[], referenced: ReadonlySet<string>, busy: InUse = { tops: new Set(), chains: new Set() }): GcAction | undefined {
+export function nextGcAction(images: ImageNode[], referenced: ReadonlySet<string>, busy: InUse = { tops: new Set(), chains: new Set() }, read: ReadonlySet<string> = new Set()): GcAction | undefined {
   const children = new Map<string, string[]>()
   for (const img of images) if (img.backing) children.set(img.backing, [...(children.get(img.backing) ?? []), img.name])
   for (const img of images) {
@@ -48,6 +49,8 @@ export function nextGcAction(images: ImageNode[], referenced: ReadonlySet<string
     const child = kids[0]
     if (kids.length !== 1 || !child) continue
     if (busy.chains.has(child) && !busy.tops.has(child)) continue
+    // An image an export reads is not rewritten: neither merged into nor absorbing its base.
+    if (read.has(img.name) || read.has(child)) continue
     return { kind: 'stream', base: img.name, child, ...(img.backing ? { newBacking: img.backing } : {}) }
   }
   return undefined

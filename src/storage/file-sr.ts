@@ -153,14 +153,15 @@ export class FileSr {
     return { location, virtualSize: info.virtualSize, physicalUtilisation: st.blocks * 512 }
   }
 
-  /** Every VDI image the SR directory holds. */
+  /**
+   * The images of the SR directory that could be a VDI nobody knows of: those no other image
+   * builds on (a base is a snapshot's, which has its record, or a hidden one waiting for a merge).
+   */
   async scan(): Promise<VdiImage[]> {
-    const names = await readdir(this.dir)
+    const tree = await this.tree()
+    const bases = new Set(tree.flatMap((i) => (i.backing ? [i.backing] : [])))
     const out: VdiImage[] = []
-    for (const name of names) {
-      const m = IMAGE.exec(name)
-      if (m) out.push(await this.image(m[1]!))
-    }
+    for (const { name } of tree) if (!bases.has(name)) out.push(await this.image(name))
     return out
   }
 }

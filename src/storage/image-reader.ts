@@ -4,13 +4,13 @@
 // the speed of the page cache. Compressed clusters have no plain offset; such images are not
 // read this way (the caller falls back to qemu-nbd).
 //
-// The files are opened once, before the first read: a garbage collection merging or deleting
-// images of the chain meanwhile never changes what is read (a merge writes only clusters the
-// child allocates, which are read from the child's own, still open, file; a deleted file stays
-// readable through its open descriptor).
+// The files are opened once, before the first read, and pinned (storage/readers.ts) until
+// closed: a garbage collection meanwhile may delete them (an open file stays readable) but never
+// rewrites them.
 import { open, type FileHandle } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { imageChain, mapImage, type ImageFormat, type MapExtent } from '../qemu/img.js'
+import { pinImages } from './readers.js'
 
 export interface ImageReader {
   /** Guest extents, with where their data is. */
@@ -24,19 +24,20 @@ export interface ImageReader {
 export async function openImageReader(path: string, format: ImageFormat): Promise<ImageReader | undefined> {
   const extents = await mapImage(path, format)
   if (extents.some((e) => e.data && e.offset === undefined)) return undefined
-  const chain = format === 'raw' ? [{ path }] : await imageChain(path, format)
+  const chain = (format === 'raw' ? [path] : (await imageChain(path, format)).map((link) => link.path)).map((p) => resolve(dirname(path), p))
+  const release = pinImages(chain)
   const files: FileHandle[] = []
-  try {
-    for (const link of chain) files.push(await open(resolve(dirname(path), link.path), 'r'))
-  } catch (err) {
+  const close = async () => {
+    release()
     await Promise.all(files.map((f) => f.close()))
+  }
+  try {
+    for (const file of chain) files.push(await open(file, 'r'))
+  } catch (err) {
+    await close()
     throw err
   }
-  return {
-    extents,
-    read: (offset, length) => readExtents(extents, files, offset, length),
-    close: async () => void (await Promise.all(files.map((f) => f.close()))),
-  }
+  return { extents, read: (offset, length) => readExtents(extents, files, offset, length), close }
 }
 
 /** Index of the first extent that ends after `offset` (extents are sorted and contiguous). */

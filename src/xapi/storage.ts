@@ -178,6 +178,14 @@ export async function cloneVdi(svc: Services, vdiRef: string, extra: Record<stri
   })
 }
 
+/** SRs whose last collection left merges until exports reading their images are done. */
+const deferredCollections = new Set<string>()
+
+/** After an export: the collections that waited for exports run again. */
+export function exportDone(svc: Services): void {
+  for (const sr of [...deferredCollections]) void collectSrGarbage(svc, sr)
+}
+
 /** A collection queued but not started yet, per SR: later requests join it. */
 const queuedCollections = new Map<string, Promise<void>>()
 
@@ -197,7 +205,9 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
         const disk = liveDisk(svc, v)
         if (disk) live[String(svc.db.record('VDI', v).location)] = disk
       }
-      await svc.agent.call('sr.gc', { path: srPath(svc, srRef), referenced: vdis.map((v) => String(v.location)), live })
+      const { deferred } = await svc.agent.call<{ deferred: boolean }>('sr.gc', { path: srPath(svc, srRef), referenced: vdis.map((v) => String(v.location)), live })
+      if (deferred) deferredCollections.add(srRef)
+      else deferredCollections.delete(srRef)
       await finishTask(svc, task, { status: 'success', resultXml: '' })
       await refreshSrUsage(svc, srRef).catch(() => undefined)
     } catch (err) {

@@ -308,6 +308,43 @@ describe('/import_raw_vdi and /export_raw_vdi', () => {
     assert.match(outcome.error_info.join(' '), /client closed the connection/)
   })
 
+  it('a slow export does not hold up snapshots and merges of its SR, and reads the disk as it was', async () => {
+    const vdi = await newVdi(64 * MiB)
+    const before = randomBytes(64 * MiB)
+    await http('PUT', `/import_raw_vdi${query({ vdi })}`, { body: before }).then((r) => taskOutcome(String(r.headers['task-id'])))
+    const chunks: Buffer[] = []
+    let resume!: () => void
+    const exported = new Promise<Buffer>((resolve, reject) => {
+      const req = request(`${daemon.url}/export_raw_vdi${query({ vdi })}`, (res) => {
+        res.once('data', (d: Buffer) => {
+          chunks.push(d)
+          res.pause()
+          resume = () => {
+            res.on('data', (more: Buffer) => chunks.push(more))
+            res.resume()
+          }
+        })
+        res.on('end', () => resolve(Buffer.concat(chunks)))
+      })
+      req.on('error', reject)
+      req.end()
+    })
+    await waitFor('the export to start', () => chunks.length > 0)
+    // Meanwhile: a snapshot, new data in the disk, the snapshot deleted (its image merged away).
+    const snap = await c<string>('VDI.snapshot', vdi, {})
+    await http('PUT', `/import_raw_vdi${query({ vdi })}`, { body: randomBytes(64 * MiB) }).then((r) => taskOutcome(String(r.headers['task-id'])))
+    await c('VDI.destroy', snap)
+    await c('SR.scan', await c<string>('VDI.get_SR', vdi))
+    const backingOf = async () => {
+      const file = execFileSync('find', [join(daemon.dataDir, 'sr'), '-name', `${await c<string>('VDI.get_location', vdi)}.qcow2`]).toString().trim()
+      return JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', file]).toString())['backing-filename'] as string | undefined
+    }
+    assert.ok(await backingOf(), 'the merge waits while the export reads')
+    resume()
+    assert.equal(sha(await exported), sha(before))
+    await waitFor('the merge, once the export is done', async () => (await backingOf()) === undefined, 20_000)
+  })
+
   it('refuses to import into the disk of a running VM (VDI_IN_USE)', async () => {
     const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
     const vm = await c<string>('VM.clone', template!, 'raw-vdi in use')

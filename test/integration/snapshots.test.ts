@@ -49,12 +49,14 @@ const depthOf = async (location: string) => {
   for (let cur = images.get(location); cur; cur = cur.backing ? images.get(cur.backing) : undefined) depth++
   return depth
 }
-/** After garbage collection, the SR holds exactly the images its VDI records name. */
+/** After garbage collection, every image is a VDI's, or a hidden base two or more images build on. */
 async function assertNoLeaks(): Promise<void> {
   await c('SR.scan', sr)
   const locations = new Set(await Promise.all((await c<string[]>('SR.get_VDIs', sr)).map((v) => c<string>('VDI.get_location', v))))
-  const images = (await tree()).map((i) => i.name)
-  assert.deepEqual(images.filter((i) => !locations.has(i)), [], 'no image that nothing needs')
+  const images = await tree()
+  const children = new Map<string, number>()
+  for (const i of images) if (i.backing) children.set(i.backing, (children.get(i.backing) ?? 0) + 1)
+  assert.deepEqual(images.map((i) => i.name).filter((i) => !locations.has(i) && (children.get(i) ?? 0) < 2), [], 'no image that nothing needs')
 }
 
 describe('snapshots on qcow2 chains', () => {

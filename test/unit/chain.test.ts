@@ -37,6 +37,17 @@ describe('the image tree', () => {
     assert.deepEqual(normalise(tree, new Set(['s1', 'live'])), [{ name: 's1' }, { name: 'live', backing: 's1' }])
   })
 
+  it('merges nothing into or out of an image an export reads, and deletes what nothing needs', () => {
+    // The export read "old" (the disk); since then: snapshot, new overlay, snapshot deleted.
+    const tree = [{ name: 'old' }, { name: 'disk', backing: 'old' }, { name: 'orphan' }]
+    const read = new Set(['old'])
+    const busy = inUse(tree, new Set())
+    assert.deepEqual(nextGcAction(tree, new Set(['disk']), busy, read), { kind: 'delete', name: 'orphan' })
+    assert.equal(nextGcAction(tree.slice(0, 2), new Set(['disk']), busy, read), undefined, 'no merge into the image being read')
+    assert.equal(nextGcAction(tree.slice(0, 2), new Set(['disk']), busy, new Set(['disk'])), undefined, 'nor into its child when that is read')
+    assert.deepEqual(nextGcAction(tree.slice(0, 2), new Set(['disk']), busy), { kind: 'stream', base: 'old', child: 'disk' }, 'once the export is done')
+  })
+
   it('keeps a base with two children (a template and its clones)', () => {
     const tree = [{ name: 'base' }, { name: 'vm1', backing: 'base' }, { name: 'vm2', backing: 'base' }]
     assert.equal(nextGcAction(tree, new Set(['vm1', 'vm2'])), undefined)
