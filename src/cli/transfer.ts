@@ -39,7 +39,7 @@ async function taskOutcome(conn: Connection, task: string): Promise<string> {
     const rec = await conn.call<{ status: string; result: string; error_info: string[] }>('task.get_record', task)
     if (rec.status === 'success') return rec.result
     if (rec.status !== 'pending') throw new CliError(`The server failed to handle your request (${rec.error_info.join(', ')})`)
-    await new Promise((r) => setTimeout(r, 200))
+    await new Promise((r) => setTimeout(r, 50))
   }
 }
 
@@ -57,7 +57,8 @@ export async function download(conn: Connection, inv: Invocation, path: string, 
     throw new CliError(`The server refused the download: HTTP ${res.statusCode}`)
   }
   const length = Number(res.headers['content-length'])
-  await pipeline(res, meter(Number.isFinite(length) ? length : undefined), createWriteStream(filename))
+  // Large buffers: the file is written in big pieces, and the download keeps flowing meanwhile.
+  await pipeline(res, meter(Number.isFinite(length) ? length : undefined), createWriteStream(filename, { highWaterMark: 8 << 20 }))
   await taskOutcome(conn, task)
   await conn.call('task.destroy', task).catch(() => undefined)
 }
@@ -75,7 +76,7 @@ export async function upload(conn: Connection, inv: Invocation, path: string, qu
       res.on('end', resolve)
     })
     req.on('error', reject)
-    pipeline(createReadStream(filename), meter(size), req).catch(reject)
+    pipeline(createReadStream(filename, { highWaterMark: 1 << 20 }), meter(size), req).catch(reject)
   })
   const result = await taskOutcome(conn, task)
   await conn.call('task.destroy', task).catch(() => undefined)
