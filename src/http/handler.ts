@@ -2,7 +2,7 @@
 // cookie), and the task it reports through (adopted from task_id, or its own).
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
-import { XapiError } from '../idl/errors.js'
+import { asXapiError, XapiError } from '../idl/errors.js'
 import type { Services } from '../xapi/context.js'
 import { validSession } from '../xapi/session.js'
 import { createTask, finishTask } from '../xapi/task.js'
@@ -135,7 +135,7 @@ export function refuse(req: IncomingMessage, res: ServerResponse, err: XapiError
 }
 
 /** Fails the client's pending task_id task (if any) when we cannot even adopt it (bad session, bad query). */
-export async function failGivenTask(svc: Services, req: IncomingMessage, err: XapiError): Promise<void> {
+async function failGivenTask(svc: Services, req: IncomingMessage, err: XapiError): Promise<void> {
   const given = queryOf(req).get('task_id')
   if (given && svc.db.tryRecord('task', given)?.status === 'pending') await finishTask(svc, given, { status: 'failure', errorInfo: err.description }).catch(() => undefined)
 }
@@ -148,5 +148,42 @@ export function throttledProgress(task: HandlerTask): (fraction: number) => void
     if (now - last < 250) return
     last = now
     void task.progress(fraction)
+  }
+}
+
+/**
+ * The checks of a bulk request made before anything is answered: a failure (a XenAPI error)
+ * fails the client's own task_id task and is refused; undefined then.
+ */
+export async function precheck<T>(svc: Services, req: IncomingMessage, res: ServerResponse, check: () => T | Promise<T>): Promise<T | undefined> {
+  try {
+    return await check()
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, e)
+    refuse(req, res, e)
+    return undefined
+  }
+}
+
+/** The request's session; a bad one fails the client's task (as an authentication failure) and is refused. */
+export async function authenticated(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<{ ref: string; session: Readonly<Record<string, unknown>> } | undefined> {
+  try {
+    return await httpSession(svc, req)
+  } catch (err) {
+    const e = asXapiError(err)
+    await failGivenTask(svc, req, new XapiError('SESSION_AUTHENTICATION_FAILED', [e.code === 'SESSION_INVALID' ? 'session invalid' : e.message]))
+    refuse(req, res, e)
+    return undefined
+  }
+}
+
+/** The request's task (the client's task_id, or a new one named `label`); undefined when refused. */
+export async function adoptTask(svc: Services, req: IncomingMessage, res: ServerResponse, label: string): Promise<HandlerTask | undefined> {
+  try {
+    return await HandlerTask.adopt(svc, req, label)
+  } catch (err) {
+    refuse(req, res, asXapiError(err))
+    return undefined
   }
 }

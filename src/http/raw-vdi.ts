@@ -7,7 +7,7 @@ import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
 import { exportDone, srPath, vdiContentReplaced, withSrLocks } from '../xapi/storage.js'
-import { answeredProbe, bodyUntilClose, failGivenTask, HandlerTask, httpSession, queryOf, refuse, throttledProgress } from './handler.js'
+import { adoptTask, answeredProbe, authenticated, bodyUntilClose, HandlerTask, precheck, queryOf, refuse, throttledProgress } from './handler.js'
 import type { HttpRoute } from './server.js'
 
 /** What XO announces as Content-Length when it does not know the length: the body ends when it closes the connection. */
@@ -73,40 +73,24 @@ const importing = new Set<string>()
 async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'PUT') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /import_raw_vdi (use PUT)`]))
   const query = queryOf(req)
-  let vdiRef: string
-  let format: Format
-  let expected: number | null
-  try {
-    await httpSession(svc, req)
-  } catch (err) {
-    const e = asXapiError(err)
-    await failGivenTask(svc, req, new XapiError('SESSION_AUTHENTICATION_FAILED', [e.code === 'SESSION_INVALID' ? 'session invalid' : e.message]))
-    return refuse(req, res, e)
-  }
-  try {
-    format = parseFormat(query.get('format'), '/import_raw_vdi')
+  if (!(await authenticated(svc, req, res))) return
+  const checked = await precheck(svc, req, res, () => {
+    const format = parseFormat(query.get('format'), '/import_raw_vdi')
     if (req.headers['transfer-encoding'] !== undefined) throw new XapiError('IMPORT_ERROR_CANNOT_HANDLE_CHUNKED', [])
-    expected = expectedLength(req.headers['content-length'])
-    vdiRef = resolveVdi(svc, query.get('vdi'))
+    const expected = expectedLength(req.headers['content-length'])
+    const vdiRef = resolveVdi(svc, query.get('vdi'))
     const vdi = svc.db.record('VDI', vdiRef)
     if (format === 'raw' && expected !== null && expected > Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [vdiRef, String(expected)])
     assertWritable(svc, vdiRef)
     srPath(svc, String(vdi.SR))
-  } catch (err) {
-    const e = asXapiError(err)
-    await failGivenTask(svc, req, e)
-    return refuse(req, res, e)
-  }
-
+    return { format, expected, vdiRef }
+  })
+  if (!checked) return
+  const { format, expected, vdiRef } = checked
   if (answeredProbe(req, res, expected)) return
   const given = query.get('task_id')
-
-  let task: HandlerTask
-  try {
-    task = await HandlerTask.adopt(svc, req, `VDI import (${format})`)
-  } catch (err) {
-    return refuse(req, res, asXapiError(err))
-  }
+  const task = await adoptTask(svc, req, res, `VDI import (${format})`)
+  if (!task) return
   const vdi = svc.db.record('VDI', vdiRef)
   let mine = false
   try {
@@ -148,35 +132,20 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
 async function exportRawVdi(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /export_raw_vdi (use GET)`]))
   const query = queryOf(req)
-  try {
-    await httpSession(svc, req)
-  } catch (err) {
-    const e = asXapiError(err)
-    await failGivenTask(svc, req, new XapiError('SESSION_AUTHENTICATION_FAILED', [e.code === 'SESSION_INVALID' ? 'session invalid' : e.message]))
-    return refuse(req, res, e)
-  }
-  let vdiRef: string
-  let format: Format
-  let baseRef: string | undefined
-  try {
-    format = parseFormat(query.get('format'), '/export_raw_vdi')
-    vdiRef = resolveVdi(svc, query.get('vdi'))
-    if (query.get('base')) {
-      if (format !== 'vhd') throw new XapiError('NOT_IMPLEMENTED', [`/export_raw_vdi base= needs format=vhd (got ${format})`])
-      baseRef = resolveVdi(svc, query.get('base'))
-      if (svc.db.record('VDI', baseRef).SR !== svc.db.record('VDI', vdiRef).SR) throw new XapiError('OPERATION_NOT_ALLOWED', [`base ${baseRef} is not in the SR of ${vdiRef}`])
-    }
-  } catch (err) {
-    const e = asXapiError(err)
-    await failGivenTask(svc, req, e)
-    return refuse(req, res, e)
-  }
-  let task: HandlerTask
-  try {
-    task = await HandlerTask.adopt(svc, req, `VDI export (${format})`)
-  } catch (err) {
-    return refuse(req, res, asXapiError(err))
-  }
+  if (!(await authenticated(svc, req, res))) return
+  const checked = await precheck(svc, req, res, () => {
+    const format = parseFormat(query.get('format'), '/export_raw_vdi')
+    const vdiRef = resolveVdi(svc, query.get('vdi'))
+    if (!query.get('base')) return { format, vdiRef }
+    if (format !== 'vhd') throw new XapiError('NOT_IMPLEMENTED', [`/export_raw_vdi base= needs format=vhd (got ${format})`])
+    const baseRef = resolveVdi(svc, query.get('base'))
+    if (svc.db.record('VDI', baseRef).SR !== svc.db.record('VDI', vdiRef).SR) throw new XapiError('OPERATION_NOT_ALLOWED', [`base ${baseRef} is not in the SR of ${vdiRef}`])
+    return { format, vdiRef, baseRef }
+  })
+  if (!checked) return
+  const { format, vdiRef, baseRef } = checked
+  const task = await adoptTask(svc, req, res, `VDI export (${format})`)
+  if (!task) return
   const vdi = svc.db.record('VDI', vdiRef)
   await streamExport(svc, req, res, task, vdiRef, vdi, format, baseRef)
   exportDone(svc)

@@ -13,22 +13,11 @@ import { exportPlan, prepareImport, type PreparedImport } from '../xapi/import.j
 import { exportDone, isIsoSr, srPath } from '../xapi/storage.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
-import { answeredProbe, bodyUntilClose, failGivenTask, HandlerTask, httpSession, queryOf, refuse, throttledProgress } from './handler.js'
+import { adoptTask, answeredProbe, authenticated, bodyUntilClose, precheck, queryOf, refuse, throttledProgress } from './handler.js'
 import { expectedLength } from './raw-vdi.js'
 import type { HttpRoute } from './server.js'
 
 const VM_REFS = { kind: 'set', of: { kind: 'ref', cls: 'VM' } } as const
-
-async function authenticate(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<{ ref: string; session: Readonly<Record<string, unknown>> } | undefined> {
-  try {
-    return await httpSession(svc, req)
-  } catch (err) {
-    const e = asXapiError(err)
-    await failGivenTask(svc, req, new XapiError('SESSION_AUTHENTICATION_FAILED', [e.code === 'SESSION_INVALID' ? 'session invalid' : e.message]))
-    refuse(req, res, e)
-    return undefined
-  }
-}
 
 function resolve(svc: Services, cls: string, ref: string | null, uuid: string | null): string {
   if (ref) {
@@ -49,25 +38,15 @@ const truthy = (v: string | null) => v !== null && /^(true|1|yes|on)$/i.test(v)
 
 async function exportXva(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /export (use GET)`]))
-  const session = await authenticate(svc, req, res)
+  const session = await authenticated(svc, req, res)
   if (!session) return
   const query = queryOf(req)
-  let vmRef: string
-  try {
-    vmRef = resolve(svc, 'VM', query.get('ref'), query.get('uuid'))
-  } catch (err) {
-    const e = asXapiError(err)
-    await failGivenTask(svc, req, e)
-    return refuse(req, res, e)
-  }
+  const vmRef = await precheck(svc, req, res, () => resolve(svc, 'VM', query.get('ref'), query.get('uuid')))
+  if (!vmRef) return
   const compression = parseCompression(query.get('use_compression'))
   const preservePowerState = truthy(query.get('preserve_power_state'))
-  let task: HandlerTask
-  try {
-    task = await HandlerTask.adopt(svc, req, 'VM export')
-  } catch (err) {
-    return refuse(req, res, asXapiError(err))
-  }
+  const task = await adoptTask(svc, req, res, 'VM export')
+  if (!task) return
   const ctx = { svc, sessionRef: session.ref, session: session.session, taskRef: task.ref, wireName: 'VM.export' } as CallContext
   try {
     await withVmOperation(ctx, vmRef, 'export', async () => {
@@ -131,31 +110,22 @@ function targetSr(svc: Services, query: URLSearchParams): string {
 
 async function importXva(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'PUT' && req.method !== 'POST') return refuse(req, res, new XapiError('NOT_IMPLEMENTED', [`${req.method} /import (use PUT)`]))
-  const session = await authenticate(svc, req, res)
+  const session = await authenticated(svc, req, res)
   if (!session) return
   const query = queryOf(req)
-  let srRef: string
-  let expected: number | null
-  let sr: string
-  try {
+  const checked = await precheck(svc, req, res, () => {
     if (req.headers['transfer-encoding'] !== undefined) throw new XapiError('IMPORT_ERROR_CANNOT_HANDLE_CHUNKED', [])
-    expected = expectedLength(req.headers['content-length'])
-    srRef = targetSr(svc, query)
+    const expected = expectedLength(req.headers['content-length'])
+    const srRef = targetSr(svc, query)
     if (isIsoSr(svc, srRef)) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [srRef])
-    sr = srPath(svc, srRef)
-  } catch (err) {
-    const e = asXapiError(err)
-    await failGivenTask(svc, req, e)
-    return refuse(req, res, e)
-  }
+    return { expected, srRef, sr: srPath(svc, srRef) }
+  })
+  if (!checked) return
+  const { expected, srRef, sr } = checked
   if (answeredProbe(req, res, expected)) return
   const given = query.get('task_id')
-  let task: HandlerTask
-  try {
-    task = await HandlerTask.adopt(svc, req, 'VM import')
-  } catch (err) {
-    return refuse(req, res, asXapiError(err))
-  }
+  const task = await adoptTask(svc, req, res, 'VM import')
+  if (!task) return
   // The answer goes out before the body is read when its length is known. XO's uploads of
   // unknown length (1 PiB) close the connection as soon as the answer arrives and the client
   // has handed its last bytes to the socket, dropping whatever its socket still queues: then
