@@ -8,6 +8,7 @@ import { validSession } from '../xapi/session.js'
 import { createTask, finishTask } from '../xapi/task.js'
 import { taskResultXml } from '../rpc/dispatch.js'
 import type { XType } from '../idl/index.js'
+import type { AgentStream } from '../agent/client.js'
 
 export function queryOf(req: IncomingMessage): URLSearchParams {
   return new URL(req.url ?? '/', 'http://localhost').searchParams
@@ -186,4 +187,36 @@ export async function adoptTask(svc: Services, req: IncomingMessage, res: Server
     refuse(req, res, asXapiError(err))
     return undefined
   }
+}
+
+/**
+ * Relays what an agent stream sends to the client, with backpressure, calling `onSent` with the
+ * bytes sent so far. Rejects with VDI_IO_ERROR (after destroying both ends) when the stream stops
+ * short or the client goes away; `length`, when known, only shapes the message.
+ */
+export function relayToClient(source: AgentStream, res: ServerResponse, onSent: (sent: number) => void, length?: number): Promise<void> {
+  let sent = 0
+  const of = length === undefined ? '' : ` of ${length}`
+  return new Promise<void>((resolve, reject) => {
+    let settled = false
+    const settle = (err?: Error) => {
+      if (settled) return
+      settled = true
+      if (!err) return resolve()
+      source.destroy()
+      res.destroy()
+      reject(new XapiError('VDI_IO_ERROR', [err.message]))
+    }
+    source.on('data', (chunk: Buffer) => {
+      sent += chunk.length
+      onSent(sent)
+      if (!res.write(chunk)) source.pause()
+    })
+    res.on('drain', () => source.resume())
+    source.on('end', () => (source.complete ? res.end() : settle(new Error(`the export stopped after ${sent}${of} bytes`))))
+    source.on('aborted', () => settle(new Error(`the export stopped after ${sent}${of} bytes`)))
+    source.on('error', (err) => settle(new Error(`the export stopped after ${sent}${of} bytes: ${err.message}`)))
+    res.on('finish', () => settle())
+    res.on('close', () => settle(res.writableFinished ? undefined : new Error(`the client closed the connection after ${sent}${of} bytes`)))
+  })
 }

@@ -7,7 +7,7 @@ import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'
 import { exportDone, srPath, vdiContentReplaced, withSrLocks } from '../xapi/storage.js'
-import { adoptTask, answeredProbe, authenticated, bodyUntilClose, HandlerTask, precheck, queryOf, refuse, throttledProgress } from './handler.js'
+import { adoptTask, answeredProbe, authenticated, bodyUntilClose, HandlerTask, precheck, queryOf, refuse, relayToClient, throttledProgress } from './handler.js'
 import type { HttpRoute } from './server.js'
 
 /** What XO announces as Content-Length when it does not know the length: the body ends when it closes the connection. */
@@ -190,31 +190,13 @@ async function streamExport(svc: Services, req: IncomingMessage, res: ServerResp
     return void res.end()
   }
   const progress = throttledProgress(task)
-  let sent = 0
-  await new Promise<void>((resolve) => {
-    let settled = false
-    const settle = (outcome: 'ok' | Error) => {
-      if (settled) return
-      settled = true
-      if (outcome === 'ok') void task.succeed(undefined, { kind: 'void' }).then(resolve, resolve)
-      else {
-        source.destroy()
-        res.destroy()
-        void task.fail(new XapiError('VDI_IO_ERROR', [outcome.message])).then(resolve, resolve)
-      }
-    }
-    source.on('data', (chunk: Buffer) => {
-      sent += chunk.length
-      if (Number.isSafeInteger(length) && length > 0) progress(sent / length)
-      if (!res.write(chunk)) source.pause()
-    })
-    res.on('drain', () => source.resume())
-    source.on('end', () => res.end())
-    source.on('aborted', () => settle(new Error(`the export stopped after ${sent} bytes`)))
-    source.on('error', (err) => settle(new Error(`the export stopped after ${sent} bytes: ${err.message}`)))
-    res.on('finish', () => settle('ok'))
-    res.on('close', () => settle(new Error(`the client closed the connection after ${sent} of ${Number.isSafeInteger(length) ? length : '?'} bytes`)))
-  })
+  const known = Number.isSafeInteger(length) && length > 0
+  try {
+    await relayToClient(source, res, (sent) => (known ? progress(sent / length) : undefined), known ? length : undefined)
+    await task.succeed(undefined, { kind: 'void' })
+  } catch (err) {
+    await task.fail(asXapiError(err))
+  }
 }
 
 export const importRawVdiRoute = (svc: Services): HttpRoute => ({ request: (req, res) => importRawVdi(svc, req, res) })

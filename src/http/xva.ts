@@ -13,7 +13,7 @@ import { exportPlan, prepareImport, type PreparedImport } from '../xapi/import.j
 import { exportDone, isIsoSr, srPath } from '../xapi/storage.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
-import { adoptTask, answeredProbe, authenticated, bodyUntilClose, precheck, queryOf, refuse, throttledProgress } from './handler.js'
+import { adoptTask, answeredProbe, authenticated, bodyUntilClose, precheck, queryOf, refuse, relayToClient, throttledProgress } from './handler.js'
 import { expectedLength } from './raw-vdi.js'
 import type { HttpRoute } from './server.js'
 
@@ -65,30 +65,7 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
       }
       const progress = throttledProgress(task)
       const total = Math.max(1, plan.totalSize)
-      let sent = 0
-      await new Promise<void>((resolveSent, reject) => {
-        let settled = false
-        const settle = (err?: Error) => {
-          if (settled) return
-          settled = true
-          if (err) {
-            source.destroy()
-            res.destroy()
-            reject(new XapiError('VDI_IO_ERROR', [err.message]))
-          } else resolveSent()
-        }
-        source.on('data', (chunk: Buffer) => {
-          sent += chunk.length
-          progress(Math.min(0.99, sent / total))
-          if (!res.write(chunk)) source.pause()
-        })
-        res.on('drain', () => source.resume())
-        source.on('end', () => (source.complete ? res.end() : settle(new Error(`the export stopped after ${sent} bytes`))))
-        source.on('aborted', () => settle(new Error(`the export stopped after ${sent} bytes`)))
-        source.on('error', (err) => settle(new Error(`the export stopped after ${sent} bytes: ${err.message}`)))
-        res.on('finish', () => settle())
-        res.on('close', () => settle(res.writableFinished ? undefined : new Error(`the client closed the connection after ${sent} bytes`)))
-      })
+      await relayToClient(source, res, (sent) => progress(Math.min(0.99, sent / total)))
     })
     await task.succeed(undefined, { kind: 'void' })
   } catch (err) {
