@@ -33,10 +33,19 @@ export function dataRuns(buf: Buffer, granule = GRANULE): Run[] {
   return runs
 }
 
-/** Resolves once `out` can take more (undefined when it already can), rejects if it closes first. */
-export function writeOut(out: Writable, buf: Buffer): Promise<void> | undefined {
-  if (out.destroyed || out.writableEnded) return Promise.reject(new Error('the receiver went away'))
-  if (out.write(buf)) return undefined
+/**
+ * Writes `buf` to `out`. Resolves once `out` can take more (undefined when it already can),
+ * rejects if it closes first. `written` runs once `out` is done with `buf`, which may then be
+ * reused: true of sockets, HTTP responses, zlib, the zstd compressor and the in-process agent
+ * output, whose write callbacks come once they have consumed the bytes, but not of a
+ * PassThrough, which hands the buffer itself on.
+ */
+export function writeOut(out: Writable, buf: Buffer, written?: () => void): Promise<void> | undefined {
+  if (out.destroyed || out.writableEnded) {
+    written?.()
+    return Promise.reject(new Error('the receiver went away'))
+  }
+  if (out.write(buf, written && (() => written()))) return undefined
   return new Promise((resolve, reject) => {
     const done = (err?: Error) => {
       out.off('drain', onDrain)

@@ -1,6 +1,6 @@
 // How the API layer calls a host agent: HTTP over the agent's socket with the host's secret.
 import { request, type OutgoingHttpHeaders } from 'node:http'
-import { PassThrough, Readable, type Duplex } from 'node:stream'
+import { Duplex, Readable, type Writable } from 'node:stream'
 import { XapiError } from '../idl/errors.js'
 import type { HostFacts } from './facts.js'
 import { SECRET_HEADER, type StreamHandlers, type StreamOut } from './server.js'
@@ -21,18 +21,35 @@ interface AgentFailure {
 
 const agentFailure = (f: AgentFailure, status: number) => (f.xapi ? new XapiError(f.xapi[0]!, f.xapi.slice(1)) : new AgentError(f.error ?? `agent answered ${status}`, status))
 
-/** What a stream handler sends back: its bytes, and whether they all came (an IncomingMessage is one). */
-export type AgentStream = Readable & { readonly complete: boolean; readonly headers: Readonly<Record<string, unknown>> }
+/**
+ * What a stream handler sends back: its bytes, and whether they all came (an IncomingMessage is
+ * one). An in-process handler's output can also be `forward`ed: see LocalOutput.
+ */
+export type AgentStream = Readable & {
+  readonly complete: boolean
+  readonly headers: Readonly<Record<string, unknown>>
+  forward?(target: Writable, onForwarded: (bytes: number) => void): void
+}
 
-/** A handler's output in this process: written by the handler, read by the caller. */
-class LocalOutput extends PassThrough implements StreamOut {
+/**
+ * A handler's output in this process. The caller reads it as it would read the agent's HTTP
+ * response, or calls `forward` before reading: the handler's writes then go straight into
+ * `target` and call back once `target` has consumed them, so the handler may reuse a buffer as
+ * soon as its write called back (writeOut). Once forwarded, it emits 'finish' when the handler
+ * has ended and everything is in `target`. Read instead, it hands out copies, for the same reason.
+ */
+class LocalOutput extends Duplex implements StreamOut {
   complete = false
   status = 0
   headers: OutgoingHttpHeaders = {}
+  private target?: Writable
+  private onForwarded: (bytes: number) => void = () => undefined
+  private reading = false
+  /** A write held until the caller reads or forwards, or until the reader wants more. */
+  private held?: () => void
 
   constructor() {
-    super({ highWaterMark: 1 << 20 })
-    this.once('end', () => (this.complete = true))
+    super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 })
   }
 
   writeHead(status: number, headers: OutgoingHttpHeaders = {}): this {
@@ -40,6 +57,38 @@ class LocalOutput extends PassThrough implements StreamOut {
     this.headers = headers
     this.emit('head')
     return this
+  }
+
+  forward(target: Writable, onForwarded: (bytes: number) => void): void {
+    this.target = target
+    this.onForwarded = onForwarded
+    this.release()
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (this.target) {
+      this.onForwarded(chunk.length)
+      this.target.write(chunk, (err) => callback(err))
+    } else if (!this.reading) this.held = () => this._write(chunk, _encoding, callback)
+    else if (this.push(Buffer.from(chunk))) callback()
+    else this.held = callback
+  }
+
+  override _final(callback: () => void): void {
+    this.complete = true
+    if (!this.target) this.push(null)
+    callback()
+  }
+
+  override _read(): void {
+    this.reading = true
+    this.release()
+  }
+
+  private release(): void {
+    const held = this.held
+    this.held = undefined
+    held?.()
   }
 }
 

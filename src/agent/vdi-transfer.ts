@@ -19,7 +19,7 @@ import { rename, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { StreamOut } from './server.js'
-import { openDiskSource, type DiskSource } from './disk-source.js'
+import { openDiskSource, readInOrder, type DiskSource } from './disk-source.js'
 import { pipeline } from 'node:stream/promises'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
@@ -55,7 +55,6 @@ export interface ImportResult {
 
 const BLOCK = 2 << 20
 const MAX_IN_FLIGHT = 8
-const ZEROS = Buffer.alloc(BLOCK)
 
 /** The pieces an export reads or synthesizes, in order: data extents cut to `chunk` bytes, zero extents as they are (pure). */
 export function exportPlan(extents: MapExtent[], chunk = BLOCK): { start: number; length: number; read: boolean }[] {
@@ -208,18 +207,7 @@ async function exportRaw(image: { path: string; format: ImageFormat }, res: Stre
     source = await openDiskSource(image.path, image.format)
     const plan = exportPlan([...source.extents])
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': virtualSize })
-    const queue: Promise<Buffer>[] = []
-    const send = async () => {
-      const wait = writeOut(res, await queue.shift()!)
-      if (wait) await wait
-    }
-    for (const piece of plan) {
-      const p = piece.read ? source.read(piece.start, piece.length) : Promise.resolve(ZEROS.subarray(0, piece.length))
-      p.catch(() => undefined)
-      queue.push(p)
-      if (queue.length >= 4) await send()
-    }
-    while (queue.length) await send()
+    await readInOrder(source, plan, BLOCK, async (_piece, data, release) => writeOut(res, data, release))
     // Closed before the end goes out: whoever sees the end sees the images free (storage/readers.ts).
     await source.close()
     source = undefined

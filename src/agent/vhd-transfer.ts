@@ -16,7 +16,7 @@ import { realpath, rm } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { StreamOut } from './server.js'
-import { openDiskSource, type DiskSource } from './disk-source.js'
+import { openDiskSource, readInOrder, type DiskSource } from './disk-source.js'
 import { XapiError } from '../idl/errors.js'
 import { commitImage, createImage, imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
 import { NbdServer, type NbdClient } from '../qemu/nbd.js'
@@ -107,21 +107,16 @@ export async function exportVhd(image: Image, opts: VhdExportOptions, res: Strea
   try {
     res.writeHead(200, { 'content-type': 'application/vhd', 'content-length': layout.length })
     await writeOut(res, layout.head)
-    const queue: Promise<Buffer>[] = []
-    const send = async () => {
-      const data = await queue.shift()!
+    const pieces = function* () {
+      for (const b of layout.blocks) yield { start: b * VHD_BLOCK, length: Math.min(VHD_BLOCK, virtualSize - b * VHD_BLOCK) }
+    }
+    await readInOrder(source, pieces(), VHD_BLOCK, async (_piece, data, release) => {
       await writeOut(res, layout.bitmap)
-      const wait = writeOut(res, data.length === VHD_BLOCK ? data : Buffer.concat([data, Buffer.alloc(VHD_BLOCK - data.length)]))
-      if (wait) await wait
-    }
-    for (const b of layout.blocks) {
-      const at = b * VHD_BLOCK
-      const p = source.read(at, Math.min(VHD_BLOCK, virtualSize - at))
-      p.catch(() => undefined)
-      queue.push(p)
-      if (queue.length >= 4) await send()
-    }
-    while (queue.length) await send()
+      if (data.length === VHD_BLOCK) return writeOut(res, data, release)
+      const padded = Buffer.concat([data, Buffer.alloc(VHD_BLOCK - data.length)])
+      release()
+      return writeOut(res, padded)
+    })
     await writeOut(res, layout.tail)
     await source.close()
   } catch (err) {

@@ -24,10 +24,11 @@ import { ImageLockedError } from '../qemu/errors.js'
 import { QemuImgError } from '../qemu/img.js'
 import { NbdError, NbdServer } from '../qemu/nbd.js'
 import { FileSr, type VdiFormat } from '../storage/file-sr.js'
-import { openDiskSource } from './disk-source.js'
+import { openDiskSource, readInOrder } from './disk-source.js'
 import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
 import { ChunkPuller } from '../lib/chunk-puller.js'
+import { BufferPool } from '../lib/buffer-pool.js'
 import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText, type Compression } from '../xva/format.js'
 import { InFlight, isZero, writeOut, writeRuns, type BlockSink } from './block-writes.js'
 
@@ -53,9 +54,11 @@ export interface XvaExportArgs {
   compression: Compression
 }
 
-async function writeEntry(out: Writable, name: string, data: Buffer): Promise<void> {
+/** A tar entry; `written` as for writeOut (`data` may be reused then). */
+async function writeEntry(out: Writable, name: string, data: Buffer, written?: () => void): Promise<void> {
   await writeOut(out, tarHeader(name, data.length))
-  if (data.length) await writeOut(out, data)
+  if (data.length) await writeOut(out, data, written)
+  else written?.()
   const pad = tarPadding(data.length)
   if (pad) await writeOut(out, ZEROS.subarray(0, pad))
 }
@@ -76,22 +79,16 @@ async function exportDisk(disk: XvaDisk, out: Writable, h64: (b: Uint8Array) => 
   try {
     const chunks = candidateChunks([...source.extents], disk.size)
     const last = chunks[chunks.length - 1]!
-    const queue: { n: number; data: Promise<Buffer> }[] = []
-    const emit = async () => {
-      const { n, data: pending } = queue.shift()!
-      const buf = await pending
-      if (n !== 0 && n !== last && isZero(buf)) return
-      await writeEntry(out, chunkName(disk.id, n), buf)
-      await writeEntry(out, `${chunkName(disk.id, n)}.xxhash`, Buffer.from(xxhashText(h64(buf))))
+    const pieces = function* () {
+      for (const n of chunks) yield { n, start: n * CHUNK, length: Math.max(0, Math.min(CHUNK, disk.size - n * CHUNK)) }
     }
-    for (const n of chunks) {
-      const length = Math.max(0, Math.min(CHUNK, disk.size - n * CHUNK))
-      const p = source.read(n * CHUNK, length)
-      p.catch(() => undefined)
-      queue.push({ n, data: p })
-      if (queue.length >= READS_IN_FLIGHT) await emit()
-    }
-    while (queue.length) await emit()
+    await readInOrder(source, pieces(), CHUNK, async ({ n }, data, release) => {
+      if (n !== 0 && n !== last && isZero(data)) return release()
+      const name = chunkName(disk.id, n)
+      const checksum = Buffer.from(xxhashText(h64(data)))
+      await writeEntry(out, name, data, release)
+      await writeEntry(out, `${name}.xxhash`, checksum)
+    }, READS_IN_FLIGHT)
     await source.close()
   } catch (err) {
     await source.abort()
@@ -116,13 +113,14 @@ export async function xvaExportStream(args: XvaExportArgs, req: Readable, res: S
   const { h64Raw } = await hasher
   const h64 = (b: Uint8Array) => h64Raw(b, 0n)
   res.writeHead(200, { 'content-type': 'application/octet-stream' })
-  const out = compressor(args.compression)
+  const compress = compressor(args.compression)
+  const out: Writable = compress ?? res
   let failed: Error | undefined
-  out.on('error', (err) => {
+  compress?.on('error', (err) => {
     failed ??= err
     res.destroy(err)
   })
-  out.pipe(res)
+  compress?.pipe(res)
   try {
     await writeEntry(out, 'ova.xml', ova)
     // xapi streams disks sorted by id as strings ("Ref:10" before "Ref:9").
@@ -135,7 +133,7 @@ export async function xvaExportStream(args: XvaExportArgs, req: Readable, res: S
       res.once('close', () => (res.writableFinished ? resolve() : reject(failed ?? new Error('the receiver went away'))))
     })
   } catch (err) {
-    out.destroy()
+    compress?.destroy()
     res.destroy(err as Error)
   }
 }
@@ -182,19 +180,6 @@ function asImportError(err: unknown): XapiError {
 }
 
 const pushed = <T>(list: Promise<T>[], p: Promise<T>) => (list.push(p), p)
-
-/** 1 MiB buffers for the chunks an upload splits across its packets, reused instead of made anew for every chunk. */
-class ChunkBuffers {
-  private readonly free: Buffer[] = []
-
-  get(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(CHUNK)
-  }
-
-  release(buf: Buffer): void {
-    if (this.free.length < 32) this.free.push(buf)
-  }
-}
 
 /** Where a disk's chunks go: its image behind qemu-nbd, or a raw file (a memory image) written directly. */
 interface DiskSink extends BlockSink {
@@ -380,7 +365,8 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
     let targets: ImportTargets | undefined
     // The last data chunk, until its checksum entry is read; `done` gives its buffer back.
     let pending: { name: string; data: Buffer; done: () => void } | undefined
-    const buffers = new ChunkBuffers()
+    // For the chunks an upload splits across its packets.
+    const buffers = new BufferPool(CHUNK)
     let first = true
     for (;;) {
       const entry = await reader.next()
@@ -430,12 +416,12 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
         writer = await DiskWriter.open(kind.id, args.sr, targets!.disks[kind.id]!)
       }
       pending?.done()
-      const scratch = buffers.get()
+      const scratch = buffers.take()
       const data = await reader.data(size, scratch)
       const { written } = await writer.put(kind.n, data)
       const copied = data.buffer === scratch.buffer
-      if (!copied) buffers.release(scratch)
-      pending = { name: kind.name, data, done: () => void (copied && written.then(() => buffers.release(scratch))) }
+      if (!copied) buffers.give(scratch)
+      pending = { name: kind.name, data, done: () => void (copied && written.then(() => buffers.give(scratch))) }
     }
     // The end-of-archive marker: the client may now be told (it closes XO's 1 PiB uploads); what
     // follows it (a tar's record padding) is read and dropped.

@@ -207,16 +207,28 @@ export function relayToClient(source: AgentStream, res: ServerResponse, onSent: 
       res.destroy()
       reject(new XapiError('VDI_IO_ERROR', [err.message]))
     }
-    source.on('data', (chunk: Buffer) => {
-      sent += chunk.length
+    const count = (bytes: number) => {
+      sent += bytes
       onSent(sent)
-      if (!res.write(chunk)) source.pause()
-    })
-    res.on('drain', () => source.resume())
-    source.on('end', () => (source.complete ? res.end() : settle(new Error(`the export stopped after ${sent}${of} bytes`))))
+    }
+    if (source.forward) {
+      // In process: the handler writes straight into the response.
+      source.forward(res, count)
+      source.on('finish', () => res.end())
+      source.on('close', () => source.complete || settle(new Error(`the export stopped after ${sent}${of} bytes`)))
+    } else {
+      source.on('data', (chunk: Buffer) => {
+        count(chunk.length)
+        if (!res.write(chunk)) source.pause()
+      })
+      res.on('drain', () => source.resume())
+      source.on('end', () => (source.complete ? res.end() : settle(new Error(`the export stopped after ${sent}${of} bytes`))))
+    }
     source.on('aborted', () => settle(new Error(`the export stopped after ${sent}${of} bytes`)))
-    source.on('error', (err) => settle(new Error(`the export stopped after ${sent}${of} bytes: ${err.message}`)))
+    // A forwarded stream fails when its writes into the response do: the client went away.
+    source.on('error', (err) => settle(res.destroyed || !res.socket || res.socket.destroyed ? clientGone() : new Error(`the export stopped after ${sent}${of} bytes: ${err.message}`)))
+    const clientGone = () => new Error(`the client closed the connection after ${sent}${of} bytes`)
     res.on('finish', () => settle())
-    res.on('close', () => settle(res.writableFinished ? undefined : new Error(`the client closed the connection after ${sent}${of} bytes`)))
+    res.on('close', () => settle(res.writableFinished ? undefined : clientGone()))
   })
 }

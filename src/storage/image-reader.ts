@@ -15,8 +15,11 @@ import { pinImages } from './readers.js'
 export interface ImageReader {
   /** Guest extents, with where their data is. */
   readonly extents: readonly MapExtent[]
-  /** Guest bytes [offset, offset + length): zeros where nothing is allocated or past the files' ends. */
-  read(offset: number, length: number): Promise<Buffer>
+  /**
+   * Guest bytes [offset, offset + length): zeros where nothing is allocated or past the files'
+   * ends. Read into `into` (at least `length` bytes, its content irrelevant) when given.
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>
   close(): Promise<void>
 }
 
@@ -37,7 +40,7 @@ export async function openImageReader(path: string, format: ImageFormat): Promis
     await close()
     throw err
   }
-  return { extents, read: (offset, length) => readExtents(extents, files, offset, length), close }
+  return { extents, read: (offset, length, into) => readExtents(extents, files, offset, length, into), close }
 }
 
 /** Index of the first extent that ends after `offset` (extents are sorted and contiguous). */
@@ -53,9 +56,11 @@ function firstExtent(extents: readonly MapExtent[], offset: number): number {
   return lo
 }
 
-async function readExtents(extents: readonly MapExtent[], files: FileHandle[], offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length)
+async function readExtents(extents: readonly MapExtent[], files: FileHandle[], offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length)
   const reads: Promise<unknown>[] = []
+  // Everything not read is zero-filled; the buffer may hold anything.
+  let filled = offset
   for (let i = firstExtent(extents, offset); i < extents.length; i++) {
     const e = extents[i]!
     if (e.start >= offset + length) break
@@ -64,18 +69,21 @@ async function readExtents(extents: readonly MapExtent[], files: FileHandle[], o
     const to = Math.min(offset + length, e.start + e.length)
     const file = files[e.depth ?? 0]
     if (!file) throw new Error(`qemu-img map names layer ${e.depth} of a ${files.length}-file chain`)
+    buf.fill(0, filled - offset, from - offset)
     reads.push(readFully(file, buf, from - offset, to - from, e.offset + (from - e.start)))
+    filled = to
   }
+  buf.fill(0, filled - offset)
   await Promise.all(reads)
   return buf
 }
 
-/** Fills buf[at, at + n) from the file at `position`; what lies past the file's end stays zero. */
+/** Fills buf[at, at + n) from the file at `position`, with zeros for what lies past the file's end. */
 async function readFully(file: FileHandle, buf: Buffer, at: number, n: number, position: number): Promise<void> {
   let done = 0
   while (done < n) {
     const { bytesRead } = await file.read(buf, at + done, n - done, position + done)
-    if (bytesRead === 0) return
+    if (bytesRead === 0) return void buf.fill(0, at + done, at + n)
     done += bytesRead
   }
 }

@@ -6,12 +6,21 @@ import { Duplex, PassThrough, type Readable, type Writable } from 'node:stream'
 import { createGunzip, createGzip } from 'node:zlib'
 import type { Compression } from './format.js'
 
-/** `zstd` with these arguments as a duplex stream: stdin in, stdout out; a failure is a stream error. */
+/**
+ * `zstd` with these arguments as a duplex stream: stdin in, stdout out; a failure is a stream
+ * error. A write calls back once its bytes are in the pipe to zstd, so its buffer may be reused.
+ */
 function zstdProcess(args: string[]): Duplex {
   const child = spawn('zstd', ['-q', '-c', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)))
-  const duplex = Duplex.from({ writable: child.stdin, readable: child.stdout })
+  const duplex = new Duplex({
+    write: (chunk: Buffer, _encoding, callback) => void child.stdin.write(chunk, callback),
+    final: (callback) => void child.stdin.end(callback),
+    read: () => void child.stdout.resume(),
+  })
+  child.stdout.on('data', (d: Buffer) => duplex.push(d) || child.stdout.pause())
+  child.stdout.once('end', () => duplex.push(null))
   child.stdin.on('error', () => undefined)
   child.once('error', (err) => duplex.destroy(err))
   child.once('exit', (code, signal) => {
@@ -39,10 +48,11 @@ export function zstdDecompressor(): { input: Writable; output: Readable; kill: (
   return { input: child.stdin, output: child.stdout, kill: () => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')) }
 }
 
-export function compressor(c: Compression): Duplex {
+/** The compressing stream for `c`, or undefined for none (the archive is written out as is). */
+export function compressor(c: Compression): Duplex | undefined {
   if (c === 'gzip') return createGzip({ level: 1, chunkSize: 1 << 16 })
   if (c === 'zstd') return zstdProcess(['-3', '-T0'])
-  return new PassThrough({ highWaterMark: 1 << 20 })
+  return undefined
 }
 
 export function decompressor(c: Compression): Duplex {

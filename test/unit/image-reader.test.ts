@@ -44,6 +44,13 @@ describe('image reader', () => {
       assert.ok((await reader.read(0, 16 * MiB)).equals(expected))
       for (const [offset, length] of [[0, MiB], [MiB + 12345, 3 * MiB], [5 * MiB - 100, 200], [15 * MiB, MiB]] as const)
         assert.ok((await reader.read(offset, length)).equals(expected.subarray(offset, offset + length)), `read(${offset}, ${length})`)
+      // Into a reused buffer holding old bytes: holes and zeroed clusters still read as zeros.
+      const dirty = Buffer.alloc(4 * MiB, 0xee)
+      for (const offset of [0, 4 * MiB, 8 * MiB, 12 * MiB]) {
+        const got = await reader.read(offset, 4 * MiB, dirty)
+        assert.equal(got.buffer, dirty.buffer, 'read into the given buffer')
+        assert.ok(got.equals(expected.subarray(offset, offset + 4 * MiB)), `read(${offset}) into a dirty buffer`)
+      }
     } finally {
       await reader.close()
     }
@@ -55,10 +62,10 @@ describe('image reader', () => {
     writeFileSync(raw, data)
     const reader = await openImageReader(raw, 'raw')
     assert.ok(reader)
-    const got = await reader.read(1000, MiB)
+    const got = await reader.read(1000, MiB, Buffer.alloc(MiB, 0xee))
     await reader.close()
     assert.ok(got.subarray(0, 500).equals(data.subarray(1000)))
-    assert.ok(got.subarray(500).every((b) => b === 0))
+    assert.ok(got.subarray(500).every((b) => b === 0), 'zeros past the end, whatever the buffer held')
   })
 
   it('leaves a compressed image to qemu-nbd', async () => {
