@@ -80,7 +80,8 @@ function asTransferError(err: unknown, operation: string): unknown {
 const imageOf = (args: TransferArgs): { path: string; format: ImageFormat } =>
   /\.iso$/i.test(args.location) ? { path: isoPath(args.sr, args.location), format: 'raw' } : { path: new FileSr(args.sr).path(args.location), format: 'qcow2' }
 
-const hiddenTemp = (imagePath: string, what: string) => join(dirname(imagePath), `.${what}-${randomUUID()}.qcow2`)
+/** A file next to an image that nothing takes for a VDI (SR.scan skips hidden files). */
+export const hiddenTemp = (imagePath: string, what: string) => join(dirname(imagePath), `.${what}-${randomUUID()}.qcow2`)
 
 /** Streams `body` into the image behind `client`, starting at offset 0; returns the byte count. */
 async function writeBody(body: Readable, client: NbdClient, size: number): Promise<number> {

@@ -11,7 +11,7 @@
 // Import (`xva.import`): the request body is the upload (gzip/zstd sniffed), parsed as it
 // arrives. The response is a line-per-message JSON stream: `{"ova": …}` once ova.xml is read,
 // then the agent waits for the API layer to create the VDIs and name their images
-// (`xva.import-targets`), then streams the chunks into them over qemu-nbd, verifying every
+// (`xva.import-targets`), then writes the chunks into new images itself, verifying every
 // checksum, and ends with `{"done": …}` or `{"error": [code, …params]}`. Nothing is written
 // anywhere but the named images: tar names only select a target, they are never paths.
 import { createHash, randomUUID } from 'node:crypto'
@@ -22,9 +22,10 @@ import xxhash from 'xxhash-wasm'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
 import { QemuImgError } from '../qemu/img.js'
-import { NbdError, NbdServer } from '../qemu/nbd.js'
+import { Qcow2Writer } from '../storage/qcow2-writer.js'
 import { FileSr, type VdiFormat } from '../storage/file-sr.js'
 import { openDiskSource, readInOrder } from './disk-source.js'
+import { hiddenTemp } from './vdi-transfer.js'
 import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
 import { ChunkPuller } from '../lib/chunk-puller.js'
@@ -36,7 +37,6 @@ const hasher = xxhash()
 const ZEROS = Buffer.alloc(CHUNK)
 const READS_IN_FLIGHT = 4
 const WRITES_IN_FLIGHT = 8
-const NBD_CONNECTIONS = 4
 
 export interface XvaDisk {
   /** The VDI's id in ova.xml (Ref:N). */
@@ -166,13 +166,12 @@ export async function xvaImportTargetsStream(args: { importId: string; targets?:
   res.end(JSON.stringify({ result: w !== undefined }))
 }
 
-const NBD_ENOSPC = 28
 
 function asImportError(err: unknown): XapiError {
   if (err instanceof XapiError) return err
-  if ((err instanceof NbdError && err.errno === NBD_ENOSPC) || (err as { code?: string }).code === 'ENOSPC') return new XapiError('SR_FULL', ['', ''])
+  if ((err as { code?: string }).code === 'ENOSPC') return new XapiError('SR_FULL', ['', ''])
   if (err instanceof ImageLockedError) return new XapiError('VDI_IN_USE', ['', 'import'])
-  if (err instanceof QemuImgError || err instanceof NbdError) return new XapiError('VDI_IO_ERROR', [err.message])
+  if (err instanceof QemuImgError) return new XapiError('VDI_IO_ERROR', [err.message])
   const msg = err instanceof Error ? err.message : String(err)
   if (/unexpected end|premature|truncated|aborted|ECONNRESET/i.test(msg)) return new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
   if (/incorrect header check|invalid|corrupt|unknown frame|header/i.test(msg)) return new XapiError('IMPORT_ERROR', [`the archive cannot be read: ${msg}`])
@@ -181,7 +180,7 @@ function asImportError(err: unknown): XapiError {
 
 const pushed = <T>(list: Promise<T>[], p: Promise<T>) => (list.push(p), p)
 
-/** Where a disk's chunks go: its image behind qemu-nbd, or a raw file (a memory image) written directly. */
+/** Where a disk's chunks go: a new qcow2 image, or a raw file (a memory image), written directly. */
 interface DiskSink extends BlockSink {
   flush(): Promise<void>
   close(): Promise<void>
@@ -201,31 +200,15 @@ async function openDiskSink(sr: string, target: ImportTarget): Promise<DiskSink>
       abort: () => file.close(),
     }
   }
-  // Writes spread over several connections: each socket's kernel buffer keeps qemu-nbd fed while
-  // this event loop is busy with the upload (one connection left it waiting a third of the time).
-  const { server, client } = await NbdServer.open(path, 'qcow2', { readOnly: false, connections: NBD_CONNECTIONS })
-  const clients = [client]
-  try {
-    while (clients.length < NBD_CONNECTIONS) clients.push(await server.connect())
-  } catch (err) {
-    for (const c of clients) c.destroy()
-    await server.kill()
-    throw err
-  }
-  let next = 0
-  const pick = () => clients[next++ % clients.length]!
+  // The target is a new, empty image: written here directly into a file beside it, which then
+  // takes its place (storage/qcow2-writer.ts).
+  const writer = await Qcow2Writer.create(hiddenTemp(path, 'import'), target.virtualSize)
   return {
-    write: (offset, data) => pick().write(offset, data),
-    writeZeroes: (offset, length) => pick().writeZeroes(offset, length),
-    flush: async () => void (await Promise.all(clients.map((c) => c.flush()))),
-    close: async () => {
-      for (const c of clients) await c.close()
-      await server.stop()
-    },
-    abort: async () => {
-      for (const c of clients) c.destroy()
-      await server.kill()
-    },
+    write: (offset, data) => writer.write(offset, data),
+    writeZeroes: async () => undefined,
+    flush: () => writer.finish(path),
+    close: async () => undefined,
+    abort: () => writer.abort(),
   }
 }
 

@@ -232,7 +232,7 @@ export class NbdClient {
   }
 }
 
-/** qemu-nbd exporting one image on a Unix socket in a private directory; it serves its client (or `connections` clients) and exits. */
+/** qemu-nbd exporting one image on a Unix socket in a private directory; it serves its client and exits. */
 export class NbdServer {
   private stderr = ''
   private exited: Promise<number | null>
@@ -253,13 +253,12 @@ export class NbdServer {
    * Writable exports pass discards and detect zero writes, so zero regions stay thin.
    * Fails with ImageLockedError when another process (a running VM) holds the image.
    */
-  static async open(path: string, format: ImageFormat, opts: { readOnly: boolean; connections?: number }): Promise<{ server: NbdServer; client: NbdClient }> {
+  static async open(path: string, format: ImageFormat, opts: { readOnly: boolean }): Promise<{ server: NbdServer; client: NbdClient }> {
     const dir = await mkdtemp(join(tmpdir(), 'flotilla-nbd-'))
     const socketPath = join(dir, 's')
     const args = [
       `--format=${format}`, `--socket=${socketPath}`, `--export-name=${NbdServer.EXPORT}`, '--cache=writeback', '--aio=threads',
       ...(opts.readOnly ? ['--read-only'] : ['--discard=unmap', '--detect-zeroes=unmap']),
-      ...(opts.connections && opts.connections > 1 ? [`--shared=${opts.connections}`] : []),
       path,
     ]
     const child = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -285,11 +284,6 @@ export class NbdServer {
         await new Promise((r) => setTimeout(r, 10))
       }
     }
-  }
-
-  /** One more connection, when opened with `connections` > 1 (qemu-nbd exits once the last one leaves). */
-  connect(): Promise<NbdClient> {
-    return NbdClient.connect(this.socketPath, NbdServer.EXPORT)
   }
 
   /** Waits for qemu-nbd to exit after its client left (it flushes and closes the image); kills it if it lingers. */
