@@ -7,7 +7,8 @@ import { execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
-import { request } from 'node:http'
+import { createServer, request } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -81,6 +82,21 @@ async function vmWithDisk(size: number, data: number): Promise<{ vm: string; vdi
 /** Times `fn`, starting with no dirty pages left by the step before (their writeback would land on this one). */
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
+/**
+ * A server that sends `bytes` of a prebuilt buffer and does nothing else: what curl alone costs
+ * to take that many bytes into a file, the floor of any export to it.
+ */
+async function idealServer(bytes: number): Promise<{ url: string; close: () => void }> {
+  const block = randomBytes(MiB)
+  const server = createServer(async (_req, res) => {
+    res.writeHead(200, { 'content-length': bytes })
+    for (let sent = 0; sent < bytes; sent += MiB) if (!res.write(block)) await new Promise((r) => res.once('drain', r))
+    res.end()
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, close: () => server.close() }
+}
+
 /** Removes an imported VM and its disks (the rounds would fill the SR otherwise). */
 async function destroyImported(vm: string): Promise<void> {
   const vdis = await Promise.all((await c<string[]>('VM.get_VBDs', vm)).map((vbd) => c<string>('VBD.get_VDI', vbd)))
@@ -109,13 +125,18 @@ try {
   // Rounds alternate the baselines and ours; medians are printed (this machine is noisy).
   const xva = join(mem, 'vm.xva')
   const zst = join(mem, 'vm.xva.zst')
-  const m: Record<'rawOut' | 'rawIn' | 'exportMs' | 'zstdMs' | 'importMs' | 'importZMs', number[]> = { rawOut: [], rawIn: [], exportMs: [], zstdMs: [], importMs: [], importZMs: [] }
+  const m: Record<'rawOut' | 'rawIn' | 'exportMs' | 'exportNullMs' | 'idealMs' | 'zstdMs' | 'importMs' | 'importZMs', number[]> = { rawOut: [], rawIn: [], exportMs: [], exportNullMs: [], idealMs: [], zstdMs: [], importMs: [], importZMs: [] }
+  const ideal = await idealServer(data)
   const outcomes: string[] = []
   const pid = daemon.child.pid!
   for (let round = 0; round < ROUNDS; round++) {
     rmSync(join(mem, 'disk.raw'), { force: true })
     m.rawOut.push((await time(async () => execFileSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', file, join(mem, 'disk.raw')])))[1])
     m.exportMs.push((await time(() => download(`/export${q({ ref: vm })}`, xva)))[1])
+    rmSync(join(mem, 'ideal.out'), { force: true })
+    m.idealMs.push((await time(async () => run('curl', ['-sS', '--fail', '-o', join(mem, 'ideal.out'), ideal.url])))[1])
+    rmSync(join(mem, 'ideal.out'), { force: true })
+    m.exportNullMs.push((await time(() => download(`/export${q({ ref: vm })}`, '/dev/null')))[1])
     m.zstdMs.push((await time(() => download(`/export${q({ ref: vm, use_compression: 'zstd' })}`, zst)))[1])
     rmSync(join(work, 'back.qcow2'), { force: true })
     m.rawIn.push((await time(async () => execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', join(mem, 'disk.raw'), join(work, 'back.qcow2')])))[1])
@@ -127,13 +148,16 @@ try {
     }
   }
   const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
-  const [rawOut, rawIn, exportMs, zstdMs, importMs, importZMs] = [m.rawOut, m.rawIn, m.exportMs, m.zstdMs, m.importMs, m.importZMs].map(median) as number[]
+  ideal.close()
+  const [rawOut, rawIn, exportMs, exportNullMs, idealMs, zstdMs, importMs, importZMs] = [m.rawOut, m.rawIn, m.exportMs, m.exportNullMs, m.idealMs, m.zstdMs, m.importMs, m.importZMs].map(median) as number[]
   const xvaSize = statSync(xva).size
   const zstdSize = statSync(zst).size
 
   console.log(`medians of ${ROUNDS} rounds; imports: ${outcomes.join(', ')}`)
   console.log(`export (tar, none):  ${(exportMs / 1000).toFixed(2)} s  ${rate(data, exportMs)} of data  (archive ${(xvaSize / MiB).toFixed(0)} MiB)`)
   console.log(`  baseline qemu-img convert qcow2 -> raw: ${(rawOut / 1000).toFixed(2)} s  ${rate(data, rawOut)} of data; throughput ratio ${(rawOut / exportMs).toFixed(2)} (aim >= 0.8)`)
+  console.log(`  the same export into /dev/null (what the daemon delivers, without curl's small writes into memory): ${(exportNullMs / 1000).toFixed(2)} s  ${rate(data, exportNullMs)} of data; ratio to the baseline ${(rawOut / exportNullMs).toFixed(2)}`)
+  console.log(`  curl taking the same bytes into memory from a server that only sends a prebuilt buffer: ${(idealMs / 1000).toFixed(2)} s  ${rate(data, idealMs)}`)
   console.log(`export (zstd):       ${(zstdMs / 1000).toFixed(2)} s  ${rate(data, zstdMs)} of data  (archive ${(zstdSize / MiB).toFixed(0)} MiB)`)
   console.log(`import (tar, none):  ${(importMs / 1000).toFixed(2)} s  ${rate(data, importMs)} of data`)
   console.log(`  baseline qemu-img convert raw -> qcow2: ${(rawIn / 1000).toFixed(2)} s  ${rate(data, rawIn)} of data; throughput ratio ${(rawIn / importMs).toFixed(2)} (aim >= 0.8)`)
