@@ -20,8 +20,6 @@ import type { Readable, Writable } from 'node:stream'
 import type { StreamOut } from './server.js'
 import xxhash from 'xxhash-wasm'
 import { XapiError } from '../idl/errors.js'
-import { ImageLockedError } from '../qemu/errors.js'
-import { QemuImgError } from '../qemu/img.js'
 import { Qcow2Writer } from '../storage/qcow2-writer.js'
 import { FileSr, type VdiFormat } from '../storage/file-sr.js'
 import { openDiskSource, readInOrder } from './disk-source.js'
@@ -166,12 +164,9 @@ export async function xvaImportTargetsStream(args: { importId: string; targets?:
   res.end(JSON.stringify({ result: w !== undefined }))
 }
 
-
 function asImportError(err: unknown): XapiError {
   if (err instanceof XapiError) return err
   if ((err as { code?: string }).code === 'ENOSPC') return new XapiError('SR_FULL', ['', ''])
-  if (err instanceof ImageLockedError) return new XapiError('VDI_IN_USE', ['', 'import'])
-  if (err instanceof QemuImgError) return new XapiError('VDI_IO_ERROR', [err.message])
   const msg = err instanceof Error ? err.message : String(err)
   if (/unexpected end|premature|truncated|aborted|ECONNRESET/i.test(msg)) return new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
   if (/incorrect header check|invalid|corrupt|unknown frame|header/i.test(msg)) return new XapiError('IMPORT_ERROR', [`the archive cannot be read: ${msg}`])
