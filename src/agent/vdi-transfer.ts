@@ -23,12 +23,13 @@ import { openDiskSource, readInOrder, type DiskSource } from './disk-source.js'
 import { pipeline } from 'node:stream/promises'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
-import { commitImage, convertImage, convertInto, createImage, imageHeader, imageInfo, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
+import { commitImage, convertImage, convertInto, createImage, imageHeader, imageInfo, mapImage, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
 import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
 import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 import { exportVhd, importVhd } from './vhd-transfer.js'
-import { InFlight, writeOut, writeRuns } from './block-writes.js'
+import { InFlight, writeOut, writeRuns, type BlockSink } from './block-writes.js'
+import { Qcow2Writer } from '../storage/qcow2-writer.js'
 
 export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
 
@@ -84,7 +85,7 @@ const imageOf = (args: TransferArgs): { path: string; format: ImageFormat } =>
 export const hiddenTemp = (imagePath: string, what: string) => join(dirname(imagePath), `.${what}-${randomUUID()}.qcow2`)
 
 /** Streams `body` into the image behind `client`, starting at offset 0; returns the byte count. */
-async function writeBody(body: Readable, client: NbdClient, size: number): Promise<number> {
+async function writeBody(body: Readable, client: BlockSink, size: number): Promise<number> {
   const inFlight = new InFlight(MAX_IN_FLIGHT)
   const flushBlock = async (block: Buffer, offset: number) => {
     writeRuns(client, offset, block, inFlight)
@@ -119,9 +120,40 @@ async function writeBody(body: Readable, client: NbdClient, size: number): Promi
 const premature = (received: number, expected: number | null) =>
   expected !== null && received < expected ? ioError(`premature end of data: received ${received} of ${expected} bytes; the VDI was left unchanged`) : undefined
 
+/** Whether an image holds nothing: no data and no backing file (a VDI just created). Fails when a VM has it open. */
+async function isBlank(image: { path: string; format: ImageFormat }): Promise<boolean> {
+  if ((await imageHeader(image.path, image.format)).backingFile) return false
+  return !(await mapImage(image.path, image.format)).some((e) => e.data && !e.zero)
+}
+
+/**
+ * Raw data for a blank qcow2 (a restore into a new VDI): a new image written directly
+ * (storage/qcow2-writer.ts), which takes the blank one's place once the data is all there.
+ */
+async function importRawIntoBlank(body: Readable, image: { path: string; format: ImageFormat }, virtualSize: number, expected: number | null): Promise<ImportResult> {
+  const writer = await Qcow2Writer.create(hiddenTemp(image.path, 'import'), virtualSize)
+  try {
+    const received = await writeBody(body, { write: (offset, data) => writer.write(offset, data), writeZeroes: async () => undefined }, virtualSize)
+    const short = premature(received, expected)
+    if (short) throw short
+    // Takes the image's lock for a moment: fails if a VM has opened the disk meanwhile.
+    await imageHeader(image.path, image.format)
+    await writer.finish(image.path)
+    return { received }
+  } catch (err) {
+    await writer.abort()
+    throw asTransferError(err, 'import')
+  }
+}
+
 async function importRaw(body: Readable, image: { path: string; format: ImageFormat }, expected: number | null): Promise<ImportResult> {
   const { virtualSize } = await imageInfo(image.path, image.format)
   if (expected !== null && expected > virtualSize) throw ioError(`the data (${expected} bytes) is larger than the VDI (virtual size ${virtualSize} bytes)`)
+  const blank = image.format === 'qcow2' && (await isBlank(image).catch((err: unknown) => {
+    throw asTransferError(err, 'import')
+  }))
+  if (blank) return importRawIntoBlank(body, image, virtualSize, expected)
+  // Otherwise into an overlay, committed once the data is all there: a short upload changes nothing.
   const overlay = hiddenTemp(image.path, 'import')
   let opened: { server: NbdServer; client: NbdClient } | undefined
   try {

@@ -27,8 +27,8 @@ export class Qcow2Writer {
   private end = 0
   /** A cluster written in part, kept until the writes move past it. */
   private partial?: { cluster: number; data: Buffer }
-  /** The writes so far, one after the other. */
-  private queue: Promise<void> = Promise.resolve()
+  /** File writes under way. */
+  private readonly writing = new Set<Promise<void>>()
 
   private constructor(
     private readonly file: FileHandle,
@@ -47,34 +47,35 @@ export class Qcow2Writer {
     return new Qcow2Writer(await open(path, 'wx'), path, virtualSize, clusterBits)
   }
 
-  /** Writes `data` at guest `offset`, at or after the end of every earlier write (calls may overlap: they run one by one). */
+  /**
+   * Writes `data` at guest `offset`, at or after the end of every earlier write. Clusters are
+   * placed at once, in call order; the file writes run side by side (a single writer thread
+   * copying into the page cache was the import's bottleneck). `data` must stay as it is until
+   * the promise settles.
+   */
   write(offset: number, data: Buffer): Promise<void> {
-    const op = this.queue.then(() => this.writeNow(offset, data))
-    this.queue = op.catch(() => undefined)
-    return op
-  }
-
-  private async writeNow(offset: number, data: Buffer): Promise<void> {
-    if (offset < this.end) throw new Error(`qcow2 writer: a write at ${offset} comes after one that ended at ${this.end}`)
-    if (offset + data.length > this.virtualSize) throw new Error(`qcow2 writer: a write at ${offset} of ${data.length} bytes goes past the disk's ${this.virtualSize} bytes`)
-    if (data.length === 0) return
+    if (offset < this.end) return Promise.reject(new Error(`qcow2 writer: a write at ${offset} comes after one that ended at ${this.end}`))
+    if (offset + data.length > this.virtualSize) return Promise.reject(new Error(`qcow2 writer: a write at ${offset} of ${data.length} bytes goes past the disk's ${this.virtualSize} bytes`))
+    if (data.length === 0) return Promise.resolve()
     this.end = offset + data.length
     const size = this.clusterSize
+    const puts: Promise<void>[] = []
     let at = offset
     let rest = data
     // A head or a tail that does not fill its cluster goes into the partial cluster.
     if (at % size !== 0 || rest.length < size) {
       const take = Math.min(rest.length, size - (at % size))
-      await this.intoPartial(at, rest.subarray(0, take))
+      this.intoPartial(at, rest.subarray(0, take), puts)
       at += take
       rest = rest.subarray(take)
     }
     const whole = rest.length - (rest.length % size)
     if (whole > 0) {
-      await this.flushPartial()
-      await this.writeClusters(at / size, rest.subarray(0, whole))
+      this.flushPartial(puts)
+      this.writeClusters(at / size, rest.subarray(0, whole), puts)
     }
-    if (whole < rest.length) await this.intoPartial(at + whole, rest.subarray(whole))
+    if (whole < rest.length) this.intoPartial(at + whole, rest.subarray(whole), puts)
+    return Promise.all(puts).then(() => undefined)
   }
 
   /**
@@ -82,9 +83,10 @@ export class Qcow2Writer {
    * renames it to `as` when given (replacing what is there, durably).
    */
   async finish(as?: string): Promise<void> {
-    await this.queue
-    await this.flushPartial()
-    await this.flushL2()
+    const puts: Promise<void>[] = []
+    this.flushPartial(puts)
+    this.flushL2(puts)
+    await Promise.all([...this.writing])
     const size = this.clusterSize
     const perBlock = size / 2
     // The refcount blocks and their table count themselves: find the sizes that cover it all.
@@ -125,7 +127,7 @@ export class Qcow2Writer {
 
   /** Closes and removes the unfinished file. */
   async abort(): Promise<void> {
-    await this.queue
+    await Promise.allSettled([...this.writing])
     await this.file.close().catch(() => undefined)
     await rm(this.path, { force: true })
   }
@@ -148,53 +150,62 @@ export class Qcow2Writer {
   }
 
   /** Writes whole clusters starting at guest cluster `first`, allocating them (and L2 tables) in order. */
-  private async writeClusters(first: number, data: Buffer): Promise<void> {
+  private writeClusters(first: number, data: Buffer, puts: Promise<void>[]): void {
     const size = this.clusterSize
     let cluster = first
     let rest = data
     while (rest.length > 0) {
       const l1Index = Math.floor(cluster / this.l2Entries)
-      await this.useL2(l1Index)
+      this.useL2(l1Index, puts)
       // Up to the end of what this L2 table maps: those clusters land next to each other in the file.
       const count = Math.min(rest.length / size, (l1Index + 1) * this.l2Entries - cluster)
       const host = this.nextCluster
       this.nextCluster += count
       for (let i = 0; i < count; i++) this.l2!.entries[cluster - l1Index * this.l2Entries + i] = BigInt((host + i) * size) | COPIED
-      await this.put(rest.subarray(0, count * size), host * size)
+      puts.push(this.start(rest.subarray(0, count * size), host * size))
       cluster += count
       rest = rest.subarray(count * size)
     }
   }
 
-  private async useL2(index: number): Promise<void> {
+  private useL2(index: number, puts: Promise<void>[]): void {
     if (this.l2?.index === index) return
-    await this.flushL2()
+    this.flushL2(puts)
     const host = this.nextCluster++
     this.l1[index] = BigInt(host * this.clusterSize) | COPIED
     this.l2 = { index, entries: new BigUint64Array(this.l2Entries) }
   }
 
-  private async flushL2(): Promise<void> {
+  private flushL2(puts: Promise<void>[]): void {
     if (!this.l2) return
     const table = Buffer.alloc(this.clusterSize)
     this.l2.entries.forEach((entry, i) => entry && table.writeBigUInt64BE(entry, i * 8))
-    await this.put(table, Number(this.l1[this.l2.index]! & ~COPIED))
+    puts.push(this.start(table, Number(this.l1[this.l2.index]! & ~COPIED)))
     this.l2 = undefined
   }
 
-  private async intoPartial(offset: number, data: Buffer): Promise<void> {
+  private intoPartial(offset: number, data: Buffer, puts: Promise<void>[]): void {
     const cluster = Math.floor(offset / this.clusterSize)
     if (this.partial?.cluster !== cluster) {
-      await this.flushPartial()
+      this.flushPartial(puts)
       this.partial = { cluster, data: Buffer.alloc(this.clusterSize) }
     }
     data.copy(this.partial.data, offset % this.clusterSize)
   }
 
-  private async flushPartial(): Promise<void> {
+  private flushPartial(puts: Promise<void>[]): void {
     const p = this.partial
     this.partial = undefined
-    if (p) await this.writeClusters(p.cluster, p.data)
+    if (p) this.writeClusters(p.cluster, p.data, puts)
+  }
+
+  /** A file write, tracked until it ends (finish waits for them all, and fails if one did). */
+  private start(data: Buffer, position: number): Promise<void> {
+    const write = this.put(data, position)
+    this.writing.add(write)
+    const forget = () => void this.writing.delete(write)
+    write.then(forget, forget)
+    return write
   }
 
   private async put(data: Buffer, position: number): Promise<void> {

@@ -146,6 +146,28 @@ describe('/import_raw_vdi and /export_raw_vdi', () => {
     assert.deepEqual(readdirSync(dirname(file)).filter((n) => n.startsWith('.')), [], 'no temporary files left in the SR')
   })
 
+  it('writes a raw import into a new VDI as a consistent, thin image of its own, and a short one leaves the VDI blank', async () => {
+    const vdi = await newVdi(40 * MiB)
+    const data = Buffer.concat([randomBytes(3 * MiB), Buffer.alloc(5 * MiB), randomBytes(MiB + 7)])
+    const put = await http('PUT', `/import_raw_vdi${query({ vdi, format: 'raw' })}`, { body: data })
+    assert.equal((await taskOutcome(String(put.headers['task-id']))).status, 'success')
+    const uuid = await c<string>('VDI.get_uuid', vdi)
+    const file = execFileSync('find', [join(daemon.dataDir, 'sr'), '-name', `${uuid}.qcow2`]).toString().trim()
+    execFileSync('qemu-img', ['check', '-q', '-U', '-f', 'qcow2', file])
+    const got = await exportRaw(vdi)
+    assert.equal(sha(got), sha(Buffer.concat([data, Buffer.alloc(40 * MiB - data.length)])))
+    const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-U', '-f', 'qcow2', file]).toString()) as { length: number; data: boolean }[]
+    const allocated = map.filter((e) => e.data).reduce((n, e) => n + e.length, 0)
+    assert.ok(allocated <= 4 * MiB + 64 * 1024, `only the data is allocated (${allocated} bytes)`)
+
+    const blank = await newVdi(8 * MiB)
+    const short = await http('PUT', `/import_raw_vdi${query({ vdi: blank, format: 'raw' })}`, { body: randomBytes(4 * MiB), headers: { 'content-length': 6 * MiB }, cutAfter: 4 * MiB })
+    const outcome = await taskOutcome(String(short.headers['task-id']))
+    assert.equal(outcome.error_info[0], 'VDI_IO_ERROR')
+    assert.ok((await exportRaw(blank)).equals(Buffer.alloc(8 * MiB)), 'still blank')
+    assert.deepEqual(readdirSync(dirname(file)).filter((n) => n.startsWith('.')), [], 'no temporary files left in the SR')
+  })
+
   it('16: putResource of a stream without length resolves quickly and all data arrives', async () => {
     const vdi = await newVdi(16 * MiB)
     const data = Buffer.concat([randomBytes(6 * MiB), Buffer.alloc(2 * MiB), randomBytes(MiB + 5)])
