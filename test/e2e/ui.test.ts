@@ -182,6 +182,8 @@ describe('web UI', { skip, timeout: 180_000 }, () => {
     if (SHOTS) await page.goto(`${daemon.url}/#/`), await shot('dashboard'), await page.goBack()
     for (const [tab, rows, testid] of [['Disks', 3, 'vbd-row'], ['Network', 1, 'vif-row']] as const) {
       await page.getByRole('link', { name: tab, exact: true }).click()
+      // The tab fetches its rows after the click: wait for the last one before counting.
+      await page.getByTestId(testid).nth(rows - 1).waitFor({ timeout: 15_000 })
       assert.equal(await page.getByTestId(testid).count(), rows, `${tab} rows`)
     }
     await shot('vm-disks')
@@ -219,7 +221,7 @@ describe('web UI', { skip, timeout: 180_000 }, () => {
   it('shows the SR page and the tasks page, and fits a narrow window', async () => {
     await page.locator('.tree').getByRole('link', { name: /Local storage/ }).click()
     await page.getByRole('heading', { name: 'Local storage' }).waitFor()
-    assert.ok((await page.getByTestId('vdi-row').count()) >= 1)
+    await page.getByTestId('vdi-row').first().waitFor({ timeout: 15_000 })
     await shot('sr')
     await page.getByRole('link', { name: 'Tasks', exact: true }).click()
     await page.locator('table.tasks tbody tr').first().waitFor()
