@@ -132,7 +132,31 @@ export function refuse(req: IncomingMessage, res: ServerResponse, err: XapiError
   const body = `${err.description.join(' ')}\n`
   res.writeHead(statusFor(err.code), { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
   res.end(body)
-  res.once('finish', () => req.destroy())
+  res.once('finish', () => lingerThenClose(req))
+}
+
+const LINGER_MS = 2000
+const LINGER_BYTES = 64 << 20
+
+/**
+ * Reads and drops what the client still sends, for a moment, then closes. Closing with unread
+ * data resets the connection, and the client can then lose the answer it was sent.
+ */
+function lingerThenClose(req: IncomingMessage): void {
+  if (req.complete) return void req.destroy()
+  let dropped = 0
+  const close = () => {
+    clearTimeout(timer)
+    req.destroy()
+  }
+  const timer = setTimeout(close, LINGER_MS)
+  req.on('data', (chunk: Buffer) => {
+    dropped += chunk.length
+    if (dropped > LINGER_BYTES) close()
+  })
+  req.once('end', close)
+  req.once('error', close)
+  req.resume()
 }
 
 /** Fails the client's pending task_id task (if any) when we cannot even adopt it (bad session, bad query). */
