@@ -27,8 +27,9 @@ export class Qcow2Writer {
   private end = 0
   /** A cluster written in part, kept until the writes move past it. */
   private partial?: { cluster: number; data: Buffer }
-  /** File writes under way. */
+  /** File writes under way, and the first that failed (the image can then not be finished). */
   private readonly writing = new Set<Promise<void>>()
+  private failure: unknown
 
   private constructor(
     private readonly file: FileHandle,
@@ -83,10 +84,11 @@ export class Qcow2Writer {
    * renames it to `as` when given (replacing what is there, durably).
    */
   async finish(as?: string): Promise<void> {
-    const puts: Promise<void>[] = []
-    this.flushPartial(puts)
-    this.flushL2(puts)
+    // Their writes are tracked in `writing` like all others.
+    this.flushPartial([])
+    this.flushL2([])
     await Promise.all([...this.writing])
+    if (this.failure) throw this.failure
     const size = this.clusterSize
     const perBlock = size / 2
     // The refcount blocks and their table count themselves: find the sizes that cover it all.
@@ -203,8 +205,13 @@ export class Qcow2Writer {
   private start(data: Buffer, position: number): Promise<void> {
     const write = this.put(data, position)
     this.writing.add(write)
-    const forget = () => void this.writing.delete(write)
-    write.then(forget, forget)
+    write.then(
+      () => this.writing.delete(write),
+      (err: unknown) => {
+        this.failure ??= err
+        this.writing.delete(write)
+      },
+    )
     return write
   }
 
