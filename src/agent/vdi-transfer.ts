@@ -13,23 +13,21 @@
 //          data extents are read over NBD (read-only qemu-nbd) with a few reads in flight.
 // qcow2 out: qemu-img convert to a hidden temporary standalone qcow2, streamed, then deleted.
 // VHD in and out (dynamic, and differencing for delta exports): agent/vhd-transfer.ts.
-import { randomUUID } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import { rename, rm, stat } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { StreamOut } from './server.js'
 import { openDiskSource, readInOrder, type DiskSource } from './disk-source.js'
 import { pipeline } from 'node:stream/promises'
 import { XapiError } from '../idl/errors.js'
 import { ImageLockedError } from '../qemu/errors.js'
-import { commitImage, convertImage, convertInto, createImage, imageHeader, imageInfo, mapImage, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
-import { NbdError, NbdServer, type NbdClient } from '../qemu/nbd.js'
+import { convertImage, convertInto, createImage, imageHeader, imageInfo, QemuImgError, type ImageFormat, type MapExtent } from '../qemu/img.js'
+import { NbdError } from '../qemu/nbd.js'
 import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 import { exportVhd, importVhd } from './vhd-transfer.js'
 import { InFlight, writeOut, writeRuns, type BlockSink } from './block-writes.js'
-import { Qcow2Writer } from '../storage/qcow2-writer.js'
+import { hiddenTemp, openImportTarget, type ImportTarget } from './import-target.js'
 
 export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
 
@@ -81,9 +79,6 @@ function asTransferError(err: unknown, operation: string): unknown {
 const imageOf = (args: TransferArgs): { path: string; format: ImageFormat } =>
   /\.iso$/i.test(args.location) ? { path: isoPath(args.sr, args.location), format: 'raw' } : { path: new FileSr(args.sr).path(args.location), format: 'qcow2' }
 
-/** A file next to an image that nothing takes for a VDI (SR.scan skips hidden files). */
-export const hiddenTemp = (imagePath: string, what: string) => join(dirname(imagePath), `.${what}-${randomUUID()}.qcow2`)
-
 /** Streams `body` into the image behind `client`, starting at offset 0; returns the byte count. */
 async function writeBody(body: Readable, client: BlockSink, size: number): Promise<number> {
   const inFlight = new InFlight(MAX_IN_FLIGHT)
@@ -120,60 +115,20 @@ async function writeBody(body: Readable, client: BlockSink, size: number): Promi
 const premature = (received: number, expected: number | null) =>
   expected !== null && received < expected ? ioError(`premature end of data: received ${received} of ${expected} bytes; the VDI was left unchanged`) : undefined
 
-/** Whether an image holds nothing: no data and no backing file (a VDI just created). Fails when a VM has it open. */
-async function isBlank(image: { path: string; format: ImageFormat }): Promise<boolean> {
-  if ((await imageHeader(image.path, image.format)).backingFile) return false
-  return !(await mapImage(image.path, image.format)).some((e) => e.data && !e.zero)
-}
-
-/**
- * Raw data for a blank qcow2 (a restore into a new VDI): a new image written directly
- * (storage/qcow2-writer.ts), which takes the blank one's place once the data is all there.
- */
-async function importRawIntoBlank(body: Readable, image: { path: string; format: ImageFormat }, virtualSize: number, expected: number | null): Promise<ImportResult> {
-  const writer = await Qcow2Writer.create(hiddenTemp(image.path, 'import'), virtualSize)
-  try {
-    const received = await writeBody(body, { write: (offset, data) => writer.write(offset, data), writeZeroes: async () => undefined }, virtualSize)
-    const short = premature(received, expected)
-    if (short) throw short
-    // Takes the image's lock for a moment: fails if a VM has opened the disk meanwhile.
-    await imageHeader(image.path, image.format)
-    await writer.finish(image.path)
-    return { received }
-  } catch (err) {
-    await writer.abort()
-    throw asTransferError(err, 'import')
-  }
-}
-
 async function importRaw(body: Readable, image: { path: string; format: ImageFormat }, expected: number | null): Promise<ImportResult> {
   const { virtualSize } = await imageInfo(image.path, image.format)
   if (expected !== null && expected > virtualSize) throw ioError(`the data (${expected} bytes) is larger than the VDI (virtual size ${virtualSize} bytes)`)
-  const blank = image.format === 'qcow2' && (await isBlank(image).catch((err: unknown) => {
-    throw asTransferError(err, 'import')
-  }))
-  if (blank) return importRawIntoBlank(body, image, virtualSize, expected)
-  // Otherwise into an overlay, committed once the data is all there: a short upload changes nothing.
-  const overlay = hiddenTemp(image.path, 'import')
-  let opened: { server: NbdServer; client: NbdClient } | undefined
+  let target: ImportTarget | undefined
   try {
-    await createImage({ path: overlay, format: 'qcow2', size: virtualSize, backing: image })
-    opened = await NbdServer.open(overlay, 'qcow2', { readOnly: false })
-    const received = await writeBody(body, opened.client, virtualSize)
-    await opened.client.flush()
-    await opened.client.close()
-    await opened.server.stop()
-    opened = undefined
+    target = await openImportTarget(image, virtualSize)
+    const received = await writeBody(body, target, virtualSize)
     const short = premature(received, expected)
     if (short) throw short
-    if (received > 0) await commitImage(overlay, 'qcow2')
+    await target.complete()
     return { received }
   } catch (err) {
-    opened?.client.destroy()
-    await opened?.server.kill()
+    await target?.discard()
     throw asTransferError(err, 'import')
-  } finally {
-    await rm(overlay, { force: true })
   }
 }
 

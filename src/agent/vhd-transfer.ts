@@ -12,16 +12,16 @@
 //          from the VHD are left as they were (so a differencing VHD applies on top of the VDI's
 //          content); in a dynamic VHD, sectors whose bitmap bit is clear read as zeros.
 import { randomUUID } from 'node:crypto'
-import { realpath, rm } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
+import { realpath } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { StreamOut } from './server.js'
 import { openDiskSource, readInOrder, type DiskSource } from './disk-source.js'
 import { XapiError } from '../idl/errors.js'
-import { commitImage, createImage, imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
-import { NbdServer, type NbdClient } from '../qemu/nbd.js'
+import { imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
 import { bitmapRuns, blockCount, DISK_DYNAMIC, readVhdStream, VHD_BLOCK, VHD_MAX_SIZE, vhdLayout, VhdFormatError, type VhdParent } from '../vhd/vhd.js'
 import { InFlight, writeOut, writeRuns } from './block-writes.js'
+import { openImportTarget, type ImportTarget } from './import-target.js'
 
 type Image = { path: string; format: ImageFormat }
 
@@ -127,8 +127,6 @@ export async function exportVhd(image: Image, opts: VhdExportOptions, res: Strea
   await new Promise<void>((resolve, reject) => res.end(() => resolve()).once('error', reject))
 }
 
-/** Writes `data` at `offset`: all-zero 64 KiB granules as NBD_CMD_WRITE_ZEROES, the rest as writes. */
-
 export async function importVhd(
   body: Readable,
   image: Image,
@@ -145,14 +143,11 @@ export async function importVhd(
       yield chunk
     }
   }
-  const overlay = join(dirname(image.path), `.import-${randomUUID()}.qcow2`)
-  let opened: { server: NbdServer; client: NbdClient } | undefined
+  let target: ImportTarget | undefined
   try {
     const vhd = await readVhdStream(counted())
     if (vhd.footer.currentSize > virtualSize) throw new XapiError('VDI_TOO_SMALL', ['', String(vhd.footer.currentSize)])
-    await createImage({ path: overlay, format: 'qcow2', size: virtualSize, backing: image })
-    opened = await NbdServer.open(overlay, 'qcow2', { readOnly: false })
-    const { client } = opened
+    target = await openImportTarget(image, virtualSize, { inOrder: vhd.inDiskOrder })
     const inFlight = new InFlight(MAX_IN_FLIGHT)
     const dynamic = vhd.footer.diskType === DISK_DYNAMIC
     for await (const block of vhd.blocks) {
@@ -160,26 +155,19 @@ export async function importVhd(
         if (run.offset >= block.data.length) break
         const length = Math.min(run.length, block.data.length - run.offset)
         const at = block.offset + run.offset
-        if (run.present) writeRuns(client, at, block.data.subarray(run.offset, run.offset + length), inFlight)
-        else if (dynamic) inFlight.add(client.writeZeroes(at, length))
+        if (run.present) writeRuns(target, at, block.data.subarray(run.offset, run.offset + length), inFlight)
+        else if (dynamic) inFlight.add(target.writeZeroes(at, length))
         // differencing: a clear bit means "as in the parent", i.e. as the VDI already is
       }
       await inFlight.room()
     }
     await inFlight.drain()
     if (expected !== null && received < expected) throw ioError(`premature end of data: received ${received} of ${expected} bytes; the VDI was left unchanged`)
-    await client.flush()
-    await client.close()
-    await opened.server.stop()
-    opened = undefined
-    await commitImage(overlay, 'qcow2')
+    await target.complete()
     return { received }
   } catch (err) {
-    opened?.client.destroy()
-    await opened?.server.kill()
+    await target?.discard()
     if (err instanceof VhdFormatError) throw ioError(`bad VHD: ${err.message}`)
     throw err
-  } finally {
-    await rm(overlay, { force: true })
   }
 }

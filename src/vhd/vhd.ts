@@ -303,6 +303,8 @@ export interface VhdStreamInfo {
   header: VhdHeaderInfo
   /** Present blocks in stream order. */
   blocks: AsyncGenerator<VhdBlock>
+  /** Whether the stream's blocks come in increasing disk offsets (as Xen Orchestra writes them). */
+  inDiskOrder: boolean
 }
 
 /**
@@ -331,5 +333,5 @@ export async function readVhdStream(source: AsyncIterable<Buffer>): Promise<VhdS
     }
     await r.drain()
   }
-  return { footer, header, blocks: blocks() }
+  return { footer, header, blocks: blocks(), inDiskOrder: entries.every((e, i) => i === 0 || e.index > entries[i - 1]!.index) }
 }

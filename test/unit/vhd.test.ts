@@ -126,7 +126,19 @@ describe('VHD reader', () => {
         assert.equal(b.data.length, Math.min(VHD_BLOCK, size - b.offset))
       }
       assert.deepEqual(got, [0, 3])
+      assert.equal(vhd.inDiskOrder, true)
     }
+    // The same blocks stored the other way round: read in file order, and said to be out of disk order.
+    const swapped = Buffer.from(file)
+    const table = Number(swapped.readBigUInt64BE(512 + 16))
+    const [first, fourth] = [swapped.readUInt32BE(table), swapped.readUInt32BE(table + 12)]
+    swapped.writeUInt32BE(fourth, table)
+    swapped.writeUInt32BE(first, table + 12)
+    const vhd = await readVhdStream(chunks(swapped))
+    assert.equal(vhd.inDiskOrder, false)
+    const order: number[] = []
+    for await (const b of vhd.blocks) order.push(b.index)
+    assert.deepEqual(order, [3, 0])
   })
 
   it('refuses bad checksums, fixed disks and truncated streams', async () => {
