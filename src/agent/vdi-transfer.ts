@@ -1,16 +1,15 @@
 // The agent's side of /import_raw_vdi and /export_raw_vdi: guest-visible disk content in and
 // out of an SR's image files.
 //
-// Raw in:  the bytes go over NBD (qemu-nbd on a private socket) into a throw-away qcow2 overlay
-//          on top of the VDI's image, written in 2 MiB blocks split into runs of data and of zeros
-//          (zero runs become NBD_CMD_WRITE_ZEROES, so they stay thin). Only a complete upload is
-//          committed into the image (qemu-img commit); a short, oversized or failed one just
-//          deletes the overlay, leaving the VDI exactly as it was.
+// Raw in:  the bytes go, in 2 MiB blocks split into runs of data and of zeros (zero runs stay
+//          thin), into an import target (agent/import-target.ts): a new image for a blank VDI, an
+//          overlay over one holding data. Only a complete upload is put into the VDI; a short,
+//          oversized or failed one is dropped, leaving the VDI exactly as it was.
 // qcow2 in: the upload lands in a hidden temporary file in the SR directory; it must be a
 //          standalone qcow2 (no backing file, no external data file, not encrypted) whose virtual
 //          size fits; it is copied into a fresh image of the VDI's size that then replaces the VDI.
 // Raw out: qemu-img map says where the data is; zero extents are sent without reading the disk,
-//          data extents are read over NBD (read-only qemu-nbd) with a few reads in flight.
+//          data extents are read from the image files (agent/disk-source.ts), a few reads ahead.
 // qcow2 out: qemu-img convert to a hidden temporary standalone qcow2, streamed, then deleted.
 // VHD in and out (dynamic, and differencing for delta exports): agent/vhd-transfer.ts.
 import { createReadStream, createWriteStream } from 'node:fs'

@@ -5,10 +5,10 @@
 //          or, with a base snapshot, a differencing VHD holding only the blocks that changed
 //          since it: the extents the chain above the base allocates (map depth < the base's depth
 //          in the chain); if the base is not in the chain, blocks whose content differs (both
-//          read over NBD). Block data is read over NBD (read-only qemu-nbd), a few reads in flight.
-// VHD in:  parsed strictly forward; each present block is written at its offset over NBD into a
-//          throw-away overlay (zero runs as NBD_CMD_WRITE_ZEROES), committed only once the whole
-//          stream was read: like raw imports, a failure leaves the VDI unchanged. Blocks absent
+//          read). Block data is read from the image files (agent/disk-source.ts), a few reads ahead.
+// VHD in:  parsed strictly forward; each present block is written at its offset into an import
+//          target (agent/import-target.ts), put into the VDI only once the whole stream was
+//          read: like raw imports, a failure leaves the VDI unchanged. Blocks absent
 //          from the VHD are left as they were (so a differencing VHD applies on top of the VDI's
 //          content); in a dynamic VHD, sectors whose bitmap bit is clear read as zeros.
 import { randomUUID } from 'node:crypto'
