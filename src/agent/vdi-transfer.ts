@@ -2,7 +2,7 @@
 // out of an SR's image files.
 //
 // Raw in:  the bytes go, in 2 MiB blocks split into runs of data and of zeros (zero runs stay
-//          thin), into an import target (agent/import-target.ts): a new image for a blank VDI, an
+//          thin), into an import target (agent/import-sink.ts): a new image for a blank VDI, an
 //          overlay over one holding data. Only a complete upload is put into the VDI; a short,
 //          oversized or failed one is dropped, leaving the VDI exactly as it was.
 // qcow2 in: the upload lands in a hidden temporary file in the SR directory; it must be a
@@ -26,7 +26,7 @@ import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 import { exportVhd, importVhd } from './vhd-transfer.js'
 import { InFlight, writeOut, writeRuns, type BlockSink } from './block-writes.js'
-import { hiddenTemp, openImportTarget, type ImportTarget } from './import-target.js'
+import { hiddenTemp, openImportSink, type ImportSink } from './import-sink.js'
 
 export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
 
@@ -117,9 +117,9 @@ const premature = (received: number, expected: number | null) =>
 async function importRaw(body: Readable, image: { path: string; format: ImageFormat }, expected: number | null): Promise<ImportResult> {
   const { virtualSize } = await imageInfo(image.path, image.format)
   if (expected !== null && expected > virtualSize) throw ioError(`the data (${expected} bytes) is larger than the VDI (virtual size ${virtualSize} bytes)`)
-  let target: ImportTarget | undefined
+  let target: ImportSink | undefined
   try {
-    target = await openImportTarget(image, virtualSize)
+    target = await openImportSink(image, virtualSize)
     const received = await writeBody(body, target, virtualSize)
     const short = premature(received, expected)
     if (short) throw short

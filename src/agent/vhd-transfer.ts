@@ -7,7 +7,7 @@
 //          in the chain); if the base is not in the chain, blocks whose content differs (both
 //          read). Block data is read from the image files (agent/disk-source.ts), a few reads ahead.
 // VHD in:  parsed strictly forward; each present block is written at its offset into an import
-//          target (agent/import-target.ts), put into the VDI only once the whole stream was
+//          target (agent/import-sink.ts), put into the VDI only once the whole stream was
 //          read: like raw imports, a failure leaves the VDI unchanged. Blocks absent
 //          from the VHD are left as they were (so a differencing VHD applies on top of the VDI's
 //          content); in a dynamic VHD, sectors whose bitmap bit is clear read as zeros.
@@ -21,7 +21,7 @@ import { XapiError } from '../idl/errors.js'
 import { imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent } from '../qemu/img.js'
 import { bitmapRuns, blockCount, DISK_DYNAMIC, readVhdStream, VHD_BLOCK, VHD_MAX_SIZE, vhdLayout, VhdFormatError, type VhdParent } from '../vhd/vhd.js'
 import { InFlight, writeOut, writeRuns } from './block-writes.js'
-import { openImportTarget, type ImportTarget } from './import-target.js'
+import { openImportSink, type ImportSink } from './import-sink.js'
 
 type Image = { path: string; format: ImageFormat }
 
@@ -143,11 +143,11 @@ export async function importVhd(
       yield chunk
     }
   }
-  let target: ImportTarget | undefined
+  let target: ImportSink | undefined
   try {
     const vhd = await readVhdStream(counted())
     if (vhd.footer.currentSize > virtualSize) throw new XapiError('VDI_TOO_SMALL', ['', String(vhd.footer.currentSize)])
-    target = await openImportTarget(image, virtualSize, { inOrder: vhd.inDiskOrder })
+    target = await openImportSink(image, virtualSize, { inOrder: vhd.inDiskOrder })
     const inFlight = new InFlight(MAX_IN_FLIGHT)
     const dynamic = vhd.footer.diskType === DISK_DYNAMIC
     for await (const block of vhd.blocks) {

@@ -20,10 +20,9 @@ import type { Readable, Writable } from 'node:stream'
 import type { StreamOut } from './server.js'
 import xxhash from 'xxhash-wasm'
 import { XapiError } from '../idl/errors.js'
-import { Qcow2Writer } from '../storage/qcow2-writer.js'
 import { FileSr, type VdiFormat } from '../storage/file-sr.js'
 import { openDiskSource, readInOrder } from './disk-source.js'
-import { hiddenTemp } from './import-target.js'
+import { newImageSink, type ImportSink } from './import-sink.js'
 import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
 import { ChunkPuller } from '../lib/chunk-puller.js'
@@ -175,35 +174,20 @@ function asImportError(err: unknown): XapiError {
 
 const pushed = <T>(list: Promise<T>[], p: Promise<T>) => (list.push(p), p)
 
-/** Where a disk's chunks go: a new qcow2 image, or a raw file (a memory image), written directly. */
-interface DiskSink extends BlockSink {
-  flush(): Promise<void>
-  close(): Promise<void>
-  abort(): Promise<void>
-}
-
-async function openDiskSink(sr: string, target: ImportTarget): Promise<DiskSink> {
+/** Where a disk's chunks go: a new qcow2 image written directly, or a raw file (a memory image). */
+async function openDiskSink(sr: string, target: ImportTarget): Promise<ImportSink> {
   const path = new FileSr(sr).path(target.location, target.format)
-  if (target.format === 'raw') {
-    // A new file of the import's own (its name is fresh): never one that exists.
-    const file = await open(path, 'wx')
-    return {
-      write: async (offset, data) => void (await file.write(data, 0, data.length, offset)),
-      writeZeroes: async () => undefined,
-      flush: () => file.sync(),
-      close: () => file.close(),
-      abort: () => file.close(),
-    }
-  }
-  // The target is a new, empty image: written here directly into a file beside it, which then
-  // takes its place (storage/qcow2-writer.ts).
-  const writer = await Qcow2Writer.create(hiddenTemp(path, 'import'), target.virtualSize)
+  if (target.format === 'qcow2') return newImageSink({ path, format: 'qcow2' }, target.virtualSize)
+  // A new file of the import's own (its name is fresh): never one that exists.
+  const file = await open(path, 'wx')
   return {
-    write: (offset, data) => writer.write(offset, data),
+    write: async (offset, data) => void (await file.write(data, 0, data.length, offset)),
     writeZeroes: async () => undefined,
-    flush: () => writer.finish(path),
-    close: async () => undefined,
-    abort: () => writer.abort(),
+    complete: async () => {
+      await file.sync()
+      await file.close()
+    },
+    discard: () => file.close(),
   }
 }
 
@@ -217,7 +201,7 @@ class DiskWriter {
   private constructor(
     readonly id: string,
     readonly size: number,
-    private readonly sink: DiskSink,
+    private readonly sink: ImportSink,
   ) {
     this.cursor = new ChunkCursor(id)
   }
@@ -248,16 +232,15 @@ class DiskWriter {
   async close(): Promise<void> {
     try {
       await this.inFlight.drain()
-      await this.sink.flush()
+      await this.sink.complete()
     } catch (err) {
       await this.kill()
       throw err
     }
-    await this.sink.close()
   }
 
   async kill(): Promise<void> {
-    await this.sink.abort()
+    await this.sink.discard()
   }
 }
 
