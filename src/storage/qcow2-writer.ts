@@ -14,6 +14,12 @@ import { dirname } from 'node:path'
 
 const COPIED = 1n << 63n
 const HEADER_LENGTH = 112
+/**
+ * Data written since the last flush that starts another, while the writes go on. Left to the
+ * final fsync, 2 GiB took 1 s to reach the disk after the last byte came (a third of an import);
+ * flushed along the way, the disk works while the upload still arrives.
+ */
+const FLUSH_EVERY = 256 * 2 ** 20
 
 export class Qcow2Writer {
   private readonly clusterSize: number
@@ -30,12 +36,16 @@ export class Qcow2Writer {
   /** File writes under way, and the first that failed (the image can then not be finished). */
   private readonly writing = new Set<Promise<void>>()
   private failure: unknown
+  /** Bytes written since the last flush started, and the flush under way. */
+  private unflushed = 0
+  private flushing?: Promise<void>
 
   private constructor(
     private readonly file: FileHandle,
     readonly path: string,
     readonly virtualSize: number,
     private readonly clusterBits: number,
+    private readonly flushEvery: number,
   ) {
     this.clusterSize = 2 ** clusterBits
     this.l2Entries = this.clusterSize / 8
@@ -43,9 +53,12 @@ export class Qcow2Writer {
     this.nextCluster = 1 + Math.max(1, Math.ceil((this.l1.length * 8) / this.clusterSize))
   }
 
-  /** Creates `path`, which must not exist. Small clusters are for tests (every structure spans several). */
-  static async create(path: string, virtualSize: number, clusterBits = 16): Promise<Qcow2Writer> {
-    return new Qcow2Writer(await open(path, 'wx'), path, virtualSize, clusterBits)
+  /**
+   * Creates `path`, which must not exist. Small clusters and flushes are for tests (every
+   * structure spans several clusters; flushes overlap writes).
+   */
+  static async create(path: string, virtualSize: number, { clusterBits = 16, flushEvery = FLUSH_EVERY } = {}): Promise<Qcow2Writer> {
+    return new Qcow2Writer(await open(path, 'wx'), path, virtualSize, clusterBits, flushEvery)
   }
 
   /**
@@ -76,6 +89,8 @@ export class Qcow2Writer {
       this.writeClusters(at / size, rest.subarray(0, whole), puts)
     }
     if (whole < rest.length) this.intoPartial(at + whole, rest.subarray(whole), puts)
+    this.unflushed += data.length
+    if (this.unflushed >= this.flushEvery && !this.flushing) this.startFlush()
     return Promise.all(puts).then(() => undefined)
   }
 
@@ -88,6 +103,7 @@ export class Qcow2Writer {
     this.flushPartial([])
     this.flushL2([])
     await Promise.all([...this.writing])
+    await this.flushing
     if (this.failure) throw this.failure
     const size = this.clusterSize
     const perBlock = size / 2
@@ -129,7 +145,7 @@ export class Qcow2Writer {
 
   /** Closes and removes the unfinished file. */
   async abort(): Promise<void> {
-    await Promise.allSettled([...this.writing])
+    await Promise.allSettled([...this.writing, this.flushing])
     await this.file.close().catch(() => undefined)
     await rm(this.path, { force: true })
   }
@@ -199,6 +215,22 @@ export class Qcow2Writer {
     const p = this.partial
     this.partial = undefined
     if (p) this.writeClusters(p.cluster, p.data, puts)
+  }
+
+  /**
+   * Starts a flush of the writes issued so far, once they are done. Nothing waits for it but
+   * `finish`: later writes go on meanwhile. A failed flush fails the image, as a write does.
+   */
+  private startFlush(): void {
+    this.unflushed = 0
+    const done = Promise.allSettled([...this.writing]).then(() => this.file.datasync())
+    this.flushing = done.then(
+      () => (this.flushing = undefined),
+      (err: unknown) => {
+        this.failure ??= err
+        this.flushing = undefined
+      },
+    )
   }
 
   /** A file write, tracked until it ends (finish waits for them all, and fails if one did). */

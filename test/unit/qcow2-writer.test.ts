@@ -21,10 +21,10 @@ function contentOf(path: string): Buffer {
 }
 
 /** Writes `pieces` ([offset, length], in order) of random data into a new image and into the expected content. */
-async function writeImage(name: string, size: number, pieces: [number, number][], clusterBits?: number): Promise<{ path: string; expected: Buffer }> {
+async function writeImage(name: string, size: number, pieces: [number, number][], options?: { clusterBits?: number; flushEvery?: number }): Promise<{ path: string; expected: Buffer }> {
   const path = join(dir, name)
   const expected = Buffer.alloc(size)
-  const writer = await Qcow2Writer.create(path, size, clusterBits)
+  const writer = await Qcow2Writer.create(path, size, options)
   for (const [offset, length] of pieces) {
     const data = randomBytes(length)
     data.copy(expected, offset)
@@ -38,7 +38,8 @@ describe('qcow2 writer', () => {
   after(() => rmSync(dir, { recursive: true, force: true }))
 
   it('writes an image qemu-img finds consistent and reads as written, across L2 tables and refcount blocks', async () => {
-    // 1 KiB clusters: an L2 table maps 128 KiB, a refcount block counts 512 clusters, L1 spans 2 clusters.
+    // 1 KiB clusters: an L2 table maps 128 KiB, a refcount block counts 512 clusters, L1 spans 2
+    // clusters. A flush starts every 8 KiB written, under the writes that follow.
     const size = 20 * 1024 * KiB + 512
     const pieces: [number, number][] = [
       [0, 64 * KiB], // whole clusters, across L2 tables
@@ -49,7 +50,7 @@ describe('qcow2 writer', () => {
       [1055 * KiB, 2 * KiB], // straddles an L2 boundary
       [20 * 1024 * KiB - 300, 812], // up to the end of the disk, in the middle of a cluster
     ]
-    const { path, expected } = await writeImage('small-clusters.qcow2', size, pieces, 10)
+    const { path, expected } = await writeImage('small-clusters.qcow2', size, pieces, { clusterBits: 10, flushEvery: 8 * KiB })
     execFileSync('qemu-img', ['check', '-q', '-f', 'qcow2', path])
     assert.ok(contentOf(path).equals(expected), 'reads back as written')
     const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', path]).toString())
