@@ -35,6 +35,8 @@ import { InFlight, isZero, writeOut, writeRuns, type BlockSink } from './block-w
 const ZEROS = Buffer.alloc(CHUNK)
 const READS_IN_FLIGHT = 4
 const WRITES_IN_FLIGHT = 8
+/** For the chunks an upload splits across its packets: page-aligned, the image writer writes them around the page cache. */
+const chunkBuffers = new BufferPool(CHUNK, { aligned: true, keep: 16 })
 
 export interface XvaDisk {
   /** The VDI's id in ova.xml (Ref:N). */
@@ -324,8 +326,6 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
     let targets: ImportTargets | undefined
     // The last data chunk, until its checksum entry is read; `done` gives its buffer back.
     let pending: { name: string; data: Buffer; done: () => void } | undefined
-    // For the chunks an upload splits across its packets.
-    const buffers = new BufferPool(CHUNK)
     let first = true
     for (;;) {
       const entry = await reader.next()
@@ -375,12 +375,12 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
         writer = await DiskWriter.open(kind.id, args.sr, targets!.disks[kind.id]!)
       }
       pending?.done()
-      const scratch = buffers.take()
+      const scratch = chunkBuffers.take()
       const data = await reader.data(size, scratch)
       const { written } = await writer.put(kind.n, data)
       const copied = data.buffer === scratch.buffer
-      if (!copied) buffers.give(scratch)
-      pending = { name: kind.name, data, done: () => void (copied && written.then(() => buffers.give(scratch))) }
+      if (!copied) chunkBuffers.give(scratch)
+      pending = { name: kind.name, data, done: () => void (copied && written.then(() => chunkBuffers.give(scratch))) }
     }
     // The end-of-archive marker: the client may now be told (it closes XO's 1 PiB uploads); what
     // follows it (a tar's record padding) is read and dropped.

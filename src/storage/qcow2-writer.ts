@@ -1,7 +1,10 @@
 // A new qcow2 image written front to back by the agent itself, for imports into a new VDI. Going
 // through qemu-nbd cost an import more CPU than everything else together (its socket and
 // coroutines: 2.2 s of CPU for 2 GiB, where qemu-img convert needs 0.8 s for the whole copy);
-// here the data goes from the upload's buffers to the file with one write.
+// here the data goes from the upload's buffers to the file with one write. Page-aligned buffers
+// (lib/buffer-pool.ts) go around the page cache (O_DIRECT): copying 2 GiB into the page cache
+// cost 0.8-1.2 s of kernel time, written directly 0.3 s, on a machine where the upload's own
+// receiving competes for the same two cores.
 //
 // The image is what `qemu-img create -f qcow2` makes (version 3, 16-bit refcounts, no backing
 // file, no extensions), laid out densely: header, L1 table, then the data clusters in the order
@@ -9,8 +12,10 @@
 // their table. Clusters never written stay unallocated (they read as zeros). Writes must come in
 // increasing offsets, as an archive's chunks do; the header goes last, so an unfinished file is
 // never a valid image.
+import { constants } from 'node:fs'
 import { open, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { isPageAligned } from '../lib/buffer-pool.js'
 
 const COPIED = 1n << 63n
 const HEADER_LENGTH = 112
@@ -20,6 +25,8 @@ const HEADER_LENGTH = 112
  * flushed along the way, the disk works while the upload still arrives.
  */
 const FLUSH_EVERY = 256 * 2 ** 20
+/** What O_DIRECT writes align their offsets and lengths to (any device's logical block divides it). */
+const DIRECT_ALIGNMENT = 4096
 
 export class Qcow2Writer {
   private readonly clusterSize: number
@@ -42,6 +49,8 @@ export class Qcow2Writer {
 
   private constructor(
     private readonly file: FileHandle,
+    /** The same file opened with O_DIRECT, when its file system allows that. */
+    private direct: FileHandle | undefined,
     readonly path: string,
     readonly virtualSize: number,
     private readonly clusterBits: number,
@@ -58,7 +67,9 @@ export class Qcow2Writer {
    * structure spans several clusters; flushes overlap writes).
    */
   static async create(path: string, virtualSize: number, { clusterBits = 16, flushEvery = FLUSH_EVERY } = {}): Promise<Qcow2Writer> {
-    return new Qcow2Writer(await open(path, 'wx'), path, virtualSize, clusterBits, flushEvery)
+    const file = await open(path, 'wx')
+    const direct = await open(path, constants.O_WRONLY | constants.O_DIRECT).catch(() => undefined)
+    return new Qcow2Writer(file, direct, path, virtualSize, clusterBits, flushEvery)
   }
 
   /**
@@ -135,7 +146,9 @@ export class Qcow2Writer {
     this.l1.forEach((entry, i) => l1.writeBigUInt64BE(entry, i * 8))
     await this.put(l1, size)
     await this.put(this.header(tableOffset, tableClusters), 0)
+    // One fsync covers the file, whichever descriptor wrote.
     await this.file.sync()
+    await this.direct?.close()
     await this.file.close()
     if (as === undefined) return
     await rename(this.path, as)
@@ -146,6 +159,7 @@ export class Qcow2Writer {
   /** Closes and removes the unfinished file. */
   async abort(): Promise<void> {
     await Promise.allSettled([...this.writing, this.flushing])
+    await this.direct?.close().catch(() => undefined)
     await this.file.close().catch(() => undefined)
     await rm(this.path, { force: true })
   }
@@ -249,6 +263,17 @@ export class Qcow2Writer {
 
   private async put(data: Buffer, position: number): Promise<void> {
     let done = 0
+    if (this.direct && isPageAligned(data) && position % DIRECT_ALIGNMENT === 0 && data.length % DIRECT_ALIGNMENT === 0) {
+      try {
+        done = (await this.direct.write(data, 0, data.length, position)).bytesWritten
+      } catch (err) {
+        // A file system that opens with O_DIRECT but refuses the write: the page cache it is.
+        if ((err as { code?: string }).code !== 'EINVAL') throw err
+        const direct = this.direct
+        this.direct = undefined
+        await direct?.close().catch(() => undefined)
+      }
+    }
     while (done < data.length) done += (await this.file.write(data, done, data.length - done, position + done)).bytesWritten
   }
 }

@@ -2,15 +2,31 @@
 // consistent (check), reads back as written (convert) and stays thin where nothing was written (map).
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { randomBytes, randomFillSync } from 'node:crypto'
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { Qcow2Writer } from '../../src/storage/qcow2-writer.js'
+import { BufferPool } from '../../src/lib/buffer-pool.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'qcow2-writer-'))
 const KiB = 1024
+const MiB = 1024 * KiB
+const TMPFS_MAGIC = 0x01021994
+
+/** Whether files under `dir` can be written around the page cache (and it would show: not tmpfs). */
+function directWritesShow(dir: string): boolean {
+  if (statfsSync(dir).type === TMPFS_MAGIC) return false
+  try {
+    closeSync(openSync(join(dir, 'probe'), constants.O_WRONLY | constants.O_CREAT | constants.O_DIRECT))
+    return true
+  } catch {
+    return false
+  } finally {
+    rmSync(join(dir, 'probe'), { force: true })
+  }
+}
 
 function contentOf(path: string): Buffer {
   const raw = `${path}.raw`
@@ -72,6 +88,28 @@ describe('qcow2 writer', () => {
     const empty = await writeImage('empty.qcow2', 1024 * KiB, [])
     execFileSync('qemu-img', ['check', '-q', '-f', 'qcow2', empty.path])
     assert.ok(contentOf(empty.path).equals(empty.expected))
+  })
+
+  it('writes page-aligned buffers around the page cache where the file system allows it, the rest through it', async () => {
+    const pool = new BufferPool(MiB, { aligned: true })
+    const path = join(dir, 'direct.qcow2')
+    const size = 16 * MiB
+    const expected = Buffer.alloc(size)
+    const writer = await Qcow2Writer.create(path, size)
+    for (let i = 0; i < 8; i++) {
+      const buf = randomFillSync(pool.take())
+      buf.copy(expected, i * MiB)
+      await writer.write(i * MiB, buf)
+    }
+    const unaligned = randomBytes(100 * KiB)
+    unaligned.copy(expected, 12 * MiB)
+    await writer.write(12 * MiB, unaligned)
+    await writer.finish()
+    // Bytes of the file in the page cache: the tables, the header and the unaligned write's clusters, when the aligned ones went around it.
+    const cached = Number(execFileSync('fincore', ['-b', '-n', '-o', 'RES', path]).toString().trim())
+    if (directWritesShow(dir)) assert.ok(cached < 2 * MiB, `${cached} bytes in the page cache`)
+    execFileSync('qemu-img', ['check', '-q', '-f', 'qcow2', path])
+    assert.ok(contentOf(path).equals(expected), 'reads back as written')
   })
 
   it('refuses writes out of order or past the end, and an aborted image leaves no file', async () => {
