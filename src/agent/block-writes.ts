@@ -101,16 +101,19 @@ export interface BlockSink {
 
 /**
  * Writes `data` at `offset` without waiting: data runs as writes, zero runs as write-zeroes
- * (or not at all on an image known to be empty). Returns the bytes of data sent.
+ * (or not at all on an image known to be empty). Returns the bytes of data sent, and when
+ * these writes are over (`data` may be reused then).
  */
-export function writeRuns(client: BlockSink, offset: number, data: Buffer, inFlight: InFlight, { skipZeroes = false } = {}): number {
+export function writeRuns(client: BlockSink, offset: number, data: Buffer, inFlight: InFlight, { skipZeroes = false } = {}): { sent: number; written: Promise<unknown> } {
   let sent = 0
+  const writes: Promise<void>[] = []
   for (const run of dataRuns(data)) {
     const at = offset + run.offset
     if (!run.zero) {
-      inFlight.add(client.write(at, data.subarray(run.offset, run.offset + run.length)))
+      writes.push(client.write(at, data.subarray(run.offset, run.offset + run.length)))
       sent += run.length
-    } else if (!skipZeroes) inFlight.add(client.writeZeroes(at, run.length))
+    } else if (!skipZeroes) writes.push(client.writeZeroes(at, run.length))
   }
-  return sent
+  for (const write of writes) inFlight.add(write)
+  return { sent, written: Promise.allSettled(writes) }
 }

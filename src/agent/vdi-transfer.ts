@@ -26,6 +26,7 @@ import { isoPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 import { exportVhd, importVhd } from './vhd-transfer.js'
 import { InFlight, writeOut, writeRuns, type BlockSink } from './block-writes.js'
+import { BufferPool } from '../lib/buffer-pool.js'
 import { hiddenTemp, openImportSink, type ImportSink } from './import-sink.js'
 
 export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
@@ -81,11 +82,13 @@ const imageOf = (args: TransferArgs): { path: string; format: ImageFormat } =>
 /** Streams `body` into the image behind `client`, starting at offset 0; returns the byte count. */
 async function writeBody(body: Readable, client: BlockSink, size: number): Promise<number> {
   const inFlight = new InFlight(MAX_IN_FLIGHT)
-  const flushBlock = async (block: Buffer, offset: number) => {
-    writeRuns(client, offset, block, inFlight)
+  // Page-aligned: a new image's writer writes them around the page cache.
+  const blocks = new BufferPool(BLOCK, { aligned: true })
+  const flushBlock = async (block: Buffer, length: number, offset: number) => {
+    void writeRuns(client, offset, block.subarray(0, length), inFlight).written.then(() => blocks.give(block))
     await inFlight.room()
   }
-  let block = Buffer.allocUnsafe(BLOCK)
+  let block = blocks.take()
   let fill = 0
   let offset = 0
   let received = 0
@@ -99,14 +102,14 @@ async function writeBody(body: Readable, client: BlockSink, size: number): Promi
       fill += n
       at += n
       if (fill === BLOCK) {
-        await flushBlock(block, offset)
-        block = Buffer.allocUnsafe(BLOCK)
+        await flushBlock(block, BLOCK, offset)
+        block = blocks.take()
         offset += BLOCK
         fill = 0
       }
     }
   }
-  if (fill > 0) await flushBlock(block.subarray(0, fill), offset)
+  if (fill > 0) await flushBlock(block, fill, offset)
   await inFlight.drain()
   return received
 }

@@ -30,13 +30,11 @@ import { TarReader } from '../xva/tar-reader.js'
 import { ChunkPuller } from '../lib/chunk-puller.js'
 import { BufferPool } from '../lib/buffer-pool.js'
 import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText, type Compression } from '../xva/format.js'
-import { InFlight, isZero, writeOut, writeRuns, type BlockSink } from './block-writes.js'
+import { InFlight, isZero, writeOut, writeRuns } from './block-writes.js'
 
 const ZEROS = Buffer.alloc(CHUNK)
 const READS_IN_FLIGHT = 4
 const WRITES_IN_FLIGHT = 8
-/** For the chunks an upload splits across its packets: page-aligned, the image writer writes them around the page cache. */
-const chunkBuffers = new BufferPool(CHUNK, { aligned: true, keep: 16 })
 
 export interface XvaDisk {
   /** The VDI's id in ova.xml (Ref:N). */
@@ -173,8 +171,6 @@ function asImportError(err: unknown): XapiError {
   return new XapiError('IMPORT_ERROR', [msg])
 }
 
-const pushed = <T>(list: Promise<T>[], p: Promise<T>) => (list.push(p), p)
-
 /** Where a disk's chunks go: a new qcow2 image written directly, or a raw file (a memory image). */
 async function openDiskSink(sr: string, target: ImportTarget): Promise<ImportSink> {
   const path = new FileSr(sr).path(target.location, target.format)
@@ -220,14 +216,10 @@ class DiskWriter {
     const at = this.cursor.place(n, data.length)
     const usable = Math.max(0, Math.min(data.length, this.size - at))
     if (usable < data.length && !isZero(data.subarray(usable))) throw new XapiError('IMPORT_ERROR', [`chunk ${chunkName(this.id, n)} goes past the end of the disk (${this.size} bytes)`])
-    const writes: Promise<void>[] = []
-    const tracked: BlockSink = {
-      write: (offset, piece) => pushed(writes, this.sink.write(offset, piece)),
-      writeZeroes: (offset, length) => pushed(writes, this.sink.writeZeroes(offset, length)),
-    }
-    this.written += writeRuns(tracked, at, data.subarray(0, usable), this.inFlight, { skipZeroes: true })
+    const { sent, written } = writeRuns(this.sink, at, data.subarray(0, usable), this.inFlight, { skipZeroes: true })
+    this.written += sent
     await this.inFlight.room()
-    return { written: Promise.allSettled(writes) }
+    return { written }
   }
 
   async close(): Promise<void> {
@@ -324,6 +316,9 @@ export async function xvaImportStream(args: { importId: string; sr: string }, re
     stopSource = upload.stop
     const reader = new TarReader(source)
     let targets: ImportTargets | undefined
+    // For the chunks an upload splits across its packets: page-aligned, the image writer writes
+    // them around the page cache.
+    const chunkBuffers = new BufferPool(CHUNK, { aligned: true })
     // The last data chunk, until its checksum entry is read; `done` gives its buffer back.
     let pending: { name: string; data: Buffer; done: () => void } | undefined
     let first = true
