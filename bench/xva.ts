@@ -1,6 +1,8 @@
 // XVA export/import throughput on a real daemon, against `qemu-img convert` of the same disk to
-// and from raw in the same run, plus zstd, the export of a 100 GiB thin disk holding 1 GiB, and
-// the daemon's peak RSS during the import. It only prints figures; it never fails on them.
+// and from raw in the same run (for the import, also with `-t writeback`: like an import, it then
+// ends with its data on disk), plus zstd, the export of a 100 GiB thin disk holding 1 GiB, curl's
+// own floor each way, and the daemon's peak RSS during the import. It only prints figures; it
+// never fails on them.
 //
 //   npm run bench:xva   (BENCH_XVA_GIB=4 for the 4 GiB disk, default 1 GiB, half random; BENCH_XVA_ROUNDS, default 3)
 import { execFile, execFileSync } from 'node:child_process'
