@@ -113,7 +113,7 @@ describe('xe', () => {
     await xe('vm-shutdown', '--multiple', 'power-state=running', '--force')
     await xe('vm-destroy', `uuid=${imported}`)
     const cpXva = join(scratch, 'checkpoint.xva')
-    await xe('vm-export', `snapshot-uuid=${cp}`, 'preserve-power-state=true', `filename=${cpXva}`)
+    await xe('snapshot-export-to-template', `snapshot-uuid=${cp}`, 'preserve-power-state=true', `filename=${cpXva}`)
     const restored = (await xe('vm-import', `filename=${cpXva}`)).stdout.trim()
     assert.equal((await xe('vm-param-get', `uuid=${restored}`, 'param-name=power-state')).stdout.trim(), 'suspended')
     await xe('vm-uninstall', `uuid=${restored}`, '--force')
