@@ -22,6 +22,7 @@ import { imageInfo, mapImage, type ImageFormat, type ImageInfo, type MapExtent }
 import { bitmapRuns, blockCount, DISK_DYNAMIC, readVhdStream, VHD_BLOCK, VHD_MAX_SIZE, vhdLayout, VhdFormatError, type VhdParent } from '../vhd/vhd.js'
 import { InFlight, writeOut, writeRuns } from './block-writes.js'
 import { openImportSink, type ImportSink } from './import-sink.js'
+import { BufferPool } from '../lib/buffer-pool.js'
 
 type Image = { path: string; format: ImageFormat }
 
@@ -145,20 +146,25 @@ export async function importVhd(
   }
   let target: ImportSink | undefined
   try {
-    const vhd = await readVhdStream(counted())
+    // Page-aligned: a new image's writer writes them around the page cache.
+    const blocks = new BufferPool(VHD_BLOCK, { aligned: true })
+    const vhd = await readVhdStream(counted(), { blockBuffer: (size) => (size === blocks.size ? blocks.take() : Buffer.allocUnsafe(size)) })
     if (vhd.footer.currentSize > virtualSize) throw new XapiError('VDI_TOO_SMALL', ['', String(vhd.footer.currentSize)])
     target = await openImportSink(image, virtualSize, { inOrder: vhd.inDiskOrder })
     const inFlight = new InFlight(MAX_IN_FLIGHT)
     const dynamic = vhd.footer.diskType === DISK_DYNAMIC
     for await (const block of vhd.blocks) {
+      const writes: Promise<unknown>[] = []
       for (const run of bitmapRuns(block.bitmap, vhd.header.blockSize)) {
         if (run.offset >= block.data.length) break
         const length = Math.min(run.length, block.data.length - run.offset)
         const at = block.offset + run.offset
-        if (run.present) writeRuns(target, at, block.data.subarray(run.offset, run.offset + length), inFlight)
+        if (run.present) writes.push(writeRuns(target, at, block.data.subarray(run.offset, run.offset + length), inFlight).written)
         else if (dynamic) inFlight.add(target.writeZeroes(at, length))
         // differencing: a clear bit means "as in the parent", i.e. as the VDI already is
       }
+      // The block's buffer (a whole one: a short last block is not given back) serves again once its writes are over.
+      void Promise.allSettled(writes).then(() => blocks.give(block.data))
       await inFlight.room()
     }
     await inFlight.drain()

@@ -5,6 +5,7 @@
 // blocks in BAT order, each a 512-byte sector bitmap (all set) + 2 MiB of data | footer (512).
 // All fields are big-endian; checksums are the one's complement of the byte sum (with the
 // checksum field zeroed). Everything here is pure: no I/O.
+import { ByteQueue } from '../lib/byte-queue.js'
 
 export const SECTOR = 512
 export const VHD_BLOCK = 2 << 20
@@ -259,41 +260,42 @@ export interface VhdBlock {
 /** A forward-only byte reader over an async iterable of chunks. */
 class ForwardReader {
   private readonly it: AsyncIterator<Buffer>
-  private buf: Buffer = Buffer.alloc(0)
+  private readonly queue = new ByteQueue()
+  private ended = false
   position = 0
   constructor(source: AsyncIterable<Buffer>) {
     this.it = source[Symbol.asyncIterator]()
   }
   private async fill(n: number): Promise<boolean> {
-    const parts = [this.buf]
-    let have = this.buf.length
-    while (have < n) {
+    while (this.queue.length < n && !this.ended) {
       const r = await this.it.next()
-      if (r.done) break
-      const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as Uint8Array)
-      parts.push(chunk)
-      have += chunk.length
+      if (r.done) this.ended = true
+      else this.queue.push(Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as Uint8Array))
     }
-    this.buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
-    return have >= n
+    return this.queue.length >= n
   }
-  async read(n: number, what: string): Promise<Buffer> {
-    if (!(await this.fill(n))) throw new VhdFormatError(`the VHD stream ended early (in ${what}, at byte ${this.position + this.buf.length})`)
-    const out = Buffer.from(this.buf.subarray(0, n))
-    this.buf = this.buf.subarray(n)
+  /** The next `n` bytes, in `into` when given (which must be large enough), else in a buffer of their own. */
+  async read(n: number, what: string, into?: Buffer): Promise<Buffer> {
+    if (!(await this.fill(n))) throw new VhdFormatError(`the VHD stream ended early (in ${what}, at byte ${this.position + this.queue.length})`)
+    if (into && into.length < n) throw new RangeError(`a ${into.length}-byte buffer for ${n} bytes`)
     this.position += n
-    return out
+    const got = this.queue.take(n, into)
+    if (!into || (got.buffer === into.buffer && got.byteOffset === into.byteOffset)) return got
+    // A view into one chunk of the stream.
+    got.copy(into)
+    return into.subarray(0, n)
   }
   async skipTo(offset: number, what: string): Promise<void> {
     if (offset < this.position) throw new VhdFormatError(`VHD ${what} at ${offset} lies behind the stream position ${this.position} (blocks must not overlap)`)
     while (this.position < offset) {
       const n = Math.min(offset - this.position, 1 << 20)
-      await this.read(n, what)
+      if (!(await this.fill(n))) throw new VhdFormatError(`the VHD stream ended early (in ${what}, at byte ${this.position + this.queue.length})`)
+      this.queue.take(n)
+      this.position += n
     }
   }
   /** Drains what is left (a trailing footer, padding). */
   async drain(): Promise<void> {
-    this.buf = Buffer.alloc(0)
     for (;;) if ((await this.it.next()).done) return
   }
 }
@@ -310,8 +312,10 @@ export interface VhdStreamInfo {
 /**
  * Parses a VHD read strictly forward (as XAPI's importer does): the footer copy, header and BAT,
  * then yields the present blocks in file order. Only dynamic and differencing disks.
+ * `blockBuffer(blockSize)` gives the buffer a block's data is read into (the caller reuses it
+ * once done with the block); by default each block gets its own.
  */
-export async function readVhdStream(source: AsyncIterable<Buffer>): Promise<VhdStreamInfo> {
+export async function readVhdStream(source: AsyncIterable<Buffer>, { blockBuffer }: { blockBuffer?: (size: number) => Buffer } = {}): Promise<VhdStreamInfo> {
   const r = new ForwardReader(source)
   const footer = parseVhdFooter(await r.read(FOOTER_SIZE, 'the footer'))
   if (footer.diskType !== DISK_DYNAMIC && footer.diskType !== DISK_DIFFERENCING) throw new VhdFormatError(`VHD disk type ${footer.diskType} is not supported (only dynamic (3) and differencing (4))`)
@@ -328,7 +332,8 @@ export async function readVhdStream(source: AsyncIterable<Buffer>): Promise<VhdS
       await r.skipTo(e.offset, `block ${e.index}`)
       const bitmap = await r.read(bitmapSize, `block ${e.index}'s bitmap`)
       // Only what lies inside the disk is required: a stream's last block may be short.
-      const data = await r.read(Math.min(header.blockSize, footer.currentSize - e.index * header.blockSize), `block ${e.index}`)
+      const size = Math.min(header.blockSize, footer.currentSize - e.index * header.blockSize)
+      const data = await r.read(size, `block ${e.index}`, blockBuffer?.(header.blockSize))
       yield { index: e.index, offset: e.index * header.blockSize, data, bitmap }
     }
     await r.drain()
