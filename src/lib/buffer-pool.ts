@@ -11,7 +11,7 @@ const PAGE = 4096
 const SLAB = 16 * 2 ** 20
 const alignedMemory = new WeakSet<ArrayBufferLike>()
 
-/** Whether `buf` starts on a page boundary of memory known to be page-aligned (pure). */
+/** Whether `buf` starts on a page boundary of memory that this module made page-aligned. */
 export function isPageAligned(buf: Buffer): boolean {
   return buf.byteOffset % PAGE === 0 && alignedMemory.has(buf.buffer)
 }
