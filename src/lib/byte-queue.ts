@@ -1,5 +1,5 @@
 // Bytes arriving in chunks, taken back out in pieces of any size (a protocol reader's buffer).
-// A generic helper below every layer: qemu/ (NBD) and xva/ (tar) both read framed streams.
+// A generic helper below every layer: qemu/ (NBD), xva/ (tar) and vhd/ read framed streams.
 
 export class ByteQueue {
   private chunks: Buffer[] = []
@@ -36,5 +36,46 @@ export class ByteQueue {
       else this.chunks[0] = c.subarray(k)
     }
     return out
+  }
+}
+
+/** A ByteQueue fed from an async iterable of chunks, pulled only as far as its reader needs. */
+export class PulledBytes {
+  private readonly queue = new ByteQueue()
+  private readonly it: AsyncIterator<Buffer>
+  private ended = false
+  /** Bytes taken so far. */
+  position = 0
+
+  constructor(source: AsyncIterable<Buffer>) {
+    this.it = source[Symbol.asyncIterator]()
+  }
+
+  /** Bytes pulled and not taken yet. */
+  get held(): number {
+    return this.queue.length
+  }
+
+  /** Pulls until `n` bytes are held; false when the source ends first. */
+  async fill(n: number): Promise<boolean> {
+    while (this.queue.length < n && !this.ended) {
+      const r = await this.it.next()
+      if (r.done) this.ended = true
+      else this.queue.push(Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as Uint8Array))
+    }
+    return this.queue.length >= n
+  }
+
+  /** Takes `n` held bytes, as ByteQueue.take does. */
+  take(n: number, scratch?: Buffer): Buffer {
+    const out = this.queue.take(n, scratch)
+    this.position += n
+    return out
+  }
+
+  /** Pulls and drops whatever else the source gives. */
+  async drain(): Promise<void> {
+    this.queue.take(this.queue.length)
+    while (!this.ended) if ((await this.it.next()).done) this.ended = true
   }
 }

@@ -5,7 +5,7 @@
 // blocks in BAT order, each a 512-byte sector bitmap (all set) + 2 MiB of data | footer (512).
 // All fields are big-endian; checksums are the one's complement of the byte sum (with the
 // checksum field zeroed). Everything here is pure: no I/O.
-import { ByteQueue } from '../lib/byte-queue.js'
+import { PulledBytes } from '../lib/byte-queue.js'
 
 export const SECTOR = 512
 export const VHD_BLOCK = 2 << 20
@@ -259,44 +259,35 @@ export interface VhdBlock {
 
 /** A forward-only byte reader over an async iterable of chunks. */
 class ForwardReader {
-  private readonly it: AsyncIterator<Buffer>
-  private readonly queue = new ByteQueue()
-  private ended = false
-  position = 0
+  private readonly input: PulledBytes
   constructor(source: AsyncIterable<Buffer>) {
-    this.it = source[Symbol.asyncIterator]()
+    this.input = new PulledBytes(source)
   }
-  private async fill(n: number): Promise<boolean> {
-    while (this.queue.length < n && !this.ended) {
-      const r = await this.it.next()
-      if (r.done) this.ended = true
-      else this.queue.push(Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as Uint8Array))
-    }
-    return this.queue.length >= n
+  private async need(n: number, what: string): Promise<void> {
+    if (!(await this.input.fill(n))) throw new VhdFormatError(`the VHD stream ended early (in ${what}, at byte ${this.input.position + this.input.held})`)
   }
   /** The next `n` bytes, in `into` when given (which must be large enough), else in a buffer of their own. */
   async read(n: number, what: string, into?: Buffer): Promise<Buffer> {
-    if (!(await this.fill(n))) throw new VhdFormatError(`the VHD stream ended early (in ${what}, at byte ${this.position + this.queue.length})`)
     if (into && into.length < n) throw new RangeError(`a ${into.length}-byte buffer for ${n} bytes`)
-    this.position += n
-    const got = this.queue.take(n, into)
+    await this.need(n, what)
+    const got = this.input.take(n, into)
     if (!into || (got.buffer === into.buffer && got.byteOffset === into.byteOffset)) return got
     // A view into one chunk of the stream.
     got.copy(into)
     return into.subarray(0, n)
   }
   async skipTo(offset: number, what: string): Promise<void> {
-    if (offset < this.position) throw new VhdFormatError(`VHD ${what} at ${offset} lies behind the stream position ${this.position} (blocks must not overlap)`)
-    while (this.position < offset) {
-      const n = Math.min(offset - this.position, 1 << 20)
-      if (!(await this.fill(n))) throw new VhdFormatError(`the VHD stream ended early (in ${what}, at byte ${this.position + this.queue.length})`)
-      this.queue.take(n)
-      this.position += n
+    const position = this.input.position
+    if (offset < position) throw new VhdFormatError(`VHD ${what} at ${offset} lies behind the stream position ${position} (blocks must not overlap)`)
+    while (this.input.position < offset) {
+      const n = Math.min(offset - this.input.position, 1 << 20)
+      await this.need(n, what)
+      this.input.take(n)
     }
   }
   /** Drains what is left (a trailing footer, padding). */
-  async drain(): Promise<void> {
-    for (;;) if ((await this.it.next()).done) return
+  drain(): Promise<void> {
+    return this.input.drain()
   }
 }
 

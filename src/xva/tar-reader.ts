@@ -6,7 +6,7 @@
 // headers with verified checksums, pax (`x`, `g`) and GNU long-name (`L`, `K`) headers.
 import { XapiError } from '../idl/errors.js'
 import { BLOCK } from './format.js'
-import { ByteQueue } from '../lib/byte-queue.js'
+import { PulledBytes } from '../lib/byte-queue.js'
 
 export interface TarEntry {
   name: string
@@ -68,29 +68,15 @@ function paxPath(data: Buffer): string | undefined {
 }
 
 export class TarReader {
-  private readonly queue = new ByteQueue()
-  private done = false
-  private readonly it: AsyncIterator<Buffer>
-  /** Bytes consumed from the stream so far. */
-  offset = 0
+  private readonly input: PulledBytes
 
   constructor(source: AsyncIterable<Buffer>) {
-    this.it = source[Symbol.asyncIterator]()
-  }
-
-  private async fill(n: number): Promise<boolean> {
-    while (this.queue.length < n && !this.done) {
-      const r = await this.it.next()
-      if (r.done) this.done = true
-      else this.queue.push(r.value)
-    }
-    return this.queue.length >= n
+    this.input = new PulledBytes(source)
   }
 
   private async take(n: number, scratch?: Buffer): Promise<Buffer> {
-    if (!(await this.fill(n))) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
-    this.offset += n
-    return this.queue.take(n, scratch)
+    if (!(await this.input.fill(n))) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
+    return this.input.take(n, scratch)
   }
 
   /** The next entry's header, or null at the end-of-archive marker; `limit(entry)` is checked before any data is read. */
