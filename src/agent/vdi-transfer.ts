@@ -27,6 +27,7 @@ import { FileSr } from '../storage/file-sr.js'
 import { exportVhd, importVhd } from './vhd-transfer.js'
 import { InFlight, writeOut, writeRuns, type BlockSink } from './block-writes.js'
 import { BufferPool } from '../lib/buffer-pool.js'
+import { pulled } from '../lib/chunk-puller.js'
 import { hiddenTemp, openImportSink, type ImportSink } from './import-sink.js'
 
 export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
@@ -92,7 +93,7 @@ async function writeBody(body: Readable, client: BlockSink, size: number): Promi
   let fill = 0
   let offset = 0
   let received = 0
-  for await (const chunk of body as AsyncIterable<Buffer>) {
+  for await (const chunk of pulled(body)) {
     received += chunk.length
     if (received > size) throw ioError(`the data is larger than the VDI (virtual size ${size} bytes)`)
     let at = 0

@@ -23,6 +23,7 @@ import { bitmapRuns, blockCount, DISK_DYNAMIC, readVhdStream, VHD_BLOCK, VHD_MAX
 import { InFlight, writeOut, writeRuns } from './block-writes.js'
 import { openImportSink, type ImportSink } from './import-sink.js'
 import { BufferPool } from '../lib/buffer-pool.js'
+import { pulled } from '../lib/chunk-puller.js'
 
 type Image = { path: string; format: ImageFormat }
 
@@ -138,7 +139,7 @@ export async function importVhd(
   const limit = virtualSize + (blockCount(virtualSize) + 64) * 4096 + (64 << 20)
   let received = 0
   async function* counted(): AsyncGenerator<Buffer> {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
+    for await (const chunk of pulled(body)) {
       received += chunk.length
       if (received > limit) throw ioError(`the upload is larger than a VHD of this VDI can be (${limit} bytes)`)
       yield chunk

@@ -83,3 +83,18 @@ export class ChunkPuller implements AsyncIterableIterator<Buffer> {
     this.notify()
   }
 }
+
+/**
+ * A stream's chunks as they arrived, for `for await`: stopping early (a break or a throw)
+ * destroys the stream, as a Readable's own iterator does.
+ */
+export async function* pulled(stream: ConstructorParameters<typeof ChunkPuller>[0]): AsyncGenerator<Buffer, void, undefined> {
+  const puller = new ChunkPuller(stream)
+  let ended = false
+  try {
+    for await (const chunk of puller) yield chunk
+    ended = true
+  } finally {
+    if (!ended) puller.destroy()
+  }
+}

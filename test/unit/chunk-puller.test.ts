@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { PassThrough } from 'node:stream'
 import { describe, it } from 'node:test'
-import { ChunkPuller } from '../../src/lib/chunk-puller.js'
+import { ChunkPuller, pulled } from '../../src/lib/chunk-puller.js'
 
 describe('ChunkPuller', () => {
   it('yields the very buffers written, pauses the stream above its high-water mark and ends with it', async () => {
@@ -42,4 +42,24 @@ describe('ChunkPuller', () => {
     await new Promise((r) => stream.once('end', r))
     assert.equal((await puller.next()).done, true)
   })
+
+  it('pulled(): the chunks of several writes one by one (a Readable\'s own iterator joins them), and a stop destroys the stream', async () => {
+    const stream = new PassThrough()
+    const written = [Buffer.from('ab'), Buffer.from('cd'), Buffer.from('ef')]
+    for (const b of written) stream.write(b)
+    stream.end()
+    const got: Buffer[] = []
+    for await (const c of pulled(stream)) got.push(c)
+    assert.deepEqual(got.map(String), ['ab', 'cd', 'ef'])
+    assert.equal(got[1]!.buffer, written[1]!.buffer, 'no copy')
+
+    const early = new PassThrough()
+    early.write(Buffer.from('x'))
+    for await (const c of pulled(early)) {
+      assert.equal(String(c), 'x')
+      break
+    }
+    assert.equal(early.destroyed, true, 'stopping early destroys the stream')
+  })
 })
+
