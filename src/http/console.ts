@@ -88,19 +88,28 @@ function refuse(socket: Duplex, err: unknown): void {
 }
 
 
+/** The console a client's socket asked for; undefined when refused (the socket is answered) or gone meanwhile. */
+async function consoleFor(svc: Services, req: IncomingMessage, socket: Duplex): Promise<Duplex | undefined> {
+  socket.on('error', () => socket.destroy())
+  let upstream: Duplex
+  try {
+    upstream = await openConsole(svc, req)
+  } catch (err) {
+    refuse(socket, err)
+    return undefined
+  }
+  if (!socket.destroyed) return upstream
+  upstream.destroy()
+  return undefined
+}
+
 export function consoleRoute(svc: Services): HttpRoute {
   // Frames carry raw RFB / terminal bytes; "binary" is what XO, XO Lite and noVNC offer.
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false, handleProtocols: (offered) => (offered.has('binary') ? 'binary' : false) })
   return {
     async upgrade(req, socket, head) {
-      socket.on('error', () => socket.destroy())
-      let upstream: Duplex
-      try {
-        upstream = await openConsole(svc, req)
-      } catch (err) {
-        return refuse(socket, err)
-      }
-      if (socket.destroyed) return void upstream.destroy()
+      const upstream = await consoleFor(svc, req, socket)
+      if (!upstream) return
       upstream.on('error', () => upstream.destroy())
       wss.handleUpgrade(req, socket, head, (ws) => splice(createWebSocketStream(ws), upstream))
       // handleUpgrade answers a malformed upgrade itself (400) and closes the socket.
@@ -108,14 +117,8 @@ export function consoleRoute(svc: Services): HttpRoute {
     },
 
     async connect(req, socket, head) {
-      socket.on('error', () => socket.destroy())
-      let upstream: Duplex
-      try {
-        upstream = await openConsole(svc, req)
-      } catch (err) {
-        return refuse(socket, err)
-      }
-      if (socket.destroyed) return void upstream.destroy()
+      const upstream = await consoleFor(svc, req, socket)
+      if (!upstream) return
       // What xapi answers (also to an HTTP/1.0 CONNECT), then the socket is the console.
       socket.write('HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nCache-Control: no-cache, no-store\r\n\r\n')
       if (head.length) upstream.write(head)
