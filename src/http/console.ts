@@ -87,7 +87,6 @@ function refuse(socket: Duplex, err: unknown): void {
   if (!socket.destroyed) socket.end(`HTTP/1.1 ${r.status} ${r.reason}\r\n${head}\r\n${r.body}`)
 }
 
-
 /** The console a client's socket asked for; undefined when refused (the socket is answered) or gone meanwhile. */
 async function consoleFor(svc: Services, req: IncomingMessage, socket: Duplex): Promise<Duplex | undefined> {
   socket.on('error', () => socket.destroy())
