@@ -2,7 +2,7 @@
 // out of an SR's image files.
 //
 // Raw in:  the bytes go, in 2 MiB blocks split into runs of data and of zeros (zero runs stay
-//          thin), into an import target (agent/import-sink.ts): a new image for a blank VDI, an
+//          thin), into an import sink (agent/import-sink.ts): a new image for a blank VDI, an
 //          overlay over one holding data. Only a complete upload is put into the VDI; a short,
 //          oversized or failed one is dropped, leaving the VDI exactly as it was.
 // qcow2 in: the upload lands in a hidden temporary file in the SR directory; it must be a

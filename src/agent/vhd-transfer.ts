@@ -7,7 +7,7 @@
 //          in the chain); if the base is not in the chain, blocks whose content differs (both
 //          read). Block data is read from the image files (agent/disk-source.ts), a few reads ahead.
 // VHD in:  parsed strictly forward; each present block is written at its offset into an import
-//          target (agent/import-sink.ts), put into the VDI only once the whole stream was
+//          sink (agent/import-sink.ts), put into the VDI only once the whole stream was
 //          read: like raw imports, a failure leaves the VDI unchanged. Blocks absent
 //          from the VHD are left as they were (so a differencing VHD applies on top of the VDI's
 //          content); in a dynamic VHD, sectors whose bitmap bit is clear read as zeros.

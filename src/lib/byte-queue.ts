@@ -37,6 +37,22 @@ export class ByteQueue {
     }
     return out
   }
+
+  /** Drops the next `n` bytes (the caller checked `length >= n`) without copying them. */
+  drop(n: number): void {
+    if (n > this.length) throw new RangeError(`drop(${n}) with ${this.length} bytes held`)
+    this.length -= n
+    while (n > 0) {
+      const c = this.chunks[0]!
+      if (c.length <= n) {
+        this.chunks.shift()
+        n -= c.length
+      } else {
+        this.chunks[0] = c.subarray(n)
+        n = 0
+      }
+    }
+  }
 }
 
 /** A ByteQueue fed from an async iterable of chunks, pulled only as far as its reader needs. */
@@ -73,9 +89,19 @@ export class PulledBytes {
     return out
   }
 
+  /** Drops `n` held bytes, as ByteQueue.drop does. */
+  drop(n: number): void {
+    this.queue.drop(n)
+    this.position += n
+  }
+
   /** Pulls and drops whatever else the source gives. */
   async drain(): Promise<void> {
-    this.queue.take(this.queue.length)
-    while (!this.ended) if ((await this.it.next()).done) this.ended = true
+    this.drop(this.queue.length)
+    while (!this.ended) {
+      const r = await this.it.next()
+      if (r.done) this.ended = true
+      else this.position += r.value.length
+    }
   }
 }

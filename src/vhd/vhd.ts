@@ -282,7 +282,7 @@ class ForwardReader {
     while (this.input.position < offset) {
       const n = Math.min(offset - this.input.position, 1 << 20)
       await this.need(n, what)
-      this.input.take(n)
+      this.input.drop(n)
     }
   }
   /** Drains what is left (a trailing footer, padding). */

@@ -74,9 +74,18 @@ export class TarReader {
     this.input = new PulledBytes(source)
   }
 
-  private async take(n: number, scratch?: Buffer): Promise<Buffer> {
+  private async need(n: number): Promise<void> {
     if (!(await this.input.fill(n))) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
+  }
+
+  private async take(n: number, scratch?: Buffer): Promise<Buffer> {
+    await this.need(n)
     return this.input.take(n, scratch)
+  }
+
+  private async drop(n: number): Promise<void> {
+    await this.need(n)
+    this.input.drop(n)
   }
 
   /** The next entry's header, or null at the end-of-archive marker; `limit(entry)` is checked before any data is read. */
@@ -105,7 +114,7 @@ export class TarReader {
   async data(size: number, scratch?: Buffer): Promise<Buffer> {
     const out = size ? await this.take(size, scratch) : Buffer.alloc(0)
     const pad = (BLOCK - (size % BLOCK)) % BLOCK
-    if (pad) await this.take(pad)
+    if (pad) await this.drop(pad)
     return out
   }
 
@@ -114,7 +123,7 @@ export class TarReader {
     let left = size + ((BLOCK - (size % BLOCK)) % BLOCK)
     while (left > 0) {
       const n = Math.min(left, 1 << 20)
-      await this.take(n)
+      await this.drop(n)
       left -= n
     }
   }
