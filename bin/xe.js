@@ -1,2 +1,3 @@
 #!/usr/bin/env node
-await import('../dist/src/cli/main.js')
+import { onSupportedRuntime } from './runtime.js'
+if (onSupportedRuntime()) await import('../dist/src/cli/main.js')
