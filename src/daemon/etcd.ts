@@ -6,6 +6,7 @@ import { openSync, closeSync, existsSync, readFileSync, writeFileSync } from 'no
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { alive } from './process.js'
+import { programPath } from '../lib/programs.js'
 
 export interface EtcdPorts {
   client: number
@@ -94,7 +95,7 @@ export class EtcdSupervisor {
       return
     }
     const log = openSync(join(this.dataDir, 'etcd.stderr.log'), 'a')
-    const child = spawn('etcd', etcdArgs(this.dataDir, this.ports), { stdio: ['ignore', log, log] })
+    const child = spawn(programPath('etcd'), etcdArgs(this.dataDir, this.ports), { stdio: ['ignore', log, log] })
     closeSync(log)
     this.child = child
     writeFileSync(this.pidFile, String(child.pid))

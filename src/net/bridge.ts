@@ -1,10 +1,7 @@
 // Linux bridges for networks and tap devices for VIFs, through iproute2. Names are derived
 // per host so that several daemons on one machine never collide (at most 15 characters).
-import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
-import { promisify } from 'node:util'
-
-const run = promisify(execFile)
+import { runProgram } from '../lib/programs.js'
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/
 
@@ -20,7 +17,7 @@ export function tapName(vmUuid: string, device: string): string {
 
 async function ip(...args: string[]): Promise<string> {
   for (const a of args) if (a.length === 0) throw new Error('empty ip(8) argument')
-  const { stdout } = await run('ip', args)
+  const { stdout } = await runProgram('ip', args)
   return stdout
 }
 

@@ -1,10 +1,8 @@
 // Every qemu-img call the platform makes. Formats are always given explicitly where we know
 // them: letting qemu-img probe a raw image a guest wrote would trust the guest's bytes.
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { imageLockedError } from './errors.js'
+import { runProgram } from '../lib/programs.js'
 
-const run = promisify(execFile)
 
 export type ImageFormat = 'qcow2' | 'raw' | 'vpc'
 
@@ -42,7 +40,7 @@ const formatOptions = (format: ImageFormat): string[] => (format === 'vpc' ? ['-
 /** Runs qemu-img; `reportingExitCodes` are failures that still print a usable report on stdout. */
 async function qemuImg(args: string[], reportingExitCodes: number[] = []): Promise<string> {
   try {
-    const { stdout } = await run('qemu-img', args, { maxBuffer: 64 * 1024 * 1024 })
+    const { stdout } = await runProgram('qemu-img', args, { maxBuffer: 64 * 1024 * 1024 })
     return stdout
   } catch (err) {
     const { code, stdout, stderr } = err as { code?: number | string; stdout?: string; stderr?: string }

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { imageLockedError } from './errors.js'
 import type { ImageFormat } from './img.js'
 import { ByteQueue } from '../lib/byte-queue.js'
+import { programPath } from '../lib/programs.js'
 
 export const NBD_MAGIC = Buffer.from('NBDMAGIC')
 export const IHAVEOPT = Buffer.from('IHAVEOPT')
@@ -261,7 +262,7 @@ export class NbdServer {
       ...(opts.readOnly ? ['--read-only'] : ['--discard=unmap', '--detect-zeroes=unmap']),
       path,
     ]
-    const child = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    const child = spawn(programPath('qemu-nbd'), args, { stdio: ['ignore', 'ignore', 'pipe'] })
     const server = new NbdServer(child, dir, socketPath)
     child.once('error', () => undefined)
     let exitCode: number | null | undefined

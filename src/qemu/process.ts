@@ -8,6 +8,7 @@ import { qemuArgv, runPaths, type RunPaths } from './argv.js'
 import type { QemuVmConfig } from './config.js'
 import { imageLockedError } from './errors.js'
 import { QmpClient } from './qmp.js'
+import { programPath } from '../lib/programs.js'
 
 export interface QemuProcess {
   pid: number
@@ -45,7 +46,7 @@ export async function launchQemu(
   if (running !== undefined) throw new Error(`VM ${config.uuid} already runs as QEMU pid ${running}`)
   await Promise.all([paths.qmp, paths.pidfile].map((file) => rm(file, { force: true })))
 
-  const { child, logStart } = await spawnDetached(opts.binary ?? 'qemu-system-x86_64', argv, paths.log)
+  const { child, logStart } = await spawnDetached(opts.binary ?? programPath('qemu-system-x86_64'), argv, paths.log)
   const exited = new AbortController()
   child.once('exit', () => exited.abort(new Error('QEMU exited')))
   const spawnFailed = new Promise<Error>((resolve) => child.once('error', resolve))

@@ -1,17 +1,15 @@
 // Local filesystems for SRs on a block device: formatted once (ext4 or XFS), mounted under the
 // host's SR root while the SR is plugged.
-import { execFile } from 'node:child_process'
 import { mkdir, readFile } from 'node:fs/promises'
-import { promisify } from 'node:util'
-
-const run = promisify(execFile)
+import { MissingProgramError, runProgram, type Program } from '../lib/programs.js'
 
 export type LocalFs = 'ext4' | 'xfs'
 
-async function command(binary: string, args: string[]): Promise<void> {
+async function command(binary: Program, args: string[]): Promise<void> {
   try {
-    await run(binary, args)
+    await runProgram(binary, args)
   } catch (err) {
+    if (err instanceof MissingProgramError) throw Object.assign(err, { code: 'SR_BACKEND_FAILURE', params: ['1', '', err.message] })
     const { stderr } = err as { stderr?: string }
     throw Object.assign(new Error(`${binary} ${args.join(' ')}: ${stderr?.trim() || (err as Error).message}`), {
       code: 'SR_BACKEND_FAILURE',

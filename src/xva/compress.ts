@@ -5,13 +5,14 @@ import { spawn } from 'node:child_process'
 import { Duplex, PassThrough, type Readable, type Writable } from 'node:stream'
 import { createGunzip, createGzip } from 'node:zlib'
 import type { Compression } from './format.js'
+import { programPath } from '../lib/programs.js'
 
 /**
  * `zstd` with these arguments as a duplex stream: stdin in, stdout out; a failure is a stream
  * error. A write calls back once its bytes are in the pipe to zstd, so its buffer may be reused.
  */
 function zstdProcess(args: string[]): Duplex {
-  const child = spawn('zstd', ['-q', '-c', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+  const child = spawn(programPath('zstd'), ['-q', '-c', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)))
   const duplex = new Duplex({
@@ -37,7 +38,7 @@ function zstdProcess(args: string[]): Duplex {
  * and a parser that reads the other; a failure of zstd is an error on the readable.
  */
 export function zstdDecompressor(): { input: Writable; output: Readable; kill: () => void } {
-  const child = spawn('zstd', ['-q', '-c', '-d'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  const child = spawn(programPath('zstd'), ['-q', '-c', '-d'], { stdio: ['pipe', 'pipe', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)))
   child.stdin.on('error', () => undefined)
