@@ -37,7 +37,7 @@ const POLL_MS = 20
  */
 export async function launchQemu(
   config: QemuVmConfig,
-  opts: { binary?: string; readyTimeoutMs?: number } = {},
+  opts: { readyTimeoutMs?: number } = {},
 ): Promise<QemuProcess> {
   const argv = qemuArgv(config)
   const paths = runPaths(config.runDir)
@@ -46,7 +46,7 @@ export async function launchQemu(
   if (running !== undefined) throw new Error(`VM ${config.uuid} already runs as QEMU pid ${running}`)
   await Promise.all([paths.qmp, paths.pidfile].map((file) => rm(file, { force: true })))
 
-  const { child, logStart } = await spawnDetached(opts.binary ?? programPath('qemu-system-x86_64'), argv, paths.log)
+  const { child, logStart } = await spawnDetached(argv, paths.log)
   const exited = new AbortController()
   child.once('exit', () => exited.abort(new Error('QEMU exited')))
   const spawnFailed = new Promise<Error>((resolve) => child.once('error', resolve))
@@ -64,13 +64,13 @@ export async function launchQemu(
   }
 }
 
-async function spawnDetached(binary: string, argv: string[], logPath: string) {
+async function spawnDetached(argv: string[], logPath: string) {
   const log = await open(logPath, 'a', 0o600)
   try {
     const logStart = (await log.stat()).size
-    await log.write(`${new Date().toISOString()} flotilla: launching ${binary} ${argv.join(' ')}\n`)
+    await log.write(`${new Date().toISOString()} flotilla: launching qemu-system-x86_64 ${argv.join(' ')}\n`)
     // detached: a new session, so the daemon's signals and exit never reach QEMU.
-    const child = spawn(binary, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] })
+    const child = spawn(programPath('qemu-system-x86_64'), argv, { detached: true, stdio: ['ignore', log.fd, log.fd] })
     child.unref()
     return { child, logStart }
   } finally {

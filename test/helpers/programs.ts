@@ -1,0 +1,17 @@
+// The programs the tests and benchmarks run beside the daemon's own (src/lib/programs.ts), with
+// the Debian package each comes from; test/unit/programs.test.ts checks that every program
+// they name is listed here or there, and that scripts/setup.sh installs its package.
+export const TEST_PROGRAMS: Record<string, string> = {
+  'qemu-io': 'qemu-utils',
+  '/usr/bin/python3': 'python3',
+  '/usr/bin/chromium': 'chromium',
+  'ansible-playbook': 'ansible',
+  curl: 'curl',
+  dd: 'coreutils',
+  sync: 'coreutils',
+  truncate: 'coreutils',
+  find: 'findutils',
+  fincore: 'util-linux',
+  losetup: 'mount',
+  ps: 'procps',
+}
