@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { HostFacts } from '../agent/facts.js'
 import type { Database } from '../db/database.js'
 import { newRef } from '../db/database.js'
-import { API_VERSION, formatDatetime, NULL_REF } from '../idl/index.js'
+import { API_VERSION, formatDatetime, NULL_REF, XAPI_VERSION } from '../idl/index.js'
 import { accountKey, hashPassword } from '../xapi/accounts.js'
 
 export const FLOTILLA_VERSION = '0.1.0'
@@ -46,7 +46,7 @@ export function softwareVersion(facts: HostFacts): Record<string, string> {
     git_id: '',
     hostname: 'localhost',
     date: '2026-11-26',
-    xapi: '1.20',
+    xapi: XAPI_VERSION,
     xen: facts.qemuVersion ? `qemu-${facts.qemuVersion}${facts.kvm ? '-kvm' : '-tcg'}` : 'qemu',
     linux: facts.kernel,
     xencenter_min: `${API_VERSION.major}.${API_VERSION.minor}`,

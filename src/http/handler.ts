@@ -1,7 +1,8 @@
 // What every bulk HTTP handler needs: its query, the caller's session (from the query or a
 // cookie), and the task it reports through (adopted from task_id, or its own).
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { PassThrough } from 'node:stream'
+import type { Socket } from 'node:net'
+import { PassThrough, type Writable } from 'node:stream'
 import { asXapiError, XapiError } from '../idl/errors.js'
 import type { Services } from '../xapi/context.js'
 import { validSession } from '../xapi/session.js'
@@ -126,8 +127,27 @@ export function statusFor(code: string): number {
   return 500
 }
 
+/** Responses whose status line went out on the socket itself (streamingAnswer). */
+const answeredOnSocket = new WeakSet<ServerResponse>()
+
+/**
+ * Starts an answer as xapi's streaming export handlers do, `HTTP/1.0 200 OK`, no length, the
+ * body ended by closing the connection. Node's own status line is always HTTP/1.1, and an
+ * HTTP/1.1 answer framed by neither a length nor chunks makes clients (XO's undici) fail, so the
+ * head is written on the socket, which the body then goes to.
+ */
+export function streamingAnswer(res: ServerResponse, headers: Record<string, string>): Socket {
+  const socket = res.socket
+  if (!socket) throw new XapiError('INTERNAL_ERROR', ['the client connection is gone'])
+  answeredOnSocket.add(res)
+  const lines = Object.entries({ connection: 'close', 'cache-control': 'no-cache, no-store', ...headers }).map(([k, v]) => `${k}: ${v}\r\n`)
+  socket.write(`HTTP/1.0 200 OK\r\n${lines.join('')}\r\n`)
+  return socket
+}
+
 /** An error answer before any data moved: a small text body, then the connection closes. */
 export function refuse(req: IncomingMessage, res: ServerResponse, err: XapiError): void {
+  if (answeredOnSocket.has(res)) return void res.socket?.destroy()
   if (res.headersSent) return void res.destroy()
   const body = `${err.description.join(' ')}\n`
   res.writeHead(statusFor(err.code), { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
@@ -213,12 +233,20 @@ export async function adoptTask(svc: Services, req: IncomingMessage, res: Server
   }
 }
 
+/** Whether the client of `target` (a response or its socket) went away. */
+function isGone(target: Writable): boolean {
+  if (target.destroyed) return true
+  if (!('socket' in target)) return false
+  const socket = (target as ServerResponse).socket
+  return !socket || socket.destroyed
+}
+
 /**
  * Relays what an agent stream sends to the client, with backpressure, calling `onSent` with the
  * bytes sent so far. Rejects with VDI_IO_ERROR (after destroying both ends) when the stream stops
  * short or the client goes away; `length`, when known, only shapes the message.
  */
-export function relayToClient(source: AgentStream, res: ServerResponse, onSent: (sent: number) => void, length?: number): Promise<void> {
+export function relayToClient(source: AgentStream, res: Writable, onSent: (sent: number) => void, length?: number): Promise<void> {
   let sent = 0
   const of = length === undefined ? '' : ` of ${length}`
   return new Promise<void>((resolve, reject) => {
@@ -250,7 +278,7 @@ export function relayToClient(source: AgentStream, res: ServerResponse, onSent: 
     }
     source.on('aborted', () => settle(new Error(`the export stopped after ${sent}${of} bytes`)))
     // A forwarded stream fails when its writes into the response do: the client went away.
-    source.on('error', (err) => settle(res.destroyed || !res.socket || res.socket.destroyed ? clientGone() : new Error(`the export stopped after ${sent}${of} bytes: ${err.message}`)))
+    source.on('error', (err) => settle(isGone(res) ? clientGone() : new Error(`the export stopped after ${sent}${of} bytes: ${err.message}`)))
     const clientGone = () => new Error(`the client closed the connection after ${sent}${of} bytes`)
     res.on('finish', () => settle())
     res.on('close', () => settle(res.writableFinished ? undefined : clientGone()))

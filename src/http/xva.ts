@@ -7,13 +7,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createInterface } from 'node:readline'
 import { Readable } from 'node:stream'
 import { XapiError, asXapiError } from '../idl/errors.js'
-import { getClass, NULL_REF } from '../idl/index.js'
+import { getClass, NULL_REF, XAPI_USER_AGENT } from '../idl/index.js'
 import type { CallContext, Services } from '../xapi/context.js'
 import { exportPlan, prepareImport, type PreparedImport } from '../xapi/import.js'
 import { exportDone, isIsoSr, srPath } from '../xapi/storage.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
-import { adoptTask, answeredProbe, authenticated, bodyUntilClose, precheck, queryOf, refuse, relayToClient, throttledProgress } from './handler.js'
+import { adoptTask, answeredProbe, authenticated, bodyUntilClose, precheck, queryOf, refuse, relayToClient, streamingAnswer, throttledProgress } from './handler.js'
 import { expectedLength } from './raw-vdi.js'
 import type { HttpRoute } from './server.js'
 
@@ -52,20 +52,19 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
     await withVmOperation(ctx, vmRef, 'export', async () => {
       const plan = exportPlan(svc, vmRef, { preservePowerState })
       const source = await svc.agent.stream('xva.export', { disks: plan.disks, compression }, Readable.from([plan.ovaXml]))
-      res.useChunkedEncodingByDefault = false
-      res.writeHead(200, {
+      const client = streamingAnswer(res, {
         'task-id': task.ref,
+        server: XAPI_USER_AGENT,
         'content-type': 'application/octet-stream',
         'content-disposition': 'attachment; filename="export.xva"',
-        connection: 'close',
       })
       if (req.method === 'HEAD') {
         source.destroy()
-        return void res.end()
+        return void client.end()
       }
       const progress = throttledProgress(task)
       const total = Math.max(1, plan.totalSize)
-      await relayToClient(source, res, (sent) => progress(Math.min(0.99, sent / total)))
+      await relayToClient(source, client, (sent) => progress(Math.min(0.99, sent / total)))
     })
     await task.succeed(undefined, { kind: 'void' })
   } catch (err) {

@@ -87,6 +87,9 @@ export const NULL_REF = 'OpaqueRef:NULL'
 export const EPOCH = '19700101T00:00:00Z'
 /** The API version Flotilla reports: that of XCP-ng 8.1 (quebec). */
 export const API_VERSION = { major: 2, minor: 14 }
+/** The xapi version of XCP-ng 8.1 (host.software_version's `xapi`), and the Server header xapi's handlers send. */
+export const XAPI_VERSION = '1.20'
+export const XAPI_USER_AGENT = `xapi/${XAPI_VERSION}`
 
 export const enums = new Map<string, string[]>()
 for (const c of raw.classes) for (const e of c.enums) enums.set(e.name, e.values)

@@ -8,12 +8,14 @@ import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { after, before, describe, it } from 'node:test'
 import tar from 'tar-stream'
+import { request as undiciRequest } from 'undici'
 import xxhash from 'xxhash-wasm'
 import { call, Daemon, login, PASSWORD, waitFor } from '../helpers/daemon.js'
 import { newGuest } from '../helpers/guest.js'
@@ -298,6 +300,65 @@ describe('XVA export and import', () => {
     assert.equal(sha(assemble(twenty, 20 * MiB)), sourceSums['1'])
     // Zero chunks are skipped (except first and last).
     assert.ok(twenty.length < 20, `zero chunks skipped (${twenty.length} of 20)`)
+  })
+
+  /** A GET on a raw socket: the answer's head as sent, and the socket, paused, for the body. */
+  async function rawGet(path: string): Promise<{ head: string; rest: Buffer; socket: Socket }> {
+    const { hostname, port } = new URL(daemon.url)
+    const socket = connect(Number(port), hostname)
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`)
+    // Not `for await`: leaving its loop would destroy the socket.
+    return new Promise((resolve, reject) => {
+      let received = Buffer.alloc(0)
+      const onData = (chunk: Buffer) => {
+        received = Buffer.concat([received, chunk])
+        const end = received.indexOf('\r\n\r\n')
+        if (end < 0) return
+        socket.pause()
+        socket.off('data', onData)
+        resolve({ head: received.subarray(0, end).toString('latin1'), rest: received.subarray(end + 4), socket })
+      }
+      socket.on('data', onData)
+      socket.once('error', reject)
+      socket.once('end', () => reject(new Error(`no answer to GET ${path}`)))
+    })
+  }
+
+  it('GET /export answers as xapi: HTTP/1.0 200, Connection: close, no length, the archive ends at the close', async () => {
+    const { head, rest, socket } = await rawGet(`/export${query({ ref: vm })}`)
+    const [status, ...lines] = head.split('\r\n')
+    assert.equal(status, 'HTTP/1.0 200 OK')
+    const headers = new Map(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]))
+    assert.equal(headers.get('connection'), 'close')
+    assert.equal(headers.get('content-type'), 'application/octet-stream')
+    assert.equal(headers.get('content-disposition'), 'attachment; filename="export.xva"')
+    assert.match(headers.get('server') ?? '', /^xapi\/\d+\.\d+$/)
+    assert.match(headers.get('task-id') ?? '', /^OpaqueRef:/)
+    assert.ok(!headers.has('content-length') && !headers.has('transfer-encoding'), head)
+    const chunks = [rest]
+    socket.resume()
+    for await (const chunk of socket) chunks.push(chunk as Buffer)
+    assert.equal(verifyXva(Buffer.concat(chunks)).disks.size, 2)
+    assert.equal((await taskOutcome(headers.get('task-id')!)).status, 'success')
+    // What XO's HTTP client (undici) makes of it: the whole archive.
+    const answer = await undiciRequest(`${daemon.url}/export${query({ ref: vm })}`)
+    assert.equal(answer.statusCode, 200)
+    assert.equal(verifyXva(Buffer.from(await answer.body.arrayBuffer())).disks.size, 2)
+  })
+
+  it('an export whose client goes away releases the VM at once and fails its task', async () => {
+    const { head, socket } = await rawGet(`/export${query({ ref: vm })}`)
+    const task = /^task-id: (\S+)$/im.exec(head)![1]
+    // The client stops reading (the export blocks on a full socket), then vanishes.
+    await new Promise((r) => setTimeout(r, 500))
+    assert.deepEqual(Object.values(await c('VM.get_current_operations', vm)), ['export'])
+    socket.destroy()
+    await waitFor('the export to release the VM', async () => Object.keys(await c('VM.get_current_operations', vm)).length === 0, 10_000)
+    assert.equal((await taskOutcome(task)).status, 'failure')
+    const snapshot = await c<string>('VM.snapshot', vm, 'after a broken export')
+    const vdis = await Promise.all((await c<string[]>('VM.get_VBDs', snapshot)).map((vbd) => c<string>('VBD.get_VDI', vbd)))
+    await c('VM.destroy', snapshot)
+    for (const vdi of vdis) if (vdi !== 'OpaqueRef:NULL') await c('VDI.destroy', vdi)
   })
 
   it('22: XO VM_import of that archive, with and without length, gives an equivalent VM with the same disks', async () => {
