@@ -1,103 +1,126 @@
 // xapi's get_all_records_where filter language: `field "name__label" = "x" and not (...)`.
-// Field names are database column names (nested namespaces joined by "__").
+// Field names are database column names (nested namespaces joined by "__"). The grammar is
+// xapi's (ocaml/database/db_filter_parse.mly): "and" and "or" bind equally and from the left,
+// and "not" takes everything after it up to the closing parenthesis ("not a and b" is
+// "not (a and b)"); literals are quoted with no escapes.
 import { XapiError } from '../idl/errors.js'
 
 export type Expr =
   | { op: 'true' }
   | { op: 'false' }
   | { op: 'eq'; left: Operand; right: Operand }
-  | { op: 'and' | 'or'; left: Expr; right: Expr }
+  /** A run of terms joined by and/or, evaluated from the left (a flat list, so a long run needs no deep recursion). */
+  | { op: 'chain'; first: Expr; rest: { join: 'and' | 'or'; expr: Expr }[] }
   | { op: 'not'; expr: Expr }
 
 export type Operand = { field: string } | { literal: string }
 
-function tokenize(text: string): string[] {
+/**
+ * How deep parentheses and "not"s may nest. Real filters nest a few levels; the limit keeps
+ * parsing and evaluation (both recursive) far from the stack's end. The length of a filter is
+ * bounded by the request body (300 KiB), and long flat and/or runs cost no depth.
+ */
+export const MAX_WHERE_NESTING = 256
+
+/** One token after optional white space, or the end of the text (no group matched). */
+const TOKEN = /[ \t\n]*(?:("[^"]*")|([()=])|(true|false|field|and|or|not)|$)/y
+
+function tokenize(text: string, bad: (reason: string) => XapiError): string[] {
   const tokens: string[] = []
-  const re = /\s*(?:("(?:[^"\\]|\\.)*")|(\(|\)|=)|([A-Za-z_]+))/y
-  let pos = 0
-  while (pos < text.length) {
-    if (/^\s*$/.test(text.slice(pos))) break
-    re.lastIndex = pos
-    const m = re.exec(text)
-    if (!m) throw new XapiError('INVALID_VALUE', ['expr', text])
-    tokens.push(m[1] ?? m[2] ?? m[3]!)
-    pos = re.lastIndex
+  TOKEN.lastIndex = 0
+  for (;;) {
+    const at = TOKEN.lastIndex
+    const m = TOKEN.exec(text)
+    if (!m) throw bad(`unexpected character at offset ${at}`)
+    const token = m[1] ?? m[2] ?? m[3]
+    if (token === undefined) return tokens
+    tokens.push(token)
   }
-  return tokens
 }
 
 export function parseWhere(text: string): Expr {
-  const tokens = tokenize(text)
+  // xapi's Expression_error: the expression, then what was wrong with it.
+  const bad = (reason: string) => new XapiError('INVALID_VALUE', [text, reason])
+  const tokens = tokenize(text, bad)
   let i = 0
-  const bad = () => new XapiError('INVALID_VALUE', ['expr', text])
+  let depth = 0
+  const syntax = () => bad(`syntax error at token ${i}`)
+  const nest = () => {
+    if (++depth > MAX_WHERE_NESTING) throw bad(`nested deeper than ${MAX_WHERE_NESTING} levels`)
+  }
   const operand = (): Operand => {
     const t = tokens[i++]
     if (t === 'field') {
       const name = tokens[i++]
-      if (!name?.startsWith('"')) throw bad()
-      return { field: JSON.parse(name) as string }
+      if (!name?.startsWith('"')) throw syntax()
+      return { field: name.slice(1, -1) }
     }
-    if (t?.startsWith('"')) return { literal: JSON.parse(t) as string }
-    throw bad()
+    if (t?.startsWith('"')) return { literal: t.slice(1, -1) }
+    throw syntax()
   }
-  const primary = (): Expr => {
+  const term = (): Expr => {
     const t = tokens[i]
-    if (t === '(') {
-      i++
-      const e = disjunction()
-      if (tokens[i++] !== ')') throw bad()
-      return e
-    }
     if (t === 'not') {
       i++
-      return { op: 'not', expr: primary() }
+      nest()
+      const e: Expr = { op: 'not', expr: chain() }
+      depth--
+      return e
+    }
+    if (t === '(') {
+      i++
+      nest()
+      const e = chain()
+      if (tokens[i++] !== ')') throw syntax()
+      depth--
+      return e
     }
     if (t === 'true' || t === 'false') {
       i++
       return { op: t }
     }
     const left = operand()
-    if (tokens[i++] !== '=') throw bad()
+    if (tokens[i++] !== '=') throw syntax()
     return { op: 'eq', left, right: operand() }
   }
-  const conjunction = (): Expr => {
-    let e = primary()
-    while (tokens[i] === 'and') {
+  const chain = (): Expr => {
+    const first = term()
+    const rest: { join: 'and' | 'or'; expr: Expr }[] = []
+    for (let t = tokens[i]; t === 'and' || t === 'or'; t = tokens[i]) {
       i++
-      e = { op: 'and', left: e, right: primary() }
+      rest.push({ join: t, expr: term() })
     }
-    return e
+    return rest.length === 0 ? first : { op: 'chain', first, rest }
   }
-  const disjunction = (): Expr => {
-    let e = conjunction()
-    while (tokens[i] === 'or') {
-      i++
-      e = { op: 'or', left: e, right: conjunction() }
-    }
-    return e
-  }
-  const e = disjunction()
-  if (i !== tokens.length) throw bad()
+  const e = chain()
+  if (i !== tokens.length) throw syntax()
   return e
 }
 
 /** How a stored value compares in a filter: as the database's string form. */
 function columnText(value: unknown): string {
   if (typeof value === 'string') return value
-  if (typeof value === 'boolean' || typeof value === 'number') return String(value)
+  if (typeof value === 'boolean' || typeof value === 'number' || typeof value === 'bigint') return String(value)
   if (Array.isArray(value)) return `(${value.map((v) => `'${String(v)}'`).join(' ')})`
   if (value && typeof value === 'object') return `(${Object.entries(value).map(([k, v]) => `('${k}' '${String(v)}')`).join(' ')})`
   return ''
 }
 
 export function evaluateWhere(e: Expr, rec: Readonly<Record<string, unknown>>): boolean {
-  const value = (o: Operand) => ('literal' in o ? o.literal : columnText(rec[o.field.replace(/__/g, '_')]))
+  const value = (o: Operand) => {
+    if ('literal' in o) return o.literal
+    const column = o.field.replace(/__/g, '_')
+    return Object.hasOwn(rec, column) ? columnText(rec[column]) : ''
+  }
   switch (e.op) {
     case 'true': return true
     case 'false': return false
     case 'eq': return value(e.left) === value(e.right)
-    case 'and': return evaluateWhere(e.left, rec) && evaluateWhere(e.right, rec)
-    case 'or': return evaluateWhere(e.left, rec) || evaluateWhere(e.right, rec)
     case 'not': return !evaluateWhere(e.expr, rec)
+    case 'chain': {
+      let result = evaluateWhere(e.first, rec)
+      for (const { join, expr } of e.rest) result = join === 'and' ? result && evaluateWhere(expr, rec) : result || evaluateWhere(expr, rec)
+      return result
+    }
   }
 }
