@@ -50,7 +50,7 @@ export class Tx {
   create(cls: string, fields: Stored, ref: string = newRef()): string {
     const def = getClass(cls)
     const stored: Stored = {}
-    for (const f of def.storedFields) stored[f.name] = f.name in fields ? fields[f.name] : structuredClone(f.default)
+    for (const f of def.storedFields) stored[f.name] = Object.hasOwn(fields, f.name) ? fields[f.name] : structuredClone(f.default)
     if (!fields.uuid) stored.uuid = randomUUID()
     const key = objectKey(cls, ref)
     this.note(key, this.replica.row(cls, ref)?.modRev ?? 0)

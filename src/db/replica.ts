@@ -194,7 +194,10 @@ export class Replica {
     return this.uuids.get(cls)?.get(uuid)
   }
 
-  /** The full record: stored fields over defaults, derived set fields filled in. Frozen and cached per change. */
+  /**
+   * The full record: stored fields over defaults, derived set fields filled in, maps as
+   * null-prototype objects (so no key reads as an Object.prototype member). Frozen and cached per change.
+   */
   record(cls: string, ref: string): Readonly<Record<string, unknown>> | undefined {
     const row = this.row(cls, ref)
     return row ? this.materialize(row) : undefined
@@ -206,6 +209,7 @@ export class Replica {
     const rec = defaultRecord(cls)
     Object.assign(rec, row.stored)
     for (const f of cls.fieldList) {
+      if (f.type.kind === 'map') rec[f.name] = Object.assign(Object.create(null), rec[f.name])
       if (!f.derivedFrom) continue
       const rel = relations.find((r) => r.setClass === cls.name && r.setField === f.name)
       rec[f.name] = rel ? [...(this.reverse.get(rel)?.get(row.ref) ?? [])] : []

@@ -7,6 +7,14 @@ import type { CallContext, Handler } from './context.js'
 import { evaluateWhere, parseWhere } from './where.js'
 
 type Rec = Readonly<Record<string, unknown>>
+type MapValue = Record<string, unknown>
+
+/** A copy of a map as a null-prototype object: "__proto__", "constructor" and the like are ordinary keys. */
+function mapCopy(map: MapValue, without?: string): MapValue {
+  const out: MapValue = Object.create(null)
+  for (const [k, v] of Object.entries(map)) if (k !== without) out[k] = v
+  return out
+}
 
 function fieldOf(cls: ClassDef, name: string): Field {
   const f = cls.fields.get(name)
@@ -61,16 +69,15 @@ export function genericHandler(msg: Message): Handler | undefined {
     case 'add_to':
       return (ctx, [self, key, value]) =>
         setField(ctx, cls, self as string, field!, (old, rec) => {
-          const map = old as Record<string, unknown>
+          const map = old as MapValue
           if (Object.hasOwn(map, key as string)) throw new XapiError('MAP_DUPLICATE_KEY', [cls.name, field!.name, rec.uuid, key])
-          return { ...map, [key as string]: value }
+          const next = mapCopy(map)
+          next[key as string] = value
+          return next
         })
     case 'remove_from':
       return (ctx, [self, key]) =>
-        setField(ctx, cls, self as string, field!, (old) => {
-          const { [key as string]: _gone, ...rest } = old as Record<string, unknown>
-          return rest
-        })
+        setField(ctx, cls, self as string, field!, (old) => mapCopy(old as MapValue, key as string))
     case 'add':
       return (ctx, [self, value]) =>
         setField(ctx, cls, self as string, field!, (old) => ((old as unknown[]).includes(value) ? old : [...(old as unknown[]), value]))
@@ -104,7 +111,7 @@ export async function createObject(ctx: CallContext, cls: ClassDef, args: Record
   const fields: Record<string, unknown> = {}
   for (const f of cls.storedFields) {
     if (f.qualifier !== 'RW' && f.qualifier !== 'RO/constructor') continue
-    if (f.name in args) fields[f.name] = args[f.name]
+    if (Object.hasOwn(args, f.name)) fields[f.name] = args[f.name]
   }
   return ctx.svc.db.transact((tx) => {
     for (const f of cls.storedFields) {
