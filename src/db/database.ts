@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF, type ClassDef } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
+import { toJson } from '../lib/int64.js'
 import { EtcdStore, type KeyValue } from './etcd.js'
 import { objectKey, Replica, type Row } from './replica.js'
 
@@ -104,7 +105,7 @@ export class Database {
       if (tx.writes.size === 0 && tx.rawWrites.size === 0) return result
       const puts: { key: string; value: string }[] = []
       const deletes: string[] = []
-      for (const [key, w] of tx.writes) w ? puts.push({ key, value: JSON.stringify(w.stored) }) : deletes.push(key)
+      for (const [key, w] of tx.writes) w ? puts.push({ key, value: toJson(w.stored) }) : deletes.push(key)
       for (const [key, v] of tx.rawWrites) v === null ? deletes.push(key) : puts.push({ key, value: v })
       const compares = [...tx.reads].map(([key, modRev]) => ({ key, modRev }))
       const { ok, rev } = await this.store.txn({ compares, puts, deletes })

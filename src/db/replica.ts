@@ -2,6 +2,7 @@
 // set fields (VM.VBDs, SR.VDIs, ...) are computed from reverse indexes and never stored; every
 // applied change is logged by revision so event.from can answer from memory.
 import { classes, defaultRecord, getClass, relations, type ClassDef, type Relation } from '../idl/index.js'
+import { fromJson } from '../lib/int64.js'
 import { PREFIX, type Change, type KeyValue } from './etcd.js'
 
 export const OBJ_PREFIX = `${PREFIX}obj/`
@@ -132,7 +133,7 @@ export class Replica {
         touched.push({ rev, cls: id.cls, ref: id.ref })
       }
     } else {
-      const stored = JSON.parse(change.value) as Record<string, unknown>
+      const stored = fromJson(change.value) as Record<string, unknown>
       if (old) {
         this.unindex(cls, old, touch)
         this.uuids.get(id.cls)?.delete(String(old.stored.uuid))
