@@ -40,7 +40,7 @@ function internalError(res: ServerResponse, detail: string): void {
   res.end(body)
 }
 
-function readBody(req: IncomingMessage, length: number): Promise<string> {
+function readBody(req: IncomingMessage, length: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
@@ -49,7 +49,7 @@ function readBody(req: IncomingMessage, length: number): Promise<string> {
       if (size > length) req.destroy(new Error('body longer than its Content-Length'))
       else chunks.push(c)
     })
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+    req.on('end', () => resolve(Buffer.concat(chunks)))
     req.on('error', reject)
   })
 }

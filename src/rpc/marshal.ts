@@ -1,10 +1,13 @@
 // Type-directed conversion between wire values and Flotilla's internal values, driven by the
-// datamodel's types. Internal values are JSON-shaped: ints and floats are numbers, datetimes
-// are xapi's "YYYYMMDDTHH:MM:SSZ" strings, refs and enums are strings, sets are arrays, maps
-// are objects with string keys, records are objects with every field of their class.
+// datamodel's types. Internal values are JSON-shaped: ints are exact int64s (numbers, bigints
+// beyond 2^53: see lib/int64.ts), floats are numbers, datetimes are xapi's
+// "YYYYMMDDTHH:MM:SSZ" strings, refs and enums are strings, sets are arrays, maps are
+// null-prototype objects with string keys (any key is an ordinary key, "__proto__" too),
+// records are objects with every field of their class.
 import { canonicalEnum, classByAnyCase, formatDatetime, getClass, type XType } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { EventBatch, EventRecord } from '../idl/events.js'
+import { parseInt64, toJson } from '../lib/int64.js'
 import { escapeXml } from './xmlrpc.js'
 import { describeWire, type Wire } from './wire.js'
 
@@ -24,14 +27,14 @@ export function normaliseDatetime(text: string): string | undefined {
 export function unmarshal(w: Wire, t: XType, what: string): unknown {
   switch (t.kind) {
     case 'string':
-      if (w.t === 'string') {
-        if (w.v.includes('\uFFFD')) throw new XapiError('INVALID_VALUE', ['Invalid UTF-8 string in parameter', w.v])
-        return w.v
-      }
+      if (w.t === 'string') return w.v
       throw typeError(what, 'a string', w)
-    case 'int':
-      if ((w.t === 'int' || w.t === 'string') && /^[+-]?\d+$/.test(w.v.trim())) return Number(w.v)
-      throw typeError(what, 'an int', w)
+    case 'int': {
+      // Outside int64 is a type error, as xapi's Int64.of_string makes it.
+      const n = w.t === 'int' || w.t === 'string' ? parseInt64(w.v.trim()) : undefined
+      if (n === undefined) throw typeError(what, 'an int', w)
+      return n
+    }
     case 'float':
       if ((w.t === 'double' || w.t === 'int' || w.t === 'string') && w.v.trim() !== '' && Number.isFinite(Number(w.v))) return Number(w.v)
       throw typeError(what, 'a float', w)
@@ -56,7 +59,7 @@ export function unmarshal(w: Wire, t: XType, what: string): unknown {
       throw typeError(what, 'an array', w)
     case 'map': {
       if (w.t !== 'struct') throw typeError(what, 'a struct', w)
-      const out: Record<string, unknown> = {}
+      const out: Record<string, unknown> = Object.create(null)
       for (const [k, v] of w.v) {
         const key = unmarshal({ t: 'string', v: k }, t.key.kind === 'int' ? { kind: 'string' } : t.key, what)
         out[String(key)] = unmarshal(v, t.value, what)
@@ -66,7 +69,7 @@ export function unmarshal(w: Wire, t: XType, what: string): unknown {
     case 'record': {
       if (w.t !== 'struct') throw typeError(what, `a ${t.cls} record`, w)
       const cls = getClass(t.cls)
-      const out: Record<string, unknown> = {}
+      const out: Record<string, unknown> = Object.create(null)
       for (const [k, v] of w.v) {
         const f = cls.fields.get(k)
         if (f) out[k] = unmarshal(v, f.type, `${what}.${k}`)
@@ -120,7 +123,7 @@ export function xmlChunks(value: unknown, t: XType, out: Chunk[]): void {
     case 'string': case 'enum': case 'ref':
       return void out.push(`<value>${escapeXml(String(value ?? ''))}</value>`)
     case 'int':
-      return void out.push(`<value>${Math.trunc(Number(value ?? 0))}</value>`)
+      return void out.push(`<value>${typeof value === 'bigint' ? value : Math.trunc(Number(value ?? 0))}</value>`)
     case 'float':
       return void out.push(`<value><double>${formatDouble(Number(value ?? 0))}</double></value>`)
     case 'bool':
@@ -189,9 +192,9 @@ export function jsonChunks(value: unknown, t: XType, out: Chunk[]): void {
     case 'void':
       return void out.push('""')
     case 'record':
-      return void out.push(t.cls === 'event' ? JSON.stringify(value) : recordJson(value as Record<string, unknown>))
+      return void out.push(t.cls === 'event' ? toJson(value) : recordJson(value as Record<string, unknown>))
     case 'map':
-      if (t.value.kind !== 'record') return void out.push(JSON.stringify(value ?? {}))
+      if (t.value.kind !== 'record') return void out.push(toJson(value ?? {}))
       out.push('{')
       Object.entries(value as Record<string, Record<string, unknown>>).forEach(([k, v], i) => out.push(`${i ? ',' : ''}${JSON.stringify(k)}:`, recordJson(v)))
       return void out.push('}')
@@ -210,14 +213,14 @@ export function jsonChunks(value: unknown, t: XType, out: Chunk[]): void {
     case 'float':
       return void out.push(formatDouble(Number(value ?? 0)))
     default:
-      return void out.push(JSON.stringify(value ?? null))
+      return void out.push(toJson(value ?? null))
   }
 }
 
 function recordJson(rec: Record<string, unknown>): Buffer {
   const cached = jsonRecordCache.get(rec)
   if (cached !== undefined) return cached
-  const bytes = Buffer.from(JSON.stringify(rec))
+  const bytes = Buffer.from(toJson(rec))
   if (Object.isFrozen(rec)) jsonRecordCache.set(rec, bytes)
   return bytes
 }

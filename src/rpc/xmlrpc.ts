@@ -2,9 +2,9 @@
 // methodResponse documents as xapi writes them.
 import { SaxesParser } from 'saxes'
 import type { Chunk } from './marshal.js'
-import type { Wire } from './wire.js'
+import { MalformedRequest, MAX_VALUE_DEPTH, valuesTooDeep, type Wire } from './wire.js'
 
-export class MalformedRequest extends Error {}
+export { MalformedRequest }
 
 export interface MethodCall {
   method: string
@@ -12,15 +12,37 @@ export interface MethodCall {
 }
 
 const SCALARS = new Set(['string', 'int', 'i4', 'i8', 'double', 'boolean', 'dateTime.iso8601', 'base64'])
+/** What a <value> may hold instead of text: exactly one of these. */
+const TYPED = new Set([...SCALARS, 'array', 'struct', 'nil'])
+/** Elements whose children come in this order, each at most once (completeness is checked on close). */
+const SEQUENCE: Record<string, readonly string[]> = {
+  methodCall: ['methodName', 'params'],
+  param: ['value'],
+  array: ['data'],
+  member: ['name', 'value'],
+}
+/** Elements holding any number of children of one kind. */
+const REPEATED: Record<string, string> = { params: 'param', data: 'value', struct: 'member' }
+/** Elements that hold character data (all others may only hold white space between children). */
+const TEXT = new Set([...SCALARS, 'value', 'name', 'methodName'])
+/** XML white space, the only text xapi's parser skips between elements. */
+const NOT_BLANK = /[^ \t\n\r]/
 
-type Frame =
-  | { kind: 'value'; text: string; child?: Wire }
-  | { kind: 'scalar'; tag: string; text: string }
-  | { kind: 'array'; items: Wire[] }
-  | { kind: 'struct'; members: Map<string, Wire> }
-  | { kind: 'member'; name?: string; value?: Wire }
-  | { kind: 'name'; text: string }
-  | { kind: 'other'; tag: string; text: string }
+interface Frame {
+  tag: string
+  text: string
+  children: number
+  /** Where the next child may start in the element's SEQUENCE. */
+  next: number
+  /** What a <value>, <param> or <member> holds once its child has closed. */
+  value?: Wire
+  /** A <member>'s name. */
+  name?: string
+  /** The items of a <data> (then of its <array>). */
+  items?: Wire[]
+  /** A <struct>'s members. */
+  members?: Map<string, Wire>
+}
 
 function scalarWire(tag: string, text: string): Wire {
   switch (tag) {
@@ -30,6 +52,19 @@ function scalarWire(tag: string, text: string): Wire {
     case 'boolean': return { t: 'bool', v: text.trim() === '1' }
     default: return { t: 'datetime', v: text.trim() }
   }
+}
+
+/** Whether `tag` may open inside `parent` now; advances the parent's sequence. */
+function admits(parent: Frame, tag: string): boolean {
+  const sequence = SEQUENCE[parent.tag]
+  if (sequence) {
+    const at = sequence.indexOf(tag, parent.next)
+    if (at < 0) return false
+    parent.next = at + 1
+    return true
+  }
+  if (parent.tag === 'value') return TYPED.has(tag) && parent.children === 0 && !NOT_BLANK.test(parent.text)
+  return REPEATED[parent.tag] === tag
 }
 
 export function parseMethodCall(xml: string): MethodCall {
@@ -45,6 +80,11 @@ export function parseValueDocument(xml: string): Wire {
   return top
 }
 
+/**
+ * The grammar xapi's parser (ocaml-rpc's Xmlrpc) enforces: one <methodName>, one <params>,
+ * one <value> per <param>, a <value> holding text or one typed element, members of one name
+ * and one value, no stray text. Anything else is malformed rather than guessed at.
+ */
 function parseDocument(xml: string, rootTag: 'methodCall' | 'value'): { method?: string; params: Wire[]; top?: Wire } {
   const parser = new SaxesParser({ xmlns: false })
   let documentValue: Wire | undefined
@@ -52,25 +92,24 @@ function parseDocument(xml: string, rootTag: 'methodCall' | 'value'): { method?:
   const params: Wire[] = []
   let method: string | undefined
   let error: string | undefined
-  let root = ''
+  let limit: Error | undefined
+  let depth = 0
 
   const fail = (msg: string) => {
     error ??= msg
   }
-  const topValue = (w: Wire) => {
-    documentValue = w
-  }
   const deliver = (w: Wire) => {
+    const parent = stack[stack.length - 1]
+    if (!parent) documentValue = w
+    else if (parent.tag === 'data') parent.items!.push(w)
+    else parent.value = w
+  }
+  const onText = (text: string) => {
     const top = stack[stack.length - 1]
-    if (!top) {
-      if (rootTag === 'value') return topValue(w)
-      return fail('value outside any element')
-    }
-    if (top.kind === 'value') top.child = w
-    else if (top.kind === 'array') top.items.push(w)
-    else if (top.kind === 'member') top.value = w
-    else if (top.kind === 'other' && top.tag === 'param') params.push(w)
-    else fail(`unexpected value inside <${top.kind}>`)
+    if (error || !top) return
+    if (!TEXT.has(top.tag) || (top.tag === 'value' && top.children > 0)) {
+      if (NOT_BLANK.test(text)) fail(`text inside <${top.tag}>`)
+    } else top.text += text
   }
 
   parser.on('doctype', () => fail('DTDs are not accepted'))
@@ -78,73 +117,52 @@ function parseDocument(xml: string, rootTag: 'methodCall' | 'value'): { method?:
   parser.on('opentag', (node) => {
     if (error) return
     const tag = node.name
-    if (!root) {
-      root = tag
-      if (tag !== rootTag) fail(`root element is <${tag}>, not <${rootTag}>`)
-    }
     const parent = stack[stack.length - 1]
-    if (tag === 'value') stack.push({ kind: 'value', text: '' })
-    else if (SCALARS.has(tag)) {
-      if (parent?.kind !== 'value') fail(`<${tag}> outside <value>`)
-      stack.push({ kind: 'scalar', tag, text: '' })
-    } else if (tag === 'nil') {
-      if (parent?.kind !== 'value') fail('<nil> outside <value>')
-      stack.push({ kind: 'other', tag, text: '' })
-    } else if (tag === 'array') stack.push({ kind: 'array', items: [] })
-    else if (tag === 'data') {
-      if (parent?.kind !== 'array') fail('<data> outside <array>')
-    } else if (tag === 'struct') stack.push({ kind: 'struct', members: new Map() })
-    else if (tag === 'member') stack.push({ kind: 'member' })
-    else if (tag === 'name') stack.push({ kind: 'name', text: '' })
-    else if (['methodCall', 'methodName', 'params', 'param'].includes(tag)) stack.push({ kind: 'other', tag, text: '' })
-    else fail(`unexpected element <${tag}>`)
+    if (parent) {
+      if (!admits(parent, tag)) return fail(`unexpected <${tag}> inside <${parent.tag}>`)
+      parent.children++
+    } else if (tag !== rootTag) return fail(`root element is <${tag}>, not <${rootTag}>`)
+    if (tag === 'array' || tag === 'struct') {
+      if (++depth > MAX_VALUE_DEPTH) {
+        limit = valuesTooDeep()
+        return fail(limit.message)
+      }
+    }
+    stack.push({ tag, text: '', children: 0, next: 0, items: tag === 'data' ? [] : undefined, members: tag === 'struct' ? new Map() : undefined })
   })
-  parser.on('text', (text) => {
-    const top = stack[stack.length - 1]
-    if (!top) return
-    if (top.kind === 'value' || top.kind === 'scalar' || top.kind === 'name' || top.kind === 'other') top.text += text
-  })
-  parser.on('closetag', (node) => {
+  parser.on('text', onText)
+  parser.on('cdata', onText)
+  parser.on('closetag', () => {
     if (error) return
-    const tag = node.name
-    if (tag === 'data') return
-    const top = stack.pop()
-    if (!top) return fail('unbalanced document')
-    switch (top.kind) {
+    const top = stack.pop()!
+    const parent = stack[stack.length - 1]
+    switch (top.tag) {
       case 'value':
-        return deliver(top.child ?? { t: 'string', v: top.text })
-      case 'scalar': {
-        const parent = stack[stack.length - 1]
-        if (parent?.kind === 'value') parent.child = scalarWire(top.tag, top.text)
-        return
-      }
-      case 'array': {
-        const parent = stack[stack.length - 1]
-        if (parent?.kind === 'value') parent.child = { t: 'array', v: top.items }
-        return
-      }
-      case 'struct': {
-        const parent = stack[stack.length - 1]
-        if (parent?.kind === 'value') parent.child = { t: 'struct', v: top.members }
-        return
-      }
-      case 'member': {
-        const parent = stack[stack.length - 1]
+        return deliver(top.value ?? { t: 'string', v: top.text })
+      case 'nil':
+        return void (parent!.value = { t: 'nil' })
+      case 'array':
+        depth--
+        return void (parent!.value = { t: 'array', v: top.items ?? [] })
+      case 'data':
+        return void (parent!.items = top.items)
+      case 'struct':
+        depth--
+        return void (parent!.value = { t: 'struct', v: top.members! })
+      case 'member':
         if (top.name === undefined || top.value === undefined) return fail('<member> without <name> and <value>')
-        if (parent?.kind === 'struct') parent.members.set(top.name, top.value)
+        return void parent!.members!.set(top.name, top.value)
+      case 'name':
+        return void (parent!.name = top.text)
+      case 'methodName':
+        return void (method = top.text.trim())
+      case 'param':
+        if (top.value === undefined) return fail('<param> without a <value>')
+        return void params.push(top.value)
+      case 'params': case 'methodCall':
         return
-      }
-      case 'name': {
-        const parent = stack[stack.length - 1]
-        if (parent?.kind === 'member') parent.name = top.text
-        return
-      }
-      case 'other':
-        if (top.tag === 'nil') {
-          const parent = stack[stack.length - 1]
-          if (parent?.kind === 'value') parent.child = { t: 'nil' }
-        } else if (top.tag === 'methodName') method = top.text.trim()
-        return
+      default:
+        return void (parent!.value = scalarWire(top.tag, top.text))
     }
   })
   try {
@@ -152,6 +170,7 @@ function parseDocument(xml: string, rootTag: 'methodCall' | 'value'): { method?:
   } catch (e) {
     fail((e as Error).message)
   }
+  if (limit) throw limit
   if (error) throw new MalformedRequest(error)
   return { method, params, top: documentValue }
 }
