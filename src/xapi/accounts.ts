@@ -26,13 +26,25 @@ export async function hashPassword(password: string): Promise<string> {
   return JSON.stringify(stored)
 }
 
+/** The key derivation a password check runs; a parameter so that tests can see it run. */
+export type Kdf = (password: string, salt: Buffer, keylen: number, options: ScryptOptions) => Promise<Buffer>
+
+/**
+ * What an unknown user's password is checked against: the cost of a real account, and a random
+ * hash no password gives. So a failure takes as long whether the user exists or not.
+ */
+const NO_ACCOUNT: StoredPassword = { salt: randomBytes(16).toString('base64'), hash: randomBytes(KEY_LENGTH).toString('base64'), ...PARAMS }
+
+/** Whether `password` matches a stored password (`undefined`: no such account, which never matches). */
+export async function checkPassword(stored: string | undefined, password: string, kdf: Kdf = scrypt): Promise<boolean> {
+  const record = stored === undefined ? NO_ACCOUNT : (JSON.parse(stored) as StoredPassword)
+  const expected = Buffer.from(record.hash, 'base64')
+  const actual = await kdf(password, Buffer.from(record.salt, 'base64'), expected.length, { N: record.N, r: record.r, p: record.p })
+  return timingSafeEqual(expected, actual) && stored !== undefined
+}
+
 export async function verifyPassword(db: Database, user: string, password: string): Promise<boolean> {
-  const kv = db.raw(accountKey(user))
-  if (!kv) return false
-  const stored = JSON.parse(kv.value) as StoredPassword
-  const expected = Buffer.from(stored.hash, 'base64')
-  const actual = await scrypt(password, Buffer.from(stored.salt, 'base64'), expected.length, { N: stored.N, r: stored.r, p: stored.p })
-  return timingSafeEqual(expected, actual)
+  return checkPassword(db.raw(accountKey(user))?.value, password)
 }
 
 export function accountExists(tx: Tx, user: string): boolean {
