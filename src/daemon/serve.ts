@@ -33,19 +33,27 @@ export interface ServeOptions {
   requestLog?: string
 }
 
+const seconds = (name: string, fallback: number) => {
+  const v = process.env[name]
+  return v !== undefined && v !== '' ? Number(v) * 1000 : fallback
+}
+const count = (name: string, fallback: number) => Number(process.env[name] || fallback)
+
 /** Test and tuning knobs, from the environment (seconds). */
 function settingsFromEnv(): Settings {
-  const seconds = (name: string, fallback: number) => {
-    const v = process.env[name]
-    return v !== undefined && v !== '' ? Number(v) * 1000 : fallback
-  }
-  const count = (name: string, fallback: number) => Number(process.env[name] ?? fallback)
+  const login = DEFAULT_SETTINGS.login
   return {
     sessionIdleMs: seconds('FLOTILLA_SESSION_IDLE_SECONDS', DEFAULT_SETTINGS.sessionIdleMs),
     maxSessionsPerUser: count('FLOTILLA_MAX_SESSIONS_PER_USER', DEFAULT_SETTINGS.maxSessionsPerUser),
     taskKeepMs: seconds('FLOTILLA_TASK_KEEP_SECONDS', DEFAULT_SETTINGS.taskKeepMs),
     pendingTaskMs: seconds('FLOTILLA_PENDING_TASK_SECONDS', DEFAULT_SETTINGS.pendingTaskMs),
     maxFinishedTasks: count('FLOTILLA_MAX_FINISHED_TASKS', DEFAULT_SETTINGS.maxFinishedTasks),
+    login: {
+      ...login,
+      addressBurst: count('FLOTILLA_LOGIN_BURST', login.addressBurst),
+      addressPerSecond: count('FLOTILLA_LOGIN_PER_SECOND', login.addressPerSecond),
+      maxWaitMs: seconds('FLOTILLA_LOGIN_MAX_WAIT_SECONDS', login.maxWaitMs),
+    },
   }
 }
 

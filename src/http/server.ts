@@ -4,6 +4,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from '../rpc/dispatch.js'
+import type { Client } from '../xapi/context.js'
 import { MalformedRequest } from '../rpc/xmlrpc.js'
 import { escapeXml } from '../rpc/xmlrpc.js'
 import { handleJsonRpc, handleXmlRpc } from './rpc.js'
@@ -28,6 +29,12 @@ export interface HttpOptions {
   requestLog?: (line: string) => void
 }
 
+/** The client of a request as xapi names it: "HTTP 192.0.2.1", an IPv4-mapped address as IPv4. */
+export function clientOf(req: IncomingMessage): Client {
+  const address = (req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '')
+  return { protocol: 'encrypted' in req.socket && req.socket.encrypted ? 'HTTPS' : 'HTTP', address }
+}
+
 const routeOf = (opts: HttpOptions, url: string | undefined): HttpRoute | undefined => {
   const path = (url ?? '/').split('?')[0]!
   return opts.routes?.get(path.length > 1 ? path.replace(/\/+$/, '') : path)
@@ -40,7 +47,7 @@ function internalError(res: ServerResponse, detail: string): void {
   res.end(body)
 }
 
-function readBody(req: IncomingMessage, length: number): Promise<Buffer> {
+function readBody(req: IncomingMessage, length: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
@@ -49,7 +56,7 @@ function readBody(req: IncomingMessage, length: number): Promise<Buffer> {
       if (size > length) req.destroy(new Error('body longer than its Content-Length'))
       else chunks.push(c)
     })
-    req.on('end', () => resolve(Buffer.concat(chunks)))
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
     req.on('error', reject)
   })
 }
@@ -92,7 +99,7 @@ export function requestHandler(opts: HttpOptions) {
     try {
       const body = await readBody(req, length)
       const handle = path === '/jsonrpc' || path === '/jsonrpc/' ? handleJsonRpc : handleXmlRpc
-      const reply = await handle(opts.dispatcher, body, log)
+      const reply = await handle(opts.dispatcher.forClient(clientOf(req)), body, log)
       res.writeHead(200, { 'content-type': reply.contentType, 'content-length': reply.body.length, ...CORS })
       res.end(reply.body)
     } catch (err) {

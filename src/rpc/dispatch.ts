@@ -2,7 +2,7 @@
 // name resolution, arity, unmarshalling, session, lifecycle, then the call (Async ones as tasks).
 import { classes, type Message, type XType } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
-import { handlers, type CallContext, type Handler, type Services } from '../xapi/context.js'
+import { handlers, type CallContext, type Client, type Handler, type Services } from '../xapi/context.js'
 import { genericHandler } from '../xapi/generic.js'
 import { validSession } from '../xapi/session.js'
 import { createTask, finishTask, trackTask } from '../xapi/task.js'
@@ -54,7 +54,15 @@ export function taskResultXml(value: unknown, type: XType): string {
 }
 
 export class Dispatcher {
-  constructor(private readonly svc: Services) {}
+  constructor(
+    private readonly svc: Services,
+    private readonly client?: Client,
+  ) {}
+
+  /** The same dispatcher for the calls of one client (login slowing and logs need its address). */
+  forClient(client: Client): Dispatcher {
+    return new Dispatcher(this.svc, client)
+  }
 
   async call(wireName: string, params: Wire[]): Promise<CallResult> {
     try {
@@ -99,7 +107,7 @@ export class Dispatcher {
     if (isAsync && !msg.hasAsync) return { ok: false, fault: `No async mode for this operation (rpc: ${wireName})` }
     const handler = handlerFor(msg)
     if (!handler) throw new XapiError('NOT_IMPLEMENTED', [`${msg.cls}.${msg.name}`])
-    const ctx: CallContext = { svc: this.svc, sessionRef, session, wireName }
+    const ctx: CallContext = { svc: this.svc, sessionRef, session, wireName, client: this.client }
     if (!isAsync) return { ok: true, value: await handler(ctx, args), type: msg.result }
 
     const taskRef = await createTask(this.svc, wireName)

@@ -2,6 +2,7 @@
 import { formatDatetime } from '../idl/index.js'
 import type { Database } from '../db/database.js'
 import type { AgentClient } from '../agent/client.js'
+import { DEFAULT_LOGIN_POLICY, type LoginGuard, type LoginPolicy } from './login-guard.js'
 
 export interface Settings {
   /** Sessions idle longer than this are destroyed (xapi: 24 h). */
@@ -14,6 +15,8 @@ export interface Settings {
   pendingTaskMs: number
   /** At most this many finished tasks are kept (xapi: 200). */
   maxFinishedTasks: number
+  /** How password guessing is slowed (xapi only delays each failure by 5 s). */
+  login: LoginPolicy
 }
 
 export const DEFAULT_SETTINGS: Settings = {
@@ -22,6 +25,7 @@ export const DEFAULT_SETTINGS: Settings = {
   taskKeepMs: 65 * 60_000,
   pendingTaskMs: 24 * 3600_000,
   maxFinishedTasks: 200,
+  login: DEFAULT_LOGIN_POLICY,
 }
 
 export interface Services {
@@ -35,6 +39,14 @@ export interface Services {
   publicUrl: string
   /** Called when root's password changes (the daemon then forgets the generated one it kept). */
   onRootPasswordChanged?: () => Promise<void>
+  /** The state of login slowing; made from `settings.login` on first use when absent. */
+  loginGuard?: LoginGuard
+}
+
+/** Who called, as xapi names clients in originators and logs: "HTTP 192.0.2.1". */
+export interface Client {
+  protocol: 'HTTP' | 'HTTPS'
+  address: string
 }
 
 export interface CallContext {
@@ -47,6 +59,8 @@ export interface CallContext {
   wireName: string
   /** Aborted when the call's task is cancelled. */
   signal?: AbortSignal
+  /** The client the call came from (absent for calls made inside the daemon). */
+  client?: Client
 }
 
 export type Handler = (ctx: CallContext, args: unknown[]) => unknown | Promise<unknown>

@@ -1,8 +1,10 @@
 // session.*: login, logout, password changes, and the validity rules every call goes through.
 import { NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
-import { now, register, type Services } from './context.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { now, register, type Client, type Services } from './context.js'
 import { setPassword, verifyPassword } from './accounts.js'
+import { LoginGuard } from './login-guard.js'
 
 type Rec = Readonly<Record<string, unknown>>
 
@@ -44,8 +46,45 @@ export async function collectIdleSessions(svc: Services): Promise<void> {
   }
 }
 
-export async function login(svc: Services, user: string, password: string, originator: string): Promise<string> {
-  if (!(await verifyPassword(svc.db, user, password))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
+/** How often a slowed attempt looks again (a success elsewhere may have given a token back). */
+const GUARD_POLL_MS = 250
+/** User names longer than this are cut in log lines. */
+const LOGGED_NAME_MAX = 64
+
+const clientName = (client: Client | undefined) => (client ? `${client.protocol} ${client.address}` : 'inside the daemon')
+const loggedName = (user: string) => JSON.stringify(user.length > LOGGED_NAME_MAX ? `${user.slice(0, LOGGED_NAME_MAX)}…` : user)
+
+/**
+ * A password check through the login guard: it waits while the client's address (or the user
+ * name, for addresses that failed recently) is slowed, is refused unchecked when it cannot start
+ * within the guard's longest wait, and logs each failure with the client and the user name.
+ */
+async function guardedCheck(svc: Services, what: string, user: string, password: string, client: Client | undefined): Promise<boolean> {
+  const guard = (svc.loginGuard ??= new LoginGuard(svc.settings.login))
+  const address = client?.address ?? ''
+  const deadline = Date.now() + svc.settings.login.maxWaitMs
+  let admission = guard.admit(address, user, Date.now())
+  while (!admission.go) {
+    const left = deadline - Date.now()
+    if (left <= 0) {
+      console.warn(`${what} refused unchecked: user ${loggedName(user)} from ${clientName(client)} (too many recent failures)`)
+      return false
+    }
+    await sleep(Math.min(admission.retryInMs, GUARD_POLL_MS, left))
+    admission = guard.admit(address, user, Date.now())
+  }
+  let ok = false
+  try {
+    ok = await verifyPassword(svc.db, user, password)
+  } finally {
+    guard.settle(admission.ticket, ok, Date.now())
+  }
+  if (!ok) console.warn(`${what} failed: user ${loggedName(user)} from ${clientName(client)}`)
+  return ok
+}
+
+export async function login(svc: Services, user: string, password: string, originator: string, client?: Client): Promise<string> {
+  if (!(await guardedCheck(svc, 'login', user, password, client))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
   const stamp = now()
   const ref = await svc.db.transact((tx) =>
     tx.create('session', {
@@ -63,9 +102,9 @@ export async function login(svc: Services, user: string, password: string, origi
   return ref
 }
 
-register('session.login_with_password', (ctx, [user, password, , originator]) => login(ctx.svc, user as string, password as string, originator as string))
+register('session.login_with_password', (ctx, [user, password, , originator]) => login(ctx.svc, user as string, password as string, originator as string, ctx.client))
 
-register('session.slave_local_login_with_password', (ctx, [user, password]) => login(ctx.svc, user as string, password as string, ''))
+register('session.slave_local_login_with_password', (ctx, [user, password]) => login(ctx.svc, user as string, password as string, '', ctx.client))
 
 register('session.logout', async (ctx) => destroySession(ctx.svc, ctx.sessionRef))
 
@@ -73,7 +112,7 @@ register('session.local_logout', async (ctx) => destroySession(ctx.svc, ctx.sess
 
 register('session.change_password', async (ctx, [oldPassword, newPassword]) => {
   const user = String(ctx.session.auth_user_name)
-  if (!(await verifyPassword(ctx.svc.db, user, oldPassword as string))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
+  if (!(await guardedCheck(ctx.svc, 'password change', user, oldPassword as string, ctx.client))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
   if (newPassword === '') throw new XapiError('CHANGE_PASSWORD_REJECTED', ['the new password is empty'])
   await setPassword(ctx.svc.db, user, newPassword as string)
   if (user === 'root') await ctx.svc.onRootPasswordChanged?.().catch(() => undefined)
