@@ -13,6 +13,7 @@ import { bulkRoutes } from '../http/routes.js'
 import { Database } from '../db/database.js'
 import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, type HttpOptions } from '../http/server.js'
+import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../rpc/dispatch.js'
 import { collectAllGarbage, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
@@ -54,6 +55,19 @@ function settingsFromEnv(): Settings {
       addressPerSecond: count('FLOTILLA_LOGIN_PER_SECOND', login.addressPerSecond),
       maxWaitMs: seconds('FLOTILLA_LOGIN_MAX_WAIT_SECONDS', login.maxWaitMs),
     },
+  }
+}
+
+/** The HTTP(S) timeouts and connection cap, from the environment (seconds). */
+function connectionLimitsFromEnv(): ConnectionLimits {
+  const d = DEFAULT_CONNECTION_LIMITS
+  return {
+    headersTimeoutMs: seconds('FLOTILLA_HTTP_HEADERS_SECONDS', d.headersTimeoutMs),
+    keepAliveTimeoutMs: seconds('FLOTILLA_HTTP_KEEPALIVE_SECONDS', d.keepAliveTimeoutMs),
+    stallTimeoutMs: seconds('FLOTILLA_HTTP_STALL_SECONDS', d.stallTimeoutMs),
+    rpcBodyTimeoutMs: seconds('FLOTILLA_HTTP_RPC_BODY_SECONDS', d.rpcBodyTimeoutMs),
+    tlsHandshakeTimeoutMs: seconds('FLOTILLA_TLS_HANDSHAKE_SECONDS', d.tlsHandshakeTimeoutMs),
+    maxConnectionsPerAddress: count('FLOTILLA_MAX_CONNECTIONS_PER_ADDRESS', d.maxConnectionsPerAddress),
   }
 }
 
@@ -116,6 +130,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     dispatcher: new Dispatcher(svc),
     routes: bulkRoutes(svc),
     requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined,
+    limits: connectionLimitsFromEnv(),
   }
   const listenAddress = opts.address ?? '0.0.0.0'
   const listeners = await listen(http, listenAddress, opts.httpPort, { port: opts.httpsPort, key: tls.key, cert: tls.cert })

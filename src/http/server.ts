@@ -2,9 +2,11 @@
 // handlers and the web UI. Bodies that cannot be RPC get xapi's HTTP 500 page.
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from '../rpc/dispatch.js'
 import type { Client } from '../xapi/context.js'
+import { ConnectionWatch, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.js'
 import { MalformedRequest } from '../rpc/xmlrpc.js'
 import { escapeXml } from '../rpc/xmlrpc.js'
 import { handleJsonRpc, handleXmlRpc } from './rpc.js'
@@ -27,6 +29,8 @@ export interface HttpOptions {
   routes?: Map<string, HttpRoute>
   /** Called with one line per request: "POST /jsonrpc VM.get_record". */
   requestLog?: (line: string) => void
+  /** Timeouts and the per-address connection cap (defaults: DEFAULT_CONNECTION_LIMITS). */
+  limits?: ConnectionLimits
 }
 
 /** The client of a request as xapi names it: "HTTP 192.0.2.1", an IPv4-mapped address as IPv4. */
@@ -47,17 +51,26 @@ function internalError(res: ServerResponse, detail: string): void {
   res.end(body)
 }
 
-function readBody(req: IncomingMessage, length: number): Promise<string> {
+/** The body, which must come whole within `timeoutMs` (a trickle that keeps moving is cut too). */
+function readBody(req: IncomingMessage, length: number, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
+    const timer = setTimeout(() => req.destroy(new Error('the request body took too long')), timeoutMs)
     req.on('data', (c: Buffer) => {
       size += c.length
       if (size > length) req.destroy(new Error('body longer than its Content-Length'))
       else chunks.push(c)
     })
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
-    req.on('error', reject)
+    req.on('end', () => {
+      clearTimeout(timer)
+      resolve(Buffer.concat(chunks).toString('utf8'))
+    })
+    req.on('error', (err) => {
+      clearTimeout(timer)
+      reject(err)
+    })
+    req.on('close', () => clearTimeout(timer))
   })
 }
 
@@ -97,7 +110,7 @@ export function requestHandler(opts: HttpOptions) {
       return internalError(res, 'Http_svr.Client_requested_size_over_limit')
     }
     try {
-      const body = await readBody(req, length)
+      const body = await readBody(req, length, (opts.limits ?? DEFAULT_CONNECTION_LIMITS).rpcBodyTimeoutMs)
       const handle = path === '/jsonrpc' || path === '/jsonrpc/' ? handleJsonRpc : handleXmlRpc
       const reply = await handle(opts.dispatcher.forClient(clientOf(req)), body, log)
       res.writeHead(200, { 'content-type': reply.contentType, 'content-length': reply.body.length, ...CORS })
@@ -116,10 +129,11 @@ export interface Listeners {
 }
 
 /** Sends WebSocket upgrades and CONNECT requests to their route; anything else is refused. */
-function attachSocketRoutes(server: Server, opts: HttpOptions): void {
+function attachSocketRoutes(server: Server, opts: HttpOptions, watch: ConnectionWatch): void {
   for (const kind of ['upgrade', 'connect'] as const) {
     server.on(kind, (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       opts.requestLog?.(`${req.method} ${(req.url ?? '/').split('?')[0]} ${kind}`)
+      watch.forget(socket as Socket)
       const handle = routeOf(opts, req.url)?.[kind]
       if (!handle) return void socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
       void Promise.resolve(handle(req, socket, head)).catch(() => socket.destroy())
@@ -127,8 +141,29 @@ function attachSocketRoutes(server: Server, opts: HttpOptions): void {
   }
 }
 
+/** The connection cap and the watchdog on one listener (TLS connections are watched once secure). */
+function guardConnections(server: Server, watch: ConnectionWatch, tls: boolean): void {
+  server.keepAliveTimeout = watch.limits.keepAliveTimeoutMs
+  server.on('connection', (socket: Socket) => {
+    if (watch.admit(socket) && !tls) watch.watch(socket)
+  })
+  if (tls) server.on('secureConnection', (socket: Socket) => watch.watch(socket))
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => watch.begin(req, res))
+  server.on('close', () => watch.stop())
+}
+
 export async function listen(opts: HttpOptions, address: string, httpPort: number | undefined, https?: { port: number; key: string; cert: string }): Promise<Listeners> {
   const handler = requestHandler(opts)
+  const limits = opts.limits ?? DEFAULT_CONNECTION_LIMITS
+  // One watch for both listeners: the cap counts a client's HTTP and HTTPS connections together.
+  const watch = new ConnectionWatch(limits)
+  const nodeOptions = {
+    headersTimeout: limits.headersTimeoutMs,
+    // Off: it covers the whole body, and uploads of many GiB may take hours (the watchdog cuts stalled ones).
+    requestTimeout: 0,
+    // How often Node looks for overdue request heads (its default, 30 s, would let them run late).
+    connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+  }
   const out: Listeners = {}
   const start = (server: Server, port: number) =>
     new Promise<void>((resolve, reject) => {
@@ -136,18 +171,16 @@ export async function listen(opts: HttpOptions, address: string, httpPort: numbe
       server.listen(port, address, () => resolve())
     })
   if (httpPort !== undefined) {
-    out.http = createHttpServer(handler)
+    out.http = createHttpServer(nodeOptions, handler)
+    guardConnections(out.http, watch, false)
     await start(out.http, httpPort)
   }
   if (https) {
-    out.https = createHttpsServer({ key: https.key, cert: https.cert, minVersion: 'TLSv1.2' }, handler)
+    out.https = createHttpsServer({ ...nodeOptions, key: https.key, cert: https.cert, minVersion: 'TLSv1.2', handshakeTimeout: limits.tlsHandshakeTimeoutMs }, handler)
+    guardConnections(out.https, watch, true)
     await start(out.https, https.port)
   }
-  for (const s of [out.http, out.https]) {
-    if (!s) continue
-    s.keepAliveTimeout = 5000
-    attachSocketRoutes(s, opts)
-  }
+  for (const s of [out.http, out.https]) if (s) attachSocketRoutes(s, opts, watch)
   return out
 }
 
