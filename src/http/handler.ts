@@ -1,15 +1,17 @@
-// What every bulk HTTP handler needs: its query, the caller's session (from the query or a
-// cookie), and the task it reports through (adopted from task_id, or its own).
+// What every bulk HTTP handler needs: its query, the caller's session (from a cookie, the query,
+// or a login with HTTP Basic credentials), and the task it reports through (adopted from task_id,
+// or its own).
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { PassThrough, type Writable } from 'node:stream'
 import { asXapiError, XapiError } from '../idl/errors.js'
 import type { Services } from '../xapi/context.js'
-import { validSession } from '../xapi/session.js'
+import { destroySession, login, validSession } from '../xapi/session.js'
 import { createTask, finishTask } from '../xapi/task.js'
 import { taskResultXml } from '../rpc/dispatch.js'
 import type { XType } from '../idl/index.js'
 import type { AgentStream } from '../agent/client.js'
+import { clientOf } from './server.js'
 
 export function queryOf(req: IncomingMessage): URLSearchParams {
   return new URL(req.url ?? '/', 'http://localhost').searchParams
@@ -23,9 +25,32 @@ function cookie(req: IncomingMessage, name: string): string | undefined {
   return undefined
 }
 
-/** The session a handler runs as: `session_id` by query or cookie; SESSION_INVALID otherwise. */
-export async function httpSession(svc: Services, req: IncomingMessage): Promise<{ ref: string; session: Readonly<Record<string, unknown>> }> {
-  const ref = queryOf(req).get('session_id') ?? cookie(req, 'session_id') ?? ''
+/** The credentials of an `Authorization: Basic` header, split at the first colon as xapi does. */
+export function basicCredentials(header: string | undefined): { user: string; password: string } | undefined {
+  if (!header?.startsWith('Basic ')) return undefined
+  const decoded = Buffer.from(header.slice('Basic '.length), 'base64').toString('utf8')
+  const colon = decoded.indexOf(':')
+  return colon < 0 ? undefined : { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) }
+}
+
+/** What ends a request: its response closing, or (for a WebSocket or CONNECT) its socket. */
+type RequestEnd = { once(event: 'close', listener: () => void): unknown; readonly closed: boolean }
+
+/**
+ * The session a handler runs as, in xapi's order: `session_id` by cookie, then by query; else,
+ * with Basic credentials, a login (through the same guard as session.login_with_password) whose
+ * session is destroyed when the request ends, as xapi logs out. SESSION_INVALID or
+ * SESSION_AUTHENTICATION_FAILED otherwise.
+ */
+export async function httpSession(svc: Services, req: IncomingMessage, end: RequestEnd = req.socket): Promise<{ ref: string; session: Readonly<Record<string, unknown>> }> {
+  const given = cookie(req, 'session_id') ?? queryOf(req).get('session_id') ?? undefined
+  const basic = given === undefined ? basicCredentials(req.headers.authorization) : undefined
+  if (!basic) return { ref: given ?? '', session: await validSession(svc, given ?? '') }
+  const client = clientOf(req)
+  const ref = await login(svc, basic.user, basic.password, `${client.protocol} ${client.address} using Basic auth`, client)
+  const logout = () => void destroySession(svc, ref).catch(() => undefined)
+  if (end.closed) logout()
+  else end.once('close', logout)
   return { ref, session: await validSession(svc, ref) }
 }
 
@@ -214,7 +239,7 @@ export async function precheck<T>(svc: Services, req: IncomingMessage, res: Serv
 /** The request's session; a bad one fails the client's task (as an authentication failure) and is refused. */
 export async function authenticated(svc: Services, req: IncomingMessage, res: ServerResponse): Promise<{ ref: string; session: Readonly<Record<string, unknown>> } | undefined> {
   try {
-    return await httpSession(svc, req)
+    return await httpSession(svc, req, res)
   } catch (err) {
     const e = asXapiError(err)
     await failGivenTask(svc, req, new XapiError('SESSION_AUTHENTICATION_FAILED', [e.code === 'SESSION_INVALID' ? 'session invalid' : e.message]))

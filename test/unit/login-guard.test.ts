@@ -5,6 +5,7 @@ import { scrypt, type ScryptOptions } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { checkPassword, hashPassword, type Kdf } from '../../src/xapi/accounts.js'
 import { addressKey, LoginGuard, userKey, type LoginPolicy } from '../../src/xapi/login-guard.js'
+import { basicCredentials } from '../../src/http/handler.js'
 
 /** The real scrypt, recording what each call derived with. */
 function countingKdf(): { kdf: Kdf; calls: { keylen: number; saltBytes: number; options: ScryptOptions }[] } {
@@ -111,3 +112,13 @@ describe('the login guard', () => {
   })
 })
 
+describe('HTTP Basic credentials', () => {
+  const basic = (s: string) => `Basic ${Buffer.from(s).toString('base64')}`
+  it('split at the first colon, as xapi does', () => {
+    assert.deepEqual(basicCredentials(basic('root:pa:ss')), { user: 'root', password: 'pa:ss' })
+    assert.deepEqual(basicCredentials(basic('root:')), { user: 'root', password: '' })
+    assert.equal(basicCredentials(basic('root')), undefined)
+    assert.equal(basicCredentials('Bearer abc'), undefined)
+    assert.equal(basicCredentials(undefined), undefined)
+  })
+})
