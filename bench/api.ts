@@ -1,13 +1,15 @@
-// API throughput and event-latency benchmark: a real daemon (with its etcd) against a bare
-// Node.js HTTP server that answers with the daemon's own bytes, so the ratio shows what the
-// daemon costs beyond HTTP itself. It only prints figures; it never fails on them.
+// API throughput, event-latency and login-latency benchmark: a real daemon (with its etcd)
+// against a bare Node.js HTTP server that answers with the daemon's own bytes, so the ratio shows
+// what the daemon costs beyond HTTP itself; logins against their password hash alone, run in this
+// process. It only prints figures; it never fails on them.
 //
 //   npm run bench:api           (BENCH_SECONDS=10 for longer runs; default 5 s per figure)
 import { spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request, type IncomingHttpHeaders } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { call, Daemon, login } from '../test/helpers/daemon.js'
+import { call, Daemon, login, PASSWORD } from '../test/helpers/daemon.js'
+import { checkPassword, hashPassword } from '../src/xapi/accounts.js'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const WARMUP_MS = 500
@@ -15,10 +17,12 @@ const CLIENTS = 8
 const VM_COUNT = 1000
 const SEED_CONCURRENCY = 16
 const EVENT_SAMPLES = 200
+const LOGIN_SAMPLES = 40
 
 const AIM_READ_RATIO = 0.5
 const AIM_WRITES = 1000
 const AIM_EVENT_P50_MS = 5
+const AIM_LOGIN_RATIO = 2
 
 interface Target {
   port: number
@@ -286,6 +290,43 @@ async function eventLatency(port: number, session: string, ref: string): Promise
   return { samples: ascending(samples), fromSend: ascending(fromSend), early, missed }
 }
 
+/**
+ * Back-to-back session.login_with_password + session.logout round trips on one connection, and
+ * the password check alone (the same scrypt at the same cost, in this process): the ratio is
+ * what a login costs beyond its deliberately slow hash. Interleaved daemon, hash, hash, daemon
+ * as the read figures are, so that drifting load affects both alike.
+ */
+async function loginLatency(port: number): Promise<{ daemon: number[]; hash: number[] }> {
+  const target = jsonTarget(port)
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  const stored = await hashPassword(PASSWORD)
+  const rounds = {
+    daemon: async () => {
+      const session = jsonResult<string>(await post(agent, target, jsonBody('session.login_with_password', ['root', PASSWORD, '1.0', 'bench/api'])))
+      jsonResult(await post(agent, target, jsonBody('session.logout', [session])))
+    },
+    hash: async () => {
+      if (!(await checkPassword(stored, PASSWORD))) throw new Error('the password check failed')
+    },
+  }
+  const samples: { daemon: number[]; hash: number[] } = { daemon: [], hash: [] }
+  try {
+    await rounds.daemon()
+    await rounds.hash()
+    for (const side of ['daemon', 'hash', 'hash', 'daemon'] as const) {
+      for (let i = 0; i < LOGIN_SAMPLES / 2; i++) {
+        const t0 = performance.now()
+        await rounds[side]()
+        samples[side].push(performance.now() - t0)
+      }
+    }
+  } finally {
+    agent.destroy()
+  }
+  const ascending = (xs: number[]) => xs.sort((a, b) => a - b)
+  return { daemon: ascending(samples.daemon), hash: ascending(samples.hash) }
+}
+
 const pad = (s: string, n: number) => s.padEnd(n)
 const lpad = (s: string, n: number) => s.padStart(n)
 const verdict = (ok: boolean) => (ok ? 'meets aim' : 'BELOW AIM')
@@ -329,6 +370,8 @@ async function main(): Promise<void> {
     t0 = performance.now()
     const ev = await eventLatency(port, session, vm)
     console.log(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+    console.log(`login latency (${LOGIN_SAMPLES} logins with logout, ${LOGIN_SAMPLES} password checks alone):`)
+    const logins = await loginLatency(port)
 
     const line = '-'.repeat(92)
     console.log(`\n${line}`)
@@ -353,7 +396,15 @@ async function main(): Promise<void> {
     }
     console.log(`  ${ev.samples.length} samples; ${ev.early} arrived before the write's ack (counted as 0 ms); ${ev.missed} not seen within 5 s`)
     console.log(line)
-    console.log(`aims: reads ≥ ${AIM_READ_RATIO * 100}% of the bare server's rate for the same bytes; writes ≥ ${AIM_WRITES}/s; event p50 ≤ ${AIM_EVENT_P50_MS} ms`)
+    {
+      const [p50, p90] = [50, 90].map((p) => percentile(logins.daemon, p))
+      const hash50 = percentile(logins.hash, 50)
+      const ratio = p50! / hash50
+      console.log(`${pad('login_with_password + logout', 40)}p50 ${p50!.toFixed(2)} ms   p90 ${p90!.toFixed(2)} ms   ratio ${ratio.toFixed(2)}×   aim ≤ ${AIM_LOGIN_RATIO}×   ${verdict(ratio <= AIM_LOGIN_RATIO)}`)
+      console.log(`${pad('  (password hash alone, for the ratio)', 40)}p50 ${hash50.toFixed(2)} ms   p90 ${percentile(logins.hash, 90).toFixed(2)} ms`)
+    }
+    console.log(line)
+    console.log(`aims: reads ≥ ${AIM_READ_RATIO * 100}% of the bare server's rate for the same bytes; writes ≥ ${AIM_WRITES}/s; event p50 ≤ ${AIM_EVENT_P50_MS} ms; login ≤ ${AIM_LOGIN_RATIO}× its password hash`)
     console.log(`(${VM_COUNT} VMs, ${CLIENTS} keep-alive clients, ${SECONDS} s per figure; load generator in this process, daemon and bare server in their own)`)
   } finally {
     await cleanup()
