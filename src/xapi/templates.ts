@@ -1,11 +1,11 @@
 // The templates Flotilla ships, and VM.provision. Linux shapes use virtio devices; Windows and
 // "Other install media" use emulated devices (AHCI disks, e1000 NICs) that need no drivers.
 import { randomUUID } from 'node:crypto'
-import { getClass, NULL_REF } from '../idl/index.js'
+import { NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { VdiImage } from '../agent/storage.js'
-import { register, type Services } from './context.js'
-import { createVdi, recordVdi, srPath } from './storage.js'
+import { now, register, type Services } from './context.js'
+import { createVdi, destroyVdi, recordVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 
 export const TEST_GUEST_TEMPLATE = 'Flotilla test guest'
@@ -100,6 +100,9 @@ export async function ensureTemplates(svc: Services, testGuestImage: string): Pr
   )
 }
 
+/** VDI types a provisioning spec may ask for; xapi makes any other a system disk. */
+const PROVISION_TYPES = new Set(['system', 'user', 'ephemeral', 'suspend', 'crashdump'])
+
 /** The disks of other_config:disks, as xe, XO and XenCenter write them. */
 export function parseProvisionDisks(xml: string): { device: string; size: number; sr: string; bootable: boolean; type: string }[] {
   const disks = []
@@ -107,25 +110,49 @@ export function parseProvisionDisks(xml: string): { device: string; size: number
     const attrs = Object.fromEntries([...m[1]!.matchAll(/([\w-]+)="([^"]*)"/g)].map((a) => [a[1]!, a[2]!]))
     const size = Number(attrs.size)
     if (!/^\d+$/.test(attrs.device ?? '') || !(size > 0)) throw new XapiError('INVALID_VALUE', ['other_config:disks', xml])
-    disks.push({ device: attrs.device!, size, sr: attrs.sr ?? '', bootable: attrs.bootable === 'true', type: attrs.type || 'system' })
+    disks.push({ device: attrs.device!, size, sr: attrs.sr ?? '', bootable: attrs.bootable === 'true', type: PROVISION_TYPES.has(attrs.type ?? '') ? attrs.type! : 'system' })
   }
   return disks
 }
 
+/** The other_config keys that mark a VM as still to be installed (xapi_templates.ml). */
+const INSTALL_KEYS = ['disks', 'postinstall']
+
+/**
+ * VM.provision as xapi does it: the VM stops being a template (its install time), gets the disks
+ * its spec asks for (all removed again if one fails), and loses the install keys. A post-install
+ * script is not run: there is no control-domain installer to run it.
+ */
 register('VM.provision', (ctx, [ref]) =>
   withVmOperation(ctx, ref as string, 'provision', async (vm) => {
+    await ctx.svc.db.transact((tx) => {
+      tx.update('VM', ref as string, { is_a_template: false })
+      const metrics = String(vm.metrics)
+      if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { install_time: now() })
+    })
     const xml = (vm.other_config as Record<string, string>).disks
-    if (xml) {
-      for (const disk of parseProvisionDisks(xml)) {
-        const sr = disk.sr ? ctx.svc.db.refByUuid(getClass('SR'), disk.sr) : NULL_REF
-        const vdi = await createVdi(ctx.svc, { SR: sr, virtual_size: disk.size, name_label: `${String(vm.name_label)} ${disk.device}`, type: disk.type === 'system' ? 'system' : 'user' })
-        await ctx.svc.db.transact((tx) =>
-          tx.create('VBD', { VM: ref, VDI: vdi, userdevice: disk.device, device: `xvd${String.fromCharCode(97 + Number(disk.device))}`, bootable: disk.bootable, mode: 'RW', type: 'Disk', empty: false, unpluggable: true, other_config: { owner: 'true' }, qos_algorithm_params: {} }),
+    const made: { vbd?: string; vdi: string }[] = []
+    try {
+      for (const disk of xml ? parseProvisionDisks(xml) : []) {
+        const sr = disk.sr ? ctx.svc.db.replica.refByUuid('SR', disk.sr) : NULL_REF
+        if (sr === undefined) throw new XapiError('UUID_INVALID', ['sr', disk.sr])
+        const vdi = await createVdi(ctx.svc, { SR: sr, virtual_size: disk.size, name_label: `${String(vm.name_label)} ${disk.device}`, name_description: 'Created by template provisioner', type: disk.type, sm_config: { vmhint: String(vm.uuid) } })
+        const entry: { vbd?: string; vdi: string } = { vdi }
+        made.push(entry)
+        entry.vbd = await ctx.svc.db.transact((tx) =>
+          tx.create('VBD', { VM: ref, VDI: vdi, userdevice: disk.device, device: `xvd${String.fromCharCode(97 + Number(disk.device))}`, bootable: disk.bootable, mode: 'RW', type: 'Disk', empty: false, unpluggable: disk.type !== 'system', other_config: { owner: '' }, qos_algorithm_params: {} }),
         )
       }
+    } catch (err) {
+      for (const { vbd, vdi } of made.reverse()) {
+        if (vbd) await ctx.svc.db.transact((tx) => tx.exists('VBD', vbd) && tx.delete('VBD', vbd))
+        await destroyVdi(ctx.svc, vdi).catch(() => undefined)
+      }
+      throw err
     }
     await ctx.svc.db.transact((tx) => {
-      const { disks: _done, ...other } = tx.get('VM', ref as string).other_config as Record<string, string>
+      const other = { ...(tx.get('VM', ref as string).other_config as Record<string, string>) }
+      for (const key of INSTALL_KEYS) delete other[key]
       tx.update('VM', ref as string, { other_config: other })
     })
   }),
