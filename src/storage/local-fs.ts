@@ -1,6 +1,7 @@
 // Local filesystems for SRs on a block device: formatted once (ext4 or XFS), mounted under the
 // host's SR root while the SR is plugged.
 import { mkdir, readFile } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { MissingProgramError, runProgram, type Program } from '../lib/programs.js'
 
 export type LocalFs = 'ext4' | 'xfs'
@@ -32,6 +33,18 @@ export async function mount(device: string, fs: LocalFs, path: string): Promise<
   if (!(await isMounted(path))) await command('mount', ['-t', fs, device, path])
 }
 
+/** How long unmount waits for the last holder of a file (a QEMU that just exited, a reader) to let go. */
+const BUSY_RETRY_MS = 5000
+const BUSY_POLL_MS = 100
+
 export async function unmount(path: string): Promise<void> {
-  if (await isMounted(path)) await command('umount', [path])
+  const deadline = Date.now() + BUSY_RETRY_MS
+  while (await isMounted(path)) {
+    try {
+      await command('umount', [path])
+    } catch (err) {
+      if (!/target is busy/.test((err as Error).message) || Date.now() > deadline) throw err
+      await sleep(BUSY_POLL_MS)
+    }
+  }
 }

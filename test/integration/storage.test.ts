@@ -7,6 +7,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { open } from 'node:fs/promises'
+import { format, isMounted, mount, unmount } from '../../src/storage/local-fs.js'
 import { call, Daemon, jsonrpc, login, waitFor } from '../helpers/daemon.js'
 
 const daemon = new Daemon()
@@ -83,6 +85,22 @@ describe('storage repositories', () => {
     assert.equal(res.error?.message, 'SR_FULL')
     assert.deepEqual(await c('SR.get_VDIs', sr), before)
     await c('SR.destroy', sr)
+  })
+
+  it('unmounting waits for a file held open a moment longer (a QEMU that just exited)', async () => {
+    const mnt = mkdtempSync(join(scratch, 'mnt-'))
+    const dev = loopDevice('busy.img', 16)
+    await format(dev, 'ext4')
+    await mount(dev, 'ext4', mnt)
+    const held = await open(join(mnt, 'held'), 'w')
+    const released = new Promise((r) => setTimeout(r, 300)).then(() => held.close())
+    try {
+      await unmount(mnt)
+      assert.equal(await isMounted(mnt), false)
+    } finally {
+      await released
+      if (await isMounted(mnt)) execFileSync('umount', [mnt])
+    }
   })
 
   it('pauses a running VM whose thin disk fills its SR, with a message, instead of corrupting it', async () => {
