@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import { FLOTILLA_VERSION } from './bootstrap.js'
 import { serve } from './serve.js'
+import { MissingProgramError, missingPrograms, PROGRAMS } from '../lib/programs.js'
 
 const port = (value: string) => {
   const n = Number(value)
@@ -30,6 +31,7 @@ program
     // daemon's work (4.7 s of user time for 2 GiB, 2.1 s without). The heap is small, so full
     // collections stay short.
     setFlagsFromString('--no-incremental-marking')
+    for (const program of missingPrograms()) console.error(`flotilla: warning: ${new MissingProgramError(program, PROGRAMS[program]).message}`)
     try {
       await serve(o)
     } catch (err) {
