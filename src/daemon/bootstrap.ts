@@ -1,5 +1,5 @@
-// First start and every start: the pool, this host and its metrics/CPUs, the root account.
-// A standalone host is a pool of one whose master it is.
+// First start and every start: the pool, this host and its metrics/CPUs, its control domain and
+// PIFs, the root account. A standalone host is a pool of one whose master it is.
 import { randomBytes, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -8,6 +8,8 @@ import type { Database } from '../db/database.js'
 import { newRef } from '../db/database.js'
 import { API_VERSION, formatDatetime, NULL_REF, XAPI_VERSION } from '../idl/index.js'
 import { accountKey, hashPassword } from '../xapi/accounts.js'
+import { ensureControlDomain } from '../xapi/host.js'
+import { syncPifs } from '../xapi/pif.js'
 
 export const FLOTILLA_VERSION = '0.1.0'
 
@@ -99,6 +101,7 @@ export async function bootstrap(db: Database, identity: Identity, facts: HostFac
       API_version_vendor: 'XenSource',
       software_version: softwareVersion(facts),
       cpu_info: cpuInfo(facts),
+      bios_strings: facts.biosStrings,
       capabilities: ['hvm-3.0-x86_64'],
       sched_policy: 'credit',
       edition: 'xcp-ng',
@@ -136,6 +139,13 @@ export async function bootstrap(db: Database, identity: Identity, facts: HostFac
         cpu_info: { cpu_count: String(facts.cpuCount), socket_count: String(facts.socketCount), vendor: facts.cpus[0]?.vendor ?? '' },
       })
     }
+  })
+  // Once the host is recorded: what xapi's start of day makes of the machine (dbsync_slave.ml).
+  // A host without PIFs (a first start, or a data dir from before PIFs) is scanned, as xapi's
+  // first boot runs pif-scan; later NICs wait for PIF.scan.
+  await db.transact((tx) => {
+    ensureControlDomain(tx, hostRef, facts.hostname, facts.cpuCount)
+    syncPifs(tx, hostRef, facts.network, address, stamp, (tx.get('host', hostRef).PIFs as string[]).length === 0)
   })
   return madeRoot && !given ? { generatedPassword: password } : {}
 }

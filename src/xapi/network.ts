@@ -4,7 +4,8 @@ import { XapiError } from '../idl/errors.js'
 import { register, type CallContext, type Services } from './context.js'
 import { createObject } from './generic.js'
 
-async function plugBridge(svc: Services, ref: string): Promise<void> {
+/** The network's bridge on this host, created if missing. */
+export async function plugBridge(svc: Services, ref: string): Promise<void> {
   const uuid = String(svc.db.record('network', ref).uuid)
   const bridge = await svc.agent.call<string>('net.ensure', { network: uuid })
   await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
@@ -21,7 +22,8 @@ register('network.create', (ctx, [args]) => createNetwork(ctx, args as Record<st
 register('network.destroy', async (ctx, [ref]) => {
   const network = ctx.svc.db.record('network', ref as string)
   const attached = (network.VIFs as string[]).filter((v) => ctx.svc.db.record('VIF', v).currently_attached)
-  if (attached.length > 0) throw new XapiError('NETWORK_CONTAINS_VIF', [attached.join(',')])
+  if (attached.length > 0) throw new XapiError('NETWORK_CONTAINS_VIF', attached)
+  if ((network.PIFs as string[]).length > 0) throw new XapiError('NETWORK_CONTAINS_PIF', network.PIFs as string[])
   if ((network.other_config as Record<string, string>).is_host_internal_management_network === 'true') throw new XapiError('CANNOT_DESTROY_SYSTEM_NETWORK', [ref])
   await ctx.svc.db.transact((tx) => {
     for (const vif of tx.get('network', ref as string).VIFs as string[]) tx.delete('VIF', vif)

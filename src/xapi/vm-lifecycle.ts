@@ -10,17 +10,21 @@ import { refreshAllowedOperations, withVmOperation } from './vm.js'
 
 type Rec = Readonly<Record<string, unknown>>
 
-/** Memory the host keeps for itself (its daemon, etcd, page cache). */
-const HOST_RESERVED = 512 * 2 ** 20
 /** QEMU's own overhead per VM beyond guest RAM (reference/qemu-lab.md §2: about 50 MiB). */
 export const VM_OVERHEAD = 64 * 2 ** 20
 
-/** Free memory for VMs on this host: its RAM less what resident VMs and the host itself need. */
+/**
+ * Free memory for VMs on this host: its RAM less what resident VMs need. The control domain is
+ * resident too: its memory is what the host keeps for itself (its daemon, etcd, page cache).
+ */
 export function hostFreeMemory(svc: Services): number {
   const host = svc.db.record('host', svc.hostRef)
   const total = Number(svc.db.record('host_metrics', String(host.metrics)).memory_total)
-  const used = (host.resident_VMs as string[]).reduce((sum, vm) => sum + Number(svc.db.record('VM', vm).memory_static_max) + VM_OVERHEAD, 0)
-  return Math.max(0, total - HOST_RESERVED - used)
+  const used = (host.resident_VMs as string[]).reduce((sum, ref) => {
+    const vm = svc.db.record('VM', ref)
+    return sum + Number(vm.memory_static_max) + (vm.is_control_domain ? 0 : VM_OVERHEAD)
+  }, 0)
+  return Math.max(0, total - used)
 }
 
 function oemStrings(bios: Record<string, string>): string[] {
@@ -257,7 +261,7 @@ export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: 'sh
 
 /** After a daemon restart: VMs whose QEMU still runs stay Running; the others are Halted; auto_poweron VMs start. */
 export async function reconcileVms(svc: Services): Promise<void> {
-  const mine = [...svc.db.rows('VM')].filter((r) => r.stored.resident_on === svc.hostRef && r.stored.power_state !== 'Halted' && r.stored.power_state !== 'Suspended')
+  const mine = [...svc.db.rows('VM')].filter((r) => r.stored.resident_on === svc.hostRef && !r.stored.is_control_domain && r.stored.power_state !== 'Halted' && r.stored.power_state !== 'Suspended')
   const list = mine.map((r) => ({ uuid: String(r.stored.uuid), devices: (svc.db.record('VM', r.ref).VIFs as string[]).map((v) => String(svc.db.record('VIF', v).device)) }))
   const alive = new Set(await svc.agent.call<string[]>('vm.reattach', { vms: list }))
   for (const row of mine) if (!alive.has(String(row.stored.uuid))) await svc.db.transact((tx) => markHalted(tx, row.ref))

@@ -26,6 +26,13 @@ const ALLOWED_POWER_STATES: Record<string, string[]> = {
 const TEMPLATE_OK = new Set(['changing_memory_limits', 'changing_static_range', 'changing_dynamic_range', 'changing_VCPUs', 'changing_NVRAM', 'changing_shadow_memory', 'clone', 'copy', 'export', 'metadata_export', 'provision', 'destroy', 'migrate_send'])
 const SNAPSHOT_OK = new Set(['revert', 'clone', 'copy', 'export', 'destroy', 'hard_shutdown', 'metadata_export'])
 const NEVER_ADVERTISED = new Set(['create_template', 'power_state_reset', 'csvm', 'get_boot_record', 'send_sysrq', 'send_trigger', 'query_services', 'shutdown', 'call_plugin', 'changing_memory_live', 'awaiting_memory_live', 'changing_memory_limits', 'changing_shadow_memory_live', 'changing_VCPUs', 'assert_operation_valid', 'data_source_op', 'update_allowed_operations', 'import', 'reverting'])
+/**
+ * What a control domain allows (xapi_vm_lifecycle.ml): its memory settings, metrics and metadata,
+ * not its life cycle. (xapi also lets other control domains than dom0 change VCPUs and be destroyed.)
+ */
+const CONTROL_DOMAIN_OK = new Set(['data_source_op', 'changing_memory_live', 'awaiting_memory_live', 'metadata_export', 'changing_dynamic_range', 'changing_memory_limits', 'changing_static_range', 'start', 'start_on'])
+/** Halted-only settings a running control domain may still change (for its next boot). */
+const CONTROL_DOMAIN_RUNNING_OK = new Set(['changing_VCPUs', 'changing_static_range', 'changing_memory_limits'])
 const LONG_COPIES = new Set(['clone', 'copy', 'export'])
 const SNAPSHOTS = new Set(['snapshot', 'checkpoint'])
 
@@ -42,7 +49,7 @@ export function vmOperationError(vmRef: string, vm: Rec, op: string): XapiError 
   const blocked = (vm.blocked_operations as Record<string, string>)[op]
   if (blocked !== undefined) return new XapiError('OPERATION_BLOCKED', [vmRef, blocked])
   const power = String(vm.power_state)
-  const allowed = ALLOWED_POWER_STATES[op]
+  const allowed = vm.is_control_domain && CONTROL_DOMAIN_RUNNING_OK.has(op) ? ['Halted', 'Running'] : ALLOWED_POWER_STATES[op]
   if (allowed && !allowed.includes(power) && !(op === 'clone' || op === 'copy' ? vm.is_a_snapshot && power === 'Suspended' : false))
     return new XapiError('VM_BAD_POWER_STATE', [vmRef, allowed.map((s) => s.toLowerCase()).join(', '), power.toLowerCase()])
   const current = Object.entries(vm.current_operations as Record<string, string>)
@@ -59,8 +66,9 @@ export function vmOperationError(vmRef: string, vm: Rec, op: string): XapiError 
   const platform = vm.platform as Record<string, string>
   if (['suspend', 'checkpoint', 'pool_migrate', 'migrate_send'].includes(op) && (platform.nomigrate === 'true' || platform['nested-virt'] === 'true'))
     return new XapiError('VM_IS_IMMOBILE', [vmRef])
-  if (vm.is_control_domain && ['start', 'clean_shutdown', 'hard_shutdown', 'suspend', 'destroy', 'clone', 'copy'].includes(op))
-    return new XapiError('OPERATION_NOT_ALLOWED', ['This operation is not allowed on a control domain'])
+  // Every Flotilla control domain is its host's domain zero.
+  if (vm.is_control_domain && (op === 'changing_VCPUs' || op === 'destroy')) return new XapiError('OPERATION_NOT_ALLOWED', ['This operation is not allowed on dom0'])
+  if (vm.is_control_domain && !CONTROL_DOMAIN_OK.has(op)) return new XapiError('OPERATION_NOT_ALLOWED', ['This operation is not allowed on a control domain'])
   return undefined
 }
 

@@ -28,6 +28,8 @@ export interface DaemonOptions {
   httpPort?: number
   httpsPort?: number
   requestLog?: boolean
+  /** The management address the daemon serves on (default loopback). */
+  address?: string
 }
 
 export class Daemon {
@@ -45,12 +47,16 @@ export class Daemon {
     this.requestLogFile = opts.requestLog ? join(this.dataDir, 'requests.log') : undefined
   }
 
+  get address(): string {
+    return this.opts.address ?? '127.0.0.1'
+  }
+
   get url(): string {
-    return `http://127.0.0.1:${this.httpPort}`
+    return `http://${this.address}:${this.httpPort}`
   }
 
   get httpsUrl(): string {
-    return `https://127.0.0.1:${this.httpsPort}`
+    return `https://${this.address}:${this.httpsPort}`
   }
 
   async start(): Promise<this> {
@@ -58,7 +64,7 @@ export class Daemon {
     this.httpsPort ||= this.opts.httpsPort ?? (await freePort())
     // FLOTILLA_DAEMON_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the daemon of a bench.
     const nodeArgs = (process.env.FLOTILLA_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean)
-    const args = [...nodeArgs, 'bin/flotilla.js', 'serve', '--data-dir', this.dataDir, '--address', '127.0.0.1', '--http-port', String(this.httpPort), '--https-port', String(this.httpsPort)]
+    const args = [...nodeArgs, 'bin/flotilla.js', 'serve', '--data-dir', this.dataDir, '--address', this.address, '--http-port', String(this.httpPort), '--https-port', String(this.httpsPort)]
     if (this.requestLogFile) args.push('--request-log', this.requestLogFile)
     this.output = ''
     this.child = spawn(process.execPath, args, {
