@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
+import { fromJson, toJson } from '../lib/int64.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
@@ -33,7 +34,7 @@ function recordSnapshot(tx: Tx, vmRef: string, vm: Rec, name: string, disks: Map
     snapshot_of: vmRef,
     snapshot_time: now(),
     snapshot_info: { 'power-state-at-snapshot': String(vm.power_state), 'disk-snapshot-type': 'crash_consistent' },
-    snapshot_metadata: JSON.stringify(storedCopy(vm)),
+    snapshot_metadata: toJson(storedCopy(vm)),
     parent: vm.parent,
     power_state: 'Halted',
     resident_on: NULL_REF,
@@ -138,7 +139,7 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
       await svc.agent.call('vdi.copy-raw', { path: srPath(svc, String(source.SR)), from: source.location, to: svc.db.record('VDI', copy.ref).location })
       suspendImage = copy.ref
     }
-    const metadata = JSON.parse(String(snapshot.snapshot_metadata) || '{}') as Record<string, unknown>
+    const metadata = fromJson(String(snapshot.snapshot_metadata) || '{}') as Record<string, unknown>
     await svc.db.transact((tx) => {
       const current = tx.get('VM', vmRef)
       for (const vbd of current.VBDs as string[]) tx.delete('VBD', vbd)

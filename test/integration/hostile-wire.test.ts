@@ -153,6 +153,17 @@ describe('hostile wire input', () => {
       await unchanged()
     })
 
+    it('a VM holding int64s beyond 2^53 snapshots and reverts with them exact', async () => {
+      await setUserVersion(INT64_MAX)
+      const snapshot = await call<string>(url, 'VM.snapshot', session, vm, 'hostile-wire-snap')
+      const userVersion = async (ref: string) => exactJson((await jsonCall(url, 'VM.get_user_version', JSON.stringify([session, ref]))).text).result
+      assert.equal(await userVersion(snapshot), BigInt(INT64_MAX))
+      await setUserVersion('1')
+      await call(url, 'VM.revert', session, snapshot)
+      assert.equal(await userVersion(vm), BigInt(INT64_MAX))
+      await call(url, 'VM.destroy', session, snapshot)
+    })
+
     it('a JSON-RPC id beyond 2^53 is echoed with all its digits', async () => {
       const r = await jsonCall(url, 'host.get_all', JSON.stringify([session]), INT64_MAX)
       assert.match(r.text, new RegExp(`"id":${INT64_MAX}}$`))
