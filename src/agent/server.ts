@@ -43,6 +43,7 @@ export function agentMethods(vms: VmRuntime): AgentMethods {
     'vm.unplug-nic': ({ uuid, device }: { uuid: string; device: string }) => vms.unplugNic(uuid, device),
     'vm.pause': ({ uuid }: { uuid: string }) => vms.pause(uuid),
     'vm.unpause': ({ uuid }: { uuid: string }) => vms.unpause(uuid),
+    'vm.set-vcpus': ({ uuid, count }: { uuid: string; count: number }) => vms.setVcpus(uuid, count),
     'vm.reattach': ({ vms: list }: { vms: { uuid: string; devices: string[] }[] }) => vms.reattach(list),
     'vdi.freeze': async ({ path, location, next, live }: { path: string; location: string; next: string; live?: LiveDisk }) => {
       const sr = new FileSr(path)

@@ -7,7 +7,7 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 import { bridgeName, createTap, deleteLink, ensureBridge, tapName } from '../net/bridge.js'
 import { attachQemu, killQemu, launchQemu, type QemuProcess } from '../qemu/process.js'
 import { liveSnapshot, resizeLive, streamInto } from '../qemu/blockjobs.js'
-import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, type DeviceList } from '../qemu/hotplug.js'
+import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, setVcpus, type DeviceList } from '../qemu/hotplug.js'
 import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
 
 export type StopReason = 'shutdown' | 'reboot' | 'crash' | 'killed'
@@ -278,6 +278,10 @@ export class VmRuntime {
 
   async unpause(uuid: string): Promise<void> {
     await this.queued(uuid, () => this.qmp(uuid).execute('cont'))
+  }
+
+  async setVcpus(uuid: string, count: number): Promise<void> {
+    await this.queued(uuid, () => setVcpus(this.qmp(uuid), count))
   }
 
   private qmp(uuid: string) {

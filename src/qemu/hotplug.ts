@@ -107,9 +107,11 @@ export interface DeviceList {
   disks: { id: string; file?: string }[]
   /** PCI devices by qdev id, behind bridges included. */
   pci: string[]
+  /** vCPUs present (hot-plugged ones included). */
+  vcpus: number
 }
 
-/** What QEMU itself says the VM has (query-block, query-pci). */
+/** What QEMU itself says the VM has (query-block, query-pci, query-cpus-fast). */
 export async function listDevices(qmp: QmpClient): Promise<DeviceList> {
   const blocks = await qmp.execute<{ qdev?: string; inserted?: { file?: string } }[]>('query-block')
   const buses = await qmp.execute<{ devices: PciDevice[] }[]>('query-pci')
@@ -122,5 +124,40 @@ export async function listDevices(qmp: QmpClient): Promise<DeviceList> {
   }
   for (const bus of buses) walk(bus.devices)
   const disks = blocks.filter((b) => b.qdev).map((b) => ({ id: b.qdev!.replace(/^\/machine\/peripheral\//, '').replace(/\/.*$/, ''), ...(b.inserted?.file ? { file: b.inserted.file } : {}) }))
-  return { disks, pci }
+  const vcpus = (await qmp.execute<unknown[]>('query-cpus-fast')).length
+  return { disks, pci, vcpus }
+}
+
+interface CpuSlot {
+  type: string
+  props: Record<string, number>
+  'qom-path'?: string
+}
+
+/** Slots in topology order: the boot CPU first, so adding fills upwards and removing empties from the top. */
+const slotOrder = (a: CpuSlot, b: CpuSlot) => {
+  for (const key of ['socket-id', 'die-id', 'core-id', 'thread-id']) if ((a.props[key] ?? 0) !== (b.props[key] ?? 0)) return (a.props[key] ?? 0) - (b.props[key] ?? 0)
+  return 0
+}
+
+async function cpuSlots(qmp: QmpClient): Promise<CpuSlot[]> {
+  return (await qmp.execute<CpuSlot[]>('query-hotpluggable-cpus')).sort(slotOrder)
+}
+
+/**
+ * Plugs or unplugs vCPUs (ACPI CPU hot-plug, within -smp maxcpus) until `count` are present.
+ * Removing one needs the guest to let go of it, which it may refuse or take time to do.
+ */
+export async function setVcpus(qmp: QmpClient, count: number, timeoutMs = 15_000): Promise<void> {
+  const slots = await cpuSlots(qmp)
+  if (count < 1 || count > slots.length) throw new Error(`this VM can have 1 to ${slots.length} vCPUs, not ${count}`)
+  for (const [index, slot] of slots.entries()) {
+    if (index < count && !slot['qom-path']) await qmp.execute('device_add', { driver: slot.type, id: `vcpu${index}`, ...slot.props })
+    if (index >= count && slot['qom-path']) await qmp.execute('device_del', { id: slot['qom-path'] })
+  }
+  const deadline = Date.now() + timeoutMs
+  while ((await cpuSlots(qmp)).filter((s) => s['qom-path']).length !== count) {
+    if (Date.now() > deadline) throw new Error(`the guest did not release its vCPUs within ${timeoutMs / 1000} s`)
+    await new Promise((r) => setTimeout(r, 200))
+  }
 }

@@ -7,6 +7,7 @@ import type { StartRequest } from '../agent/vms.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { collectAllGarbage, createSuspendVdi, destroyVdi, srsOfVm, vdiFormat, vdiPath, withSrLocks } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
+import { bootSettingsError, nestedVirtStartError, pcpusError } from './vm-constraints.js'
 
 type Rec = Readonly<Record<string, unknown>>
 
@@ -25,6 +26,18 @@ export function hostFreeMemory(svc: Services): number {
     return sum + Number(vm.memory_static_max) + (vm.is_control_domain ? 0 : VM_OVERHEAD)
   }, 0)
   return Math.max(0, total - used)
+}
+
+/** xapi's assert_can_boot_here, for this host: settings, memory, CPUs, in its order. */
+function assertCanBootHere(svc: Services, vm: Rec): void {
+  const settings = bootSettingsError(vm)
+  if (settings) throw settings
+  const needed = Number(vm.memory_static_max) + VM_OVERHEAD
+  const available = hostFreeMemory(svc)
+  if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
+  const cpus = Number((svc.db.record('host', svc.hostRef).cpu_info as Record<string, string>).cpu_count)
+  const pcpus = pcpusError(vm, cpus)
+  if (pcpus) throw pcpus
 }
 
 function oemStrings(bios: Record<string, string>): string[] {
@@ -115,9 +128,9 @@ export function markHalted(tx: Tx, ref: string, nvram?: string): void {
 async function startVm(ctx: CallContext, ref: string, paused: boolean): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'start', async (vm) => {
-    const needed = Number(vm.memory_static_max) + VM_OVERHEAD
-    const available = hostFreeMemory(svc)
-    if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
+    assertCanBootHere(svc, vm)
+    const nested = nestedVirtStartError(vm)
+    if (nested) throw nested
     await svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: svc.hostRef }))
     try {
       await withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.start', await startRequest(svc, vm, paused)))
@@ -170,9 +183,7 @@ register('VM.suspend', (ctx, [ref]) =>
 async function resumeVm(ctx: CallContext, ref: string, paused: boolean): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'resume', async (vm) => {
-    const needed = Number(vm.memory_static_max) + VM_OVERHEAD
-    const available = hostFreeMemory(svc)
-    if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
+    assertCanBootHere(svc, vm)
     const image = String(vm.suspend_VDI)
     if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
     await withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) }))

@@ -66,6 +66,7 @@ export function vmOperationError(vmRef: string, vm: Rec, op: string): XapiError 
   const platform = vm.platform as Record<string, string>
   if (['suspend', 'checkpoint', 'pool_migrate', 'migrate_send'].includes(op) && (platform.nomigrate === 'true' || platform['nested-virt'] === 'true'))
     return new XapiError('VM_IS_IMMOBILE', [vmRef])
+  if (op === 'changing_dynamic_range' && platform['nested-virt'] === 'true') return new XapiError('VM_IS_USING_NESTED_VIRT', [vmRef])
   // Every Flotilla control domain is its host's domain zero.
   if (vm.is_control_domain && (op === 'changing_VCPUs' || op === 'destroy')) return new XapiError('OPERATION_NOT_ALLOWED', ['This operation is not allowed on dom0'])
   if (vm.is_control_domain && !CONTROL_DOMAIN_OK.has(op)) return new XapiError('OPERATION_NOT_ALLOWED', ['This operation is not allowed on a control domain'])

@@ -198,3 +198,12 @@ register('VM.set_bios_strings', (ctx, [ref, value]) =>
     tx.update('VM', ref as string, { bios_strings: { ...(vm.bios_strings as object), ...(value as object) } })
   }),
 )
+
+/** The host's SMBIOS strings become the VM's (for OEM-licensed guests), and the host its affinity: only once. */
+register('VM.copy_bios_strings', (ctx, [ref, host]) =>
+  ctx.svc.db.transact((tx) => {
+    const vm = tx.get('VM', ref as string)
+    if (Object.keys(vm.bios_strings as object).length > 0) throw new XapiError('VM_BIOS_STRINGS_ALREADY_SET')
+    tx.update('VM', ref as string, { bios_strings: tx.get('host', host as string).bios_strings, affinity: host })
+  }),
+)
