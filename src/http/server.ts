@@ -52,7 +52,7 @@ function internalError(res: ServerResponse, detail: string): void {
 }
 
 /** The body, which must come whole within `timeoutMs` (a trickle that keeps moving is cut too). */
-function readBody(req: IncomingMessage, length: number, timeoutMs: number): Promise<string> {
+function readBody(req: IncomingMessage, length: number, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
@@ -64,7 +64,7 @@ function readBody(req: IncomingMessage, length: number, timeoutMs: number): Prom
     })
     req.on('end', () => {
       clearTimeout(timer)
-      resolve(Buffer.concat(chunks).toString('utf8'))
+      resolve(Buffer.concat(chunks))
     })
     req.on('error', (err) => {
       clearTimeout(timer)
