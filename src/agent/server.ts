@@ -12,6 +12,7 @@ import { collectGarbage } from '../storage/gc.js'
 import { bridgeName, deleteLink, ensureBridge } from '../net/bridge.js'
 import type { StartRequest, VmRuntime } from './vms.js'
 import type { VmSpec } from './hardware.js'
+import { installServerCertificate, serverCertificate, type ServerTls } from './certificate.js'
 
 export const SECRET_HEADER = 'x-flotilla-agent-secret'
 
@@ -24,9 +25,12 @@ export interface LiveDisk {
   userdevice: number
 }
 
-export function agentMethods(vms: VmRuntime): AgentMethods {
+export function agentMethods(vms: VmRuntime, tls?: ServerTls): AgentMethods {
+  const noTls = () => Promise.reject(new Error('this agent serves no TLS certificate'))
   return {
     'host.facts': () => readHostFacts(),
+    'host.server-certificate': () => (tls ? serverCertificate(tls) : noTls()),
+    'host.install-server-certificate': (args: { key: string; cert: string; chain: string[] }) => (tls ? installServerCertificate(tls, args) : noTls()),
     ...storageMethods,
     'vm.start': (request: StartRequest) => vms.start(request),
     'vm.resume': ({ request, statePath }: { request: StartRequest; statePath: string }) => vms.start(request, statePath),
@@ -40,6 +44,7 @@ export function agentMethods(vms: VmRuntime): AgentMethods {
     'vm.insert-cd': ({ uuid, userdevice, path, format }: { uuid: string; userdevice: number; path: string; format: 'qcow2' | 'raw' }) => vms.insertCd(uuid, userdevice, path, format),
     'vm.eject-cd': ({ uuid, userdevice }: { uuid: string; userdevice: number }) => vms.ejectCd(uuid, userdevice),
     'vm.plug-nic': ({ uuid, platform, nic }: { uuid: string; platform: Record<string, string>; nic: StartRequest['nics'][number] }) => vms.plugNic(uuid, platform, nic),
+    'vm.move-nic': ({ uuid, device, network }: { uuid: string; device: string; network: string }) => vms.moveNic(uuid, device, network),
     'vm.unplug-nic': ({ uuid, device }: { uuid: string; device: string }) => vms.unplugNic(uuid, device),
     'vm.pause': ({ uuid }: { uuid: string }) => vms.pause(uuid),
     'vm.unpause': ({ uuid }: { uuid: string }) => vms.unpause(uuid),

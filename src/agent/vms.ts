@@ -4,7 +4,7 @@ import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
-import { bridgeName, createTap, deleteLink, ensureBridge, tapName } from '../net/bridge.js'
+import { bridgeName, createTap, deleteLink, ensureBridge, moveLink, tapName } from '../net/bridge.js'
 import { attachQemu, killQemu, launchQemu, type QemuProcess } from '../qemu/process.js'
 import { liveSnapshot, resizeLive, streamInto } from '../qemu/blockjobs.js'
 import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, setVcpus, type DeviceList } from '../qemu/hotplug.js'
@@ -222,6 +222,16 @@ export class VmRuntime {
         await deleteLink(config.nics[0]!.tap)
         throw err
       }
+    })
+  }
+
+  /** A NIC of a running VM changes network: its tap moves to the other bridge; the guest keeps its device. */
+  async moveNic(uuid: string, device: string, network: string): Promise<void> {
+    await this.queued(uuid, async () => {
+      this.qmp(uuid)
+      const bridge = bridgeName(this.hostUuid, network)
+      await ensureBridge(bridge)
+      await moveLink(tapName(uuid, device), bridge)
     })
   }
 

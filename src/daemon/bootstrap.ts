@@ -9,6 +9,7 @@ import { newRef } from '../db/database.js'
 import { API_VERSION, formatDatetime, NULL_REF, XAPI_VERSION } from '../idl/index.js'
 import { accountKey, hashPassword } from '../xapi/accounts.js'
 import { ensureControlDomain } from '../xapi/host.js'
+import { refreshHostAllowedOperations } from '../xapi/host-ops.js'
 import { syncPifs } from '../xapi/pif.js'
 
 export const FLOTILLA_VERSION = '0.1.0'
@@ -146,6 +147,9 @@ export async function bootstrap(db: Database, identity: Identity, facts: HostFac
   await db.transact((tx) => {
     ensureControlDomain(tx, hostRef, facts.hostname, facts.cpuCount)
     syncPifs(tx, hostRef, facts.network, address, stamp, (tx.get('host', hostRef).PIFs as string[]).length === 0)
+    // Operations of the previous run ended with it; the host is enabled again (xapi's start of day).
+    tx.update('host', hostRef, { current_operations: {} })
+    refreshHostAllowedOperations(tx, hostRef)
   })
   return madeRoot && !given ? { generatedPassword: password } : {}
 }

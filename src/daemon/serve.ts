@@ -6,13 +6,14 @@ import { join } from 'node:path'
 import { alive } from './process.js'
 import { AgentClient } from '../agent/client.js'
 import { agentMethods, startAgentServer } from '../agent/server.js'
+import type { ServerTls } from '../agent/certificate.js'
 import { readHostFacts } from '../agent/facts.js'
 import { VmRuntime } from '../agent/vms.js'
 import { agentStreams } from '../agent/streams.js'
 import { bulkRoutes } from '../http/routes.js'
 import { Database } from '../db/database.js'
 import { EtcdStore } from '../db/etcd.js'
-import { closeListeners, listen, type HttpOptions } from '../http/server.js'
+import { closeListeners, listen, reloadCertificate, type HttpOptions } from '../http/server.js'
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../rpc/dispatch.js'
 import { collectAllGarbage, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
@@ -93,6 +94,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
 
   const identity = loadIdentity(opts.dataDir)
   const agentSocket = join(runDir, 'agent.sock')
+  // The host's TLS certificate: the agent reads and replaces it, and reloads the HTTPS server below.
+  const serverTls: ServerTls = { dir: join(opts.dataDir, 'tls') }
   const localFacts = await readHostFacts()
   let svc: Services | undefined
   const vms = new VmRuntime({ accel: localFacts.kvm ? 'kvm' : 'tcg', runDir: join(runDir, 'vm'), ovmfDir: OVMF_DIR }, identity.hostUuid, {
@@ -104,7 +107,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     },
   })
   const streams = agentStreams(vms)
-  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms), streams)
+  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms, serverTls), streams)
   const agent = new AgentClient(agentSocket, identity.agentSecret, streams.stream)
   const facts = await agent.hostFacts()
   const initialPasswordFile = join(opts.dataDir, 'initial-root-password')
@@ -134,6 +137,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   }
   const listenAddress = opts.address ?? '0.0.0.0'
   const listeners = await listen(http, listenAddress, opts.httpPort, { port: opts.httpsPort, key: tls.key, cert: tls.cert })
+  serverTls.reload = (t) => reloadCertificate(listeners, t)
 
   const housekeeping = setInterval(() => {
     void collectTasks(svc!).catch((e: Error) => console.error(`task collection: ${e.message}`))

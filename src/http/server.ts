@@ -1,7 +1,7 @@
 // The daemon's HTTP and HTTPS front door: RPC, CORS pre-flights, and (later) the bulk
 // handlers and the web UI. Bodies that cannot be RPC get xapi's HTTP 500 page.
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from '../rpc/dispatch.js'
@@ -125,7 +125,7 @@ export function requestHandler(opts: HttpOptions) {
 
 export interface Listeners {
   http?: Server
-  https?: Server
+  https?: HttpsServer
 }
 
 /** Sends WebSocket upgrades and CONNECT requests to their route; anything else is refused. */
@@ -176,12 +176,20 @@ export async function listen(opts: HttpOptions, address: string, httpPort: numbe
     await start(out.http, httpPort)
   }
   if (https) {
-    out.https = createHttpsServer({ ...nodeOptions, key: https.key, cert: https.cert, minVersion: 'TLSv1.2', handshakeTimeout: limits.tlsHandshakeTimeoutMs }, handler)
+    out.https = createHttpsServer({ ...nodeOptions, ...tlsOptions(https), handshakeTimeout: limits.tlsHandshakeTimeoutMs }, handler)
     guardConnections(out.https, watch, true)
     await start(out.https, https.port)
   }
   for (const s of [out.http, out.https]) if (s) attachSocketRoutes(s, opts, watch)
   return out
+}
+
+/** The TLS options of the HTTPS listener: with `listen`'s, and again when its certificate is replaced. */
+const tlsOptions = (t: { key: string; cert: string }) => ({ key: t.key, cert: t.cert, minVersion: 'TLSv1.2' as const })
+
+/** New HTTPS connections present this key and certificate from now on; open ones keep theirs. Throws if the TLS library refuses them. */
+export function reloadCertificate(l: Listeners, t: { key: string; cert: string }): void {
+  l.https?.setSecureContext(tlsOptions(t))
 }
 
 export async function closeListeners(l: Listeners): Promise<void> {

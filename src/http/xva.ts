@@ -2,14 +2,12 @@
 // xo-compat.md §2.6–2.7, §3). Here: authentication, the task, the VM lock, HTTP framing and
 // XO's quirks (probe PUTs, 1 PiB lengths ended by a close). The records come from
 // xapi/import.ts; the tar, compression and disk data from the agent (agent/xva-disks.ts).
-import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { createInterface } from 'node:readline'
 import { Readable } from 'node:stream'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass, NULL_REF, XAPI_USER_AGENT } from '../idl/index.js'
 import type { CallContext, Services } from '../xapi/context.js'
-import { exportPlan, prepareImport, type PreparedImport } from '../xapi/import.js'
+import { exportPlan, importArchive } from '../xapi/import.js'
 import { exportDone, isIsoSr, srPath } from '../xapi/storage.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
@@ -94,10 +92,11 @@ async function importXva(svc: Services, req: IncomingMessage, res: ServerRespons
     const expected = expectedLength(req.headers['content-length'])
     const srRef = targetSr(svc, query)
     if (isIsoSr(svc, srRef)) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [srRef])
-    return { expected, srRef, sr: srPath(svc, srRef) }
+    srPath(svc, srRef) // an SR without a directory here is refused before the upload
+    return { expected, srRef }
   })
   if (!checked) return
-  const { expected, srRef, sr } = checked
+  const { expected, srRef } = checked
   if (answeredProbe(req, res, expected)) return
   const given = query.get('task_id')
   const task = await adoptTask(svc, req, res, 'VM import')
@@ -132,40 +131,12 @@ async function importXva(svc: Services, req: IncomingMessage, res: ServerRespons
     else await task.fail(new XapiError('IMPORT_ERROR_PREMATURE_EOF', []))
     return void res.end()
   }
-  const importId = randomUUID()
-  let prepared: PreparedImport | undefined
   try {
-    const agentRes = await svc.agent.stream('xva.import', { importId, sr }, body)
-    const lines = createInterface({ input: agentRes, crlfDelay: Infinity })[Symbol.asyncIterator]()
-    const next = async (): Promise<{ ova?: string; done?: unknown; error?: string[] }> => {
-      for (;;) {
-        const r = await lines.next()
-        if (r.done) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
-        const msg = JSON.parse(r.value) as { ova?: string; eof?: boolean; done?: unknown; error?: string[] }
-        if (!msg.eof) return msg
-        answer()
-      }
-    }
-    const agentError = (e: string[]) => new XapiError(e[0] ?? 'IMPORT_ERROR', e.slice(1))
-    const first = await next()
-    if (first.error) throw agentError(first.error)
-    try {
-      prepared = await prepareImport(svc, first.ova ?? '', { srRef, restore: truthy(query.get('restore')), force: truthy(query.get('force')), taskRef: task.ref })
-    } catch (err) {
-      await svc.agent.stream('xva.import-targets', { importId }).then((r) => r.resume()).catch(() => undefined)
-      throw err
-    }
-    await svc.agent.stream('xva.import-targets', { importId, targets: prepared.targets }).then((r) => r.resume())
-    const last = await next()
-    if (last.error) throw agentError(last.error)
-    await prepared.commit()
-    await task.succeed(prepared.vms, VM_REFS)
+    const vms = await importArchive(svc, body, { srRef, restore: truthy(query.get('restore')), force: truthy(query.get('force')), taskRef: task.ref, onEndOfArchive: answer })
+    await task.succeed(vms, VM_REFS)
     discard()
   } catch (err) {
-    let e = asXapiError(err)
-    if (e.code === 'SR_FULL') e = new XapiError('SR_FULL', [srRef, ...e.params.slice(1)])
-    await prepared?.undo()
-    await task.fail(e)
+    await task.fail(asXapiError(err))
     answer()
     body.destroy()
     req.destroy()

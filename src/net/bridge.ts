@@ -45,6 +45,13 @@ export async function createTap(name: string, bridge: string, mtu = 1500): Promi
   await ip('link', 'set', 'dev', name, 'master', bridge, 'mtu', String(mtu), 'up')
 }
 
+/** Moves an existing link (a VM's tap) into another bridge, leaving it up: its user sees no change. */
+export async function moveLink(name: string, bridge: string): Promise<void> {
+  if (!IFNAME.test(name) || !IFNAME.test(bridge)) throw new Error(`bad link or bridge name ${name} ${bridge}`)
+  await ip('link', 'set', 'dev', name, 'nomaster')
+  await ip('link', 'set', 'dev', name, 'master', bridge, 'up')
+}
+
 export async function deleteLink(name: string): Promise<void> {
   if (await exists(name)) await ip('link', 'del', 'dev', name).catch(() => undefined)
 }

@@ -2,8 +2,10 @@
 // creates from it, each creation with its undo so that a failed import leaves nothing behind.
 // The bytes (tar, chunks, compression) are the host agent's (agent/xva-disks.ts).
 import { randomUUID } from 'node:crypto'
+import { createInterface } from 'node:readline'
+import type { Readable } from 'node:stream'
 import { EPOCH, getClass, NULL_REF } from '../idl/index.js'
-import { XapiError } from '../idl/errors.js'
+import { asXapiError, XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import type { ImportTargets } from '../agent/xva-disks.js'
 import { archiveSnapshot, parseOvaXml, tolerantRecord, writeOvaXml, type OvaObject } from '../xva/ova.js'
@@ -345,5 +347,57 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       undo.length = 0
       await refreshSrUsage(svc, opts.srRef).catch(() => undefined)
     },
+  }
+}
+
+export interface ArchiveImport {
+  srRef: string
+  restore: boolean
+  force: boolean
+  /** The task the import runs under (it marks the objects being made). */
+  taskRef: string
+  /** Called when the archive's end-of-archive marker has been read (the HTTP handler answers then). */
+  onEndOfArchive?: () => void
+}
+
+/**
+ * Imports an XVA archive read from `body` into `srRef`: the host agent unpacks it and writes
+ * the disks while the records are made here; returns the VMs. On any failure whatever was made
+ * is undone, and the error is the import's (an SR_FULL names the target SR). The entry point
+ * of PUT /import and of VM.import.
+ */
+export async function importArchive(svc: Services, body: Readable, opts: ArchiveImport): Promise<string[]> {
+  const importId = randomUUID()
+  let prepared: PreparedImport | undefined
+  try {
+    const agentRes = await svc.agent.stream('xva.import', { importId, sr: srPath(svc, opts.srRef) }, body)
+    const lines = createInterface({ input: agentRes, crlfDelay: Infinity })[Symbol.asyncIterator]()
+    const next = async (): Promise<{ ova?: string; done?: unknown; error?: string[] }> => {
+      for (;;) {
+        const r = await lines.next()
+        if (r.done) throw new XapiError('IMPORT_ERROR_PREMATURE_EOF', [])
+        const msg = JSON.parse(r.value) as { ova?: string; eof?: boolean; done?: unknown; error?: string[] }
+        if (!msg.eof) return msg
+        opts.onEndOfArchive?.()
+      }
+    }
+    const agentError = (e: string[]) => new XapiError(e[0] ?? 'IMPORT_ERROR', e.slice(1))
+    const first = await next()
+    if (first.error) throw agentError(first.error)
+    try {
+      prepared = await prepareImport(svc, first.ova ?? '', opts)
+    } catch (err) {
+      await svc.agent.stream('xva.import-targets', { importId }).then((r) => r.resume()).catch(() => undefined)
+      throw err
+    }
+    await svc.agent.stream('xva.import-targets', { importId, targets: prepared.targets }).then((r) => r.resume())
+    const last = await next()
+    if (last.error) throw agentError(last.error)
+    await prepared.commit()
+    return prepared.vms
+  } catch (err) {
+    const e = asXapiError(err)
+    await prepared?.undo()
+    throw e.code === 'SR_FULL' ? new XapiError('SR_FULL', [opts.srRef, ...e.params.slice(1)]) : e
   }
 }

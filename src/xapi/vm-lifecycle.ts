@@ -8,6 +8,7 @@ import { now, register, type CallContext, type Services } from './context.js'
 import { collectAllGarbage, createSuspendVdi, destroyVdi, srsOfVm, vdiFormat, vdiPath, withSrLocks } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { bootSettingsError, nestedVirtStartError, pcpusError } from './vm-constraints.js'
+import { chooseHostForVm, hostRefusesVm } from './host-ops.js'
 
 type Rec = Readonly<Record<string, unknown>>
 
@@ -28,10 +29,21 @@ export function hostFreeMemory(svc: Services): number {
   return Math.max(0, total - used)
 }
 
-/** xapi's assert_can_boot_here, for this host: settings, memory, CPUs, in its order. */
-function assertCanBootHere(svc: Services, vm: Rec): void {
+/**
+ * How a start finds its host: `choose` (VM.start, VM.resume: placement, and a host that refuses
+ * the VM leaves none: NO_HOSTS_AVAILABLE), `given` (start_on, resume_on: that host's refusal is
+ * the error), `in-place` (a VM restarting after its guest rebooted it stays where it ran, as a
+ * Xen domain's reboot does, also on a disabled host).
+ */
+type Placement = 'choose' | 'given' | 'in-place'
+
+/** xapi's assert_can_boot_here, for this host: settings, the host (live, enabled), memory, CPUs, in its order. */
+function assertCanBootHere(svc: Services, vm: Rec, placement: Placement = 'given'): void {
+  if (placement === 'choose') chooseHostForVm(svc, vm)
   const settings = bootSettingsError(vm)
   if (settings) throw settings
+  const refused = placement === 'in-place' ? undefined : hostRefusesVm(svc, svc.hostRef, vm)
+  if (refused) throw refused
   const needed = Number(vm.memory_static_max) + VM_OVERHEAD
   const available = hostFreeMemory(svc)
   if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
@@ -125,10 +137,10 @@ export function markHalted(tx: Tx, ref: string, nvram?: string): void {
   refreshAllowedOperations(tx, ref)
 }
 
-async function startVm(ctx: CallContext, ref: string, paused: boolean): Promise<void> {
+async function startVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'start', async (vm) => {
-    assertCanBootHere(svc, vm)
+    assertCanBootHere(svc, vm, placement)
     const nested = nestedVirtStartError(vm)
     if (nested) throw nested
     await svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: svc.hostRef }))
@@ -180,10 +192,10 @@ register('VM.suspend', (ctx, [ref]) =>
   }),
 )
 
-async function resumeVm(ctx: CallContext, ref: string, paused: boolean): Promise<void> {
+async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'resume', async (vm) => {
-    assertCanBootHere(svc, vm)
+    assertCanBootHere(svc, vm, placement)
     const image = String(vm.suspend_VDI)
     if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
     await withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) }))
@@ -199,14 +211,14 @@ register('VM.resume', (ctx, [ref, paused]) => resumeVm(ctx, ref as string, Boole
 
 register('VM.resume_on', (ctx, [ref, host, paused]) => {
   if (host !== ctx.svc.hostRef) throw new XapiError('VM_REQUIRES_SR', [ref, NULL_REF])
-  return resumeVm(ctx, ref as string, Boolean(paused))
+  return resumeVm(ctx, ref as string, Boolean(paused), 'given')
 })
 
 register('VM.start', (ctx, [ref, paused]) => startVm(ctx, ref as string, Boolean(paused)))
 
 register('VM.start_on', (ctx, [ref, host, paused]) => {
   if (host !== ctx.svc.hostRef) throw new XapiError('VM_REQUIRES_SR', [ref, NULL_REF])
-  return startVm(ctx, ref as string, Boolean(paused))
+  return startVm(ctx, ref as string, Boolean(paused), 'given')
 })
 
 register('VM.clean_shutdown', (ctx, [ref]) => stopVm(ctx, ref as string, 'clean_shutdown', true))
@@ -266,7 +278,7 @@ export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: 'sh
   const actions: Record<typeof reason, string> = { shutdown: String(vm.actions_after_shutdown), reboot: String(vm.actions_after_reboot), crash: String(vm.actions_after_crash), killed: 'destroy' }
   const action = actions[reason]
   if (action === 'restart' || action === 'rename_restart' || action === 'coredump_and_restart') {
-    await startVm({ svc, sessionRef: '', session: {}, wireName: 'restart' }, ref, false).catch((e: Error) => console.error(`restarting VM ${uuid}: ${e.message}`))
+    await startVm({ svc, sessionRef: '', session: {}, wireName: 'restart' }, ref, false, 'in-place').catch((e: Error) => console.error(`restarting VM ${uuid}: ${e.message}`))
   }
 }
 

@@ -1,0 +1,153 @@
+// host.disable/enable and host.allowed_operations (xapi_host.ml, xapi_host_helpers.ml,
+// message_forwarding.ml), where a VM may be placed (xapi_vm_helpers.ml's host checks), and
+// host.get/set_sched_gran.
+import { randomUUID } from 'node:crypto'
+import { enums } from '../idl/index.js'
+import { XapiError } from '../idl/errors.js'
+import type { Tx } from '../db/database.js'
+import { register, type CallContext, type Services } from './context.js'
+
+type Rec = Readonly<Record<string, unknown>>
+
+const ALL_OPERATIONS = enums.get('host_allowed_operations') ?? []
+const CREATING = new Set(['provision', 'vm_resume', 'vm_migrate'])
+const REMOVING = new Set(['evacuate', 'reboot', 'shutdown'])
+
+/**
+ * Why each host operation would be refused now (xapi's valid_operations), in xapi's precedence:
+ * the first reason found for an operation is its error. `live` is host_metrics.live.
+ * Flotilla has no power-on plugin, so power_on is never possible.
+ */
+export function hostOperationErrors(ref: string, host: Rec, live: boolean): Map<string, XapiError | undefined> {
+  const table = new Map<string, XapiError | undefined>(ALL_OPERATIONS.map((op) => [op, undefined]))
+  const set = (code: string, params: unknown[], ops: string[]) => {
+    for (const op of ops) if (table.has(op) && table.get(op) === undefined) table.set(op, new XapiError(code, params))
+  }
+  const current = Object.entries(host.current_operations as Record<string, string>)
+  const creating = current.find(([, op]) => CREATING.has(op))
+  const removing = current.find(([, op]) => REMOVING.has(op))
+  for (const op of ALL_OPERATIONS) {
+    if (op === 'power_on') continue
+    const other = CREATING.has(op) ? removing : REMOVING.has(op) ? creating : undefined
+    if (other) set('OTHER_OPERATION_IN_PROGRESS', ['host', ref, other[1], other[0]], [op])
+  }
+  const running = (kind: string) => current.find(([, op]) => op === kind)
+  const rebooting = running('reboot')
+  if (rebooting) set('OTHER_OPERATION_IN_PROGRESS', ['host', ref, 'reboot', rebooting[0]], ['shutdown', 'apply_updates'])
+  const stopping = running('shutdown')
+  if (stopping) set('OTHER_OPERATION_IN_PROGRESS', ['host', ref, 'shutdown', stopping[0]], ['reboot', 'apply_updates'])
+  const updating = running('apply_updates')
+  if (updating) set('OTHER_OPERATION_IN_PROGRESS', ['host', ref, 'apply_updates', updating[0]], ['reboot', 'shutdown', 'enable'])
+  const provisioning = running('provision')
+  if (provisioning) set('OTHER_OPERATION_IN_PROGRESS', ['host', ref, 'provision', provisioning[0]], ['provision'])
+  // A host must be disabled before it reboots, shuts down or applies updates.
+  if (host.enabled) set('HOST_NOT_DISABLED', [], ['reboot', 'shutdown', 'apply_updates'])
+  if (live) set('HOST_IS_LIVE', [ref], ['power_on'])
+  if (host.power_on_mode === '') set('HOST_POWER_ON_MODE_DISABLED', [], ['power_on'])
+  set('XENAPI_MISSING_PLUGIN', ['power-on-host'], ['power_on'])
+  return table
+}
+
+export function allowedHostOperations(ref: string, host: Rec, live: boolean): string[] {
+  return [...hostOperationErrors(ref, host, live)].filter(([, err]) => err === undefined).map(([op]) => op)
+}
+
+function hostLive(tx: Tx, host: Rec): boolean {
+  const metrics = String(host.metrics)
+  return tx.exists('host_metrics', metrics) && Boolean(tx.get('host_metrics', metrics).live)
+}
+
+/** Keeps host.allowed_operations in step, inside the transaction that changed the host. */
+export function refreshHostAllowedOperations(tx: Tx, ref: string): void {
+  const host = tx.get('host', ref)
+  const allowed = allowedHostOperations(ref, host, hostLive(tx, host))
+  if (JSON.stringify(allowed) !== JSON.stringify(host.allowed_operations)) tx.update('host', ref, { allowed_operations: allowed })
+}
+
+/** xapi's with_host_operation: checked, recorded in current_operations for its duration. */
+async function withHostOperation<T>(ctx: CallContext, ref: string, op: string, fn: () => Promise<T>): Promise<T> {
+  const key = ctx.taskRef ?? `OpaqueRef:${randomUUID()}`
+  await ctx.svc.db.transact((tx) => {
+    const host = tx.get('host', ref)
+    const err = hostOperationErrors(ref, host, hostLive(tx, host)).get(op)
+    if (err) throw err
+    tx.update('host', ref, { current_operations: { ...(host.current_operations as object), [key]: op } })
+    refreshHostAllowedOperations(tx, ref)
+  })
+  try {
+    return await fn()
+  } finally {
+    await ctx.svc.db.transact((tx) => {
+      if (!tx.exists('host', ref)) return
+      const { [key]: _done, ...rest } = tx.get('host', ref).current_operations as Record<string, string>
+      tx.update('host', ref, { current_operations: rest })
+      refreshHostAllowedOperations(tx, ref)
+    })
+  }
+}
+
+/**
+ * host.disable: the host takes no new VMs (VM.start/resume/migrate place nothing there) until
+ * host.enable or the daemon's next start (xapi re-enables a host when its toolstack starts,
+ * unless the newer disable(auto_enable=false) was used, which this API version lacks). It is
+ * allowed on the pool master too: xapi only refuses it where it would break an HA restart plan
+ * (HA is never on here). Idempotent.
+ */
+register('host.disable', (ctx, [ref]) =>
+  ctx.svc.db.transact((tx) => {
+    const host = tx.get('host', ref as string)
+    if (host.enabled) tx.update('host', ref as string, { enabled: false })
+    refreshHostAllowedOperations(tx, ref as string)
+  }),
+)
+
+/** host.enable, under the `enable` operation; refused while mandatory update guidance is pending. */
+register('host.enable', (ctx, [ref]) =>
+  withHostOperation(ctx, ref as string, 'enable', () =>
+    ctx.svc.db.transact((tx) => {
+      const host = tx.get('host', ref as string)
+      if (host.enabled) return
+      if ((host.pending_guidances as string[]).length > 0) throw new XapiError('HOST_PENDING_MANDATORY_GUIDANCE_NOT_EMPTY', [ref])
+      tx.update('host', ref as string, { enabled: true })
+    }),
+  ),
+)
+
+/**
+ * The host checks of xapi's assert_can_boot_here for a new VM on `hostRef`: the host is live,
+ * and enabled (a control domain starts on a disabled host too). Undefined when it may run there.
+ */
+export function hostRefusesVm(svc: Services, hostRef: string, vm: Rec): XapiError | undefined {
+  const host = svc.db.record('host', hostRef)
+  const metrics = svc.db.tryRecord('host_metrics', String(host.metrics))
+  if (!metrics?.live) return new XapiError('HOST_NOT_LIVE', [])
+  if (!vm.is_control_domain && !host.enabled) return new XapiError('HOST_DISABLED', [hostRef])
+  return undefined
+}
+
+/**
+ * Where VM.start/VM.resume without a host put a VM: the first candidate host that accepts it,
+ * else NO_HOSTS_AVAILABLE (xapi's choose_host_for_vm). Today the candidates are this host only,
+ * the one whose agent runs VMs; the pools work adds every member.
+ */
+export function chooseHostForVm(svc: Services, vm: Rec, candidates: string[] = [svc.hostRef]): string {
+  const host = candidates.find((h) => hostRefusesVm(svc, h, vm) === undefined)
+  if (host === undefined) throw new XapiError('NO_HOSTS_AVAILABLE', [])
+  return host
+}
+
+/**
+ * host.get_sched_gran reads Xen's sched-gran boot option, and answers `cpu` (Xen's default)
+ * when the command line has none. A KVM host has no Xen command line: its vCPUs are scheduled
+ * one per logical CPU, which is Xen's `cpu` granularity.
+ */
+register('host.get_sched_gran', (ctx, [ref]) => {
+  ctx.svc.db.record('host', ref as string)
+  return 'cpu'
+})
+
+/** host.set_sched_gran: xapi refuses it unless xapi.conf allows it, which it does not by default; Flotilla has no such option. */
+register('host.set_sched_gran', (ctx, [ref]) => {
+  ctx.svc.db.record('host', ref as string)
+  throw new XapiError('OPERATION_NOT_ALLOWED', ['Disabled by xapi.conf'])
+})
