@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 # each program's package; test/unit/programs.test.ts checks the two agree).
 DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm python3-os-xenapi openssl iproute2 zstd chromium
   python3 xfsprogs e2fsprogs ansible curl
+  # the host console: the control domain's VNC console
+  tigervnc-standalone-server xterm
   # to build the test guest image
   binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 

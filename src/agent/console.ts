@@ -1,8 +1,10 @@
 // The agent's end of /console: opens a running VM's VNC (rfb) or serial (vt100) socket, named
-// by VM uuid and protocol only (never a path from the caller), and joins it to the API
+// by VM uuid and protocol only (never a path from the caller), or the host's own console (the
+// control domain's rfb console, started on demand: host-console.ts), and joins it to the API
 // layer's CONNECT stream. Closing either end closes the other.
 import { createConnection } from 'node:net'
 import type { Duplex } from 'node:stream'
+import type { HostConsole } from './host-console.js'
 import type { VmRuntime } from './vms.js'
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -29,13 +31,24 @@ export function splice(a: Duplex, b: Duplex): void {
   b.pipe(a)
 }
 
-/** The `console` connect handler: args `{ vm: <VM uuid>, protocol: 'rfb' | 'vt100' }`. */
-export function consoleConnect(vms: VmRuntime): (args: unknown, socket: Duplex) => Promise<void> {
+/** The host console's socket for `client` (which it counts while connected); undefined if it has none of this protocol or cannot start. */
+async function hostConsoleSocket(host: HostConsole | undefined, protocol: 'rfb' | 'vt100', client: Duplex): Promise<string | undefined> {
+  if (!host || protocol !== 'rfb') return undefined
+  try {
+    return await host.open(client)
+  } catch (err) {
+    console.error(`host console: ${(err as Error).message}`)
+    return undefined
+  }
+}
+
+/** The `console` connect handler: args `{ vm: <VM uuid>, protocol: 'rfb' | 'vt100', controlDomain?: true }`. */
+export function consoleConnect(vms: VmRuntime, host?: HostConsole): (args: unknown, socket: Duplex) => Promise<void> {
   return async (args, socket) => {
     socket.on('error', () => socket.destroy())
-    const { vm, protocol } = (args ?? {}) as { vm?: unknown; protocol?: unknown }
+    const { vm, protocol, controlDomain } = (args ?? {}) as { vm?: unknown; protocol?: unknown; controlDomain?: unknown }
     if (typeof vm !== 'string' || !UUID_RE.test(vm) || (protocol !== 'rfb' && protocol !== 'vt100')) return answer(socket, '400 Bad Request')
-    const path = vms.consoleSocket(vm, protocol)
+    const path = controlDomain === true ? await hostConsoleSocket(host, protocol, socket) : vms.consoleSocket(vm, protocol)
     if (!path) return answer(socket, '404 Not Found')
     const target = createConnection(path)
     const opened = await new Promise<boolean>((resolve) => {

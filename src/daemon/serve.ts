@@ -10,6 +10,7 @@ import type { ServerTls } from '../agent/certificate.js'
 import { readHostFacts } from '../agent/facts.js'
 import { VmRuntime } from '../agent/vms.js'
 import { agentStreams } from '../agent/streams.js'
+import { DEFAULT_IDLE_MS, HostConsole } from '../agent/host-console.js'
 import { bulkRoutes } from '../http/routes.js'
 import { Database } from '../db/database.js'
 import { EtcdStore } from '../db/etcd.js'
@@ -19,6 +20,7 @@ import { Dispatcher } from '../rpc/dispatch.js'
 import { collectAllGarbage, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
+import { ensureHostConsoles } from '../xapi/host-console.js'
 import { EtcdSupervisor } from './etcd.js'
 import { ensureCertificate } from './tls.js'
 
@@ -106,7 +108,10 @@ export async function serve(opts: ServeOptions): Promise<void> {
       if (svc) void vmPausedOnIoError(svc, uuid, device, noSpace).catch((e: Error) => console.error(`VM ${uuid} paused: ${e.message}`))
     },
   })
-  const streams = agentStreams(vms)
+  // The host's login prompt over VNC, started by the first client of the control domain's console.
+  const hostConsole = new HostConsole({ dir: join(runDir, 'console'), name: localFacts.hostname, idleMs: seconds('FLOTILLA_HOST_CONSOLE_IDLE_SECONDS', DEFAULT_IDLE_MS) })
+  await hostConsole.stopLeftovers()
+  const streams = agentStreams(vms, hostConsole)
   const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms, serverTls), streams)
   const agent = new AgentClient(agentSocket, identity.agentSecret, streams.stream)
   const facts = await agent.hostFacts()
@@ -120,6 +125,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const publicHost = opts.address ?? address
   const publicUrl = opts.httpsPort === 443 ? `https://${publicHost}` : `https://${publicHost}:${opts.httpsPort}`
   svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), onRootPasswordChanged: () => rm(initialPasswordFile, { force: true }), publicUrl, srRoot: join(opts.dataDir, 'sr') }
+  await ensureHostConsoles(db, identity.hostRef, publicUrl)
   await ensureStorageManagers(svc)
   await ensureLocalSr(svc)
   await ensureInternalNetwork(svc)
@@ -151,6 +157,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     clearInterval(housekeeping)
     await closeListeners(listeners)
     await vms.detachAll()
+    await hostConsole.shutdown()
     agentServer.close()
     await store.close()
     await etcd?.stop()

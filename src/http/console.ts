@@ -17,6 +17,8 @@ export type ConsoleProtocol = 'rfb' | 'vt100'
 export interface ConsoleTarget {
   vm: string
   protocol: ConsoleProtocol
+  /** The VM is the host's control domain: the agent serves the host's own console. */
+  controlDomain?: true
 }
 
 class Refusal extends Error {
@@ -55,7 +57,7 @@ export function resolveConsole(svc: Services, req: IncomingMessage): ConsoleTarg
   if (protocol !== 'rfb' && protocol !== 'vt100') throw notFound(`console protocol ${protocol} is not served`)
   const vm = db.tryRecord('VM', String(record.VM))
   if (!vm || !['Running', 'Paused'].includes(String(vm.power_state)) || vm.resident_on !== svc.hostRef) throw notFound('the console\'s VM is not running on this host')
-  return { vm: String(vm.uuid), protocol }
+  return { vm: String(vm.uuid), protocol, ...(vm.is_control_domain === true ? { controlDomain: true as const } : {}) }
 }
 
 /** A VM's rfb console (what xapi gives for a VM ref/uuid in place of a console's). */

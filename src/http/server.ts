@@ -128,12 +128,19 @@ export interface Listeners {
   https?: HttpsServer
 }
 
+/** Each listener's sockets handed to an upgrade or CONNECT route (consoles): closing the listener ends them, or server.close() would wait for them. */
+const routedSockets = new WeakMap<object, Set<Duplex>>()
+
 /** Sends WebSocket upgrades and CONNECT requests to their route; anything else is refused. */
 function attachSocketRoutes(server: Server, opts: HttpOptions, watch: ConnectionWatch): void {
+  const routed = new Set<Duplex>()
+  routedSockets.set(server, routed)
   for (const kind of ['upgrade', 'connect'] as const) {
     server.on(kind, (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       opts.requestLog?.(`${req.method} ${(req.url ?? '/').split('?')[0]} ${kind}`)
       watch.forget(socket as Socket)
+      routed.add(socket)
+      socket.once('close', () => routed.delete(socket))
       const handle = routeOf(opts, req.url)?.[kind]
       if (!handle) return void socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
       void Promise.resolve(handle(req, socket, head)).catch(() => socket.destroy())
@@ -198,6 +205,7 @@ export async function closeListeners(l: Listeners): Promise<void> {
       s ? new Promise<void>((resolve) => {
         s.close(() => resolve())
         s.closeAllConnections()
+        for (const socket of routedSockets.get(s) ?? []) socket.destroy()
       }) : undefined,
     ),
   )

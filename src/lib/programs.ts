@@ -19,6 +19,8 @@ export const PROGRAMS = {
   'mkfs.xfs': 'xfsprogs',
   mount: 'mount',
   umount: 'mount',
+  Xvnc: 'tigervnc-standalone-server',
+  xterm: 'xterm',
 } as const
 
 export type Program = keyof typeof PROGRAMS
