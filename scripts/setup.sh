@@ -90,7 +90,7 @@ start_host() {
 }
 
 run_tests() {
-  node --test --test-concurrency=2 dist/test/
+  node --test --test-concurrency=2 'dist/test/**/*.test.js'
 }
 
 case "${1:-install}" in
