@@ -222,7 +222,8 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
 /** A full, independent copy, to any SR on this host. */
 export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
-  const target = srRef === NULL_REF ? String(vdi.SR) : srRef
+  // As xapi's VM.copy: an SR reference that is not valid (NULL, '') means the disk's own SR.
+  const target = svc.db.tryRecord('SR', srRef) ? srRef : String(vdi.SR)
   const fields: Record<string, unknown> = {}
   for (const name of VDI_FIELDS) fields[name] = vdi[name]
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
