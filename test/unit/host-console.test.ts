@@ -2,11 +2,8 @@
 // the idle teardown, the X cookie file) and the control domain's console records.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { memoryDatabase } from '../helpers/memory-db.js'
 import { chooseDisplay, FIRST_DISPLAY, fitsUnixPath, respawnDelay, SCREEN, shouldTearDown, takenDisplays, xauthority, xtermArgs, xvncArgs } from '../../src/agent/host-console.js'
-import { Tx } from '../../src/db/database.js'
-import type { Change } from '../../src/db/etcd.js'
-import { Replica } from '../../src/db/replica.js'
-import { toJson } from '../../src/lib/int64.js'
 import { ensureControlDomain } from '../../src/xapi/host.js'
 import { ensureControlDomainConsoles } from '../../src/xapi/host-console.js'
 
@@ -81,20 +78,6 @@ describe('the host console\'s Xvnc and xterm', () => {
 })
 
 describe('the control domain\'s consoles', () => {
-  function memoryDatabase() {
-    const replica = new Replica()
-    replica.load(1, [])
-    let rev = 1
-    const transact = <T>(fn: (tx: Tx) => T): T => {
-      const tx = new Tx(replica)
-      const result = fn(tx)
-      rev++
-      const changes: Change[] = [...tx.writes].map(([key, w]) => ({ type: w ? 'put' : 'delete', key, value: w ? toJson(w.stored) : '', createRev: rev, modRev: rev }))
-      replica.apply(changes, rev)
-      return result
-    }
-    return { replica, transact }
-  }
 
   it('are one rfb and one vt100 console located by ref, kept across restarts and moved with the public URL', () => {
     const db = memoryDatabase()

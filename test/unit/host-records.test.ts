@@ -2,31 +2,13 @@
 // its start of day writes (on an in-memory replica, as the pool database would apply them).
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { memoryDatabase } from '../helpers/memory-db.js'
 import { biosStrings, smbiosOemStrings } from '../../src/agent/facts.js'
 import { parseDefaultRoute, parseIpAddr, parseResolvConf, type NetworkFacts, type NicFacts } from '../../src/agent/nics.js'
-import { Tx } from '../../src/db/database.js'
-import { Replica } from '../../src/db/replica.js'
-import type { Change } from '../../src/db/etcd.js'
-import { toJson } from '../../src/lib/int64.js'
 import { NULL_REF } from '../../src/idl/index.js'
 import { CONTROL_DOMAIN_MEMORY, ensureControlDomain } from '../../src/xapi/host.js'
 import { pifFields, pifNics, syncPifs } from '../../src/xapi/pif.js'
 
-/** A replica that applies each transaction's writes at once, as the watch would after a commit. */
-function memoryDatabase() {
-  const replica = new Replica()
-  replica.load(1, [])
-  let rev = 1
-  const transact = <T>(fn: (tx: Tx) => T): T => {
-    const tx = new Tx(replica)
-    const result = fn(tx)
-    rev++
-    const changes: Change[] = [...tx.writes].map(([key, w]) => ({ type: w ? 'put' : 'delete', key, value: w ? toJson(w.stored) : '', createRev: rev, modRev: rev }))
-    replica.apply(changes, rev)
-    return result
-  }
-  return { replica, transact }
-}
 
 const nic = (fields: Partial<NicFacts>): NicFacts => ({ device: 'eth0', mac: '02:00:00:00:00:01', mtu: 1500, physical: true, carrier: true, speed: 1000, fullDuplex: true, vendorId: '8086', deviceId: '10d3', pciBusPath: '0000:00:03.0', ipv4: [], ipv6: [], ...fields })
 
