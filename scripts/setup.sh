@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # Every program the code and the tests run comes from one of these (src/lib/programs.ts names
 # each program's package; test/unit/programs.test.ts checks the two agree).
 DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm python3-os-xenapi openssl iproute2 zstd chromium
-  python3 xfsprogs e2fsprogs ansible curl
+  python3 xfsprogs e2fsprogs ansible curl git
   # the host console: the control domain's VNC console
   tigervnc-standalone-server xterm
   # to build the test guest image

@@ -4,6 +4,7 @@
 // layer's CONNECT stream. Closing either end closes the other.
 import { createConnection } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { splice } from '../lib/splice.js'
 import type { HostConsole } from './host-console.js'
 import type { VmRuntime } from './vms.js'
 
@@ -11,24 +12,6 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 function answer(socket: Duplex, status: string): void {
   if (!socket.destroyed) socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
-}
-
-/** Bytes both ways; when either side ends, closes or fails, the other is closed too. */
-export function splice(a: Duplex, b: Duplex): void {
-  let done = false
-  const close = () => {
-    if (done) return
-    done = true
-    a.destroy()
-    b.destroy()
-  }
-  for (const s of [a, b]) {
-    s.on('error', close)
-    s.once('close', close)
-    s.once('finish', close)
-  }
-  a.pipe(b)
-  b.pipe(a)
 }
 
 /** The host console's socket for `client` (which it counts while connected); undefined if it has none of this protocol or cannot start. */

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, 
 import type { Duplex } from 'node:stream'
 import { join } from 'node:path'
 import { programPath } from '../lib/programs.js'
-import { alive } from '../daemon/process.js'
+import { alive } from '../lib/process.js'
 
 export const SCREEN = { width: 1024, height: 768, depth: 24 } as const
 /** The cell of the X server's built-in "fixed" font, which the xterm uses. */

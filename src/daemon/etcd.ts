@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { openSync, closeSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
-import { alive } from './process.js'
+import { alive } from '../lib/process.js'
 import { programPath } from '../lib/programs.js'
 
 export interface EtcdPorts {

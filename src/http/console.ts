@@ -5,7 +5,7 @@
 // this layer resolves it to a VM uuid and protocol, and the host agent opens the VM's socket.
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { splice } from '../agent/console.js'
+import { splice } from '../lib/splice.js'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import type { Services } from '../xapi/context.js'
 import { httpSession, queryOf } from './handler.js'

@@ -1,6 +1,6 @@
 // The RPC endpoints: JSON-RPC on /jsonrpc, XML-RPC on every other POST path, framed exactly as
 // xapi frames them (content types, Status/Value structs, JSON-RPC 1.0 and 2.0 shapes).
-import type { CallResult, Dispatcher } from '../rpc/dispatch.js'
+import type { CallResult, Dispatcher } from '../xapi/dispatch.js'
 import { chunksToBuffer, jsonChunks, xmlChunks, type Chunk } from '../rpc/marshal.js'
 import { decodeJsonBody, decodeXmlBody, invalidUtf8, MalformedRequest, parseJsonWire, type Wire } from '../rpc/wire.js'
 import { escapeXml, parseMethodCall, xmlBare, xmlFailure, xmlSuccess } from '../rpc/xmlrpc.js'

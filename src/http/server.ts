@@ -4,7 +4,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { Dispatcher } from '../rpc/dispatch.js'
+import type { Dispatcher } from '../xapi/dispatch.js'
 import type { Client } from '../xapi/context.js'
 import { ConnectionWatch, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.js'
 import { MalformedRequest } from '../rpc/xmlrpc.js'

@@ -6,7 +6,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { alive } from '../../src/daemon/process.js'
+import { alive } from '../../src/lib/process.js'
 
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..')
 export const PASSWORD = 'flotilla-test-password'

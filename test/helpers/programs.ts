@@ -7,6 +7,7 @@ export const TEST_PROGRAMS: Record<string, string> = {
   '/usr/bin/chromium': 'chromium',
   'ansible-playbook': 'ansible',
   curl: 'curl',
+  git: 'git',
   dd: 'coreutils',
   sync: 'coreutils',
   truncate: 'coreutils',

@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { WebSocket } from 'ws'
-import { alive } from '../../src/daemon/process.js'
+import { alive } from '../../src/lib/process.js'
 import { call, Daemon, login, waitFor } from '../helpers/daemon.js'
 
 const daemon = new Daemon({ env: { FLOTILLA_HOST_CONSOLE_IDLE_SECONDS: '2' } })

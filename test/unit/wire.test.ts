@@ -5,7 +5,7 @@ import { XapiError } from '../../src/idl/errors.js'
 import { chunksToBuffer, jsonChunks, normaliseDatetime, toXml, unmarshal, type Chunk } from '../../src/rpc/marshal.js'
 import { parseJsonWire } from '../../src/rpc/wire.js'
 import { MalformedRequest, parseMethodCall, xmlFailure } from '../../src/rpc/xmlrpc.js'
-import { resolveMessage } from '../../src/rpc/dispatch.js'
+import { resolveMessage } from '../../src/xapi/dispatch.js'
 
 const wireFromJson = (value: unknown) => parseJsonWire(JSON.stringify(value))
 const call = (params: string) => `<?xml version="1.0"?><methodCall><methodName>VM.x</methodName><params>${params}</params></methodCall>`

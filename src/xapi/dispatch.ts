@@ -2,12 +2,12 @@
 // name resolution, arity, unmarshalling, session, lifecycle, then the call (Async ones as tasks).
 import { classes, type Message, type XType } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
-import { handlers, type CallContext, type Client, type Handler, type Services } from '../xapi/context.js'
-import { genericHandler } from '../xapi/generic.js'
-import { validSession } from '../xapi/session.js'
-import { createTask, finishTask, trackTask } from '../xapi/task.js'
-import { toXml, unmarshal } from './marshal.js'
-import type { Wire } from './wire.js'
+import { handlers, type CallContext, type Client, type Handler, type Services } from './context.js'
+import { genericHandler } from './generic.js'
+import { validSession } from './session.js'
+import { createTask, finishTask, trackTask } from './task.js'
+import { toXml, unmarshal } from '../rpc/marshal.js'
+import type { Wire } from '../rpc/wire.js'
 
 export type CallResult =
   | { ok: true; value: unknown; type: XType; bare?: boolean }

@@ -1,4 +1,4 @@
-// Small process helpers shared by the daemon's supervisors.
+// Small process helpers shared by the daemon's supervisors and the agent.
 
 /** Whether a process with this PID exists (signal 0 probes without touching it). */
 export function alive(pid: number): boolean {
