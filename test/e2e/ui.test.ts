@@ -1,6 +1,6 @@
 // The web UI end to end: Debian's Chromium driven by playwright-core against a real daemon.
 // Log in, see the dashboard, create a VM with the wizard (every option it offers), start it, see
-// its console draw, snapshot and revert it (when the daemon has VM.snapshot), shut it down,
+// its console draw, snapshot and revert it, shut it down,
 // delete it; changes made through the API from outside show without a reload; while idle the
 // page only calls event.from. FLOTILLA_UI_SCREENSHOTS=1 also writes docs/ui-*.png.
 import assert from 'node:assert/strict'
