@@ -35,6 +35,8 @@ export interface DaemonOptions {
 export class Daemon {
   child!: ChildProcess
   output = ''
+  /** Daemon processes this object stopped or killed itself: their exit is no news. */
+  private readonly exitExpected = new WeakSet<ChildProcess>()
   readonly dataDir: string
   httpPort = 0
   httpsPort = 0
@@ -84,9 +86,11 @@ export class Daemon {
       }
       child.stdout!.on('data', onData)
       child.stderr!.on('data', onData)
-      child.once('exit', (code) => {
+      child.once('exit', (code, signal) => {
         clearTimeout(timer)
         rej(new Error(`daemon exited with ${code}:\n${this.output}`))
+        // A daemon dying under a test shows as a closed connection: say why in the test's output.
+        if (!this.exitExpected.has(child)) process.stderr.write(`daemon at ${this.url} died (${signal ?? `exit code ${code}`}); its last output:\n${this.output.slice(-8000)}\n`)
       })
     })
     return this
@@ -101,6 +105,7 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return
     const exited = new Promise((res) => this.child.once('exit', res))
+    this.exitExpected.add(this.child)
     this.child.kill('SIGTERM')
     await exited
   }
@@ -109,6 +114,7 @@ export class Daemon {
   async crash(alsoEtcd: boolean): Promise<void> {
     const etcd = this.etcdPid
     const exited = new Promise((res) => this.child.once('exit', res))
+    this.exitExpected.add(this.child)
     this.child.kill('SIGKILL')
     await exited
     if (alsoEtcd && etcd) killAndWait(etcd)
