@@ -8,7 +8,8 @@ import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
 import { storageMethods } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
-import { collectGarbage } from '../storage/gc.js'
+import { getDriver } from '../storage/registry.js'
+import type { SrLocation } from '../storage/driver.js'
 import { bridgeName, deleteLink, ensureBridge } from '../net/bridge.js'
 import type { StartRequest, VmRuntime } from './vms.js'
 import type { VmSpec } from './hardware.js'
@@ -50,19 +51,19 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls): AgentMethods {
     'vm.unpause': ({ uuid }: { uuid: string }) => vms.unpause(uuid),
     'vm.set-vcpus': ({ uuid, count }: { uuid: string; count: number }) => vms.setVcpus(uuid, count),
     'vm.reattach': ({ vms: list }: { vms: { uuid: string; devices: string[] }[] }) => vms.reattach(list),
-    'vdi.freeze': async ({ path, location, next, live }: { path: string; location: string; next: string; live?: LiveDisk }) => {
-      const sr = new FileSr(path)
-      if (!live) return sr.freeze(location, next)
-      await vms.freezeDisk(live.uuid, live.userdevice, sr.path(next))
+    'vdi.freeze': async ({ location, next, live, ...sr }: SrLocation & { location: string; next: string; live?: LiveDisk }) => {
+      const driver = getDriver(sr.type)
+      if (!live) return driver.snapshot(sr, location, next)
+      await vms.freezeDisk(live.uuid, live.userdevice, driver.vdiPath(sr, next))
       return { frozen: location, location: next }
     },
-    'sr.gc': async ({ path, referenced, live }: { path: string; referenced: string[]; live: Record<string, LiveDisk> }) => {
-      const sr = new FileSr(path)
+    'sr.gc': async ({ referenced, live, ...sr }: SrLocation & { referenced: string[]; live: Record<string, LiveDisk> }) => {
+      const driver = getDriver(sr.type)
       const tops = new Set(Object.keys(live).filter((location) => vms.isRunning(live[location]!.uuid)))
-      return collectGarbage(sr, new Set(referenced), tops, async (child, newBacking) => {
+      return driver.gc(sr, new Set(referenced), tops, async (child, newBacking) => {
         const disk = live[child]
         if (!disk || !vms.isRunning(disk.uuid)) return false
-        await vms.streamDisk(disk.uuid, disk.userdevice, newBacking ? sr.path(newBacking) : undefined)
+        await vms.streamDisk(disk.uuid, disk.userdevice, newBacking ? driver.vdiPath(sr, newBacking) : undefined)
         return true
       })
     },

@@ -1,80 +1,35 @@
-// The agent's storage calls: SRs are directories on this host, VDIs are image files in them.
-import { readdir, rm, stat, truncate, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { FileSr, type SrUsage, type VdiFormat, type VdiImage } from '../storage/file-sr.js'
-import { format, mount, unmount, type LocalFs } from '../storage/local-fs.js'
+// The agent's storage calls: each names its SR by where it is on this host (type, directory,
+// device) and goes to the driver of that SR type. Copies and raw state files are file SR work.
+import { FileSr } from '../storage/file-sr.js'
+import { getDriver, driverInfos } from '../storage/registry.js'
+import type { SrLocation, SrUsage, VdiFormat, VdiImage } from '../storage/driver.js'
 
-export type { SrUsage, VdiImage }
+export type { SrDriverInfo, SrLocation, SrUsage, VdiImage } from '../storage/driver.js'
 
+/** An SR's directory, for the calls that work on a file SR's images whatever its type. */
 export interface SrRef {
-  /** The SR directory (device_config.path of its PBD on this host). */
   path: string
 }
 
-/** Where the SR lives on this host: a directory, or a block device with its filesystem and mount point. */
-export interface SrPlacement extends SrRef {
-  device?: string
-  fs?: LocalFs
-}
+const driver = (sr: SrLocation) => getDriver(sr.type)
 
 export const storageMethods = {
-  'sr.make': async ({ path, device, fs }: SrPlacement) => {
-    if (device) {
-      await format(device, fs ?? 'ext4')
-      await mount(device, fs ?? 'ext4', path)
-    }
-    await new FileSr(path).attach()
-  },
-  'iso.scan': async ({ path }: SrRef) => isoImages(path),
-  'iso.create': async ({ path, name, size }: SrRef & { name: string; size: number }) => {
-    const file = isoPath(path, name)
-    await writeFile(file, '', { flag: 'wx' })
-    await truncate(file, size)
-    return { location: name, virtualSize: size, physicalUtilisation: 0 }
-  },
-  'iso.path': async ({ path, name }: SrRef & { name: string }) => isoPath(path, name),
-  'iso.destroy': async ({ path, name }: SrRef & { name: string }) => rm(isoPath(path, name), { force: true }),
-  'sr.attach': async ({ path, device, fs }: SrPlacement) => {
-    if (device) await mount(device, fs ?? 'ext4', path)
-    await new FileSr(path).attach()
-  },
-  'sr.detach': async ({ path, device }: SrPlacement) => {
-    if (device) await unmount(path)
-  },
-  'sr.remove': async ({ path, device }: SrPlacement) => {
-    await rm(path, { recursive: true, force: true, maxRetries: 0 }).catch(() => undefined)
-    if (device) {
-      await unmount(path)
-      await rm(path, { recursive: true, force: true })
-    }
-  },
-  'sr.usage': async ({ path }: SrRef): Promise<SrUsage> => new FileSr(path).usage(),
-  'sr.scan': async ({ path }: SrRef): Promise<VdiImage[]> => new FileSr(path).scan(),
-  'vdi.create': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).create(location, size),
-  'vdi.destroy': async ({ path, location }: SrRef & { location: string }) => new FileSr(path).destroy(location),
-  'vdi.clone': async ({ path, base, location }: SrRef & { base: string; location: string }) => new FileSr(path).cloneThin(base, location),
+  'sr.drivers': async () => driverInfos(),
+  'sr.make': async (sr: SrLocation) => driver(sr).create(sr),
+  'sr.attach': async (sr: SrLocation) => driver(sr).attach(sr),
+  'sr.detach': async (sr: SrLocation) => driver(sr).detach(sr),
+  'sr.remove': async (sr: SrLocation) => driver(sr).destroy(sr),
+  'sr.usage': async (sr: SrLocation): Promise<SrUsage> => driver(sr).usage(sr),
+  'sr.scan': async (sr: SrLocation): Promise<VdiImage[]> => driver(sr).scan(sr),
+  'vdi.create': async (args: SrLocation & { size: number; nameLabel: string }) => driver(args).createVdi(args, args.size, args.nameLabel),
+  'vdi.destroy': async (args: SrLocation & { location: string }) => driver(args).destroyVdi(args, args.location),
+  'vdi.clone': async (args: SrLocation & { base: string; location: string }) => driver(args).clone(args, args.base, args.location),
+  'vdi.resize': async (args: SrLocation & { location: string; size: number }) => driver(args).resize(args, args.location, args.size),
+  'vdi.image': async (args: SrLocation & { location: string }) => driver(args).vdiImage(args, args.location),
+  'vdi.path': async (args: SrLocation & { location: string; format?: VdiFormat }) => driver(args).vdiPath(args, args.location, args.format),
   'vdi.copy': async ({ path, source, location }: SrRef & { source: string; location: string }) => new FileSr(path).importCopy(source, 'qcow2', location),
   'vdi.import-file': async ({ path, source, format, location }: SrRef & { source: string; format: 'qcow2' | 'raw'; location: string }) =>
     new FileSr(path).importCopy(source, format, location),
-  'vdi.resize': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).resize(location, size),
   'vdi.copy-raw': async ({ path, from, to }: SrRef & { from: string; to: string }) => new FileSr(path).copyRaw(from, to),
-  'vdi.image': async ({ path, location }: SrRef & { location: string }) => new FileSr(path).image(location),
-  'vdi.path': async ({ path, location, format }: SrRef & { location: string; format?: VdiFormat }) => new FileSr(path).path(location, format),
   'vdi.reserve-raw': async ({ path, location, size }: SrRef & { location: string; size: number }) => new FileSr(path).reserveRaw(location, size),
-}
-
-/** An ISO library's file by name: a plain name ending in .iso, never a path. */
-export function isoPath(dir: string, name: string): string {
-  if (!/^[^/\0]{1,250}\.iso$/i.test(name) || name.startsWith('.')) throw Object.assign(new Error(`bad ISO name ${name}`), { code: 'VDI_MISSING', params: [dir, name] })
-  return join(dir, name)
-}
-
-async function isoImages(dir: string): Promise<VdiImage[]> {
-  const out: VdiImage[] = []
-  for (const name of await readdir(dir)) {
-    if (!/\.iso$/i.test(name)) continue
-    const st = await stat(join(dir, name))
-    if (st.isFile()) out.push({ location: name, virtualSize: st.size, physicalUtilisation: st.blocks * 512 })
-  }
-  return out
 }

@@ -6,32 +6,9 @@ import { copyFile, mkdir, readdir, rename, rm, stat, statfs } from 'node:fs/prom
 import { join } from 'node:path'
 import { commitImage, convertImage, createImage, imageInfo, mapImage, resizeImage } from '../qemu/img.js'
 import type { ImageNode } from './chain.js'
-
-export interface SrUsage {
-  physicalSize: number
-  physicalUtilisation: number
-  free: number
-}
-
-export interface VdiImage {
-  location: string
-  virtualSize: number
-  physicalUtilisation: number
-}
-
-export class StorageError extends Error {
-  constructor(
-    readonly code: 'SR_FULL' | 'VDI_MISSING' | 'SR_BACKEND_FAILURE',
-    readonly params: string[],
-  ) {
-    super(`${code}(${params.join(', ')})`)
-  }
-}
+import { StorageError, type Frozen, type SrUsage, type VdiFormat, type VdiImage } from './driver.js'
 
 const IMAGE = /^([0-9a-f-]{36})\.qcow2$/
-
-/** A VDI's file: qcow2 images for disks, raw files for suspend images (memory and device state). */
-export type VdiFormat = 'qcow2' | 'raw'
 
 export class FileSr {
   constructor(readonly dir: string) {}
@@ -68,7 +45,7 @@ export class FileSr {
    * and moves the VDI onto a fresh overlay `next`. An overlay with nothing written yet is frozen
    * as its backing instead, so cloning a template again and again adds no chain links.
    */
-  async freeze(location: string, next: string): Promise<{ frozen: string; location: string }> {
+  async freeze(location: string, next: string): Promise<Frozen> {
     const path = this.path(location)
     const info = await imageInfo(path, 'qcow2')
     if (info.backingFile && (await mapImage(path, 'qcow2')).every((e) => (e.depth ?? 0) > 0)) {

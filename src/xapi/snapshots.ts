@@ -7,7 +7,7 @@ import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import { fromJson, toJson } from '../lib/int64.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
+import { attachedSr, cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { markHalted } from './vm-lifecycle.js'
 import type { VdiImage } from '../agent/storage.js'
@@ -102,7 +102,7 @@ register('VM.checkpoint', (ctx, [ref, name]) => {
       const snapshotOf = new Map<string, string>()
       for (const d of disks) {
         await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
-        const frozen = await svc.agent.call<VdiImage>('vdi.image', { path: srPath(svc, d.sr), location: d.location })
+        const frozen = await svc.agent.call<VdiImage>('vdi.image', { ...attachedSr(svc, d.sr), location: d.location })
         const source = svc.db.record('VDI', d.vdi)
         const snap = await recordVdi(svc, d.sr, frozen, { name_label: source.name_label, name_description: source.name_description, type: source.type, read_only: source.read_only, sharable: source.sharable, other_config: source.other_config, uuid: randomUUID(), is_a_snapshot: true, snapshot_of: d.vdi, snapshot_time: now() })
         made.push(snap)

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
-import type { VdiImage } from '../agent/storage.js'
+import type { SrDriverInfo, SrLocation, VdiImage } from '../agent/storage.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { createTask, finishTask } from './task.js'
 
@@ -22,17 +22,21 @@ export function srPath(svc: Services, srRef: string): string {
   throw new XapiError('SR_NO_PBDS', [srRef])
 }
 
+/** An SR plugged on this host as its driver there names it. */
+export function attachedSr(svc: Services, srRef: string): SrLocation {
+  return { type: String(svc.db.record('SR', srRef).type), path: srPath(svc, srRef) }
+}
+
 /** The image file of a VDI on this host. */
 export async function vdiPath(svc: Services, vdiRef: string): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
-  if (isIsoSr(svc, String(vdi.SR))) return svc.agent.call<string>('iso.path', { path: srPath(svc, String(vdi.SR)), name: vdi.location })
   const format = (vdi.sm_config as Record<string, string>)['image-format'] === 'raw' ? 'raw' : 'qcow2'
-  return svc.agent.call<string>('vdi.path', { path: srPath(svc, String(vdi.SR)), location: vdi.location, format })
+  return svc.agent.call<string>('vdi.path', { ...attachedSr(svc, String(vdi.SR)), location: vdi.location, format })
 }
 
 /** Refreshes an SR's size figures from its host. */
 export async function refreshSrUsage(svc: Services, srRef: string): Promise<void> {
-  const usage = await svc.agent.call<{ physicalSize: number; physicalUtilisation: number }>('sr.usage', { path: srPath(svc, srRef) })
+  const usage = await svc.agent.call<{ physicalSize: number; physicalUtilisation: number }>('sr.usage', attachedSr(svc, srRef))
   await svc.db.transact((tx) => {
     const sr = tx.get('SR', srRef)
     const allocation = (sr.VDIs as string[]).reduce((sum, v) => sum + Number(tx.exists('VDI', v) ? tx.get('VDI', v).virtual_size : 0), 0)
@@ -42,12 +46,14 @@ export async function refreshSrUsage(svc: Services, srRef: string): Promise<void
 
 const VDI_FIELDS = getClass('VDI').storedFields.filter((f) => f.qualifier === 'RW' || f.qualifier === 'RO/constructor').map((f) => f.name)
 
-/** Records a VDI the agent has just made. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/** Records a VDI the agent has just made: its uuid is its image's name where that is a uuid (file SRs; ISO files keep their names). */
 export async function recordVdi(svc: Services, srRef: string, image: VdiImage, fields: Record<string, unknown>): Promise<string> {
   const ref = await svc.db.transact((tx) =>
     tx.create('VDI', {
       type: 'user',
-      uuid: image.location,
+      uuid: UUID.test(image.location) ? image.location : randomUUID(),
       ...fields,
       SR: srRef,
       location: image.location,
@@ -69,15 +75,10 @@ export async function createVdi(svc: Services, args: Record<string, unknown>): P
   if (!(size > 0)) throw new XapiError('INVALID_VALUE', ['virtual_size', String(args.virtual_size)])
   const fields: Record<string, unknown> = {}
   for (const name of VDI_FIELDS) if (name in args) fields[name] = args[name]
-  if (isIsoSr(svc, srRef)) {
-    const name = /\.iso$/i.test(String(args.name_label ?? '')) ? String(args.name_label) : `${randomUUID()}.iso`
-    const image = await svc.agent.call<VdiImage>('iso.create', { path: srPath(svc, srRef), name, size })
-    return recordVdi(svc, srRef, { ...image, location: name }, { ...fields, uuid: randomUUID() })
-  }
   // The new file and its record appear together for the SR's garbage collection, which deletes
   // any image no record names.
   return withSrLock(srRef, async () => {
-    const image = await svc.agent.call<VdiImage>('vdi.create', { path: srPath(svc, srRef), location: randomUUID(), size })
+    const image = await svc.agent.call<VdiImage>('vdi.create', { ...attachedSr(svc, srRef), size, nameLabel: String(args.name_label ?? '') })
     return recordVdi(svc, srRef, image, fields)
   })
 }
@@ -98,9 +99,8 @@ export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
     for (const vbd of tx.get('VDI', vdiRef).VBDs as string[]) tx.delete('VBD', vbd)
     tx.delete('VDI', vdiRef)
   })
-  // The image goes with the garbage collection: snapshots or clones may still build on it.
-  if (isIsoSr(svc, String(vdi.SR))) await svc.agent.call('iso.destroy', { path: srPath(svc, String(vdi.SR)), name: vdi.location })
-  else if (format === 'raw') await svc.agent.call('vdi.destroy', { path: srPath(svc, String(vdi.SR)), location: vdi.location })
+  // A qcow2 image goes with the garbage collection: snapshots or clones may still build on it.
+  if (format === 'raw') await svc.agent.call('vdi.destroy', { ...attachedSr(svc, String(vdi.SR)), location: vdi.location })
   else void collectSrGarbage(svc, String(vdi.SR))
   await refreshSrUsage(svc, String(vdi.SR)).catch(() => undefined)
 }
@@ -120,7 +120,7 @@ async function freezeVdi(svc: Services, vdiRef: string): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   if (vdi.is_a_snapshot) return String(vdi.location)
   const live = liveDisk(svc, vdiRef)
-  const result = await svc.agent.call<{ frozen: string; location: string }>('vdi.freeze', { path: srPath(svc, String(vdi.SR)), location: vdi.location, next: randomUUID(), ...(live ? { live } : {}) })
+  const result = await svc.agent.call<{ frozen: string; location: string }>('vdi.freeze', { ...attachedSr(svc, String(vdi.SR)), location: vdi.location, next: randomUUID(), ...(live ? { live } : {}) })
   if (result.location !== vdi.location) await svc.db.transact((tx) => tx.update('VDI', vdiRef, { location: result.location }))
   return result.frozen
 }
@@ -162,7 +162,7 @@ export async function snapshotVdi(svc: Services, vdiRef: string, extra: Record<s
   const vdi = svc.db.record('VDI', vdiRef)
   return withSrLock(String(vdi.SR), async () => {
     const frozen = await freezeVdi(svc, vdiRef)
-    const image = await svc.agent.call<VdiImage>('vdi.image', { path: srPath(svc, String(vdi.SR)), location: frozen })
+    const image = await svc.agent.call<VdiImage>('vdi.image', { ...attachedSr(svc, String(vdi.SR)), location: frozen })
     return recordVdi(svc, String(vdi.SR), image, { ...copyOfFields(vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra })
   })
 }
@@ -173,7 +173,7 @@ export async function cloneVdi(svc: Services, vdiRef: string, extra: Record<stri
   const srRef = String(vdi.SR)
   return withSrLock(srRef, async () => {
     const base = await freezeVdi(svc, vdiRef)
-    const image = await svc.agent.call<VdiImage>('vdi.clone', { path: srPath(svc, srRef), base, location: randomUUID() })
+    const image = await svc.agent.call<VdiImage>('vdi.clone', { ...attachedSr(svc, srRef), base, location: randomUUID() })
     return recordVdi(svc, srRef, image, { ...copyOfFields(vdi), ...extra })
   })
 }
@@ -205,7 +205,7 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
         const disk = liveDisk(svc, v)
         if (disk) live[String(svc.db.record('VDI', v).location)] = disk
       }
-      const { deferred } = await svc.agent.call<{ deferred: boolean }>('sr.gc', { path: srPath(svc, srRef), referenced: vdis.map((v) => String(v.location)), live })
+      const { deferred } = await svc.agent.call<{ deferred: boolean }>('sr.gc', { ...attachedSr(svc, srRef), referenced: vdis.map((v) => String(v.location)), live })
       if (deferred) deferredCollections.add(srRef)
       else deferredCollections.delete(srRef)
       await finishTask(svc, task, { status: 'success', resultXml: '' })
@@ -248,9 +248,9 @@ register('VDI.resize', async (ctx, [ref, size]) => {
   if (live) await ctx.svc.agent.call('vm.resize-disk', { ...live, size })
   else {
     await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref as string, tx.get('VDI', ref as string), 'resize'))
-    await ctx.svc.agent.call('vdi.resize', { path: srPath(ctx.svc, String(vdi.SR)), location: vdi.location, size })
+    await ctx.svc.agent.call('vdi.resize', { ...attachedSr(ctx.svc, String(vdi.SR)), location: vdi.location, size })
   }
-  const image = await ctx.svc.agent.call<VdiImage>('vdi.image', { path: srPath(ctx.svc, String(vdi.SR)), location: vdi.location })
+  const image = await ctx.svc.agent.call<VdiImage>('vdi.image', { ...attachedSr(ctx.svc, String(vdi.SR)), location: vdi.location })
   await ctx.svc.db.transact((tx) => tx.update('VDI', ref as string, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation }))
 })
 
@@ -262,7 +262,7 @@ for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 
 async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   if (isIsoSr(ctx.svc, srRef)) return scanIsoSr(ctx.svc, srRef)
   await collectSrGarbage(ctx.svc, srRef)
-  const images = await ctx.svc.agent.call<VdiImage[]>('sr.scan', { path: srPath(ctx.svc, srRef) })
+  const images = await ctx.svc.agent.call<VdiImage[]>('sr.scan', attachedSr(ctx.svc, srRef))
   const known = new Set((ctx.svc.db.record('SR', srRef).VDIs as string[]).map((v) => String(ctx.svc.db.record('VDI', v).location)))
   for (const image of images) {
     if (!known.has(image.location)) await recordVdi(ctx.svc, srRef, image, { name_label: '', type: 'user' })
@@ -272,7 +272,7 @@ async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
 
 register('SR.scan', (ctx, [ref]) => scanSr(ctx, ref as string))
 register('SR.update', (ctx, [ref]) => refreshSrUsage(ctx.svc, ref as string))
-register('SR.get_supported_types', () => ['ext', 'xfs', 'iso'])
+register('SR.get_supported_types', (ctx) => [...srTypes(ctx.svc)])
 register('SR.set_name_label', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_label: value })))
 register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_description: value })))
 
@@ -283,7 +283,7 @@ export async function ensureLocalSr(svc: Services): Promise<string> {
   if (existing !== NULL_REF && svc.db.tryRecord('SR', existing)) return existing
   const uuid = randomUUID()
   const path = `${svc.srRoot}/${uuid}`
-  await svc.agent.call('sr.attach', { path })
+  await svc.agent.call('sr.attach', { type: 'ext', path })
   const sr = await svc.db.transact((tx) => {
     const ref = tx.create('SR', { uuid, name_label: 'Local storage', name_description: `Local storage in ${svc.srRoot}`, type: 'ext', content_type: 'user', shared: false, other_config: { 'i18n-key': 'local-storage' }, sm_config: { devserial: '' } })
     tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: { path }, currently_attached: true })
@@ -294,20 +294,19 @@ export async function ensureLocalSr(svc: Services): Promise<string> {
   return sr
 }
 
-/** SM records for the storage types this host supports. */
+/** SM records for the SR drivers this host's agent has, with the capabilities each declares. */
 export async function ensureStorageManagers(svc: Services): Promise<void> {
-  const have = new Set([...svc.db.rows('SM')].map((r) => String(r.stored.type)))
-  const managers = [
-    { type: 'ext', name_label: 'Local EXT4 VHD', capabilities: ['SR_PROBE', 'SR_UPDATE', 'VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'VDI_UPDATE', 'VDI_CLONE', 'VDI_SNAPSHOT', 'VDI_RESIZE', 'THIN_PROVISIONING'] },
-    { type: 'xfs', name_label: 'Local XFS', capabilities: ['SR_PROBE', 'SR_UPDATE', 'VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'VDI_UPDATE', 'VDI_CLONE', 'VDI_SNAPSHOT', 'VDI_RESIZE', 'THIN_PROVISIONING'] },
-    { type: 'iso', name_label: 'ISO', capabilities: ['VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'SR_SCAN'] },
-  ]
+  const have = srTypes(svc)
+  const drivers = await svc.agent.call<SrDriverInfo[]>('sr.drivers')
   await svc.db.transact((tx) => {
-    for (const m of managers)
-      if (!have.has(m.type))
-        tx.create('SM', { ...m, name_description: m.name_label, vendor: 'Flotilla', copyright: '', version: '1.0', required_api_version: '1.0', configuration: {}, features: Object.fromEntries(m.capabilities.map((c) => [c, 1])), driver_filename: '', other_config: {}, required_cluster_stack: [] })
+    for (const d of drivers)
+      if (!have.has(d.type))
+        tx.create('SM', { type: d.type, name_label: d.name, name_description: d.name, capabilities: d.capabilities, vendor: 'Flotilla', copyright: '', version: '1.0', required_api_version: '1.0', configuration: {}, features: Object.fromEntries(d.capabilities.map((c) => [c, 1])), driver_filename: '', other_config: {}, required_cluster_stack: [] })
   })
 }
+
+/** The SR types there is a driver for: those of the SM records. */
+const srTypes = (svc: Services) => new Set([...svc.db.rows('SM')].map((r) => String(r.stored.type)))
 
 /** A suspend image (memory and device state) for a VM, in the pool's suspend SR: a raw file the agent fills. */
 export async function createSuspendVdi(svc: Services, vm: Rec): Promise<{ ref: string; path: string }> {
@@ -335,20 +334,17 @@ export function vdiFormat(svc: Services, vdiRef: string): 'qcow2' | 'raw' {
   return isIsoSr(svc, String(vdi.SR)) || (vdi.sm_config as Record<string, string>)['image-format'] === 'raw' ? 'raw' : 'qcow2'
 }
 
-const SR_TYPES = new Set(['ext', 'xfs', 'iso'])
-
-/** Where an SR is on this host: its directory and, for device SRs, the device and filesystem. */
-function placement(svc: Services, srRef: string, pbdRef?: string) {
+/** Where an SR is on this host, plugged or not: its directory and, for device SRs, the device. */
+function placement(svc: Services, srRef: string, pbdRef?: string): SrLocation {
   const pbd = pbdRef ?? (svc.db.record('SR', srRef).PBDs as string[]).find((p) => svc.db.record('PBD', p).host === svc.hostRef)
   if (!pbd) throw new XapiError('SR_NO_PBDS', [srRef])
   const config = svc.db.record('PBD', pbd).device_config as Record<string, string>
-  const type = String(svc.db.record('SR', srRef).type)
-  return { path: config.path!, ...(config.device ? { device: config.device, fs: type === 'xfs' ? 'xfs' : 'ext4' } : {}) }
+  return { type: String(svc.db.record('SR', srRef).type), path: config.path!, ...(config.device ? { device: config.device } : {}) }
 }
 
 register('SR.create', async (ctx, [host, deviceConfig, , name, description, type, contentType, , smConfig]) => {
   const svc = ctx.svc
-  if (!SR_TYPES.has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  if (!srTypes(ctx.svc).has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
   if (host !== svc.hostRef) throw new XapiError('CANNOT_CONTACT_HOST', [host])
   const config = { ...(deviceConfig as Record<string, string>) }
   const uuid = randomUUID()
@@ -356,7 +352,7 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
   else if (type === 'iso') config.path = config.location!
   else if (!config.device && !config.path) throw new XapiError('SR_BACKEND_FAILURE', ['1', '', 'device_config needs device (a block device to format) or path (a directory)'])
   config.path ??= `${svc.srRoot}/${uuid}`
-  await svc.agent.call('sr.make', { path: config.path, ...(config.device ? { device: config.device, fs: type === 'xfs' ? 'xfs' : 'ext4' } : {}) })
+  await svc.agent.call('sr.make', { type, path: config.path, ...(config.device ? { device: config.device } : {}) })
   const sr = await svc.db.transact((tx) => {
     const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: smConfig ?? {}, other_config: {} })
     tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: true })
@@ -368,7 +364,7 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
 })
 
 register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {
-  if (!SR_TYPES.has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  if (!srTypes(ctx.svc).has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
   return ctx.svc.db.transact((tx) => tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: contentType, shared, sm_config: smConfig, other_config: {} }))
 })
 
@@ -427,7 +423,7 @@ register('SR.destroy', async (ctx, [ref]) => {
 
 /** ISO libraries: every *.iso file in the directory is a read-only VDI named after it. */
 async function scanIsoSr(svc: Services, srRef: string): Promise<void> {
-  const images = await svc.agent.call<VdiImage[]>('iso.scan', { path: srPath(svc, srRef) })
+  const images = await svc.agent.call<VdiImage[]>('sr.scan', attachedSr(svc, srRef))
   const known = new Map((svc.db.record('SR', srRef).VDIs as string[]).map((v) => [String(svc.db.record('VDI', v).location), v]))
   await svc.db.transact((tx) => {
     for (const image of images) {

@@ -1,0 +1,97 @@
+// The one interface every SR type's driver implements on a host, and what a driver declares
+// about itself: xapi's SM capability names, which the SM records show clients unchanged.
+// Drivers are stateless: each call names the SR by where it is on this host.
+import type { GcOutcome, LiveStream } from './gc.js'
+
+/** xapi's SM capability names (smint.ml) that Flotilla's drivers declare. */
+export type SrCapability =
+  | 'SR_PROBE'
+  | 'SR_UPDATE'
+  | 'SR_SCAN'
+  | 'VDI_CREATE'
+  | 'VDI_DELETE'
+  | 'VDI_ATTACH'
+  | 'VDI_DETACH'
+  | 'VDI_UPDATE'
+  | 'VDI_CLONE'
+  | 'VDI_SNAPSHOT'
+  | 'VDI_RESIZE'
+  | 'VDI_RESIZE_ONLINE'
+  | 'VDI_MIRROR'
+  | 'THIN_PROVISIONING'
+
+export interface SrDriverInfo {
+  /** SR.type of the SRs it drives (SM.type). */
+  type: string
+  /** SM.name_label. */
+  name: string
+  /** SM.capabilities, in the order the SM record lists them. */
+  capabilities: readonly SrCapability[]
+}
+
+/** Where an SR is on this host: its type, its directory, and the block device under it if any (its PBD's device_config). */
+export interface SrLocation {
+  type: string
+  path: string
+  device?: string
+}
+
+export interface SrUsage {
+  physicalSize: number
+  physicalUtilisation: number
+  free: number
+}
+
+export interface VdiImage {
+  location: string
+  virtualSize: number
+  physicalUtilisation: number
+}
+
+/** A VDI's file: qcow2 images for disks, raw files for suspend images (memory and device state) and ISO files. */
+export type VdiFormat = 'qcow2' | 'raw'
+
+/** The outcome of making a VDI's content immutable: the image holding it, and where the VDI goes on. */
+export interface Frozen {
+  frozen: string
+  location: string
+}
+
+export class StorageError extends Error {
+  constructor(
+    readonly code: 'SR_FULL' | 'VDI_MISSING' | 'SR_BACKEND_FAILURE' | 'SR_UNKNOWN_DRIVER',
+    readonly params: string[],
+  ) {
+    super(`${code}(${params.join(', ')})`)
+  }
+}
+
+export interface SrDriver {
+  info(): SrDriverInfo
+  /** SR.create: prepares the SR's storage (formats its device) and attaches it. */
+  create(sr: SrLocation): Promise<void>
+  /** PBD.plug. */
+  attach(sr: SrLocation): Promise<void>
+  /** PBD.unplug. */
+  detach(sr: SrLocation): Promise<void>
+  /** SR.destroy: removes the SR's storage and all it holds. */
+  destroy(sr: SrLocation): Promise<void>
+  usage(sr: SrLocation): Promise<SrUsage>
+  /** The images of the SR that can be VDIs. */
+  scan(sr: SrLocation): Promise<VdiImage[]>
+  /** Normalises the SR's image tree; `referenced` are the images VDI records name, `liveTops` those running VMs write to. */
+  gc(sr: SrLocation, referenced: ReadonlySet<string>, liveTops: ReadonlySet<string>, live: LiveStream): Promise<GcOutcome>
+  /** The file of a VDI, as QEMU or a transfer opens it. */
+  vdiPath(sr: SrLocation, location: string, format?: VdiFormat): string
+  vdiImage(sr: SrLocation, location: string): Promise<VdiImage>
+  /** VDI.create: a new empty VDI; the driver names it, from `nameLabel` where its names are visible (ISO files). */
+  createVdi(sr: SrLocation, size: number, nameLabel: string): Promise<VdiImage>
+  /** Removes a VDI's file at once (images others may build on go with gc instead). */
+  destroyVdi(sr: SrLocation, location: string): Promise<void>
+  /** Freezes a halted VDI's content for a snapshot or clone (see Frozen). */
+  snapshot(sr: SrLocation, location: string, next: string): Promise<Frozen>
+  /** A thin clone: a new writable VDI built on the frozen image `base`. */
+  clone(sr: SrLocation, base: string, location: string): Promise<VdiImage>
+  /** Offline resize. */
+  resize(sr: SrLocation, location: string, size: number): Promise<VdiImage>
+}
