@@ -6,6 +6,7 @@ import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import { fromJson, toJson } from '../lib/int64.js'
+import { withUndo } from '../lib/undo.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { attachedSr, cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
@@ -122,40 +123,46 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
   if (!snapshot.is_a_snapshot) throw new XapiError('REVERT_ONLY_ALLOWED_ON_SNAPSHOT')
   const vmRef = String(snapshot.snapshot_of)
   if (!svc.db.tryRecord('VM', vmRef)) throw new XapiError('VM_REVERT_FAILED', [snapshotRef, vmRef])
-  await withVmOperation(ctx, vmRef, 'reverting', async (vm) => {
-    // A running VM is stopped hard first, as xapi does.
-    if (vm.power_state === 'Running' || vm.power_state === 'Paused') {
-      const { nvram } = await svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean: false })
-      await svc.db.transact((tx) => markHalted(tx, vmRef, nvram))
-    }
-    const old = svc.db.record('VM', vmRef)
-    const discard = [String(old.suspend_VDI), ...snapshotDisks(svc, old).map((d) => d.vdi)].filter((v) => v !== NULL_REF)
-    const disks = new Map<string, string>()
-    for (const disk of snapshotDisks(svc, snapshot)) disks.set(disk.vbd, await cloneVdi(svc, disk.vdi, { is_a_snapshot: false, snapshot_of: NULL_REF }))
-    let suspendImage = NULL_REF
-    if (snapshot.power_state === 'Suspended' && snapshot.suspend_VDI !== NULL_REF) {
-      const source = svc.db.record('VDI', String(snapshot.suspend_VDI))
-      const copy = await createSuspendVdi(svc, snapshot)
-      await svc.agent.call('vdi.copy-raw', { path: srPath(svc, String(source.SR)), from: source.location, to: svc.db.record('VDI', copy.ref).location })
-      suspendImage = copy.ref
-    }
-    const metadata = fromJson(String(snapshot.snapshot_metadata) || '{}') as Record<string, unknown>
-    await svc.db.transact((tx) => {
-      const current = tx.get('VM', vmRef)
-      for (const vbd of current.VBDs as string[]) tx.delete('VBD', vbd)
-      for (const vif of current.VIFs as string[]) tx.delete('VIF', vif)
-      for (const vbd of snapshot.VBDs as string[]) {
-        const { uuid: _u, ...fields } = tx.get('VBD', vbd) as Record<string, unknown>
-        tx.create('VBD', { ...fields, VM: vmRef, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: suspendImage !== NULL_REF, current_operations: {} })
+  await withVmOperation(ctx, vmRef, 'reverting', (vm) =>
+    withUndo('VM.revert', async (undo) => {
+      // The snapshot's disks are copied before the VM is touched: a copy that fails leaves it as it was.
+      const disks = new Map<string, string>()
+      for (const disk of snapshotDisks(svc, snapshot))
+        disks.set(disk.vbd, await undo.step(`the clone of VDI ${disk.vdi}`, () => cloneVdi(svc, disk.vdi, { is_a_snapshot: false, snapshot_of: NULL_REF }), (clone) => destroyVdi(svc, clone)))
+      let suspendImage = NULL_REF
+      if (snapshot.power_state === 'Suspended' && snapshot.suspend_VDI !== NULL_REF) {
+        const source = svc.db.record('VDI', String(snapshot.suspend_VDI))
+        const copy = await undo.step('the copy of the suspend image', () => createSuspendVdi(svc, snapshot), (image) => destroyVdi(svc, image.ref))
+        await svc.agent.call('vdi.copy-raw', { path: srPath(svc, String(source.SR)), from: source.location, to: svc.db.record('VDI', copy.ref).location })
+        suspendImage = copy.ref
       }
-      for (const vif of snapshot.VIFs as string[]) {
-        const { uuid: _u, ...fields } = tx.get('VIF', vif) as Record<string, unknown>
-        tx.create('VIF', { ...fields, VM: vmRef, currently_attached: false, current_operations: {} })
+      // A running VM is stopped hard, as xapi does.
+      if (vm.power_state === 'Running' || vm.power_state === 'Paused') {
+        const { nvram } = await svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean: false })
+        await svc.db.transact((tx) => markHalted(tx, vmRef, nvram))
       }
-      const restored = Object.fromEntries(Object.entries(metadata).filter(([k]) => !NOT_RESTORED.has(k) && VM.fields.has(k)))
-      tx.update('VM', vmRef, { ...restored, parent: snapshotRef, power_state: suspendImage !== NULL_REF ? 'Suspended' : 'Halted', suspend_VDI: suspendImage })
-      refreshAllowedOperations(tx, vmRef)
-    })
-    for (const vdi of discard) if (svc.db.tryRecord('VDI', vdi)) await destroyVdi(svc, vdi).catch((e: Error) => console.error(`revert: dropping ${vdi}: ${e.message}`))
-  })
+      const old = svc.db.record('VM', vmRef)
+      const discard = [String(old.suspend_VDI), ...snapshotDisks(svc, old).map((d) => d.vdi)].filter((v) => v !== NULL_REF)
+      const metadata = fromJson(String(snapshot.snapshot_metadata) || '{}') as Record<string, unknown>
+      await svc.db.transact((tx) => {
+        const current = tx.get('VM', vmRef)
+        for (const vbd of current.VBDs as string[]) tx.delete('VBD', vbd)
+        for (const vif of current.VIFs as string[]) tx.delete('VIF', vif)
+        for (const vbd of snapshot.VBDs as string[]) {
+          const { uuid: _u, ...fields } = tx.get('VBD', vbd) as Record<string, unknown>
+          tx.create('VBD', { ...fields, VM: vmRef, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: suspendImage !== NULL_REF, current_operations: {} })
+        }
+        for (const vif of snapshot.VIFs as string[]) {
+          const { uuid: _u, ...fields } = tx.get('VIF', vif) as Record<string, unknown>
+          tx.create('VIF', { ...fields, VM: vmRef, currently_attached: false, current_operations: {} })
+        }
+        const restored = Object.fromEntries(Object.entries(metadata).filter(([k]) => !NOT_RESTORED.has(k) && VM.fields.has(k)))
+        tx.update('VM', vmRef, { ...restored, parent: snapshotRef, power_state: suspendImage !== NULL_REF ? 'Suspended' : 'Halted', suspend_VDI: suspendImage })
+        refreshAllowedOperations(tx, vmRef)
+      })
+      // The VM now runs on the copies: from here on nothing is undone.
+      undo.commit()
+      for (const vdi of discard) if (svc.db.tryRecord('VDI', vdi)) await destroyVdi(svc, vdi).catch((e: Error) => console.error(`revert: dropping ${vdi}: ${e.message}`))
+    }),
+  )
 })
