@@ -6,6 +6,7 @@ import { asXapiError, XapiError } from '../idl/errors.js'
 import type { SrDriverInfo, SrLocation, VdiImage } from '../agent/storage.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { createTask, finishTask } from './task.js'
+import { withUndo } from '../lib/undo.js'
 
 type Rec = Readonly<Record<string, unknown>>
 
@@ -352,15 +353,30 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
   else if (type === 'iso') config.path = config.location!
   else if (!config.device && !config.path) throw new XapiError('SR_BACKEND_FAILURE', ['1', '', 'device_config needs device (a block device to format) or path (a directory)'])
   config.path ??= `${svc.srRoot}/${uuid}`
-  await svc.agent.call('sr.make', { type, path: config.path, ...(config.device ? { device: config.device } : {}) })
-  const sr = await svc.db.transact((tx) => {
-    const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: smConfig ?? {}, other_config: {} })
-    tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: true })
-    return ref
+  const where: SrLocation = { type: String(type), path: config.path, ...(config.device ? { device: config.device } : {}) }
+  return withUndo('SR.create', async (undo) => {
+    // Undone, a directory of ours goes; one the caller named stays (it may hold their files), unmounted.
+    const ours = config.path === `${svc.srRoot}/${uuid}`
+    await undo.step(`the SR at ${config.path}`, () => svc.agent.call('sr.make', where), () => svc.agent.call(ours ? 'sr.remove' : 'sr.detach', where))
+    const sr = await undo.step(
+      `the SR and PBD records of ${uuid}`,
+      () =>
+        svc.db.transact((tx) => {
+          const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: smConfig ?? {}, other_config: {} })
+          tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: true })
+          return ref
+        }),
+      async (ref) => {
+        await svc.db.transact((tx) => {
+          for (const pbd of tx.get('SR', ref).PBDs as string[]) tx.update('PBD', pbd, { currently_attached: false })
+        })
+        await forgetSr(svc, ref)
+      },
+    )
+    if (type === 'iso') await scanIsoSr(svc, sr)
+    await refreshSrUsage(svc, sr)
+    return sr
   })
-  if (type === 'iso') await scanIsoSr(svc, sr)
-  await refreshSrUsage(svc, sr)
-  return sr
 })
 
 register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {

@@ -5,7 +5,7 @@
 // cannot be scanned.
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -19,6 +19,7 @@ const daemon = new Daemon()
 const scratch = mkdtempSync(join(tmpdir(), 'flotilla-undo-'))
 let url: string
 let session: string
+let host: string
 let sr: string
 let srPath: string
 
@@ -65,6 +66,7 @@ describe('a failed step leaves nothing half-made', () => {
     await daemon.start()
     url = daemon.url
     session = await login(url)
+    host = (await c<string[]>('host.get_all'))[0]!
     const pool = (await c<string[]>('pool.get_all'))[0]
     sr = await c<string>('pool.get_default_SR', pool)
     srPath = (await c<Record<string, string>>('PBD.get_device_config', (await c<string[]>('SR.get_PBDs', sr))[0])).path!
@@ -73,6 +75,20 @@ describe('a failed step leaves nothing half-made', () => {
     assert.doesNotMatch(daemon.output, /undoing .* failed/, 'every undo succeeded')
     await daemon.dispose()
     rmSync(scratch, { recursive: true, force: true })
+  })
+
+  it('SR.create: a device that cannot be formatted, an ISO library that cannot be scanned', async () => {
+    const srs = await c<string[]>('SR.get_all')
+    const pbds = await c<string[]>('PBD.get_all')
+    const create = (type: string, config: Record<string, string>) => c('SR.create', host, config, 0, `broken ${type}`, '', type, type === 'iso' ? 'iso' : 'user', false, {})
+    await assert.rejects(create('ext', { device: join(scratch, 'no-such-device') }), /SR_BACKEND_FAILURE/)
+    const library = join(scratch, 'isos')
+    mkdirSync(library)
+    symlinkSync('/nonexistent/image.iso', join(library, 'dangling.iso'))
+    await assert.rejects(create('iso', { location: library }))
+    assert.deepEqual(await c('SR.get_all'), srs, 'no SR record left')
+    assert.deepEqual(await c('PBD.get_all'), pbds, 'no PBD record left')
+    assert.ok(lstatSync(join(library, 'dangling.iso')).isSymbolicLink(), 'the directory the caller named keeps its files')
   })
 
   it('VM.snapshot, VM.clone and VM.copy of a VM whose second disk image is gone', async () => {
