@@ -70,16 +70,13 @@ function snapshotDisks(svc: Services, vm: Rec, ignore: string[] = []): { vbd: st
 
 async function snapshotVm(ctx: CallContext, ref: string, name: string, ignore: string[]): Promise<string> {
   const svc = ctx.svc
-  return withVmOperation(ctx, ref, 'snapshot', async (vm) => {
-    const made = new Map<string, string>()
-    try {
-      for (const disk of snapshotDisks(svc, vm, ignore)) made.set(disk.vbd, await snapshotVdi(svc, disk.vdi))
-      return await svc.db.transact((tx) => recordSnapshot(tx, ref, tx.get('VM', ref), name, made, {}))
-    } catch (err) {
-      for (const vdi of made.values()) await destroyVdi(svc, vdi).catch(() => undefined)
-      throw err
-    }
-  })
+  return withVmOperation(ctx, ref, 'snapshot', (vm) =>
+    withUndo('VM.snapshot', async (undo) => {
+      const made = new Map<string, string>()
+      for (const disk of snapshotDisks(svc, vm, ignore)) made.set(disk.vbd, await undo.step(`the snapshot of VDI ${disk.vdi}`, () => snapshotVdi(svc, disk.vdi), (vdi) => destroyVdi(svc, vdi)))
+      return svc.db.transact((tx) => recordSnapshot(tx, ref, tx.get('VM', ref), name, made, {}))
+    }),
+  )
 }
 
 register('VM.snapshot', (ctx, [ref, name, ignore]) => snapshotVm(ctx, ref as string, name as string, (ignore as string[]) ?? []))
