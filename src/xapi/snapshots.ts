@@ -92,25 +92,24 @@ register('VM.checkpoint', (ctx, [ref, name]) => {
     const disks = snapshotDisks(svc, vm).map((d) => ({ ...d, location: String(svc.db.record('VDI', d.vdi).location), next: randomUUID(), sr: String(svc.db.record('VDI', d.vdi).SR) }))
     const srs = new Set(disks.map((d) => d.sr))
     if (srs.size > 1) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [[...srs].join(',')])
-    const image = await createSuspendVdi(svc, vm)
-    const made: string[] = []
-    try {
-      const path = disks[0] ? srPath(svc, disks[0].sr) : ''
-      await svc.agent.call('vm.checkpoint', { uuid: vm.uuid, path, disks: disks.map((d) => ({ userdevice: d.userdevice, next: d.next })), state: image.path })
-      const snapshotOf = new Map<string, string>()
-      for (const d of disks) {
-        await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
-        const frozen = await svc.agent.call<VdiImage>('vdi.image', { ...attachedSr(svc, d.sr), location: d.location })
-        const source = svc.db.record('VDI', d.vdi)
-        const snap = await recordVdi(svc, d.sr, frozen, { name_label: source.name_label, name_description: source.name_description, type: source.type, read_only: source.read_only, sharable: source.sharable, other_config: source.other_config, uuid: randomUUID(), is_a_snapshot: true, snapshot_of: d.vdi, snapshot_time: now() })
-        made.push(snap)
-        snapshotOf.set(d.vbd, snap)
+    return withUndo('VM.checkpoint', async (undo) => {
+      const image = await undo.step('the suspend image', () => createSuspendVdi(svc, vm), (made) => destroyVdi(svc, made.ref))
+      try {
+        const path = disks[0] ? srPath(svc, disks[0].sr) : ''
+        await svc.agent.call('vm.checkpoint', { uuid: vm.uuid, path, disks: disks.map((d) => ({ userdevice: d.userdevice, next: d.next })), state: image.path })
+        const snapshotOf = new Map<string, string>()
+        for (const d of disks) {
+          await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
+          const frozen = await svc.agent.call<VdiImage>('vdi.image', { ...attachedSr(svc, d.sr), location: d.location })
+          const source = svc.db.record('VDI', d.vdi)
+          const fields = { name_label: source.name_label, name_description: source.name_description, type: source.type, read_only: source.read_only, sharable: source.sharable, other_config: source.other_config, uuid: randomUUID(), is_a_snapshot: true, snapshot_of: d.vdi, snapshot_time: now() }
+          snapshotOf.set(d.vbd, await undo.step(`the snapshot of VDI ${d.vdi}`, () => recordVdi(svc, d.sr, frozen, fields), (snap) => destroyVdi(svc, snap)))
+        }
+        return await svc.db.transact((tx) => recordSnapshot(tx, ref as string, tx.get('VM', ref as string), name as string, snapshotOf, { power_state: 'Suspended', suspend_VDI: image.ref }))
+      } catch (err) {
+        throw new XapiError('VM_CHECKPOINT_SUSPEND_FAILED', [ref, (err as Error).message])
       }
-      return await svc.db.transact((tx) => recordSnapshot(tx, ref as string, tx.get('VM', ref as string), name as string, snapshotOf, { power_state: 'Suspended', suspend_VDI: image.ref }))
-    } catch (err) {
-      for (const vdi of [...made, image.ref]) await destroyVdi(svc, vdi).catch(() => undefined)
-      throw new XapiError('VM_CHECKPOINT_SUSPEND_FAILED', [ref, (err as Error).message])
-    }
+    })
   })
 })
 
