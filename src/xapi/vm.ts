@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
+import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
 import { createObject } from './generic.js'
 import { allowedVmOperations, vmOperationError } from './vm-ops.js'
@@ -126,16 +127,17 @@ function cloneFields(source: Rec, name: string): Record<string, unknown> {
 
 /** VM.clone (thin disk clones) and VM.copy (full disk copies to `sr`, or each disk's own SR). */
 async function cloneVm(ctx: CallContext, ref: string, name: string, op: 'clone' | 'copy', sr = NULL_REF): Promise<string> {
-  return withVmOperation(ctx, ref, op, async (source) => {
-    const disks = new Map<string, string>()
-    try {
+  return withVmOperation(ctx, ref, op, (source) =>
+    withUndo(`VM.${op}`, async (undo) => {
+      const disks = new Map<string, string>()
       for (const vbd of source.VBDs as string[]) {
         const rec = ctx.svc.db.record('VBD', vbd)
         const vdi = String(rec.VDI)
         if (rec.type === 'CD' || vdi === NULL_REF) continue
-        disks.set(vbd, op === 'clone' ? await cloneVdi(ctx.svc, vdi) : await copyVdi(ctx.svc, vdi, sr))
+        const make = () => (op === 'clone' ? cloneVdi(ctx.svc, vdi) : copyVdi(ctx.svc, vdi, sr))
+        disks.set(vbd, await undo.step(`the ${op} of VDI ${vdi}`, make, (made) => destroyVdi(ctx.svc, made)))
       }
-      return await ctx.svc.db.transact((tx) => {
+      return ctx.svc.db.transact((tx) => {
         const metricsSource = tx.exists('VM_metrics', String(source.metrics)) ? tx.get('VM_metrics', String(source.metrics)) : {}
         const { uuid: _u, ...metricsFields } = metricsSource as Record<string, unknown>
         const metrics = tx.create('VM_metrics', metricsFields)
@@ -153,11 +155,8 @@ async function cloneVm(ctx: CallContext, ref: string, name: string, op: 'clone' 
         refreshAllowedOperations(tx, clone)
         return clone
       })
-    } catch (err) {
-      for (const vdi of disks.values()) await destroyVdi(ctx.svc, vdi).catch(() => undefined)
-      throw err
-    }
-  })
+    }),
+  )
 }
 
 register('VM.clone', (ctx, [ref, name]) => cloneVm(ctx, ref as string, name as string, 'clone'))
