@@ -19,7 +19,7 @@ interface AgentFailure {
   xapi?: string[]
 }
 
-const agentFailure = (f: AgentFailure, status: number) => (f.xapi ? new XapiError(f.xapi[0]!, f.xapi.slice(1)) : new AgentError(f.error ?? `agent answered ${status}`, status))
+const agentFailure = (f: AgentFailure, status: number) => (f.xapi ? XapiError.relayed(f.xapi[0]!, f.xapi.slice(1)) : new AgentError(f.error ?? `agent answered ${status}`, status))
 
 /**
  * What a stream handler sends back: its bytes, and whether they all came (an IncomingMessage is
@@ -99,7 +99,7 @@ function localStream(handler: StreamHandlers[string], args: unknown, body?: Read
     out.once('head', () => resolve(out))
     handler(JSON.parse(JSON.stringify(args ?? null)), body ?? Readable.from([]), out).catch((err: Error & { code?: unknown; params?: unknown }) => {
       if (out.status) return void out.destroy(err)
-      reject(typeof err.code === 'string' && Array.isArray(err.params) ? new XapiError(err.code, err.params.map(String)) : new AgentError(err.message, 500))
+      reject(typeof err.code === 'string' && Array.isArray(err.params) ? XapiError.relayed(err.code, err.params.map(String)) : new AgentError(err.message, 500))
     })
   })
 }

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF, type ClassDef } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
+import type { RecordOf, StoredOf } from '../idl/records.js'
 import { toJson } from '../lib/int64.js'
 import { EtcdStore, type KeyValue } from './etcd.js'
 import { objectKey, Replica, type Row } from './replica.js'
@@ -41,14 +42,16 @@ export class Tx {
   }
 
   /** The full record (derived fields as of the replica), or HANDLE_INVALID. */
-  get(cls: string, ref: string): Readonly<Stored> {
+  get<C extends string>(cls: C, ref: string): Readonly<RecordOf<C>> {
     const stored = this.current(cls, ref)
     if (!stored) throw new XapiError('HANDLE_INVALID', [cls, ref])
     const base = this.replica.record(cls, ref)
-    return base && !this.writes.has(objectKey(cls, ref)) ? base : { ...(base ?? {}), ...stored }
+    return (base && !this.writes.has(objectKey(cls, ref)) ? base : { ...(base ?? {}), ...stored }) as RecordOf<C>
   }
 
-  create(cls: string, fields: Stored, ref: string = newRef()): string {
+  /** Creates an object: the fields given, the rest at the datamodel's defaults, a fresh uuid unless one is given. */
+  create<C extends string>(cls: C, given: Partial<StoredOf<C>>, ref: string = newRef()): string {
+    const fields = given as Stored
     const def = getClass(cls)
     const stored: Stored = {}
     for (const f of def.storedFields) stored[f.name] = Object.hasOwn(fields, f.name) ? fields[f.name] : structuredClone(f.default)
@@ -59,7 +62,7 @@ export class Tx {
     return ref
   }
 
-  update(cls: string, ref: string, patch: Stored): void {
+  update<C extends string>(cls: C, ref: string, patch: Partial<StoredOf<C>>): void {
     const stored = this.current(cls, ref)
     if (!stored) throw new XapiError('HANDLE_INVALID', [cls, ref])
     this.writes.set(objectKey(cls, ref), { cls, ref, stored: { ...stored, ...patch } })
@@ -115,17 +118,17 @@ export class Database {
     }
   }
 
-  record(cls: string, ref: string): Readonly<Stored> {
+  record<C extends string>(cls: C, ref: string): Readonly<RecordOf<C>> {
     const rec = this.replica.record(cls, ref)
     if (!rec) throw new XapiError('HANDLE_INVALID', [cls, ref])
     return rec
   }
 
-  tryRecord(cls: string, ref: string): Readonly<Stored> | undefined {
+  tryRecord<C extends string>(cls: C, ref: string): Readonly<RecordOf<C>> | undefined {
     return this.replica.record(cls, ref)
   }
 
-  rows(cls: string): IterableIterator<Row> {
+  rows<C extends string>(cls: C): IterableIterator<Row<C>> {
     return this.replica.rows(cls)
   }
 

@@ -3,19 +3,20 @@
 // applied change is logged by revision so event.from can answer from memory.
 import { classes, defaultRecord, getClass, relations, type ClassDef, type Relation } from '../idl/index.js'
 import { fromJson } from '../lib/int64.js'
+import type { RecordOf, StoredOf } from '../idl/records.js'
 import { PREFIX, type Change, type KeyValue } from './etcd.js'
 
 export const OBJ_PREFIX = `${PREFIX}obj/`
 
-export interface Row {
-  cls: string
+export interface Row<C extends string = string> {
+  cls: C
   ref: string
-  stored: Record<string, unknown>
+  stored: StoredOf<C>
   createRev: number
   modRev: number
   /** Last revision at which this object changed, its derived fields included. */
   eventRev: number
-  record?: Readonly<Record<string, unknown>>
+  record?: Readonly<RecordOf<C>>
 }
 
 export interface Tombstone {
@@ -179,12 +180,12 @@ export class Replica {
     for (const [key, t] of this.tombstones) if (t.deleteRev <= this.logStart) this.tombstones.delete(key)
   }
 
-  row(cls: string, ref: string): Row | undefined {
-    return this.tables.get(cls)?.get(ref)
+  row<C extends string>(cls: C, ref: string): Row<C> | undefined {
+    return this.tables.get(cls)?.get(ref) as Row<C> | undefined
   }
 
-  rows(cls: string): IterableIterator<Row> {
-    return (this.tables.get(cls) ?? new Map<string, Row>()).values()
+  rows<C extends string>(cls: C): IterableIterator<Row<C>> {
+    return (this.tables.get(cls) ?? new Map<string, Row>()).values() as IterableIterator<Row<C>>
   }
 
   count(cls: string): number {
@@ -199,12 +200,12 @@ export class Replica {
    * The full record: stored fields over defaults, derived set fields filled in, maps as
    * null-prototype objects (so no key reads as an Object.prototype member). Frozen and cached per change.
    */
-  record(cls: string, ref: string): Readonly<Record<string, unknown>> | undefined {
+  record<C extends string>(cls: C, ref: string): Readonly<RecordOf<C>> | undefined {
     const row = this.row(cls, ref)
     return row ? this.materialize(row) : undefined
   }
 
-  materialize(row: Row): Readonly<Record<string, unknown>> {
+  materialize<C extends string>(row: Row<C>): Readonly<RecordOf<C>> {
     if (row.record) return row.record
     const cls = getClass(row.cls)
     const rec = defaultRecord(cls)
@@ -215,7 +216,7 @@ export class Replica {
       const rel = relations.find((r) => r.setClass === cls.name && r.setField === f.name)
       rec[f.name] = rel ? [...(this.reverse.get(rel)?.get(row.ref) ?? [])] : []
     }
-    row.record = Object.freeze(rec)
+    row.record = Object.freeze(rec) as RecordOf<C>
     return row.record
   }
 

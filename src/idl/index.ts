@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { parseType, type XType } from './types.js'
 import { RELATIONS, ASYNC_MESSAGES, PARAM_DEFAULTS, NO_EVENT_CLASSES } from './wire-facts.js'
+import type { ClassName, ClassRecords, Enums, StoredOf } from './records.js'
 
 export type { XType } from './types.js'
 export { parseType, typeToString } from './types.js'
@@ -93,6 +94,11 @@ export const XAPI_USER_AGENT = `xapi/${XAPI_VERSION}`
 
 export const enums = new Map<string, string[]>()
 for (const c of raw.classes) for (const e of c.enums) enums.set(e.name, e.values)
+
+/** The values of a datamodel enum, typed as its union. */
+export function enumValues<N extends keyof Enums>(name: N): Enums[N][] {
+  return (enums.get(name) ?? []) as Enums[N][]
+}
 
 /** Error codes with the names of their parameters. */
 export const errors: ReadonlyMap<string, string[]> = new Map(Object.entries(raw.errors))
@@ -227,6 +233,18 @@ export function defaultRecord(cls: ClassDef): Record<string, unknown> {
   const rec: Record<string, unknown> = {}
   for (const f of cls.fieldList) rec[f.name] = structuredClone(f.default)
   return rec
+}
+
+/** A complete record of class `cls`: every field at the datamodel's default but those given. */
+export function buildRecord<C extends ClassName>(cls: C, fields: Partial<ClassRecords[C]> = {}): ClassRecords[C] {
+  return Object.assign(defaultRecord(getClass(cls)), fields) as unknown as ClassRecords[C]
+}
+
+/** A record's stored fields (the derived set fields left out): what a copy of the object starts from. */
+export function storedFields<C extends ClassName>(cls: C, rec: Readonly<ClassRecords[C]>): StoredOf<C> {
+  const out: Record<string, unknown> = {}
+  for (const f of getClass(cls).storedFields) out[f.name] = (rec as Record<string, unknown>)[f.name]
+  return out as StoredOf<C>
 }
 
 /** Canonical spelling of an enum value given in any case, or undefined if not a member. */

@@ -2,6 +2,7 @@
 // running QEMU through the agent.
 import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
+import type { VbdMode, VbdType } from '../idl/records.js'
 import { register, type CallContext } from './context.js'
 import { vdiFormat, vdiPath } from './storage.js'
 
@@ -21,7 +22,7 @@ register('VBD.create', (ctx, [args]) =>
     const given = args as Record<string, unknown>
     const vmRef = String(given.VM)
     const vm = tx.get('VM', vmRef)
-    const type = String(given.type ?? 'Disk')
+    const type = (given.type ?? 'Disk') as VbdType
     const empty = Boolean(given.empty) || String(given.VDI ?? NULL_REF) === NULL_REF
     if (!empty) tx.get('VDI', String(given.VDI))
     else if (type !== 'CD') throw new XapiError('VDI_MISSING', [NULL_REF, NULL_REF])
@@ -35,8 +36,8 @@ register('VBD.create', (ctx, [args]) =>
       ...constructorFields(VBD, given),
       type,
       empty,
-      VDI: empty ? NULL_REF : given.VDI,
-      mode: type === 'CD' ? 'RO' : (given.mode ?? 'RW'),
+      VDI: empty ? NULL_REF : String(given.VDI),
+      mode: type === 'CD' ? 'RO' : ((given.mode ?? 'RW') as VbdMode),
       userdevice,
       device: deviceName(Number(userdevice)),
       currently_attached: vm.power_state === 'Suspended' ? Boolean(given.currently_attached) : false,
@@ -80,7 +81,7 @@ register('VBD.insert', async (ctx, [ref, vdi]) => {
   ctx.svc.db.record('VDI', vdi as string)
   const vm = ctx.svc.db.record('VM', String(vbd.VM))
   if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vdi as string), format: vdiFormat(ctx.svc, vdi as string) })
-  await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: vdi, empty: false }))
+  await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: vdi as string, empty: false }))
 })
 
 register('VBD.eject', async (ctx, [ref]) => {

@@ -2,28 +2,30 @@
 // message_forwarding.ml), where a VM may be placed (xapi_vm_helpers.ml's host checks), and
 // host.get/set_sched_gran.
 import { randomUUID } from 'node:crypto'
-import { enums } from '../idl/index.js'
-import { XapiError } from '../idl/errors.js'
+import { enumValues } from '../idl/index.js'
+import { XapiError, type ErrorCode } from '../idl/errors.js'
+import type { HostAllowedOperations, HostRecord, VMRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import { register, type CallContext, type Services } from './context.js'
 
-type Rec = Readonly<Record<string, unknown>>
+type Host = Readonly<HostRecord>
+type Op = HostAllowedOperations
 
-const ALL_OPERATIONS = enums.get('host_allowed_operations') ?? []
-const CREATING = new Set(['provision', 'vm_resume', 'vm_migrate'])
-const REMOVING = new Set(['evacuate', 'reboot', 'shutdown'])
+const ALL_OPERATIONS = enumValues('host_allowed_operations')
+const CREATING = new Set<Op>(['provision', 'vm_resume', 'vm_migrate'])
+const REMOVING = new Set<Op>(['evacuate', 'reboot', 'shutdown'])
 
 /**
  * Why each host operation would be refused now (xapi's valid_operations), in xapi's precedence:
  * the first reason found for an operation is its error. `live` is host_metrics.live.
  * Flotilla has no power-on plugin, so power_on is never possible.
  */
-export function hostOperationErrors(ref: string, host: Rec, live: boolean): Map<string, XapiError | undefined> {
-  const table = new Map<string, XapiError | undefined>(ALL_OPERATIONS.map((op) => [op, undefined]))
-  const set = (code: string, params: unknown[], ops: string[]) => {
+export function hostOperationErrors(ref: string, host: Host, live: boolean): Map<Op, XapiError | undefined> {
+  const table = new Map<Op, XapiError | undefined>(ALL_OPERATIONS.map((op) => [op, undefined]))
+  const set = (code: ErrorCode, params: unknown[], ops: Op[]) => {
     for (const op of ops) if (table.has(op) && table.get(op) === undefined) table.set(op, new XapiError(code, params))
   }
-  const current = Object.entries(host.current_operations as Record<string, string>)
+  const current = Object.entries(host.current_operations)
   const creating = current.find(([, op]) => CREATING.has(op))
   const removing = current.find(([, op]) => REMOVING.has(op))
   for (const op of ALL_OPERATIONS) {
@@ -31,7 +33,7 @@ export function hostOperationErrors(ref: string, host: Rec, live: boolean): Map<
     const other = CREATING.has(op) ? removing : REMOVING.has(op) ? creating : undefined
     if (other) set('OTHER_OPERATION_IN_PROGRESS', ['host', ref, other[1], other[0]], [op])
   }
-  const running = (kind: string) => current.find(([, op]) => op === kind)
+  const running = (kind: Op) => current.find(([, op]) => op === kind)
   const rebooting = running('reboot')
   if (rebooting) set('OTHER_OPERATION_IN_PROGRESS', ['host', ref, 'reboot', rebooting[0]], ['shutdown', 'apply_updates'])
   const stopping = running('shutdown')
@@ -48,13 +50,12 @@ export function hostOperationErrors(ref: string, host: Rec, live: boolean): Map<
   return table
 }
 
-export function allowedHostOperations(ref: string, host: Rec, live: boolean): string[] {
+export function allowedHostOperations(ref: string, host: Host, live: boolean): Op[] {
   return [...hostOperationErrors(ref, host, live)].filter(([, err]) => err === undefined).map(([op]) => op)
 }
 
-function hostLive(tx: Tx, host: Rec): boolean {
-  const metrics = String(host.metrics)
-  return tx.exists('host_metrics', metrics) && Boolean(tx.get('host_metrics', metrics).live)
+function hostLive(tx: Tx, host: Host): boolean {
+  return tx.exists('host_metrics', host.metrics) && tx.get('host_metrics', host.metrics).live
 }
 
 /** Keeps host.allowed_operations in step, inside the transaction that changed the host. */
@@ -65,13 +66,13 @@ export function refreshHostAllowedOperations(tx: Tx, ref: string): void {
 }
 
 /** xapi's with_host_operation: checked, recorded in current_operations for its duration. */
-async function withHostOperation<T>(ctx: CallContext, ref: string, op: string, fn: () => Promise<T>): Promise<T> {
+async function withHostOperation<T>(ctx: CallContext, ref: string, op: Op, fn: () => Promise<T>): Promise<T> {
   const key = ctx.taskRef ?? `OpaqueRef:${randomUUID()}`
   await ctx.svc.db.transact((tx) => {
     const host = tx.get('host', ref)
     const err = hostOperationErrors(ref, host, hostLive(tx, host)).get(op)
     if (err) throw err
-    tx.update('host', ref, { current_operations: { ...(host.current_operations as object), [key]: op } })
+    tx.update('host', ref, { current_operations: { ...host.current_operations, [key]: op } })
     refreshHostAllowedOperations(tx, ref)
   })
   try {
@@ -79,7 +80,7 @@ async function withHostOperation<T>(ctx: CallContext, ref: string, op: string, f
   } finally {
     await ctx.svc.db.transact((tx) => {
       if (!tx.exists('host', ref)) return
-      const { [key]: _done, ...rest } = tx.get('host', ref).current_operations as Record<string, string>
+      const { [key]: _done, ...rest } = tx.get('host', ref).current_operations
       tx.update('host', ref, { current_operations: rest })
       refreshHostAllowedOperations(tx, ref)
     })
@@ -107,7 +108,7 @@ register('host.enable', (ctx, [ref]) =>
     ctx.svc.db.transact((tx) => {
       const host = tx.get('host', ref as string)
       if (host.enabled) return
-      if ((host.pending_guidances as string[]).length > 0) throw new XapiError('HOST_PENDING_MANDATORY_GUIDANCE_NOT_EMPTY', [ref])
+      if (host.pending_guidances.length > 0) throw new XapiError('HOST_PENDING_MANDATORY_GUIDANCE_NOT_EMPTY', [ref])
       tx.update('host', ref as string, { enabled: true })
     }),
   ),
@@ -117,9 +118,9 @@ register('host.enable', (ctx, [ref]) =>
  * The host checks of xapi's assert_can_boot_here for a new VM on `hostRef`: the host is live,
  * and enabled (a control domain starts on a disabled host too). Undefined when it may run there.
  */
-export function hostRefusesVm(svc: Services, hostRef: string, vm: Rec): XapiError | undefined {
+export function hostRefusesVm(svc: Services, hostRef: string, vm: Readonly<VMRecord>): XapiError | undefined {
   const host = svc.db.record('host', hostRef)
-  const metrics = svc.db.tryRecord('host_metrics', String(host.metrics))
+  const metrics = svc.db.tryRecord('host_metrics', host.metrics)
   if (!metrics?.live) return new XapiError('HOST_NOT_LIVE', [])
   if (!vm.is_control_domain && !host.enabled) return new XapiError('HOST_DISABLED', [hostRef])
   return undefined
@@ -130,7 +131,7 @@ export function hostRefusesVm(svc: Services, hostRef: string, vm: Rec): XapiErro
  * else NO_HOSTS_AVAILABLE (xapi's choose_host_for_vm). Today the candidates are this host only,
  * the one whose agent runs VMs; the pools work adds every member.
  */
-export function chooseHostForVm(svc: Services, vm: Rec, candidates: string[] = [svc.hostRef]): string {
+export function chooseHostForVm(svc: Services, vm: Readonly<VMRecord>, candidates: string[] = [svc.hostRef]): string {
   const host = candidates.find((h) => hostRefusesVm(svc, h, vm) === undefined)
   if (host === undefined) throw new XapiError('NO_HOSTS_AVAILABLE', [])
   return host

@@ -1,4 +1,5 @@
 // message.*: the pool's alert log. Messages are ordinary pool database objects here.
+import type { Cls } from '../idl/records.js'
 import { now, register, type CallContext } from './context.js'
 
 function messagesWhere(ctx: CallContext, keep: (m: Readonly<Record<string, unknown>>) => boolean) {
@@ -11,7 +12,7 @@ function messagesWhere(ctx: CallContext, keep: (m: Readonly<Record<string, unkno
 }
 
 register('message.create', (ctx, [name, priority, cls, objUuid, body]) =>
-  ctx.svc.db.transact((tx) => tx.create('message', { name, priority, cls, obj_uuid: objUuid, body, timestamp: now() })),
+  ctx.svc.db.transact((tx) => tx.create('message', { name: name as string, priority: priority as number, cls: cls as Cls, obj_uuid: objUuid as string, body: body as string, timestamp: now() })),
 )
 
 register('message.get_since', (ctx, [since]) => messagesWhere(ctx, (m) => String(m.timestamp) > String(since)))

@@ -4,6 +4,7 @@
 // host.software_version:network_backend.
 import { isIPv4 } from 'node:net'
 import { XapiError } from '../idl/errors.js'
+import type { SDN_controllerRecord, SdnControllerProtocol } from '../idl/records.js'
 import { register } from './context.js'
 
 /** The OVSDB manager port xapi gives an ssl controller introduced without one. */
@@ -14,7 +15,7 @@ export const SDN_CONTROLLER_PORT = 6632
  * per pool; pssl (the controller connects in) takes neither address nor port; ssl needs an IPv4
  * address; a port is 1–65535, and 0 means 6632 for ssl.
  */
-export function sdnControllerFields(existing: number, protocol: string, address: string, port: number): { protocol: string; address: string; port: number } {
+export function sdnControllerFields(existing: number, protocol: SdnControllerProtocol, address: string, port: number): Pick<SDN_controllerRecord, 'protocol' | 'address' | 'port'> {
   if (existing > 0) throw new XapiError('OPERATION_NOT_ALLOWED', ['SDN controller has been configured. Please forget it first.'])
   if (protocol === 'pssl') {
     if (address !== '') throw new XapiError('INVALID_VALUE', ['address', address])
@@ -30,10 +31,10 @@ export function sdnControllerFields(existing: number, protocol: string, address:
 
 register('SDN_controller.introduce', (ctx, [protocol, address, port]) =>
   ctx.svc.db.transact((tx) => {
-    const backend = (tx.get('host', ctx.svc.hostRef).software_version as Record<string, string>).network_backend
+    const backend = tx.get('host', ctx.svc.hostRef).software_version.network_backend
     if (backend !== 'openvswitch') throw new XapiError('OPERATION_NOT_ALLOWED', ['host not configured for vswitch operation'])
     const existing = [...ctx.svc.db.rows('SDN_controller')].filter((r) => tx.exists('SDN_controller', r.ref)).length
-    return tx.create('SDN_controller', sdnControllerFields(existing, String(protocol), String(address), Number(port)))
+    return tx.create('SDN_controller', sdnControllerFields(existing, protocol as SdnControllerProtocol, address as string, Number(port)))
   }),
 )
 

@@ -2,8 +2,9 @@
 // (reference/xapi.md §3.5). Disks are frozen qcow2 images that later images build on; see
 // storage/chain.ts for how chains stay short.
 import { randomUUID } from 'node:crypto'
-import { getClass, NULL_REF } from '../idl/index.js'
+import { getClass, NULL_REF, storedFields } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
+import type { StoredOf, VMRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import { fromJson, toJson } from '../lib/int64.js'
 import { withUndo } from '../lib/undo.js'
@@ -13,20 +14,19 @@ import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { markHalted } from './vm-lifecycle.js'
 import type { VdiImage } from '../agent/storage.js'
 
-type Rec = Readonly<Record<string, unknown>>
+type Rec = Readonly<VMRecord>
 
 const VM = getClass('VM')
 
 /** Fields a revert takes back from the snapshot (the rest is identity, relations or runtime state). */
 const NOT_RESTORED = new Set(['uuid', 'name_label', 'name_description', 'is_a_template', 'is_a_snapshot', 'snapshot_of', 'snapshot_time', 'snapshot_info', 'snapshot_metadata', 'parent', 'power_state', 'resident_on', 'scheduled_to_be_resident_on', 'domid', 'current_operations', 'allowed_operations', 'metrics', 'guest_metrics', 'suspend_VDI', 'blocked_operations', 'is_default_template', 'tags', 'transportable_snapshot_id', 'appliance', 'snapshot_schedule', 'other_config'])
 
-const storedCopy = (vm: Rec) => Object.fromEntries(VM.storedFields.map((f) => [f.name, vm[f.name]]))
 
 /** The snapshot VM record and its devices, pointing at the snapshot disks. */
-function recordSnapshot(tx: Tx, vmRef: string, vm: Rec, name: string, disks: Map<string, string>, extra: Record<string, unknown>): string {
+function recordSnapshot(tx: Tx, vmRef: string, vm: Rec, name: string, disks: Map<string, string>, extra: Partial<StoredOf<'VM'>>): string {
   const metrics = tx.create('VM_metrics', {})
   const snapshot = tx.create('VM', {
-    ...storedCopy(vm),
+    ...storedFields('VM', vm),
     uuid: randomUUID(),
     name_label: name,
     is_a_snapshot: true,
@@ -35,7 +35,7 @@ function recordSnapshot(tx: Tx, vmRef: string, vm: Rec, name: string, disks: Map
     snapshot_of: vmRef,
     snapshot_time: now(),
     snapshot_info: { 'power-state-at-snapshot': String(vm.power_state), 'disk-snapshot-type': 'crash_consistent' },
-    snapshot_metadata: toJson(storedCopy(vm)),
+    snapshot_metadata: toJson(storedFields('VM', vm)),
     parent: vm.parent,
     power_state: 'Halted',
     resident_on: NULL_REF,
@@ -47,12 +47,12 @@ function recordSnapshot(tx: Tx, vmRef: string, vm: Rec, name: string, disks: Map
     guest_metrics: NULL_REF,
     ...extra,
   })
-  for (const vbd of vm.VBDs as string[]) {
-    const { uuid: _u, ...fields } = tx.get('VBD', vbd) as Record<string, unknown>
+  for (const vbd of vm.VBDs) {
+    const { uuid: _u, ...fields } = tx.get('VBD', vbd)
     tx.create('VBD', { ...fields, VM: snapshot, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: false, current_operations: {} })
   }
-  for (const vif of vm.VIFs as string[]) {
-    const { uuid: _u, ...fields } = tx.get('VIF', vif) as Record<string, unknown>
+  for (const vif of vm.VIFs) {
+    const { uuid: _u, ...fields } = tx.get('VIF', vif)
     tx.create('VIF', { ...fields, VM: snapshot, currently_attached: false, current_operations: {} })
   }
   tx.update('VM', vmRef, { parent: snapshot })
@@ -144,16 +144,16 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
         const current = tx.get('VM', vmRef)
         for (const vbd of current.VBDs as string[]) tx.delete('VBD', vbd)
         for (const vif of current.VIFs as string[]) tx.delete('VIF', vif)
-        for (const vbd of snapshot.VBDs as string[]) {
-          const { uuid: _u, ...fields } = tx.get('VBD', vbd) as Record<string, unknown>
+        for (const vbd of snapshot.VBDs) {
+          const { uuid: _u, ...fields } = tx.get('VBD', vbd)
           tx.create('VBD', { ...fields, VM: vmRef, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: suspendImage !== NULL_REF, current_operations: {} })
         }
-        for (const vif of snapshot.VIFs as string[]) {
-          const { uuid: _u, ...fields } = tx.get('VIF', vif) as Record<string, unknown>
+        for (const vif of snapshot.VIFs) {
+          const { uuid: _u, ...fields } = tx.get('VIF', vif)
           tx.create('VIF', { ...fields, VM: vmRef, currently_attached: false, current_operations: {} })
         }
         const restored = Object.fromEntries(Object.entries(metadata).filter(([k]) => !NOT_RESTORED.has(k) && VM.fields.has(k)))
-        tx.update('VM', vmRef, { ...restored, parent: snapshotRef, power_state: suspendImage !== NULL_REF ? 'Suspended' : 'Halted', suspend_VDI: suspendImage })
+        tx.update('VM', vmRef, { ...restored, parent: snapshotRef as string, power_state: suspendImage !== NULL_REF ? 'Suspended' : 'Halted', suspend_VDI: suspendImage })
         refreshAllowedOperations(tx, vmRef)
       })
       // The VM now runs on the copies: from here on nothing is undone.

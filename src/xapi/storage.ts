@@ -20,7 +20,7 @@ export function srPath(svc: Services, srRef: string): string {
       return String((rec.device_config as Record<string, string>).path)
     }
   }
-  throw new XapiError('SR_NO_PBDS', [srRef])
+  throw new XapiError('SR_HAS_NO_PBDS', [srRef])
 }
 
 /** An SR plugged on this host as its driver there names it. */
@@ -226,7 +226,7 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
   // As xapi's VM.copy: an SR reference that is not valid (NULL, '') means the disk's own SR.
   const target = svc.db.tryRecord('SR', srRef) ? srRef : String(vdi.SR)
   const fields: Record<string, unknown> = {}
-  for (const name of VDI_FIELDS) fields[name] = vdi[name]
+  for (const name of VDI_FIELDS) fields[name] = vdi[name as keyof typeof vdi]
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
   return withSrLock(target, async () => {
     const image = await svc.agent.call<VdiImage>('vdi.copy', { path: srPath(svc, target), source: await vdiPath(svc, vdiRef), location: randomUUID() })
@@ -274,8 +274,8 @@ async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
 register('SR.scan', (ctx, [ref]) => scanSr(ctx, ref as string))
 register('SR.update', (ctx, [ref]) => refreshSrUsage(ctx.svc, ref as string))
 register('SR.get_supported_types', (ctx) => [...srTypes(ctx.svc)])
-register('SR.set_name_label', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_label: value })))
-register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_description: value })))
+register('SR.set_name_label', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_label: value as string })))
+register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_description: value as string })))
 
 /** The first start's local SR: a directory inside the data dir, plugged on this host. */
 export async function ensureLocalSr(svc: Services): Promise<string> {
@@ -302,7 +302,7 @@ export async function ensureStorageManagers(svc: Services): Promise<void> {
   await svc.db.transact((tx) => {
     for (const d of drivers)
       if (!have.has(d.type))
-        tx.create('SM', { type: d.type, name_label: d.name, name_description: d.name, capabilities: d.capabilities, vendor: 'Flotilla', copyright: '', version: '1.0', required_api_version: '1.0', configuration: {}, features: Object.fromEntries(d.capabilities.map((c) => [c, 1])), driver_filename: '', other_config: {}, required_cluster_stack: [] })
+        tx.create('SM', { type: d.type, name_label: d.name, name_description: d.name, capabilities: [...d.capabilities], vendor: 'Flotilla', copyright: '', version: '1.0', required_api_version: '1.0', configuration: {}, features: Object.fromEntries(d.capabilities.map((c) => [c, 1])), driver_filename: '', other_config: {}, required_cluster_stack: [] })
   })
 }
 
@@ -338,7 +338,7 @@ export function vdiFormat(svc: Services, vdiRef: string): 'qcow2' | 'raw' {
 /** Where an SR is on this host, plugged or not: its directory and, for device SRs, the device. */
 function placement(svc: Services, srRef: string, pbdRef?: string): SrLocation {
   const pbd = pbdRef ?? (svc.db.record('SR', srRef).PBDs as string[]).find((p) => svc.db.record('PBD', p).host === svc.hostRef)
-  if (!pbd) throw new XapiError('SR_NO_PBDS', [srRef])
+  if (!pbd) throw new XapiError('SR_HAS_NO_PBDS', [srRef])
   const config = svc.db.record('PBD', pbd).device_config as Record<string, string>
   return { type: String(svc.db.record('SR', srRef).type), path: config.path!, ...(config.device ? { device: config.device } : {}) }
 }
@@ -362,7 +362,7 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
       `the SR and PBD records of ${uuid}`,
       () =>
         svc.db.transact((tx) => {
-          const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: smConfig ?? {}, other_config: {} })
+          const ref = tx.create('SR', { uuid, name_label: name as string, name_description: description as string, type: type as string, content_type: type === 'iso' ? 'iso' : (contentType as string) || 'user', shared: false, sm_config: (smConfig ?? {}) as Record<string, string>, other_config: {} })
           tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: true })
           return ref
         }),
@@ -381,7 +381,7 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
 
 register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {
   if (!srTypes(ctx.svc).has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
-  return ctx.svc.db.transact((tx) => tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: contentType, shared, sm_config: smConfig, other_config: {} }))
+  return ctx.svc.db.transact((tx) => tx.create('SR', { uuid: uuid as string, name_label: name as string, name_description: description as string, type: type as string, content_type: contentType as string, shared: shared as boolean, sm_config: smConfig as Record<string, string>, other_config: {} }))
 })
 
 register('PBD.plug', async (ctx, [ref]) => {
@@ -415,7 +415,7 @@ async function forgetSr(svc: Services, ref: string): Promise<void> {
     for (const pbd of sr.PBDs as string[]) tx.delete('PBD', pbd)
     tx.delete('SR', ref)
     const pool = svc.db.first('pool')
-    for (const field of ['default_SR', 'suspend_image_SR', 'crash_dump_SR'])
+    for (const field of ['default_SR', 'suspend_image_SR', 'crash_dump_SR'] as const)
       if (tx.get('pool', pool)[field] === ref) tx.update('pool', pool, { [field]: NULL_REF })
   })
 }

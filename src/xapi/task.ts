@@ -1,6 +1,7 @@
 // Tasks: what Async calls and HTTP handlers run under, and what clients watch through events.
 import { EPOCH, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
+import type { TaskStatusType } from '../idl/records.js'
 import { now, register, type CallContext, type Services } from './context.js'
 
 export type Outcome = { status: 'success'; resultXml: string; type?: string } | { status: 'failure'; errorInfo: string[] }
@@ -84,7 +85,7 @@ register('task.destroy', async (ctx, [ref]) => {
 register('task.set_status', (ctx, [ref, status]) =>
   ctx.svc.db.transact((tx) => {
     tx.get('task', ref as string)
-    tx.update('task', ref as string, { status, ...(status === 'pending' ? {} : { finished: now() }) })
+    tx.update('task', ref as string, { status: status as TaskStatusType, ...(status === 'pending' ? {} : { finished: now() }) })
   }),
 )
 

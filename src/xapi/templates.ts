@@ -140,7 +140,7 @@ register('VM.provision', (ctx, [ref]) =>
         const entry: { vbd?: string; vdi: string } = { vdi }
         made.push(entry)
         entry.vbd = await ctx.svc.db.transact((tx) =>
-          tx.create('VBD', { VM: ref, VDI: vdi, userdevice: disk.device, device: `xvd${String.fromCharCode(97 + Number(disk.device))}`, bootable: disk.bootable, mode: 'RW', type: 'Disk', empty: false, unpluggable: disk.type !== 'system', other_config: { owner: '' }, qos_algorithm_params: {} }),
+          tx.create('VBD', { VM: ref as string, VDI: vdi, userdevice: disk.device, device: `xvd${String.fromCharCode(97 + Number(disk.device))}`, bootable: disk.bootable, mode: 'RW', type: 'Disk', empty: false, unpluggable: disk.type !== 'system', other_config: { owner: '' }, qos_algorithm_params: {} }),
         )
       }
     } catch (err) {

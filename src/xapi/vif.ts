@@ -126,5 +126,5 @@ register('VIF.move', async (ctx, [ref, network]) => {
   if (moved.active) {
     await ctx.svc.agent.call('vm.move-nic', { uuid: moved.vm.uuid, device: moved.device, network: String(ctx.svc.db.record('network', network as string).uuid) })
   }
-  await ctx.svc.db.transact((tx) => tx.update('VIF', ref as string, { network }))
+  await ctx.svc.db.transact((tx) => tx.update('VIF', ref as string, { network: network as string }))
 })

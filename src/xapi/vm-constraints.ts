@@ -2,8 +2,9 @@
 // ones its setters make (vm_memory_constraints.ml, xapi_vm.ml) and the ones VM.start makes
 // before it boots anything (xapi_vm_helpers.ml validate_basic_parameters, assert_enough_pcpus).
 import { XapiError } from '../idl/errors.js'
+import type { VMRecord } from '../idl/records.js'
 
-type Rec = Readonly<Record<string, unknown>>
+type Rec = Readonly<VMRecord>
 
 /** The five memory settings, in the order static_min ≤ dynamic_min ≤ target ≤ dynamic_max ≤ static_max. */
 export interface MemoryConstraints {
@@ -27,10 +28,10 @@ export function memoryOf(vm: Rec): MemoryConstraints {
 const inOrder = (c: MemoryConstraints) => c.static_min <= c.dynamic_min && c.dynamic_min <= c.dynamic_max && c.dynamic_max <= c.static_max
 const pinnedAtStaticMax = (c: MemoryConstraints) => c.static_min <= c.dynamic_min && c.dynamic_min === c.dynamic_max && c.dynamic_max === c.static_max
 
-const isTrue = (platform: Rec, key: string) => ['1', 'true'].includes(String(platform[key] ?? '').toLowerCase())
+const isTrue = (platform: Record<string, string>, key: string) => ['1', 'true'].includes((platform[key] ?? '').toLowerCase())
 
 /** platform:nested-virt: xapi pins such a VM's memory and refuses to balloon it. */
-export const usesNestedVirt = (vm: Rec) => isTrue(vm.platform as Rec, 'nested-virt')
+export const usesNestedVirt = (vm: Rec) => isTrue(vm.platform, 'nested-virt')
 
 /**
  * Whether new memory settings may be stored on `vm` (assert_valid_for_current_context): in
@@ -89,7 +90,7 @@ export function bootSettingsError(vm: Rec): XapiError | undefined {
 /** assert_enough_pcpus: more vCPUs than the host has CPUs only with platform:vcpu-unrestricted. */
 export function pcpusError(vm: Rec, hostCpus: number): XapiError | undefined {
   const vcpus = Number(vm.VCPUs_max)
-  if (vcpus <= hostCpus || isTrue(vm.platform as Rec, 'vcpu-unrestricted')) return undefined
+  if (vcpus <= hostCpus || isTrue(vm.platform, 'vcpu-unrestricted')) return undefined
   return new XapiError('HOST_NOT_ENOUGH_PCPUS', [String(vcpus), String(hostCpus)])
 }
 

@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto'
 import { NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
+import type { VMRecord, VmOperations } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import type { StartRequest } from '../agent/vms.js'
 import { now, register, type CallContext, type Services } from './context.js'
@@ -10,7 +11,7 @@ import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { bootSettingsError, nestedVirtStartError, pcpusError } from './vm-constraints.js'
 import { chooseHostForVm, hostRefusesVm } from './host-ops.js'
 
-type Rec = Readonly<Record<string, unknown>>
+type Rec = Readonly<VMRecord>
 
 /** QEMU's own overhead per VM beyond guest RAM (reference/qemu-lab.md §2: about 50 MiB). */
 export const VM_OVERHEAD = 64 * 2 ** 20
@@ -108,7 +109,7 @@ function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean): void 
   for (const vif of vm.VIFs as string[]) tx.update('VIF', vif, { currently_attached: true })
   const metrics = String(vm.metrics)
   if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now(), VCPUs_number: vm.VCPUs_at_startup, memory_actual: vm.memory_static_max, state: [], last_updated: now() })
-  for (const protocol of ['rfb', 'vt100']) {
+  for (const protocol of ['rfb', 'vt100'] as const) {
     const uuid = randomUUID()
     tx.create('console', { uuid, protocol, VM: ref, location: `${svc.publicUrl}/console?uuid=${uuid}`, other_config: {} })
   }
@@ -154,7 +155,7 @@ async function startVm(ctx: CallContext, ref: string, paused: boolean, placement
   })
 }
 
-async function stopVm(ctx: CallContext, ref: string, op: string, clean: boolean): Promise<void> {
+async function stopVm(ctx: CallContext, ref: string, op: VmOperations, clean: boolean): Promise<void> {
   await withVmOperation(ctx, ref, op, async (vm) => {
     if (vm.power_state === 'Suspended') return discardSuspendImage(ctx.svc, ref)
     const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean })

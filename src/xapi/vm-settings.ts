@@ -3,17 +3,18 @@
 // turns them into set_memory_static_range / set_memory_dynamic_range.
 import { NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
+import type { VMRecord, VmOperations } from '../idl/records.js'
 import { register, type CallContext } from './context.js'
 import { liveVcpusError, memoryConstraintError, memoryOf, vcpusAtStartupError, vcpusMaxError, type MemoryConstraints } from './vm-constraints.js'
 import { withVmOperation } from './vm.js'
 
-type Rec = Readonly<Record<string, unknown>>
+type Rec = Readonly<VMRecord>
 
 /**
  * Stores new memory settings under `op` once they pass xapi's checks. A running control domain
  * may change them but uses them only after its next boot, which requires_reboot tells clients.
  */
-function setMemory(ctx: CallContext, ref: string, op: string, change: (current: MemoryConstraints, vm: Rec) => Partial<MemoryConstraints>): Promise<void> {
+function setMemory(ctx: CallContext, ref: string, op: VmOperations, change: (current: MemoryConstraints, vm: Rec) => Partial<MemoryConstraints>): Promise<void> {
   return withVmOperation(ctx, ref, op, () =>
     ctx.svc.db.transact((tx) => {
       const vm = tx.get('VM', ref)
@@ -70,7 +71,7 @@ register('VM.set_VCPUs_max', (ctx, [ref, value]) =>
     ctx.svc.db.transact((tx) => {
       const err = vcpusMaxError(tx.get('VM', ref as string), value as number)
       if (err) throw err
-      tx.update('VM', ref as string, { VCPUs_max: value })
+      tx.update('VM', ref as string, { VCPUs_max: value as number })
     }),
   ),
 )
@@ -82,7 +83,7 @@ register('VM.set_VCPUs_at_startup', (ctx, [ref, value]) =>
     if (rec.is_control_domain) throw new XapiError('OPERATION_NOT_ALLOWED', ['set_VCPUs_at_startup is not allowed on dom0'])
     const err = vcpusAtStartupError(rec, value as number)
     if (err) throw err
-    tx.update('VM', ref as string, { VCPUs_at_startup: value })
+    tx.update('VM', ref as string, { VCPUs_at_startup: value as number })
   }),
 )
 
@@ -93,9 +94,9 @@ register('VM.set_VCPUs_number_live', (ctx, [ref, count]) =>
     if (err) throw err
     await ctx.svc.agent.call('vm.set-vcpus', { uuid: rec.uuid, count })
     await ctx.svc.db.transact((tx) => {
-      tx.update('VM', ref as string, { VCPUs_at_startup: count })
+      tx.update('VM', ref as string, { VCPUs_at_startup: count as number })
       const metrics = String(tx.get('VM', ref as string).metrics)
-      if (metrics !== NULL_REF && tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { VCPUs_number: count })
+      if (metrics !== NULL_REF && tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { VCPUs_number: count as number })
     })
   }),
 )

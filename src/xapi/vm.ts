@@ -6,13 +6,14 @@ import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import { withUndo } from '../lib/undo.js'
+import type { StoredOf, VMRecord, VmOperations } from '../idl/records.js'
 import { register, type CallContext } from './context.js'
 import { createObject } from './generic.js'
 import { allowedVmOperations, vmOperationError } from './vm-ops.js'
 import { macFromSeed } from './vif.js'
 import { cloneVdi, copyVdi, destroyVdi } from './storage.js'
 
-type Rec = Readonly<Record<string, unknown>>
+type Rec = Readonly<VMRecord>
 
 const VM = getClass('VM')
 
@@ -23,7 +24,7 @@ export function refreshAllowedOperations(tx: Tx, ref: string): void {
   if (JSON.stringify(allowed) !== JSON.stringify(vm.allowed_operations)) tx.update('VM', ref, { allowed_operations: allowed })
 }
 
-export function assertVmOperation(tx: Tx, ref: string, op: string): Rec {
+export function assertVmOperation(tx: Tx, ref: string, op: VmOperations): Rec {
   const vm = tx.get('VM', ref)
   const err = vmOperationError(ref, vm, op)
   if (err) throw err
@@ -34,11 +35,11 @@ export function assertVmOperation(tx: Tx, ref: string, op: string): Rec {
  * Runs a VM operation under xapi's locking: checks it, records it in current_operations
  * (keyed by the caller's task), and clears it however the operation ends.
  */
-export async function withVmOperation<T>(ctx: CallContext, ref: string, op: string, fn: (vm: Rec) => Promise<T>): Promise<T> {
+export async function withVmOperation<T>(ctx: CallContext, ref: string, op: VmOperations, fn: (vm: Rec) => Promise<T>): Promise<T> {
   const key = ctx.taskRef ?? `OpaqueRef:${randomUUID()}`
   const vm = await ctx.svc.db.transact((tx) => {
     const rec = assertVmOperation(tx, ref, op)
-    tx.update('VM', ref, { current_operations: { ...(rec.current_operations as object), [key]: op } })
+    tx.update('VM', ref, { current_operations: { ...rec.current_operations, [key]: op } })
     refreshAllowedOperations(tx, ref)
     return rec
   })
@@ -47,7 +48,7 @@ export async function withVmOperation<T>(ctx: CallContext, ref: string, op: stri
   } finally {
     await ctx.svc.db.transact((tx) => {
       if (!tx.exists('VM', ref)) return
-      const { [key]: _done, ...rest } = tx.get('VM', ref).current_operations as Record<string, string>
+      const { [key]: _done, ...rest } = tx.get('VM', ref).current_operations
       tx.update('VM', ref, { current_operations: rest })
       refreshAllowedOperations(tx, ref)
     })
@@ -72,10 +73,10 @@ function destroySatellites(tx: Tx, ref: string, vm: Rec): void {
   for (const field of ['VBDs', 'VIFs', 'consoles', 'VTPMs', 'VUSBs', 'VGPUs', 'crash_dumps'] as const) {
     const cls = VM.fields.get(field)!.type
     if (cls.kind !== 'set' || cls.of.kind !== 'ref') continue
-    for (const child of vm[field] as string[]) if (tx.exists(cls.of.cls, child)) tx.delete(cls.of.cls, child)
+    for (const child of vm[field]) if (tx.exists(cls.of.cls, child)) tx.delete(cls.of.cls, child)
   }
   for (const [cls, field] of [['VM_metrics', 'metrics'], ['VM_guest_metrics', 'guest_metrics']] as const) {
-    const child = String(vm[field])
+    const child = vm[field]
     if (child !== NULL_REF && tx.exists(cls, child)) tx.delete(cls, child)
   }
 }
@@ -86,21 +87,21 @@ register('VM.destroy', async (ctx, [ref]) => {
     if (vm.is_default_template) throw new XapiError('VM_CANNOT_DELETE_DEFAULT_TEMPLATE', [ref])
     destroySatellites(tx, ref as string, vm)
     tx.delete('VM', ref as string)
-    return String(vm.suspend_VDI)
+    return vm.suspend_VDI
   })
   // A suspended VM's saved state is its own, unlike its disks.
   if (suspendImage !== NULL_REF && ctx.svc.db.tryRecord('VDI', suspendImage)) await destroyVdi(ctx.svc, suspendImage)
 })
 
 /** Fields a clone does not inherit (reference/xapi.md §3.4). */
-function cloneFields(source: Rec, name: string): Record<string, unknown> {
-  const other = { ...(source.other_config as Record<string, string>) }
+function cloneFields(source: Rec, name: string): Partial<StoredOf<'VM'>> {
+  const other = { ...source.other_config }
   delete other.default_template
   delete other.xensource_internal
-  if (source.is_a_template) other.base_template_name = String(source.name_label)
+  if (source.is_a_template) other.base_template_name = source.name_label
   other.mac_seed = randomUUID()
   const copy: Record<string, unknown> = {}
-  for (const f of VM.storedFields) copy[f.name] = source[f.name]
+  for (const f of VM.storedFields) copy[f.name] = source[f.name as keyof VMRecord]
   return {
     ...copy,
     uuid: randomUUID(),
@@ -130,26 +131,25 @@ async function cloneVm(ctx: CallContext, ref: string, name: string, op: 'clone' 
   return withVmOperation(ctx, ref, op, (source) =>
     withUndo(`VM.${op}`, async (undo) => {
       const disks = new Map<string, string>()
-      for (const vbd of source.VBDs as string[]) {
+      for (const vbd of source.VBDs) {
         const rec = ctx.svc.db.record('VBD', vbd)
-        const vdi = String(rec.VDI)
+        const vdi = rec.VDI
         if (rec.type === 'CD' || vdi === NULL_REF) continue
         const make = () => (op === 'clone' ? cloneVdi(ctx.svc, vdi) : copyVdi(ctx.svc, vdi, sr))
         disks.set(vbd, await undo.step(`the ${op} of VDI ${vdi}`, make, (made) => destroyVdi(ctx.svc, made)))
       }
       return ctx.svc.db.transact((tx) => {
-        const metricsSource = tx.exists('VM_metrics', String(source.metrics)) ? tx.get('VM_metrics', String(source.metrics)) : {}
-        const { uuid: _u, ...metricsFields } = metricsSource as Record<string, unknown>
+        const { uuid: _u, ...metricsFields } = tx.exists('VM_metrics', source.metrics) ? tx.get('VM_metrics', source.metrics) : {}
         const metrics = tx.create('VM_metrics', metricsFields)
         const clone = tx.create('VM', { ...cloneFields(source, name), metrics })
-        const seed = String((tx.get('VM', clone).other_config as Record<string, string>).mac_seed)
-        for (const vbd of source.VBDs as string[]) {
-          const { uuid: _v, ...fields } = tx.get('VBD', vbd) as Record<string, unknown>
+        const seed = String(tx.get('VM', clone).other_config.mac_seed)
+        for (const vbd of source.VBDs) {
+          const { uuid: _v, ...fields } = tx.get('VBD', vbd)
           tx.create('VBD', { ...fields, VM: clone, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: false, current_operations: {} })
         }
-        for (const vif of source.VIFs as string[]) {
-          const { uuid: _v, ...fields } = tx.get('VIF', vif) as Record<string, unknown>
-          const MAC = fields.MAC_autogenerated ? macFromSeed(seed, String(fields.device)) : fields.MAC
+        for (const vif of source.VIFs) {
+          const { uuid: _v, ...fields } = tx.get('VIF', vif)
+          const MAC = fields.MAC_autogenerated ? macFromSeed(seed, fields.device) : fields.MAC
           tx.create('VIF', { ...fields, VM: clone, currently_attached: false, current_operations: {}, MAC })
         }
         refreshAllowedOperations(tx, clone)
@@ -164,22 +164,24 @@ register('VM.copy', (ctx, [ref, name, sr]) => cloneVm(ctx, ref as string, name a
 
 register('VM.assert_operation_valid', (ctx, [ref, op]) =>
   ctx.svc.db.transact((tx) => {
-    assertVmOperation(tx, ref as string, op as string)
+    assertVmOperation(tx, ref as string, op as VmOperations)
   }),
 )
 
 register('VM.update_allowed_operations', (ctx, [ref]) => ctx.svc.db.transact((tx) => refreshAllowedOperations(tx, ref as string)))
 
-const usedDevices = (ctx: CallContext, ref: string, cls: 'VBD' | 'VIF', field: 'userdevice' | 'device') =>
-  new Set((ctx.svc.db.record('VM', ref)[`${cls}s`] as string[]).map((r) => String(ctx.svc.db.record(cls, r)[field])))
+const usedDevices = (ctx: CallContext, ref: string, cls: 'VBD' | 'VIF') => {
+  const vm = ctx.svc.db.record('VM', ref)
+  return new Set(cls === 'VBD' ? vm.VBDs.map((r) => ctx.svc.db.record('VBD', r).userdevice) : vm.VIFs.map((r) => ctx.svc.db.record('VIF', r).device))
+}
 
 register('VM.get_allowed_VBD_devices', (ctx, [ref]) => {
-  const used = usedDevices(ctx, ref as string, 'VBD', 'userdevice')
+  const used = usedDevices(ctx, ref as string, 'VBD')
   return Array.from({ length: 16 }, (_, i) => String(i)).filter((d) => !used.has(d))
 })
 
 register('VM.get_allowed_VIF_devices', (ctx, [ref]) => {
-  const used = usedDevices(ctx, ref as string, 'VIF', 'device')
+  const used = usedDevices(ctx, ref as string, 'VIF')
   return Array.from({ length: 7 }, (_, i) => String(i)).filter((d) => !used.has(d))
 })
 
@@ -189,12 +191,12 @@ const SETTABLE_BIOS_STRINGS = new Set(['bios-vendor', 'bios-version', 'system-ma
 register('VM.set_bios_strings', (ctx, [ref, value]) =>
   ctx.svc.db.transact((tx) => {
     const vm = tx.get('VM', ref as string)
-    if (vm.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'halted', String(vm.power_state).toLowerCase()])
+    if (vm.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'halted', vm.power_state.toLowerCase()])
     for (const [key, text] of Object.entries(value as Record<string, string>)) {
       if (!SETTABLE_BIOS_STRINGS.has(key) && !/^oem-\d{1,3}$/.test(key)) throw new XapiError('INVALID_VALUE', [key, text])
       if (text.length > 512 || /[^\x20-\x7e]/.test(text)) throw new XapiError('INVALID_VALUE', [key, text])
     }
-    tx.update('VM', ref as string, { bios_strings: { ...(vm.bios_strings as object), ...(value as object) } })
+    tx.update('VM', ref as string, { bios_strings: { ...vm.bios_strings, ...(value as Record<string, string>) } })
   }),
 )
 
@@ -202,7 +204,7 @@ register('VM.set_bios_strings', (ctx, [ref, value]) =>
 register('VM.copy_bios_strings', (ctx, [ref, host]) =>
   ctx.svc.db.transact((tx) => {
     const vm = tx.get('VM', ref as string)
-    if (Object.keys(vm.bios_strings as object).length > 0) throw new XapiError('VM_BIOS_STRINGS_ALREADY_SET')
-    tx.update('VM', ref as string, { bios_strings: tx.get('host', host as string).bios_strings, affinity: host })
+    if (Object.keys(vm.bios_strings).length > 0) throw new XapiError('VM_BIOS_STRINGS_ALREADY_SET')
+    tx.update('VM', ref as string, { bios_strings: tx.get('host', host as string).bios_strings, affinity: host as string })
   }),
 )

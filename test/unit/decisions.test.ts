@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { defaultRecord, getClass } from '../../src/idl/index.js'
+import { buildRecord } from '../../src/idl/index.js'
+import type { VMRecord } from '../../src/idl/records.js'
 import { allowedVmOperations, vmOperationError } from '../../src/xapi/vm-ops.js'
 import { evaluateWhere, parseWhere } from '../../src/xapi/where.js'
 import { macFromSeed } from '../../src/xapi/vif.js'
@@ -9,7 +10,7 @@ import { kvmUsable, parseCpuinfo, parseMeminfo } from '../../src/agent/facts.js'
 import { defaultRouteInterface } from '../../src/daemon/address.js'
 import { etcdArgs } from '../../src/daemon/etcd.js'
 
-const vm = (fields: object) => ({ ...defaultRecord(getClass('VM')), ...fields })
+const vm = (fields: Partial<VMRecord>) => buildRecord('VM', fields)
 
 describe('VM operation checks', () => {
   it('follow xapi\'s order: blocked, power state, other operations, template, snapshot', () => {

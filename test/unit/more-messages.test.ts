@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { XapiError } from '../../src/idl/errors.js'
+import { buildRecord } from '../../src/idl/index.js'
 import { configureIpError, parseCidr } from '../../src/xapi/vif.js'
 import { sdnControllerFields } from '../../src/xapi/sdn.js'
 import { licenseState } from '../../src/xapi/pool.js'
@@ -82,7 +83,7 @@ describe('pool.get_license_state', () => {
 })
 
 describe('host.allowed_operations', () => {
-  const host = { enabled: true, current_operations: {}, power_on_mode: '' }
+  const host = buildRecord('host', { enabled: true, current_operations: {}, power_on_mode: '' })
   it('allows reboot, shutdown and apply_updates only on a disabled host, and power_on never (no power-on plugin)', () => {
     assert.deepEqual(allowedHostOperations('OpaqueRef:h', host, true), ['provision', 'evacuate', 'vm_start', 'vm_resume', 'vm_migrate', 'enable'])
     assert.deepEqual(allowedHostOperations('OpaqueRef:h', { ...host, enabled: false }, true), ['provision', 'evacuate', 'shutdown', 'reboot', 'vm_start', 'vm_resume', 'vm_migrate', 'apply_updates', 'enable'])
@@ -91,10 +92,10 @@ describe('host.allowed_operations', () => {
     assert.deepEqual(hostOperationErrors('OpaqueRef:h', host, false).get('power_on')?.description, ['HOST_POWER_ON_MODE_DISABLED'])
   })
   it('refuses what conflicts with an operation in progress', () => {
-    const busy = { ...host, enabled: false, current_operations: { 'OpaqueRef:t': 'evacuate' } }
+    const busy = buildRecord('host', { ...host, enabled: false, current_operations: { 'OpaqueRef:t': 'evacuate' } })
     assert.deepEqual(hostOperationErrors('OpaqueRef:h', busy, true).get('vm_resume')?.description, ['OTHER_OPERATION_IN_PROGRESS', 'host', 'OpaqueRef:h', 'evacuate', 'OpaqueRef:t'])
     assert.ok(allowedHostOperations('OpaqueRef:h', busy, true).includes('vm_start'))
-    const updating = { ...busy, current_operations: { 'OpaqueRef:u': 'apply_updates' } }
+    const updating = buildRecord('host', { ...busy, current_operations: { 'OpaqueRef:u': 'apply_updates' } })
     assert.ok(!allowedHostOperations('OpaqueRef:h', updating, true).includes('enable'))
   })
 })

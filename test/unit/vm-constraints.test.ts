@@ -2,13 +2,14 @@
 // xapi_vm_helpers.ml), and which of a control domain's operations it allows.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { defaultRecord, getClass } from '../../src/idl/index.js'
+import { buildRecord } from '../../src/idl/index.js'
+import type { VMRecord, VmOperations } from '../../src/idl/records.js'
 import { bootSettingsError, liveVcpusError, memoryConstraintError, memoryOf, nestedVirtStartError, pcpusError, vcpusAtStartupError, vcpusMaxError } from '../../src/xapi/vm-constraints.js'
 import { allowedVmOperations, vmOperationError } from '../../src/xapi/vm-ops.js'
 
 const MiB = 2 ** 20
 const memory = (smin: number, dmin: number, dmax: number, smax: number) => ({ memory_static_min: smin * MiB, memory_dynamic_min: dmin * MiB, memory_target: dmin * MiB, memory_dynamic_max: dmax * MiB, memory_static_max: smax * MiB })
-const vm = (fields: object = {}) => ({ ...defaultRecord(getClass('VM')), ...memory(128, 256, 256, 256), VCPUs_max: 2, VCPUs_at_startup: 1, HVM_shadow_multiplier: 1, actions_after_crash: 'restart', domain_type: 'hvm', ...fields })
+const vm = (fields: Partial<VMRecord> = {}) => buildRecord('VM', { ...memory(128, 256, 256, 256), VCPUs_max: 2, VCPUs_at_startup: 1, HVM_shadow_multiplier: 1, actions_after_crash: 'restart', domain_type: 'hvm', ...fields })
 const error = (e: { description: string[] } | undefined) => e?.description
 
 describe('memory constraints', () => {
@@ -85,7 +86,7 @@ describe('the settings VM.start refuses', () => {
 describe('operations by power state', () => {
   it('keep static memory and VCPUs_max changes to Halted VMs, the dynamic range also Running', () => {
     const running = vm({ power_state: 'Running' })
-    for (const op of ['changing_static_range', 'changing_memory_limits', 'changing_VCPUs'])
+    for (const op of ['changing_static_range', 'changing_memory_limits', 'changing_VCPUs'] as VmOperations[])
       assert.deepEqual(error(vmOperationError('r', running, op)), ['VM_BAD_POWER_STATE', 'r', 'halted', 'running'], op)
     assert.equal(vmOperationError('r', running, 'changing_dynamic_range'), undefined)
     assert.equal(vmOperationError('r', running, 'changing_VCPUs_live'), undefined)
@@ -99,7 +100,7 @@ describe('operations by power state', () => {
     assert.equal(vmOperationError('d', dom0, 'changing_memory_limits'), undefined)
     assert.deepEqual(error(vmOperationError('d', dom0, 'changing_VCPUs')), ['OPERATION_NOT_ALLOWED', 'This operation is not allowed on dom0'])
     assert.deepEqual(error(vmOperationError('d', dom0, 'destroy')), ['VM_BAD_POWER_STATE', 'd', 'halted, suspended', 'running'])
-    for (const op of ['clean_shutdown', 'hard_shutdown', 'hard_reboot', 'suspend', 'snapshot', 'pause', 'changing_VCPUs_live'])
+    for (const op of ['clean_shutdown', 'hard_shutdown', 'hard_reboot', 'suspend', 'snapshot', 'pause', 'changing_VCPUs_live'] as VmOperations[])
       assert.deepEqual(error(vmOperationError('d', dom0, op)), ['OPERATION_NOT_ALLOWED', 'This operation is not allowed on a control domain'], op)
     assert.deepEqual(allowedVmOperations('d', dom0).sort(), ['changing_dynamic_range', 'changing_static_range', 'metadata_export'])
   })
