@@ -13,6 +13,8 @@ DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm p
   python3 xfsprogs e2fsprogs ansible curl git
   # the host console: the control domain's VNC console
   tigervnc-standalone-server xterm
+  # a lab of hosts in network namespaces: cutting a host off
+  iptables
   # to build the test guest image
   binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 

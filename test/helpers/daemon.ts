@@ -1,7 +1,8 @@
 // Starts a real Flotilla daemon (as the README does, with its own data dir, loopback address and
 // free ports) for a test, and stops it, its etcd and its files afterwards, also on failure.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+// A daemon can also run inside a network namespace, as one host of a lab (test/helpers/lab.ts).
+import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -30,11 +31,20 @@ export interface DaemonOptions {
   requestLog?: boolean
   /** The management address the daemon serves on (default loopback). */
   address?: string
+  /** Run inside this network namespace (`ip netns exec`), in a UTS namespace of its own named `hostname`. */
+  netns?: { name: string; hostname: string }
+  /** Write the daemon's output to this file, in a session of its own, so it outlives this process. */
+  logFile?: string
 }
+
+const IP = 'ip'
+/** Sets the hostname of the UTS namespace `unshare` made, then becomes the daemon. */
+const SET_HOSTNAME_THEN_EXEC = 'hostname "$0" && exec "$@"'
 
 export class Daemon {
   child!: ChildProcess
-  output = ''
+  private piped = ''
+  private logStart = 0
   /** Daemon processes this object stopped or killed itself: their exit is no news. */
   private readonly exitExpected = new WeakSet<ChildProcess>()
   readonly dataDir: string
@@ -61,6 +71,13 @@ export class Daemon {
     return `https://${this.address}:${this.httpsPort}`
   }
 
+  /** What the daemon has printed since its last start. */
+  get output(): string {
+    const log = this.opts.logFile
+    if (!log) return this.piped
+    return existsSync(log) ? readFileSync(log).subarray(this.logStart).toString() : ''
+  }
+
   async start(): Promise<this> {
     this.httpPort ||= this.opts.httpPort ?? (await freePort())
     this.httpsPort ||= this.opts.httpsPort ?? (await freePort())
@@ -68,26 +85,40 @@ export class Daemon {
     const nodeArgs = (process.env.FLOTILLA_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean)
     const args = [...nodeArgs, 'bin/flotilla.js', 'serve', '--data-dir', this.dataDir, '--address', this.address, '--http-port', String(this.httpPort), '--https-port', String(this.httpsPort)]
     if (this.requestLogFile) args.push('--request-log', this.requestLogFile)
-    this.output = ''
-    this.child = spawn(process.execPath, args, {
-      cwd: ROOT,
-      env: { ...process.env, FLOTILLA_ROOT_PASSWORD: PASSWORD, ...this.opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    this.piped = ''
+    const env = { ...process.env, FLOTILLA_ROOT_PASSWORD: PASSWORD, ...this.opts.env }
+    const log = this.opts.logFile
+    this.logStart = log && existsSync(log) ? statSync(log).size : 0
+    const logFd = log ? openSync(log, 'a') : undefined
+    const stdio: StdioOptions = logFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', logFd, logFd]
+    const ns = this.opts.netns
+    this.child = ns
+      ? spawn(IP, ['netns', 'exec', ns.name, 'unshare', '--uts', '--', 'sh', '-c', SET_HOSTNAME_THEN_EXEC, ns.hostname, process.execPath, ...args], { cwd: ROOT, env, stdio, detached: !!log })
+      : spawn(process.execPath, args, { cwd: ROOT, env, stdio, detached: !!log })
+    if (logFd !== undefined) {
+      closeSync(logFd)
+      this.child.unref()
+    }
     const child = this.child
     await new Promise<void>((res, rej) => {
       const timer = setTimeout(() => rej(new Error(`daemon did not get ready:\n${this.output}`)), 60_000)
-      const onData = (d: Buffer) => {
-        this.output += d.toString()
-        if (this.output.includes('flotilla ready')) {
-          clearTimeout(timer)
-          res()
-        }
+      const ready = () => {
+        if (!this.output.includes('flotilla ready')) return
+        clearTimeout(timer)
+        clearInterval(poll)
+        res()
       }
-      child.stdout!.on('data', onData)
-      child.stderr!.on('data', onData)
+      // A log file is polled; piped output says when it comes.
+      const poll = log ? setInterval(ready, 100) : undefined
+      const onData = (d: Buffer) => {
+        this.piped += d.toString()
+        ready()
+      }
+      child.stdout?.on('data', onData)
+      child.stderr?.on('data', onData)
       child.once('exit', (code, signal) => {
         clearTimeout(timer)
+        clearInterval(poll)
         rej(new Error(`daemon exited with ${code}:\n${this.output}`))
         // A daemon dying under a test shows as a closed connection: say why in the test's output.
         if (!this.exitExpected.has(child)) process.stderr.write(`daemon at ${this.url} died (${signal ?? `exit code ${code}`}); its last output:\n${this.output.slice(-8000)}\n`)
@@ -101,9 +132,14 @@ export class Daemon {
     return existsSync(file) ? Number(readFileSync(file, 'utf8')) : undefined
   }
 
+  /** The daemon is about to be killed from outside (a host's power loss): its exit is no news. */
+  expectExit(): void {
+    if (this.child) this.exitExpected.add(this.child)
+  }
+
   /** SIGTERM, as an administrator stops it; waits for the exit. */
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return
     const exited = new Promise((res) => this.child.once('exit', res))
     this.exitExpected.add(this.child)
     this.child.kill('SIGTERM')
@@ -134,17 +170,28 @@ export class Daemon {
     const identity = join(this.dataDir, 'identity.json')
     if (existsSync(identity)) {
       const hostUuid = (JSON.parse(readFileSync(identity, 'utf8')) as { hostUuid: string }).hostUuid.replace(/-/g, '')
-      const links = execFileSync('ip', ['-o', 'link', 'show']).toString().split('\n').map((l) => l.split(': ')[1]?.split('@')[0] ?? '')
+      const inNetns = this.opts.netns ? ['-n', this.opts.netns.name] : []
+      const links = execFileSync('ip', [...inNetns, '-o', 'link', 'show']).toString().split('\n').map((l) => l.split(': ')[1]?.split('@')[0] ?? '')
       const ours = links.filter((name) => name.startsWith(`f${hostUuid.slice(0, 6)}`) || vmIds.some((id) => name.startsWith(`t${id.slice(0, 10)}`)))
-      for (const name of ours) execFileSync('ip', ['link', 'del', 'dev', name], { stdio: 'ignore' })
+      for (const name of ours) execFileSync('ip', [...inNetns, 'link', 'del', 'dev', name], { stdio: 'ignore' })
     }
     if (this.ownsDataDir) rmSync(this.dataDir, { recursive: true, force: true })
   }
 
   /** What the serial console of a running VM has printed so far. */
   serial(vmUuid: string): string {
-    const file = join(this.dataDir, 'run', 'vm', vmUuid.replace(/-/g, '').slice(0, 12), 'serial.log')
+    const file = join(this.vmRunDir(vmUuid), 'serial.log')
     return existsSync(file) ? readFileSync(file, 'utf8') : ''
+  }
+
+  /** The PID of a running VM's QEMU, from its pidfile. */
+  qemuPid(vmUuid: string): number | undefined {
+    const file = join(this.vmRunDir(vmUuid), 'qemu.pid')
+    return existsSync(file) ? Number(readFileSync(file, 'utf8')) : undefined
+  }
+
+  private vmRunDir(vmUuid: string): string {
+    return join(this.dataDir, 'run', 'vm', vmUuid.replace(/-/g, '').slice(0, 12))
   }
 
   requests(): string[] {

@@ -15,4 +15,9 @@ export const TEST_PROGRAMS: Record<string, string> = {
   fincore: 'util-linux',
   losetup: 'mount',
   ps: 'procps',
+  // a lab's hosts (test/helpers/lab.ts), run inside their namespaces through `ip netns exec`
+  iptables: 'iptables',
+  unshare: 'util-linux',
+  sh: 'dash',
+  hostname: 'hostname',
 }
