@@ -6,10 +6,8 @@ import type { Duplex, Readable, Writable } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
-import { storageMethods } from './storage.js'
+import { storageMethods, type LiveDisk } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
-import { getDriver } from '../storage/registry.js'
-import type { SrLocation } from '../storage/driver.js'
 import { bridgeName, deleteLink, ensureBridge } from '../net/bridge.js'
 import type { StartRequest, VmRuntime } from './vms.js'
 import type { VmSpec } from './hardware.js'
@@ -20,11 +18,6 @@ export const SECRET_HEADER = 'x-flotilla-agent-secret'
 // Each method takes one JSON argument; errors with a XenAPI code and params keep them.
 export type AgentMethods = Record<string, (args: any) => Promise<unknown>>
 
-/** A disk of a running VM, by VM uuid and userdevice. */
-export interface LiveDisk {
-  uuid: string
-  userdevice: number
-}
 
 export function agentMethods(vms: VmRuntime, tls?: ServerTls): AgentMethods {
   const noTls = () => Promise.reject(new Error('this agent serves no TLS certificate'))
@@ -32,7 +25,7 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls): AgentMethods {
     'host.facts': () => readHostFacts(),
     'host.server-certificate': () => (tls ? serverCertificate(tls) : noTls()),
     'host.install-server-certificate': (args: { key: string; cert: string; chain: string[] }) => (tls ? installServerCertificate(tls, args) : noTls()),
-    ...storageMethods,
+    ...storageMethods(vms),
     'vm.start': (request: StartRequest) => vms.start(request),
     'vm.resume': ({ request, statePath }: { request: StartRequest; statePath: string }) => vms.start(request, statePath),
     'vm.suspend': ({ uuid, statePath }: { uuid: string; statePath: string }) => vms.suspend(uuid, statePath),
@@ -51,27 +44,10 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls): AgentMethods {
     'vm.unpause': ({ uuid }: { uuid: string }) => vms.unpause(uuid),
     'vm.set-vcpus': ({ uuid, count }: { uuid: string; count: number }) => vms.setVcpus(uuid, count),
     'vm.reattach': ({ vms: list }: { vms: { uuid: string; devices: string[] }[] }) => vms.reattach(list),
-    'vdi.freeze': async ({ location, next, live, ...sr }: SrLocation & { location: string; next: string; live?: LiveDisk }) => {
-      const driver = getDriver(sr.type)
-      if (!live) return driver.snapshot(sr, location, next)
-      await vms.freezeDisk(live.uuid, live.userdevice, driver.vdiPath(sr, next))
-      return { frozen: location, location: next }
-    },
-    'sr.gc': async ({ referenced, live, ...sr }: SrLocation & { referenced: string[]; live: Record<string, LiveDisk> }) => {
-      const driver = getDriver(sr.type)
-      const tops = new Set(Object.keys(live).filter((location) => vms.isRunning(live[location]!.uuid)))
-      return driver.gc(sr, new Set(referenced), tops, async (child, newBacking) => {
-        const disk = live[child]
-        if (!disk || !vms.isRunning(disk.uuid)) return false
-        await vms.streamDisk(disk.uuid, disk.userdevice, newBacking ? driver.vdiPath(sr, newBacking) : undefined)
-        return true
-      })
-    },
     'vm.checkpoint': async ({ uuid, path, disks, state }: { uuid: string; path: string; disks: { userdevice: number; next: string }[]; state: string }) => {
       const sr = new FileSr(path)
       await vms.checkpoint(uuid, disks.map((d) => ({ userdevice: d.userdevice, overlay: sr.path(d.next) })), state)
     },
-    'sr.tree': async ({ path }: { path: string }) => new FileSr(path).tree(),
     'net.ensure': async ({ network }: { network: string }) => {
       const name = bridgeName(vms.hostUuid, network)
       await ensureBridge(name)

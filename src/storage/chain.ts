@@ -63,3 +63,13 @@ export function chainDepth(images: ImageNode[], name: string): number {
   for (let cur = byName.get(name); cur; cur = cur.backing ? byName.get(cur.backing) : undefined) depth++
   return depth
 }
+
+/**
+ * How an image becomes immutable for a snapshot or clone. An overlay nothing was written to yet
+ * holds no data of its own, so its backing (immutable already) stands for it and cloning a
+ * template again and again adds no chain links; otherwise the image freezes as it is and the
+ * VDI goes on in a fresh overlay `next` built on it.
+ */
+export function freezePlan(location: string, next: string, backing: string | undefined, ownData: boolean): { frozen: string; location: string } {
+  return backing !== undefined && !ownData ? { frozen: backing, location } : { frozen: location, location: next }
+}

@@ -5,7 +5,7 @@ import { constants } from 'node:fs'
 import { copyFile, mkdir, readdir, rename, rm, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import { commitImage, convertImage, createImage, imageInfo, mapImage, resizeImage } from '../qemu/img.js'
-import type { ImageNode } from './chain.js'
+import { freezePlan, type ImageNode } from './chain.js'
 import { StorageError, type Frozen, type SrUsage, type VdiFormat, type VdiImage } from './driver.js'
 
 const IMAGE = /^([0-9a-f-]{36})\.qcow2$/
@@ -48,11 +48,10 @@ export class FileSr {
   async freeze(location: string, next: string): Promise<Frozen> {
     const path = this.path(location)
     const info = await imageInfo(path, 'qcow2')
-    if (info.backingFile && (await mapImage(path, 'qcow2')).every((e) => (e.depth ?? 0) > 0)) {
-      return { frozen: this.locationOf(info.backingFile), location }
-    }
-    await createImage({ path: this.path(next), format: 'qcow2', size: info.virtualSize, backing: { path, format: 'qcow2' } })
-    return { frozen: location, location: next }
+    const ownData = !info.backingFile || (await mapImage(path, 'qcow2')).some((e) => (e.depth ?? 0) === 0)
+    const plan = freezePlan(location, next, ownData ? undefined : this.locationOf(info.backingFile!), ownData)
+    if (plan.location === next) await createImage({ path: this.path(next), format: 'qcow2', size: info.virtualSize, backing: { path, format: 'qcow2' } })
+    return plan
   }
 
   /** The location an image path in this SR stands for. */

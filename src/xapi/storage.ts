@@ -3,8 +3,9 @@
 import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
-import type { SrDriverInfo, SrLocation, VdiImage } from '../agent/storage.js'
+import type { FreezeOutcome, FreezeRequest, SrDriverInfo, SrLocation, SrUsage, VdiImage } from '../agent/storage.js'
 import { now, register, type CallContext, type Services } from './context.js'
+import { withSrLock } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
 import { withUndo } from '../lib/undo.js'
 
@@ -37,7 +38,11 @@ export async function vdiPath(svc: Services, vdiRef: string): Promise<string> {
 
 /** Refreshes an SR's size figures from its host. */
 export async function refreshSrUsage(svc: Services, srRef: string): Promise<void> {
-  const usage = await svc.agent.call<{ physicalSize: number; physicalUtilisation: number }>('sr.usage', attachedSr(svc, srRef))
+  await recordSrUsage(svc, srRef, await svc.agent.call<SrUsage>('sr.usage', attachedSr(svc, srRef)))
+}
+
+/** Writes an SR's size figures as its host reported them. */
+async function recordSrUsage(svc: Services, srRef: string, usage: SrUsage): Promise<void> {
   await svc.db.transact((tx) => {
     const sr = tx.get('SR', srRef)
     const allocation = (sr.VDIs as string[]).reduce((sum, v) => sum + Number(tx.exists('VDI', v) ? tx.get('VDI', v).virtual_size : 0), 0)
@@ -50,7 +55,7 @@ const VDI_FIELDS = getClass('VDI').storedFields.filter((f) => f.qualifier === 'R
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /** Records a VDI the agent has just made: its uuid is its image's name where that is a uuid (file SRs; ISO files keep their names). */
-export async function recordVdi(svc: Services, srRef: string, image: VdiImage, fields: Record<string, unknown>): Promise<string> {
+export async function recordVdi(svc: Services, srRef: string, image: VdiImage, fields: Record<string, unknown>, usage?: SrUsage): Promise<string> {
   const ref = await svc.db.transact((tx) =>
     tx.create('VDI', {
       type: 'user',
@@ -64,7 +69,7 @@ export async function recordVdi(svc: Services, srRef: string, image: VdiImage, f
       allowed_operations: ['clone', 'copy', 'destroy', 'resize', 'snapshot', 'update'],
     }),
   )
-  await refreshSrUsage(svc, srRef).catch(() => undefined)
+  await (usage ? recordSrUsage(svc, srRef, usage) : refreshSrUsage(svc, srRef)).catch(() => undefined)
   return ref
 }
 
@@ -116,39 +121,34 @@ function liveDisk(svc: Services, vdiRef: string): { uuid: string; userdevice: nu
   return undefined
 }
 
-/** Makes a VDI's current content immutable (live for running disks) and returns the image that holds it; the VDI goes on in a new overlay. */
-async function freezeVdi(svc: Services, vdiRef: string): Promise<string> {
+/** How a VDI freezes, from its records: a snapshot's image is immutable already; a running VM's disk freezes live. */
+function freezeRequest(svc: Services, vdiRef: string, clone: boolean): FreezeRequest {
   const vdi = svc.db.record('VDI', vdiRef)
-  if (vdi.is_a_snapshot) return String(vdi.location)
   const live = liveDisk(svc, vdiRef)
-  const result = await svc.agent.call<{ frozen: string; location: string }>('vdi.freeze', { ...attachedSr(svc, String(vdi.SR)), location: vdi.location, next: randomUUID(), ...(live ? { live } : {}) })
-  if (result.location !== vdi.location) await svc.db.transact((tx) => tx.update('VDI', vdiRef, { location: result.location }))
-  return result.frozen
+  return { sr: attachedSr(svc, String(vdi.SR)), location: String(vdi.location), next: randomUUID(), ...(vdi.is_a_snapshot ? { immutable: true } : live ? { live } : {}), ...(clone ? { clone: randomUUID() } : {}) }
+}
+
+/**
+ * Makes the VDIs' current content immutable in one agent call, each VDI going on in a new
+ * overlay, and returns the new VDIs' images (the frozen ones, or thin clones on them) with their
+ * SRs' figures. Where a VDI went on is recorded also when a later one fails, before the failure
+ * is raised. The caller holds the SRs' locks.
+ */
+export async function freezeVdis(svc: Services, vdiRefs: string[], clone: boolean): Promise<{ image: VdiImage; usage?: SrUsage }[]> {
+  const requests = vdiRefs.map((v) => freezeRequest(svc, v, clone))
+  const outcome = await svc.agent.call<FreezeOutcome>('vdi.freeze', { disks: requests })
+  const moved = outcome.done.flatMap((d, i) => (d.location !== requests[i]!.location ? [[vdiRefs[i]!, d.location] as const] : []))
+  if (moved.length) await svc.db.transact((tx) => moved.forEach(([vdi, location]) => tx.update('VDI', vdi, { location })))
+  if (outcome.failure) {
+    // The frozen images are hidden bases now: the collection merges them back.
+    for (const sr of new Set(outcome.done.map((_, i) => String(svc.db.record('VDI', vdiRefs[i]!).SR)))) void collectSrGarbage(svc, sr)
+    const { error, xapi } = outcome.failure
+    throw xapi ? XapiError.relayed(xapi[0]!, xapi.slice(1)) : new Error(error)
+  }
+  return outcome.done.map((d, i) => ({ image: d.image!, usage: outcome.usage[requests[i]!.sr.path] }))
 }
 
 const copyOfFields = (vdi: Rec) => Object.fromEntries(VDI_FIELDS.map((name) => [name, vdi[name]]))
-
-const srLocks = new Map<string, Promise<unknown>>()
-
-/**
- * Runs `fn` alone among the SR's tree changes: freezing images (snapshot, clone) and garbage
- * collection must not interleave, or a collection could remove an image a new snapshot needs.
- */
-function withSrLock<T>(srRef: string, fn: () => Promise<T>): Promise<T> {
-  const previous = srLocks.get(srRef) ?? Promise.resolve()
-  const next = previous.catch(() => undefined).then(fn)
-  srLocks.set(srRef, next)
-  return next
-}
-
-/**
- * Runs `fn` while no garbage collection, snapshot or clone touches these SRs: for whatever
- * opens their images (a VM starting, a disk transfer). Locks are taken in one order.
- */
-export function withSrLocks<T>(srRefs: string[], fn: () => Promise<T>): Promise<T> {
-  const [first, ...rest] = [...new Set(srRefs)].sort()
-  return first === undefined ? fn() : withSrLock(first, () => withSrLocks(rest, fn))
-}
 
 /** The SRs a VM's disks live in. */
 export function srsOfVm(svc: Services, vm: Rec): string[] {
@@ -162,9 +162,8 @@ export function srsOfVm(svc: Services, vm: Rec): string[] {
 export async function snapshotVdi(svc: Services, vdiRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   return withSrLock(String(vdi.SR), async () => {
-    const frozen = await freezeVdi(svc, vdiRef)
-    const image = await svc.agent.call<VdiImage>('vdi.image', { ...attachedSr(svc, String(vdi.SR)), location: frozen })
-    return recordVdi(svc, String(vdi.SR), image, { ...copyOfFields(vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra })
+    const [made] = await freezeVdis(svc, [vdiRef], false)
+    return recordVdi(svc, String(vdi.SR), made!.image, { ...copyOfFields(vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra }, made!.usage)
   })
 }
 
@@ -173,9 +172,8 @@ export async function cloneVdi(svc: Services, vdiRef: string, extra: Record<stri
   const vdi = svc.db.record('VDI', vdiRef)
   const srRef = String(vdi.SR)
   return withSrLock(srRef, async () => {
-    const base = await freezeVdi(svc, vdiRef)
-    const image = await svc.agent.call<VdiImage>('vdi.clone', { ...attachedSr(svc, srRef), base, location: randomUUID() })
-    return recordVdi(svc, srRef, image, { ...copyOfFields(vdi), ...extra })
+    const [made] = await freezeVdis(svc, [vdiRef], true)
+    return recordVdi(svc, srRef, made!.image, { ...copyOfFields(vdi), ...extra }, made!.usage)
   })
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { chainDepth, inUse, nextGcAction, type ImageNode } from '../../src/storage/chain.js'
+import { chainDepth, freezePlan, inUse, nextGcAction, type ImageNode } from '../../src/storage/chain.js'
 
 /** Applies GC decisions until the tree is healthy, as the agent does with real images. */
 function normalise(images: ImageNode[], referenced: Set<string>): ImageNode[] {
@@ -83,5 +83,20 @@ describe('the image tree under running VMs', () => {
     assert.deepEqual(nextGcAction(tree, new Set(['s1', 'live']), busy), { kind: 'stream', base: 's2', child: 'live', newBacking: 's1' })
     assert.equal(nextGcAction(tree, new Set(['s2', 'live']), busy), undefined, 's1 into s2 waits until the VM stops')
     assert.deepEqual(nextGcAction(tree, new Set(['s2', 'live'])), { kind: 'stream', base: 's1', child: 's2' })
+  })
+})
+
+describe('freezing an image for a snapshot or clone', () => {
+  it('freezes an image with data of its own as it is, the VDI going on in the new overlay', () => {
+    assert.deepEqual(freezePlan('disk', 'next', undefined, true), { frozen: 'disk', location: 'next' })
+    assert.deepEqual(freezePlan('disk', 'next', 'base', true), { frozen: 'disk', location: 'next' })
+  })
+
+  it('lets the backing of an overlay nothing was written to stand for it: no new chain link', () => {
+    assert.deepEqual(freezePlan('clone', 'next', 'template', false), { frozen: 'template', location: 'clone' })
+  })
+
+  it('freezes an empty image without backing as it is', () => {
+    assert.deepEqual(freezePlan('blank', 'next', undefined, false), { frozen: 'blank', location: 'next' })
   })
 })
