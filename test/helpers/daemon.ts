@@ -101,7 +101,10 @@ export class Daemon {
     }
     const child = this.child
     await new Promise<void>((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`daemon did not get ready:\n${this.output}`)), 60_000)
+      const timer = setTimeout(() => {
+        clearInterval(poll)
+        rej(new Error(`daemon did not get ready:\n${this.output}`))
+      }, 60_000)
       const ready = () => {
         if (!this.output.includes('flotilla ready')) return
         clearTimeout(timer)

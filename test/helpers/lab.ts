@@ -17,6 +17,8 @@ const STATE_DIR = '/run/flotilla-lab'
 /** Lab 0 is the script's (10.213.0.0/24); tests take the first free one from 1 on. */
 export const SCRIPT_LAB = 0
 const LAST_LAB = 254
+/** Host i is 10.213.N.(10+i). */
+const MAX_HOSTS = 200
 
 /** The names and addresses of lab `number` with `count` hosts: a pure function of the two. */
 export function labLayout(number: number, count: number) {
@@ -41,6 +43,8 @@ export interface LabState {
   /** The process whose exit takes the lab down, or null for a lab that outlives its maker (the script's). */
   owner: number | null
   password: string
+  /** The daemons' environment beyond the machine's (FLOTILLA_* knobs). */
+  env: Record<string, string>
 }
 
 export interface LabHost {
@@ -169,7 +173,7 @@ export class Lab {
     this.hosts = this.layout.hosts.map((h) => {
       const dataDir = join(this.layout.dir, h.hostname)
       const log = join(this.layout.dir, `${h.hostname}.log`)
-      const daemon = new Daemon({ dataDir, address: h.address, httpPort: 80, httpsPort: 443, netns: { name: h.netns, hostname: h.hostname }, logFile: log, env: { FLOTILLA_ROOT_PASSWORD: state.password } })
+      const daemon = new Daemon({ dataDir, address: h.address, httpPort: 80, httpsPort: 443, netns: { name: h.netns, hostname: h.hostname }, logFile: log, env: { ...state.env, FLOTILLA_ROOT_PASSWORD: state.password } })
       return {
         ...h,
         url: `http://${h.address}`,
@@ -192,8 +196,9 @@ export class Lab {
    * one from 1 on and goes down when this process exits (also on SIGINT/SIGTERM); `persistent`
    * labs outlive this process (the script's).
    */
-  static async up(count: number, opts: { number?: number; persistent?: boolean; password?: string } = {}): Promise<Lab> {
-    const state = (number: number): LabState => ({ number, count, owner: opts.persistent ? null : process.pid, password: opts.password ?? PASSWORD })
+  static async up(count: number, opts: { number?: number; persistent?: boolean; password?: string; env?: Record<string, string> } = {}): Promise<Lab> {
+    if (!Number.isInteger(count) || count < 1 || count > MAX_HOSTS) throw new Error(`a lab has 1 to ${MAX_HOSTS} hosts, not ${count}`)
+    const state = (number: number): LabState => ({ number, count, owner: opts.persistent ? null : process.pid, password: opts.password ?? PASSWORD, env: opts.env ?? {} })
     let claimed: LabState | undefined
     if (opts.number !== undefined) {
       if (claim(state(opts.number))) claimed = state(opts.number)
