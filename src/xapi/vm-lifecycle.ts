@@ -4,6 +4,7 @@ import { NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { VMRecord, VmOperations } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
+import { withUndo } from '../lib/undo.js'
 import type { StartRequest } from '../agent/vms.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { collectAllGarbage, createSuspendVdi, destroyVdi, srsOfVm, vdiFormat, vdiPath } from './storage.js'
@@ -145,16 +146,18 @@ async function startVm(ctx: CallContext, ref: string, paused: boolean, placement
     assertCanBootHere(svc, vm, placement)
     const nested = nestedVirtStartError(vm)
     if (nested) throw nested
-    await svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: svc.hostRef }))
-    try {
-      await withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.start', await startRequest(svc, vm, paused)))
-    } catch (err) {
-      await svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: NULL_REF }))
-      throw err
-    }
-    await svc.db.transact((tx) => markRunning(tx, svc, ref, paused))
+    await withUndo('VM.start', async (undo) => {
+      await undo.step(`the scheduling of ${vm.uuid} here`, () => scheduleHere(svc, ref, svc.hostRef), () => scheduleHere(svc, ref, NULL_REF))
+      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.start', await startRequest(svc, vm, paused))), () => hardStop(svc, vm))
+      await svc.db.transact((tx) => markRunning(tx, svc, ref, paused))
+    })
   })
 }
+
+const scheduleHere = (svc: Services, ref: string, host: string) => svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: host }))
+
+/** Undoes a start whose bookkeeping failed: the QEMU goes again. */
+const hardStop = (svc: Services, vm: Rec) => svc.agent.call('vm.stop', { uuid: vm.uuid, clean: false })
 
 async function stopVm(ctx: CallContext, ref: string, op: VmOperations, clean: boolean): Promise<void> {
   await withVmOperation(ctx, ref, op, async (vm) => {
@@ -200,10 +203,12 @@ async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placemen
     assertCanBootHere(svc, vm, placement)
     const image = String(vm.suspend_VDI)
     if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
-    await withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) }))
-    await svc.db.transact((tx) => {
-      markRunning(tx, svc, ref, paused)
-      tx.update('VM', ref, { suspend_VDI: NULL_REF })
+    await withUndo('VM.resume', async (undo) => {
+      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) })), () => hardStop(svc, vm))
+      await svc.db.transact((tx) => {
+        markRunning(tx, svc, ref, paused)
+        tx.update('VM', ref, { suspend_VDI: NULL_REF })
+      })
     })
     await destroyVdi(svc, image).catch((e: Error) => console.error(`dropping the suspend image of ${String(vm.uuid)}: ${e.message}`))
   })
