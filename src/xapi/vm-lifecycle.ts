@@ -179,9 +179,9 @@ async function discardSuspendImage(svc: Services, ref: string): Promise<void> {
 }
 
 register('VM.suspend', (ctx, [ref]) =>
-  withVmOperation(ctx, ref as string, 'suspend', async (vm) => {
-    const image = await createSuspendVdi(ctx.svc, vm)
-    try {
+  withVmOperation(ctx, ref as string, 'suspend', (vm) =>
+    withUndo('VM.suspend', async (undo) => {
+      const image = await undo.step('the suspend image', () => createSuspendVdi(ctx.svc, vm), (made) => destroyVdi(ctx.svc, made.ref))
       const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.suspend', { uuid: vm.uuid, statePath: image.path })
       await ctx.svc.db.transact((tx) => {
         markHalted(tx, ref as string, nvram)
@@ -190,11 +190,8 @@ register('VM.suspend', (ctx, [ref]) =>
         for (const vbd of tx.get('VM', ref as string).VBDs as string[]) tx.update('VBD', vbd, { currently_attached: true })
         refreshAllowedOperations(tx, ref as string)
       })
-    } catch (err) {
-      await destroyVdi(ctx.svc, image.ref).catch(() => undefined)
-      throw err
-    }
-  }),
+    }),
+  ),
 )
 
 async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
