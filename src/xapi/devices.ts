@@ -3,6 +3,7 @@
 import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { VbdMode, VbdType } from '../idl/records.js'
+import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
 import { vdiFormat, vdiPath } from './storage.js'
 
@@ -56,8 +57,10 @@ async function plugVbd(ctx: CallContext, ref: string): Promise<void> {
   if (vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
   if (vbd.type === 'CD') throw new XapiError('OPERATION_NOT_ALLOWED', ['CD drives are attached when the VM starts; insert a medium with VBD.insert'])
   const disk = { userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, String(vbd.VDI)), format: vdiFormat(ctx.svc, String(vbd.VDI)), readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
-  await ctx.svc.agent.call('vm.plug-disk', { uuid: vm.uuid, platform: vm.platform, disk })
-  await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: true }))
+  await withUndo('VBD.plug', async (undo) => {
+    await undo.step(`disk ${disk.userdevice} of ${vm.uuid}`, () => ctx.svc.agent.call('vm.plug-disk', { uuid: vm.uuid, platform: vm.platform, disk }), () => ctx.svc.agent.call('vm.unplug-disk', { uuid: vm.uuid, userdevice: disk.userdevice }))
+    await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: true }))
+  })
 }
 
 async function unplugVbd(ctx: CallContext, ref: string, force: boolean): Promise<void> {
@@ -110,8 +113,10 @@ async function plugVif(ctx: CallContext, ref: string): Promise<void> {
   running(vm, String(vif.VM))
   if (vif.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
   const nic = { device: String(vif.device), mac: String(vif.MAC), network: String(ctx.svc.db.record('network', String(vif.network)).uuid) }
-  await ctx.svc.agent.call('vm.plug-nic', { uuid: vm.uuid, platform: vm.platform, nic })
-  await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: true }))
+  await withUndo('VIF.plug', async (undo) => {
+    await undo.step(`NIC ${nic.device} of ${vm.uuid}`, () => ctx.svc.agent.call('vm.plug-nic', { uuid: vm.uuid, platform: vm.platform, nic }), () => ctx.svc.agent.call('vm.unplug-nic', { uuid: vm.uuid, device: nic.device }))
+    await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: true }))
+  })
 }
 
 async function unplugVif(ctx: CallContext, ref: string): Promise<void> {
