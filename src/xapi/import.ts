@@ -8,6 +8,7 @@ import { EPOCH, getClass, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import type { Int64 } from '../lib/int64.js'
+import { UndoStack } from '../lib/undo.js'
 import type { ImportTargets } from '../agent/xva-disks.js'
 import { archiveSnapshot, parseOvaXml, tolerantRecord, writeOvaXml, type OvaObject } from '../xva/ova.js'
 import { EXPORT_VERSION } from '../xva/format.js'
@@ -137,11 +138,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
   const vmObjects = ofClass('VM').filter((o) => !o.rec.is_control_domain)
   if (vmObjects.length === 0) throw new XapiError('IMPORT_ERROR', ['the archive holds no VM'])
 
-  const undo: (() => Promise<unknown>)[] = []
-  const runUndo = async () => {
-    for (const step of undo.reverse()) await step().catch(() => undefined)
-    undo.length = 0
-  }
+  const undo = new UndoStack('XVA import')
   const mapping = new Map<string, string>()
   // export_vsn ≥ 1 archives carry an inline checksum after every chunk; older ones none.
   const targets: ImportTargets = { disks: {}, force: opts.force, requireChecksums: Number(ova.version.export_vsn ?? 0) >= 1 }
@@ -165,7 +162,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK) throw new XapiError('IMPORT_ERROR', [`VDI ${id} has an unusable virtual_size ${String(rec.virtual_size)}`])
       if (memoryImages.has(id)) {
         const image = await createSuspendImage(svc, opts.srRef, size, { name_label: rec.name_label, name_description: rec.name_description, other_config: { import_task: opts.taskRef } })
-        undo.push(() => destroyVdi(svc, image.ref))
+        undo.push(`the memory image VDI ${image.ref}`, () => destroyVdi(svc, image.ref))
         mapping.set(id, image.ref)
         targets.disks[id] = { location: String(svc.db.record('VDI', image.ref).location), format: 'raw', virtualSize: size }
         continue
@@ -177,7 +174,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       }).catch((err) => {
         throw err instanceof XapiError ? err : XapiError.relayed(String((err as { code?: string }).code ?? 'SR_BACKEND_FAILURE'), ((err as { params?: string[] }).params ?? [String(err)]).map(String))
       })
-      undo.push(() => destroyVdi(svc, ref))
+      undo.push(`VDI ${ref}`, () => destroyVdi(svc, ref))
       mapping.set(id, ref)
       const vdi = svc.db.record('VDI', ref)
       targets.disks[id] = { location: String(vdi.location), format: 'qcow2', virtualSize: Number(vdi.virtual_size) }
@@ -200,7 +197,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
         tx.create('network', { name_label: net.name_label as string, name_description: net.name_description as string, MTU: Number(net.MTU) || 1500, managed: true, other_config: { ...(net.other_config as object), import_task: opts.taskRef }, tags: net.tags as string[] }),
       )
       const uuid = String(svc.db.record('network', ref).uuid)
-      undo.push(async () => {
+      undo.push(`network ${ref}`, async () => {
         await svc.db.transact((tx) => tx.exists('network', ref) && tx.delete('network', ref))
         await svc.agent.call('net.remove', { network: uuid })
       })
@@ -286,7 +283,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
         refreshAllowedOperations(tx, vmRef)
         return vmRef
       })
-      undo.push(() =>
+      undo.push(`VM ${ref} with its devices`, () =>
         svc.db.transact((tx) => {
           if (!tx.exists('VM', ref)) return
           const vm = tx.get('VM', ref)
@@ -300,14 +297,14 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       if (replacing) replaced.push({ old: replacing, fresh: ref, uuid: String(rec.uuid).toLowerCase() })
     }
   } catch (err) {
-    await runUndo()
+    await undo.rollback()
     throw err
   }
 
   return {
     vms: vmRefs,
     targets,
-    undo: runUndo,
+    undo: () => undo.rollback(),
     commit: async () => {
       // restore=true over an existing halted VM: the old record goes, the new one takes its uuid.
       for (const r of replaced)
@@ -345,7 +342,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
           tx.update('network', net, { other_config: rest })
         }
       })
-      undo.length = 0
+      undo.commit()
       await refreshSrUsage(svc, opts.srRef).catch(() => undefined)
     },
   }
