@@ -8,7 +8,7 @@ import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
 import { storageMethods, type LiveDisk } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
-import { bridgeName, deleteLink, ensureBridge } from '../net/bridge.js'
+import { bridgeName } from '../net/bridge.js'
 import type { StartRequest, VmRuntime } from './vms.js'
 import type { VmSpec } from './hardware.js'
 import { installServerCertificate, serverCertificate, type ServerTls } from './certificate.js'
@@ -50,10 +50,10 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls): AgentMethods {
     },
     'net.ensure': async ({ network }: { network: string }) => {
       const name = bridgeName(vms.hostUuid, network)
-      await ensureBridge(name)
+      await vms.network.ensureBridge(name)
       return name
     },
-    'net.remove': ({ network }: { network: string }) => deleteLink(bridgeName(vms.hostUuid, network)),
+    'net.remove': ({ network }: { network: string }) => vms.network.deleteLink(bridgeName(vms.hostUuid, network)),
   }
 }
 

@@ -9,6 +9,8 @@ import { agentMethods, startAgentServer } from '../agent/server.js'
 import type { ServerTls } from '../agent/certificate.js'
 import { readHostFacts } from '../agent/facts.js'
 import { VmRuntime } from '../agent/vms.js'
+import { qemuBackend } from '../qemu/qemu-backend.js'
+import { linuxNetwork } from '../net/bridge.js'
 import { agentStreams } from '../agent/streams.js'
 import { DEFAULT_IDLE_MS, HostConsole } from '../agent/host-console.js'
 import { bulkRoutes } from '../http/routes.js'
@@ -107,7 +109,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     pausedOnIoError: (uuid, device, noSpace) => {
       if (svc) void vmPausedOnIoError(svc, uuid, device, noSpace).catch((e: Error) => console.error(`VM ${uuid} paused: ${e.message}`))
     },
-  })
+  }, qemuBackend, linuxNetwork)
   // The host's login prompt over VNC, started by the first client of the control domain's console.
   const hostConsole = new HostConsole({ dir: join(runDir, 'console'), name: localFacts.hostname, idleMs: seconds('FLOTILLA_HOST_CONSOLE_IDLE_SECONDS', DEFAULT_IDLE_MS) })
   await hostConsole.stopLeftovers()

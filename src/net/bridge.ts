@@ -5,6 +5,16 @@ import { runProgram } from '../lib/programs.js'
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/
 
+/** The host's bridges and taps as the agent changes them: Linux's (needs root), or an in-memory stand-in under the simulator. */
+export interface HostNetwork {
+  ensureBridge(name: string): Promise<void>
+  /** A tap in `bridge` (a leftover of the same name is replaced). */
+  createTap(name: string, bridge: string): Promise<void>
+  moveLink(name: string, bridge: string): Promise<void>
+  /** Removes a bridge or tap; nothing if it is not there. */
+  deleteLink(name: string): Promise<void>
+}
+
 /** The bridge of network `networkUuid` on host `hostUuid`. */
 export function bridgeName(hostUuid: string, networkUuid: string): string {
   return `f${hostUuid.replace(/-/g, '').slice(0, 6)}${networkUuid.replace(/-/g, '').slice(0, 6)}`
@@ -55,3 +65,5 @@ export async function moveLink(name: string, bridge: string): Promise<void> {
 export async function deleteLink(name: string): Promise<void> {
   if (await exists(name)) await ip('link', 'del', 'dev', name).catch(() => undefined)
 }
+
+export const linuxNetwork: HostNetwork = { ensureBridge, createTap, moveLink, deleteLink }
