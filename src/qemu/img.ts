@@ -156,6 +156,11 @@ export async function convertInto(opts: { source: string; sourceFormat: ImageFor
   await qemuImg(['convert', '-n', ...(opts.targetIsZero ? ['--target-is-zero'] : []), '-f', opts.sourceFormat, '-O', opts.targetFormat, opts.source, opts.target])
 }
 
+/** Makes a qcow2 image build on `backing` (or on nothing) with its guest content unchanged: what the old chain held above `backing` is copied in. */
+export async function rebaseImage(path: string, backing: { path: string; format: ImageFormat } | undefined): Promise<void> {
+  await qemuImg(['rebase', '-q', '-f', 'qcow2', ...(backing ? ['-b', backing.path, '-F', backing.format] : ['-b', '']), path])
+}
+
 /** Writes an overlay's changes into its backing file (the overlay is left as it is; delete it afterwards). */
 export async function commitImage(overlay: string, format: ImageFormat): Promise<void> {
   await qemuImg(['commit', '-q', '-d', '-f', format, overlay])
