@@ -86,9 +86,12 @@ export class Tx {
   }
 }
 
+/** What a loaded database needs of its store: conflict-checked transactions (etcd; in memory for unit tests). */
+export type TransactionStore = Pick<EtcdStore, 'txn'>
+
 export class Database {
   constructor(
-    readonly store: EtcdStore,
+    readonly store: TransactionStore,
     readonly replica: Replica,
   ) {}
 

@@ -1,7 +1,8 @@
-// A pool database in memory for unit tests of start-of-day code: a replica that applies each
-// transaction's writes at once, as the watch would after a commit.
-import { Tx } from '../../src/db/database.js'
-import type { Change } from '../../src/db/etcd.js'
+// A pool database in memory for unit tests: a replica that applies each transaction's writes at
+// once, as the watch would after a commit (memoryDatabase, for start-of-day code), or a whole
+// Database on an in-memory store that checks transactions as etcd does (memoryPoolDatabase).
+import { Database, Tx } from '../../src/db/database.js'
+import type { Change, KeyValue, TxnSpec } from '../../src/db/etcd.js'
 import { Replica } from '../../src/db/replica.js'
 import { toJson } from '../../src/lib/int64.js'
 
@@ -18,4 +19,29 @@ export function memoryDatabase() {
     return result
   }
   return { replica, transact }
+}
+
+/** A Database whose store keeps its keys in memory: a transaction commits only if nothing it read has changed, and the replica sees each commit at once. */
+export function memoryPoolDatabase(): Database {
+  const replica = new Replica()
+  replica.load(1, [])
+  const kvs = new Map<string, KeyValue>()
+  let rev = 1
+  const txn = async (spec: TxnSpec): Promise<{ ok: boolean; rev: number }> => {
+    if (!spec.compares.every((c) => (kvs.get(c.key)?.modRev ?? 0) === c.modRev)) return { ok: false, rev }
+    rev++
+    const changes: Change[] = []
+    for (const { key, value } of spec.puts) {
+      const kv = { key, value, createRev: kvs.get(key)?.createRev ?? rev, modRev: rev }
+      kvs.set(key, kv)
+      changes.push({ type: 'put', ...kv })
+    }
+    for (const key of spec.deletes) {
+      const kv = kvs.get(key)
+      if (kv && kvs.delete(key)) changes.push({ type: 'delete', key, value: '', createRev: kv.createRev, modRev: rev })
+    }
+    replica.apply(changes, rev)
+    return { ok: true, rev }
+  }
+  return new Database({ txn }, replica)
 }
