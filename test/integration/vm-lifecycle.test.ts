@@ -78,21 +78,42 @@ describe('VM lifecycle on QEMU', () => {
     await c('VM.hard_shutdown', vm.ref)
   })
 
-  it('follows actions_after_crash and actions_after_reboot when the guest crashes or reboots', async () => {
-    const crasher = await newGuest('crasher', ['flotilla:crash-after=2'])
-    await c('VM.set_actions_after_crash', crasher.ref, 'destroy')
-    await c('VM.start', crasher.ref, false, false)
-    await waitFor('the crashed guest to be Halted', async () => (await powerState(crasher.ref)) === 'Halted', 90_000)
-    const rebooter = await newGuest('rebooter', ['flotilla:reboot-after=2'])
-    await c('VM.set_actions_after_reboot', rebooter.ref, 'destroy')
-    await c('VM.start', rebooter.ref, false, false)
-    await waitFor('the rebooting guest to be Halted', async () => (await powerState(rebooter.ref)) === 'Halted', 90_000)
-  })
+  it('follows the actions_after_* of the reason the guest stopped for: crash, reboot and poweroff told apart', async () => {
+    // Each guest's own reason has one action and the two other reasons the opposite one, so a
+    // stop taken for another reason ends the other way (a restart where a halt was due, or not).
+    const setActions = (ref: string, a: { crash: string; reboot: string; shutdown: string }) =>
+      Promise.all([c('VM.set_actions_after_crash', ref, a.crash), c('VM.set_actions_after_reboot', ref, a.reboot), c('VM.set_actions_after_shutdown', ref, a.shutdown)])
+    const halted = (what: string, ref: string) => waitFor(what, async () => (await powerState(ref)) === 'Halted', 90_000)
+    /** A start after a stop makes new consoles: the VM runs with none of `before`. */
+    const restarted = (what: string, ref: string, before: string[]) =>
+      waitFor(what, async () => {
+        const vm = await c('VM.get_record', ref)
+        return vm.power_state === 'Running' && vm.consoles.length > 0 && !vm.consoles.some((x: string) => before.includes(x))
+      }, 120_000)
 
-  it('ends Halted when the guest powers itself off', async () => {
-    const vm = await newGuest('self-off', ['flotilla:poweroff-after=2'])
-    await c('VM.start', vm.ref, false, false)
-    await waitFor('the guest to power off', async () => (await powerState(vm.ref)) === 'Halted', 90_000)
+    const rebooter = await newGuest('rebooter', ['flotilla:reboot-after=2'])
+    await setActions(rebooter.ref, { crash: 'restart', reboot: 'destroy', shutdown: 'restart' })
+    await c('VM.start', rebooter.ref, false, false)
+    await halted('the rebooting guest to be Halted', rebooter.ref)
+
+    const crasher = await newGuest('crasher', ['flotilla:crash-after=2'])
+    await setActions(crasher.ref, { crash: 'restart', reboot: 'destroy', shutdown: 'destroy' })
+    await c('VM.start', crasher.ref, false, false)
+    await restarted('the crashed guest to be restarted', crasher.ref, await c<string[]>('VM.get_consoles', crasher.ref))
+    await c('VM.set_actions_after_crash', crasher.ref, 'destroy')
+    await halted('the crashed guest to be Halted', crasher.ref)
+
+    const selfOff = await newGuest('self-off', ['flotilla:poweroff-after=2'])
+    await setActions(selfOff.ref, { crash: 'destroy', reboot: 'destroy', shutdown: 'restart' })
+    await c('VM.start', selfOff.ref, false, false)
+    await restarted('the powered-off guest to be restarted', selfOff.ref, await c<string[]>('VM.get_consoles', selfOff.ref))
+    await c('VM.set_actions_after_shutdown', selfOff.ref, 'destroy')
+    await halted('the powered-off guest to be Halted', selfOff.ref)
+
+    // Two restart cycles later, the rebooter was not restarted.
+    const rebooted = await c('VM.get_record', rebooter.ref)
+    assert.equal(rebooted.power_state, 'Halted')
+    assert.deepEqual(rebooted.consoles, [])
   })
 
   it('boots under UEFI and keeps a UEFI variable across a VM restart', async () => {
