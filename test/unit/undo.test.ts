@@ -1,8 +1,11 @@
-// The undo stack of multi-step operations (src/lib/undo.ts).
+// The undo stack of multi-step operations (src/lib/undo.ts), and an operation undone through it.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { XapiError } from '../../src/idl/errors.js'
 import { UndoStack, withUndo } from '../../src/lib/undo.js'
+import { DEFAULT_SETTINGS, handlers, type Services } from '../../src/xapi/context.js'
+import '../../src/xapi/storage.js'
+import { memoryPoolDatabase } from '../helpers/memory-db.js'
 
 describe('withUndo', () => {
   it('undoes the steps that succeeded, newest first, when a later one fails', async () => {
@@ -108,5 +111,53 @@ describe('UndoStack', () => {
     stack.commit()
     await stack.rollback()
     assert.deepEqual(done, ['a'])
+  })
+})
+
+describe('SR.create undone (in-memory pool, a stand-in agent)', () => {
+  const HOST = 'OpaqueRef:host'
+  async function setUp(failing: string) {
+    const db = memoryPoolDatabase()
+    await db.transact((tx) => {
+      tx.create('pool', {})
+      for (const type of ['ext', 'iso']) tx.create('SM', { type })
+    })
+    const calls: string[] = []
+    const failure = new XapiError('SR_BACKEND_FAILURE', ['1', '', `${failing} failed`])
+    const agent = {
+      call: async (method: string) => {
+        calls.push(method)
+        if (method === failing) throw failure
+        return method === 'sr.usage' ? { physicalSize: 1, physicalUtilisation: 0 } : method === 'sr.scan' ? [] : undefined
+      },
+    }
+    const svc = { db, agent, hostRef: HOST, settings: DEFAULT_SETTINGS, srRoot: '/srv/flotilla', publicUrl: '' } as unknown as Services
+    const create = (config: Record<string, string>, type = 'ext') => handlers.get('SR.create')!({ svc, sessionRef: '', session: {}, wireName: 'SR.create' }, [HOST, config, 0, 'sr', '', type, 'user', false, {}]) as Promise<string>
+    const records = () => ({ SR: db.refs('SR').length, PBD: db.refs('PBD').length })
+    return { calls, failure, create, records }
+  }
+
+  it('a step failing after the SR was made forgets its records and removes what Flotilla made', async () => {
+    const { calls, failure, create, records } = await setUp('sr.usage')
+    assert.equal(await create({ device: '/dev/vdz' }).catch((e: unknown) => e), failure, 'the original error')
+    assert.deepEqual(records(), { SR: 0, PBD: 0 })
+    assert.deepEqual(calls, ['sr.make', 'sr.usage', 'sr.remove'])
+  })
+
+  it('a directory the caller named is left (unmounted), not removed', async () => {
+    const { calls, create, records } = await setUp('sr.usage')
+    await assert.rejects(create({ device: '/dev/vdz', path: '/srv/theirs' }))
+    assert.deepEqual(records(), { SR: 0, PBD: 0 })
+    assert.deepEqual(calls, ['sr.make', 'sr.usage', 'sr.detach'])
+  })
+
+  it('a failing make leaves nothing to undo; a success undoes nothing', async () => {
+    const failed = await setUp('sr.make')
+    await assert.rejects(failed.create({ device: '/dev/vdz' }))
+    assert.deepEqual(failed.calls, ['sr.make'])
+    const good = await setUp('none')
+    await good.create({ device: '/dev/vdz' })
+    assert.deepEqual(good.records(), { SR: 1, PBD: 1 })
+    assert.deepEqual(good.calls, ['sr.make', 'sr.usage'])
   })
 })
