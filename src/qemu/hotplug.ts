@@ -4,6 +4,7 @@ import { diskDeviceId, fileNodeName, hotplugPortId, netdevId } from './argv.js'
 import type { QemuDisk, QemuNic } from './config.js'
 import type { QmpClient } from './qmp.js'
 import { topNode } from './blockjobs.js'
+import { withUndo, type UndoStack } from '../lib/undo.js'
 
 const NIC_DEVICES: Record<QemuNic['model'], string> = { virtio: 'virtio-net-pci', e1000: 'e1000', rtl8139: 'rtl8139' }
 
@@ -23,14 +24,12 @@ export async function freeHotplugPort(qmp: QmpClient, ports: number): Promise<nu
   throw new Error('no free hot-plug port left on this VM (restart it to add more devices)')
 }
 
-async function addBlockNodes(qmp: QmpClient, node: string, path: string, format: QemuDisk['format'], readOnly: boolean): Promise<void> {
-  await qmp.execute('blockdev-add', { driver: 'file', 'node-name': fileNodeName({ node }), filename: path, 'read-only': readOnly, cache: { direct: false }, aio: 'threads', ...(readOnly ? {} : { discard: 'unmap' }) })
-  try {
-    await qmp.execute('blockdev-add', { driver: format, 'node-name': node, file: fileNodeName({ node }), 'read-only': readOnly, ...(readOnly ? {} : { discard: 'unmap', 'detect-zeroes': 'unmap' }) })
-  } catch (err) {
-    await qmp.execute('blockdev-del', { 'node-name': fileNodeName({ node }) }).catch(() => undefined)
-    throw err
-  }
+/** The file and format nodes of an image, each with its undo on `undo`. */
+async function addBlockNodes(qmp: QmpClient, undo: UndoStack, node: string, path: string, format: QemuDisk['format'], readOnly: boolean): Promise<void> {
+  const file = fileNodeName({ node })
+  const del = (name: string) => () => qmp.execute('blockdev-del', { 'node-name': name })
+  await undo.step(`block node ${file}`, () => qmp.execute('blockdev-add', { driver: 'file', 'node-name': file, filename: path, 'read-only': readOnly, cache: { direct: false }, aio: 'threads', ...(readOnly ? {} : { discard: 'unmap' }) }), del(file))
+  await undo.step(`block node ${node}`, () => qmp.execute('blockdev-add', { driver: format, 'node-name': node, file, 'read-only': readOnly, ...(readOnly ? {} : { discard: 'unmap', 'detect-zeroes': 'unmap' }) }), del(node))
 }
 
 async function removeBlockNodes(qmp: QmpClient, node: string): Promise<void> {
@@ -46,14 +45,11 @@ async function deviceGone(qmp: QmpClient, id: string, timeoutMs: number): Promis
 /** A virtio or NVMe disk on a spare root port (hot-plug needs a PCI device). */
 export async function attachDisk(qmp: QmpClient, disk: QemuDisk, port: number): Promise<void> {
   if (disk.bus !== 'virtio' && disk.bus !== 'nvme') throw new Error(`a ${disk.bus} disk cannot be hot-plugged`)
-  await addBlockNodes(qmp, disk.node, disk.path!, disk.format, disk.readOnly)
-  try {
+  await withUndo(`hot-plug of disk ${disk.node}`, async (undo) => {
+    await addBlockNodes(qmp, undo, disk.node, disk.path!, disk.format, disk.readOnly)
     const model = disk.bus === 'virtio' ? 'virtio-blk-pci' : 'nvme'
     await qmp.execute('device_add', { driver: model, id: diskDeviceId(disk), drive: disk.node, bus: hotplugPortId(port), ...(disk.bus === 'nvme' ? { serial: disk.node } : {}) })
-  } catch (err) {
-    await removeBlockNodes(qmp, disk.node)
-    throw err
-  }
+  })
 }
 
 export async function detachDisk(qmp: QmpClient, node: string, timeoutMs = 30_000): Promise<void> {
@@ -71,10 +67,12 @@ export async function detachDisk(qmp: QmpClient, node: string, timeoutMs = 30_00
 export async function insertMedium(qmp: QmpClient, node: string, path: string, format: QemuDisk['format']): Promise<void> {
   const id = diskDeviceId({ node })
   await ejectMedium(qmp, node)
-  await addBlockNodes(qmp, node, path, format, true)
-  await qmp.execute('blockdev-open-tray', { id, force: true })
-  await qmp.execute('blockdev-insert-medium', { id, 'node-name': node })
-  await qmp.execute('blockdev-close-tray', { id })
+  await withUndo(`insert into ${id}`, async (undo) => {
+    await addBlockNodes(qmp, undo, node, path, format, true)
+    await qmp.execute('blockdev-open-tray', { id, force: true })
+    await undo.step(`the medium in ${id}`, () => qmp.execute('blockdev-insert-medium', { id, 'node-name': node }), () => qmp.execute('blockdev-remove-medium', { id }))
+    await qmp.execute('blockdev-close-tray', { id })
+  })
 }
 
 export async function ejectMedium(qmp: QmpClient, node: string): Promise<void> {
@@ -86,13 +84,10 @@ export async function ejectMedium(qmp: QmpClient, node: string): Promise<void> {
 }
 
 export async function attachNic(qmp: QmpClient, nic: QemuNic, port: number): Promise<void> {
-  await qmp.execute('netdev_add', { type: 'tap', id: netdevId(nic), ifname: nic.tap, script: 'no', downscript: 'no' })
-  try {
+  await withUndo(`hot-plug of NIC ${nic.id}`, async (undo) => {
+    await undo.step(`netdev ${netdevId(nic)}`, () => qmp.execute('netdev_add', { type: 'tap', id: netdevId(nic), ifname: nic.tap, script: 'no', downscript: 'no' }), () => qmp.execute('netdev_del', { id: netdevId(nic) }))
     await qmp.execute('device_add', { driver: NIC_DEVICES[nic.model], id: nic.id, netdev: netdevId(nic), mac: nic.mac, bus: hotplugPortId(port) })
-  } catch (err) {
-    await qmp.execute('netdev_del', { id: netdevId(nic) }).catch(() => undefined)
-    throw err
-  }
+  })
 }
 
 export async function detachNic(qmp: QmpClient, id: string, timeoutMs = 30_000): Promise<void> {
