@@ -1,34 +1,19 @@
-// How the API layer calls a host agent: HTTP over the agent's socket with the host's secret.
-import { request, type OutgoingHttpHeaders } from 'node:http'
+// How the API layer calls a host agent: by method name, with argument and result types from the
+// contract (contract.ts), over a transport (today HTTP on the agent's Unix socket with the host's
+// secret: socket-transport.ts; another host's agent over TLS can be one more).
+import type { OutgoingHttpHeaders } from 'node:http'
 import { Duplex, Readable, type Writable } from 'node:stream'
-import { XapiError } from '../idl/errors.js'
-import type { HostFacts } from './facts.js'
-import { SECRET_HEADER, type StreamHandlers, type StreamOut } from './server.js'
+import type { Agent, AgentContract, ArgsOf, AgentFailure, AgentStream, CallArgs, CallName, CallResult, ConnectName, Contract, StreamHandlers, StreamName, StreamOut } from './contract.js'
+import { AgentError, decodeFailure, encodeFailure } from './failure.js'
 
-export class AgentError extends Error {
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message)
-  }
-}
-
-interface AgentFailure {
-  error?: string
-  xapi?: string[]
-}
-
-const agentFailure = (f: AgentFailure, status: number) => (f.xapi ? XapiError.relayed(f.xapi[0]!, f.xapi.slice(1)) : new AgentError(f.error ?? `agent answered ${status}`, status))
-
-/**
- * What a stream handler sends back: its bytes, and whether they all came (an IncomingMessage is
- * one). An in-process handler's output can also be `forward`ed: see LocalOutput.
- */
-export type AgentStream = Readable & {
-  readonly complete: boolean
-  readonly headers: Readonly<Record<string, unknown>>
-  forward?(target: Writable, onForwarded: (bytes: number) => void): void
+/** Carries calls, streams and connects to one agent, names and JSON arguments as given. */
+export interface AgentTransport {
+  /** One JSON call: the answer's status and its JSON body (`{result}` on 200, else a failure). */
+  call(method: string, args: unknown): Promise<{ status: number; body: unknown }>
+  /** A stream with `body` as its data in: the answer's status and bytes (a JSON failure unless 200). */
+  stream(name: string, args: unknown, body?: Readable): Promise<{ status: number; answer: AgentStream }>
+  /** A raw byte stream: the answer's status, and the socket (to close unless 200). */
+  connect(name: string, args: unknown): Promise<{ status: number; socket: Duplex }>
 }
 
 /**
@@ -93,52 +78,34 @@ class LocalOutput extends Duplex implements StreamOut {
 }
 
 /** Runs an in-process stream handler as the agent's server would: a failure before any output rejects, after it destroys the stream. */
-function localStream(handler: StreamHandlers[string], args: unknown, body?: Readable): Promise<AgentStream> {
+function localStream(handler: (args: unknown, body: Readable, out: StreamOut) => Promise<void>, args: unknown, body?: Readable): Promise<AgentStream> {
   const out = new LocalOutput()
   return new Promise((resolve, reject) => {
     out.once('head', () => resolve(out))
-    handler(JSON.parse(JSON.stringify(args ?? null)), body ?? Readable.from([]), out).catch((err: Error & { code?: unknown; params?: unknown }) => {
-      if (out.status) return void out.destroy(err)
-      reject(typeof err.code === 'string' && Array.isArray(err.params) ? XapiError.relayed(err.code, err.params.map(String)) : new AgentError(err.message, 500))
+    handler(JSON.parse(JSON.stringify(args ?? null)), body ?? Readable.from([]), out).catch((err: unknown) => {
+      if (out.status) return void out.destroy(err as Error)
+      reject(decodeFailure(encodeFailure(err), 500))
     })
   })
 }
 
-export class AgentClient {
+async function failureOf(answer: Readable, status: number): Promise<Error> {
+  const chunks: Buffer[] = []
+  for await (const c of answer) chunks.push(c as Buffer)
+  return decodeFailure(JSON.parse(Buffer.concat(chunks).toString()) as AgentFailure, status)
+}
+
+export class AgentClient<C extends Contract = AgentContract> implements Agent<C> {
   constructor(
-    private readonly socketPath: string,
-    private readonly secret: string,
+    private readonly transport: AgentTransport,
     /** The stream handlers of an agent running in this process. */
-    private readonly local?: StreamHandlers,
+    private readonly local?: Partial<StreamHandlers<C>>,
   ) {}
 
-  call<T>(method: string, args: unknown = null): Promise<T> {
-    const body = JSON.stringify(args)
-    return new Promise((resolve, reject) => {
-      const req = request(
-        {
-          socketPath: this.socketPath,
-          path: `/call/${method}`,
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), [SECRET_HEADER]: this.secret },
-        },
-        (res) => {
-          const chunks: Buffer[] = []
-          res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('end', () => {
-            try {
-              const parsed = JSON.parse(Buffer.concat(chunks).toString()) as { result?: T; error?: string; xapi?: string[] }
-              if (res.statusCode === 200) resolve(parsed.result as T)
-              else reject(agentFailure(parsed, res.statusCode ?? 0))
-            } catch (err) {
-              reject(err)
-            }
-          })
-        },
-      )
-      req.on('error', reject)
-      req.end(body)
-    })
+  async call<M extends CallName<C>>(method: M, ...[args]: ArgsOf<CallArgs<M, C>>): Promise<CallResult<M, C>> {
+    const { status, body } = await this.transport.call(method, args ?? null)
+    if (status === 200) return (body as { result: CallResult<M, C> }).result
+    throw decodeFailure(body as AgentFailure, status)
   }
 
   /**
@@ -147,47 +114,19 @@ export class AgentClient {
    * caller: a bulk stream always runs on the host holding the data (another host redirects the
    * client there), and an extra socket hop per byte costs a third of an export's throughput.
    */
-  stream(name: string, args: unknown, body?: Readable): Promise<AgentStream> {
-    const handler = this.local?.[name]
+  async stream<S extends StreamName<C>>(name: S, args: C['streams'][S], body?: Readable): Promise<AgentStream> {
+    const handler = this.local?.[name] as ((args: unknown, body: Readable, out: StreamOut) => Promise<void>) | undefined
     if (handler) return localStream(handler, args, body)
-    return new Promise((resolve, reject) => {
-      const req = request(
-        { socketPath: this.socketPath, path: `/stream/${name}?args=${encodeURIComponent(JSON.stringify(args))}`, method: 'POST', headers: { [SECRET_HEADER]: this.secret } },
-        (res) => {
-          if (res.statusCode === 200) return resolve(res)
-          const chunks: Buffer[] = []
-          res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('end', () => {
-            try {
-              reject(agentFailure(JSON.parse(Buffer.concat(chunks).toString()) as AgentFailure, res.statusCode ?? 0))
-            } catch (err) {
-              reject(err)
-            }
-          })
-        },
-      )
-      req.on('error', reject)
-      if (body) body.pipe(req)
-      else req.end()
-    })
+    const { status, answer } = await this.transport.stream(name, args, body)
+    if (status === 200) return answer
+    throw await failureOf(answer, status)
   }
 
   /** A raw byte stream to something on the agent's host (a console socket). */
-  connect(name: string, args: unknown): Promise<Duplex> {
-    return new Promise((resolve, reject) => {
-      const req = request({ socketPath: this.socketPath, path: `/connect/${name}?args=${encodeURIComponent(JSON.stringify(args))}`, method: 'CONNECT', headers: { [SECRET_HEADER]: this.secret } })
-      req.on('connect', (res, socket, head) => {
-        if (res.statusCode !== 200) return void (socket.destroy(), reject(new AgentError(`agent refused ${name}`, res.statusCode ?? 0)))
-        // Bytes that came with the 200 (a VNC greeting) belong to the stream.
-        if (head.length > 0) socket.unshift(head)
-        resolve(socket)
-      })
-      req.on('error', reject)
-      req.end()
-    })
-  }
-
-  hostFacts(): Promise<HostFacts> {
-    return this.call('host.facts')
+  async connect<K extends ConnectName<C>>(name: K, args: C['connects'][K]): Promise<Duplex> {
+    const { status, socket } = await this.transport.connect(name, args)
+    if (status === 200) return socket
+    socket.destroy()
+    throw new AgentError(`agent refused ${name}`, status)
   }
 }

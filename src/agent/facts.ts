@@ -4,33 +4,8 @@ import { readFile } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
 import { runProgram } from '../lib/programs.js'
-import { readNetworkFacts, type NetworkFacts } from './nics.js'
-
-export interface CpuFacts {
-  vendor: string
-  modelname: string
-  model: string
-  family: string
-  stepping: string
-  speed: string
-  flags: string
-  features: string
-}
-
-export interface HostFacts {
-  hostname: string
-  cpuCount: number
-  cpus: CpuFacts[]
-  socketCount: number
-  memoryTotal: number
-  memoryFree: number
-  kernel: string
-  qemuVersion: string
-  kvm: boolean
-  /** host.bios_strings: the SMBIOS strings xapi reads with dmidecode. */
-  biosStrings: Record<string, string>
-  network: NetworkFacts
-}
+import { readNetworkFacts } from './nics.js'
+import type { CpuFacts, HostFacts } from './contract.js'
 
 /** Parses /proc/cpuinfo into one entry per logical CPU. */
 export function parseCpuinfo(text: string): CpuFacts[] {

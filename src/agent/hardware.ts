@@ -2,25 +2,10 @@
 // (buses, boot order, firmware files, node names), tested without QEMU.
 import { join } from 'node:path'
 import type { DiskBus, NicModel, QemuDisk, QemuNic, QemuVmConfig } from '../qemu/config.js'
+import type { StartRequest } from './contract.js'
 
-/** A VM as the API layer hands it to the agent: decoded from its records, host-neutral. */
-export interface VmSpec {
-  uuid: string
-  name: string
-  memoryBytes: number
-  vcpus: number
-  maxVcpus: number
-  firmware: 'bios' | 'uefi'
-  secureBoot: boolean
-  platform: Record<string, string>
-  /** HVM_boot_params.order: c = disks, d = CD drives, n = network. */
-  bootOrder: string
-  oemStrings: string[]
-  /** actions_after_reboot is not "restart": a guest reboot ends the VM instead. */
-  haltOnReboot?: boolean
-  disks: { userdevice: number; path?: string; format: 'qcow2' | 'raw'; readOnly: boolean; type: 'Disk' | 'CD'; bootable: boolean }[]
-  nics: { device: string; mac: string; tap: string }[]
-}
+/** A VM to start as the agent decides its hardware: the API layer's request, NICs with their taps. */
+export type VmSpec = Omit<StartRequest, 'nics' | 'nvram' | 'paused'> & { nics: { device: string; mac: string; tap: string }[] }
 
 export interface HostHardware {
   accel: 'kvm' | 'tcg'

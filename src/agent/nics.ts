@@ -4,39 +4,7 @@
 import { readFile, readdir, realpath } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { runProgram } from '../lib/programs.js'
-
-export interface IpAddress {
-  address: string
-  prefix: number
-  /** Leased (DHCP) or autoconfigured rather than set by hand. */
-  dynamic: boolean
-}
-
-export interface NicFacts {
-  device: string
-  mac: string
-  mtu: number
-  /** Backed by a device (sysfs `device` link), as xapi's networkd tells a NIC from a bridge, tap or VLAN. */
-  physical: boolean
-  carrier: boolean
-  /** Mbit/s; 0 when the driver does not say. */
-  speed: number
-  fullDuplex: boolean
-  /** PCI ids and address of the NIC's PCI function, when it has one. */
-  vendorId: string
-  deviceId: string
-  pciBusPath: string
-  ipv4: IpAddress[]
-  /** Global-scope addresses only (link-local ones are not configuration). */
-  ipv6: IpAddress[]
-}
-
-export interface NetworkFacts {
-  nics: NicFacts[]
-  gateway4?: { device: string; address: string }
-  gateway6?: { device: string; address: string }
-  dns: string[]
-}
+import type { NetworkFacts, NicFacts } from './contract.js'
 
 interface IpLink {
   ifname: string

@@ -1,59 +1,55 @@
 // The host agent's own endpoint: JSON calls over a Unix socket, each carrying the per-host
 // secret. The API layer reaches host-local work only through here, even on the same host (bulk
 // streams of an agent in the same process skip the socket: see AgentClient.stream).
-import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server } from 'node:http'
-import type { Duplex, Readable, Writable } from 'node:stream'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
+import type { Duplex } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
-import { storageMethods, type LiveDisk } from './storage.js'
+import { storageMethods } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 import { bridgeName } from '../net/bridge.js'
-import type { StartRequest, VmRuntime } from './vms.js'
-import type { VmSpec } from './hardware.js'
+import type { VmRuntime } from './vms.js'
 import { installServerCertificate, serverCertificate, type ServerTls } from './certificate.js'
+import type { AgentContract, CallHandlers, ConnectHandlers, Contract, StreamHandlers } from './contract.js'
+import { encodeFailure } from './failure.js'
+import { SECRET_HEADER } from './socket-transport.js'
 
-export const SECRET_HEADER = 'x-flotilla-agent-secret'
-
-// Each method takes one JSON argument; errors with a XenAPI code and params keep them.
-export type AgentMethods = Record<string, (args: any) => Promise<unknown>>
-
-
-export function agentMethods(vms: VmRuntime, tls?: ServerTls): AgentMethods {
+export function agentMethods(vms: VmRuntime, tls?: ServerTls): CallHandlers {
   const noTls = () => Promise.reject(new Error('this agent serves no TLS certificate'))
   return {
     'host.facts': () => readHostFacts(),
     'host.server-certificate': () => (tls ? serverCertificate(tls) : noTls()),
-    'host.install-server-certificate': (args: { key: string; cert: string; chain: string[] }) => (tls ? installServerCertificate(tls, args) : noTls()),
+    'host.install-server-certificate': (args) => (tls ? installServerCertificate(tls, args) : noTls()),
     ...storageMethods(vms),
-    'vm.start': (request: StartRequest) => vms.start(request),
-    'vm.resume': ({ request, statePath }: { request: StartRequest; statePath: string }) => vms.start(request, statePath),
-    'vm.suspend': ({ uuid, statePath }: { uuid: string; statePath: string }) => vms.suspend(uuid, statePath),
-    'vm.stop': ({ uuid, clean, timeoutMs }: { uuid: string; clean: boolean; timeoutMs?: number }) => vms.stop(uuid, clean, timeoutMs),
-    'vm.reset': ({ uuid }: { uuid: string }) => vms.reset(uuid),
-    'vm.devices': ({ uuid }: { uuid: string }) => vms.devices(uuid),
-    'vm.resize-disk': ({ uuid, userdevice, size }: LiveDisk & { size: number }) => vms.resizeDisk(uuid, userdevice, size),
-    'vm.plug-disk': ({ uuid, platform, disk }: { uuid: string; platform: Record<string, string>; disk: VmSpec['disks'][number] }) => vms.plugDisk(uuid, platform, disk),
-    'vm.unplug-disk': ({ uuid, userdevice }: { uuid: string; userdevice: number }) => vms.unplugDisk(uuid, userdevice),
-    'vm.insert-cd': ({ uuid, userdevice, path, format }: { uuid: string; userdevice: number; path: string; format: 'qcow2' | 'raw' }) => vms.insertCd(uuid, userdevice, path, format),
-    'vm.eject-cd': ({ uuid, userdevice }: { uuid: string; userdevice: number }) => vms.ejectCd(uuid, userdevice),
-    'vm.plug-nic': ({ uuid, platform, nic }: { uuid: string; platform: Record<string, string>; nic: StartRequest['nics'][number] }) => vms.plugNic(uuid, platform, nic),
-    'vm.move-nic': ({ uuid, device, network }: { uuid: string; device: string; network: string }) => vms.moveNic(uuid, device, network),
-    'vm.unplug-nic': ({ uuid, device }: { uuid: string; device: string }) => vms.unplugNic(uuid, device),
-    'vm.pause': ({ uuid }: { uuid: string }) => vms.pause(uuid),
-    'vm.unpause': ({ uuid }: { uuid: string }) => vms.unpause(uuid),
-    'vm.set-vcpus': ({ uuid, count }: { uuid: string; count: number }) => vms.setVcpus(uuid, count),
-    'vm.reattach': ({ vms: list }: { vms: { uuid: string; devices: string[] }[] }) => vms.reattach(list),
-    'vm.checkpoint': async ({ uuid, path, disks, state }: { uuid: string; path: string; disks: { userdevice: number; next: string }[]; state: string }) => {
+    'vm.start': (request) => vms.start(request),
+    'vm.resume': ({ request, statePath }) => vms.start(request, statePath),
+    'vm.suspend': ({ uuid, statePath }) => vms.suspend(uuid, statePath),
+    'vm.stop': ({ uuid, clean, timeoutMs }) => vms.stop(uuid, clean, timeoutMs),
+    'vm.reset': ({ uuid }) => vms.reset(uuid),
+    'vm.devices': ({ uuid }) => vms.devices(uuid),
+    'vm.resize-disk': ({ uuid, userdevice, size }) => vms.resizeDisk(uuid, userdevice, size),
+    'vm.plug-disk': ({ uuid, platform, disk }) => vms.plugDisk(uuid, platform, disk),
+    'vm.unplug-disk': ({ uuid, userdevice }) => vms.unplugDisk(uuid, userdevice),
+    'vm.insert-cd': ({ uuid, userdevice, path, format }) => vms.insertCd(uuid, userdevice, path, format),
+    'vm.eject-cd': ({ uuid, userdevice }) => vms.ejectCd(uuid, userdevice),
+    'vm.plug-nic': ({ uuid, platform, nic }) => vms.plugNic(uuid, platform, nic),
+    'vm.move-nic': ({ uuid, device, network }) => vms.moveNic(uuid, device, network),
+    'vm.unplug-nic': ({ uuid, device }) => vms.unplugNic(uuid, device),
+    'vm.pause': ({ uuid }) => vms.pause(uuid),
+    'vm.unpause': ({ uuid }) => vms.unpause(uuid),
+    'vm.set-vcpus': ({ uuid, count }) => vms.setVcpus(uuid, count),
+    'vm.reattach': ({ vms: list }) => vms.reattach(list),
+    'vm.checkpoint': async ({ uuid, path, disks, state }) => {
       const sr = new FileSr(path)
       await vms.checkpoint(uuid, disks.map((d) => ({ userdevice: d.userdevice, overlay: sr.path(d.next) })), state)
     },
-    'net.ensure': async ({ network }: { network: string }) => {
+    'net.ensure': async ({ network }) => {
       const name = bridgeName(vms.hostUuid, network)
       await vms.network.ensureBridge(name)
       return name
     },
-    'net.remove': ({ network }: { network: string }) => vms.network.deleteLink(bridgeName(vms.hostUuid, network)),
+    'net.remove': ({ network }) => vms.network.deleteLink(bridgeName(vms.hostUuid, network)),
   }
 }
 
@@ -69,14 +65,14 @@ function secretMatches(given: string | undefined, secret: string): boolean {
  * request (body = data in) and response (data out); `connect` handlers get a raw socket
  * (consoles). Both receive their JSON arguments from the `args` query parameter.
  */
-/** Where a stream handler writes its output: an HTTP response, or the caller's stream in this process. */
-export type StreamOut = Writable & { writeHead(status: number, headers?: OutgoingHttpHeaders): unknown }
+export interface AgentStreams<C extends Contract = AgentContract> {
+  stream?: StreamHandlers<C>
+  connect?: ConnectHandlers<C>
+}
 
-export type StreamHandlers = Record<string, (args: any, body: Readable, out: StreamOut) => Promise<void>>
-
-export interface AgentStreams {
-  stream?: StreamHandlers
-  connect?: Record<string, (args: any, socket: Duplex) => Promise<void>>
+/** A handler of a table by the name a request gives (own names only: never `constructor` or `toString`). */
+function handlerOf<F>(table: object | undefined, name: string): F | undefined {
+  return table && Object.hasOwn(table, name) ? (table as Record<string, F>)[name] : undefined
 }
 
 function argsOf(url: string | undefined): unknown {
@@ -84,7 +80,7 @@ function argsOf(url: string | undefined): unknown {
   return text ? JSON.parse(text) : null
 }
 
-export async function startAgentServer(socketPath: string, secret: string, methods: AgentMethods, streams: AgentStreams = {}): Promise<Server> {
+export async function startAgentServer<C extends Contract = AgentContract>(socketPath: string, secret: string, methods: CallHandlers<C>, streams: AgentStreams<C> = {}): Promise<Server> {
   await unlink(socketPath).catch(() => undefined)
   const server = createServer((req, res) => {
     const reply = (status: number, body: unknown) => {
@@ -94,14 +90,14 @@ export async function startAgentServer(socketPath: string, secret: string, metho
     if (!secretMatches(req.headers[SECRET_HEADER] as string | undefined, secret)) return reply(403, { error: 'agent secret missing or wrong' })
     const streamName = /^\/stream\/([^?]+)/.exec(req.url ?? '')?.[1]
     if (streamName !== undefined) {
-      const handler = streams.stream?.[streamName]
+      const handler = handlerOf<(args: unknown, body: IncomingMessage, out: typeof res) => Promise<void>>(streams.stream, streamName)
       if (!handler) return reply(404, { error: `no such agent stream: ${streamName}` })
-      return void handler(argsOf(req.url), req, res).catch((err: Error & { code?: unknown; params?: unknown }) => {
-        if (res.headersSent) return void res.destroy(err)
-        reply(500, { error: err.message, ...(typeof err.code === 'string' && Array.isArray(err.params) ? { xapi: [err.code, ...err.params] } : {}) })
+      return void handler(argsOf(req.url), req, res).catch((err: unknown) => {
+        if (res.headersSent) return void res.destroy(err as Error)
+        reply(500, encodeFailure(err))
       })
     }
-    const method = methods[(req.url ?? '').replace(/^\/call\//, '')]
+    const method = handlerOf<(args: unknown) => Promise<unknown>>(methods, (req.url ?? '').replace(/^\/call\//, ''))
     if (req.method !== 'POST' || !method) return reply(404, { error: `no such agent call: ${req.url}` })
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
@@ -112,16 +108,18 @@ export async function startAgentServer(socketPath: string, secret: string, metho
       } catch {
         return reply(400, { error: 'malformed JSON' })
       }
-      method(args).then(
-        (result) => reply(200, { result }),
-        (err: Error & { code?: unknown; params?: unknown }) =>
-          reply(500, { error: err.message, ...(typeof err.code === 'string' && Array.isArray(err.params) ? { xapi: [err.code, ...err.params] } : {}) }),
-      )
+      // A handler that throws at once fails the call like one that rejects.
+      Promise.resolve(args)
+        .then(method)
+        .then(
+          (result) => reply(200, { result }),
+          (err: unknown) => reply(500, encodeFailure(err)),
+        )
     })
   })
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     const name = /^\/connect\/([^?]+)/.exec(req.url ?? '')?.[1] ?? ''
-    const handler = streams.connect?.[name]
+    const handler = handlerOf<(args: unknown, socket: Duplex) => Promise<void>>(streams.connect, name)
     if (!secretMatches(req.headers[SECRET_HEADER] as string | undefined, secret) || !handler) return void socket.end('HTTP/1.1 403 Forbidden\r\n\r\n')
     void handler(argsOf(req.url), socket).catch(() => socket.destroy())
   })

@@ -15,7 +15,7 @@
 import { createReadStream, createWriteStream } from 'node:fs'
 import { rename, rm, stat } from 'node:fs/promises'
 import type { Readable } from 'node:stream'
-import type { StreamOut } from './server.js'
+import type { ImportArgs, ImportResult, StreamOut, TransferArgs } from './contract.js'
 import { openDiskSource, readInOrder, type DiskSource } from './disk-source.js'
 import { pipeline } from 'node:stream/promises'
 import { XapiError } from '../idl/errors.js'
@@ -29,29 +29,6 @@ import { InFlight, writeOut, writeRuns, type BlockSink } from './block-writes.js
 import { BufferPool } from '../lib/buffer-pool.js'
 import { pulled } from '../lib/chunk-puller.js'
 import { hiddenTemp, openImportSink, type ImportSink } from './import-sink.js'
-
-export type TransferFormat = 'raw' | 'qcow2' | 'vhd'
-
-export interface TransferArgs {
-  /** The SR directory on this host. */
-  sr: string
-  /** The VDI's location (its image file's name). */
-  location: string
-  format: TransferFormat
-  /** format=vhd export: the VDI's uuid (written into the VHD footer). */
-  uuid?: string
-  /** format=vhd delta export: the base snapshot VDI (same SR); only blocks changed since it are sent. */
-  base?: { location: string; uuid: string; name?: string; timestamp?: number }
-}
-
-export interface ImportArgs extends TransferArgs {
-  /** The byte count the client announced; null when unknown (XO's 1 PiB Content-Length). */
-  expected: number | null
-}
-
-export interface ImportResult {
-  received: number
-}
 
 const BLOCK = 2 << 20
 const MAX_IN_FLIGHT = 8

@@ -8,6 +8,7 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 import { bridgeName, tapName, type HostNetwork } from '../net/bridge.js'
 import type { DeviceList, HypervisorBackend, RunningVm, StopReason } from '../qemu/backend.js'
 import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
+import type { StartRequest } from './contract.js'
 
 export type { StopReason }
 
@@ -16,14 +17,6 @@ export interface VmStateSink {
   stopped(uuid: string, reason: StopReason, nvram?: string): void
   /** QEMU paused the VM because a disk write failed (ENOSPC: its SR is full). */
   pausedOnIoError(uuid: string, device: string, noSpace: boolean): void
-}
-
-/** A start request from the API layer: NICs name their network; the agent picks bridges and taps. */
-export type StartRequest = Omit<VmSpec, 'nics'> & {
-  nics: { device: string; mac: string; network: string }[]
-  /** VM.NVRAM's EFI-variables, if the VM has run before. */
-  nvram?: string
-  paused?: boolean
 }
 
 export class VmRuntime {

@@ -17,41 +17,24 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import type { Readable, Writable } from 'node:stream'
-import type { StreamOut } from './server.js'
+import type { AgentStreamArgs, ImportTarget, ImportTargets, StreamOut, XvaDisk, XvaExportArgs } from './contract.js'
 // Native XXH64: half the CPU of the WebAssembly build (150 ms against 330 ms per 2 GiB), on the
 // thread that also parses the upload.
 import { xxh64 } from '@node-rs/xxhash'
 import { XapiError } from '../idl/errors.js'
 import { FileSr } from '../storage/file-sr.js'
-import type { VdiFormat } from '../storage/driver.js'
 import { openDiskSource, readInOrder } from './disk-source.js'
 import { newImageSink, type ImportSink } from './import-sink.js'
 import { compressor, decompressor, zstdDecompressor } from '../xva/compress.js'
 import { TarReader } from '../xva/tar-reader.js'
 import { ChunkPuller } from '../lib/chunk-puller.js'
 import { BufferPool } from '../lib/buffer-pool.js'
-import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText, type Compression } from '../xva/format.js'
+import { CHUNK, ChunkCursor, classifyEntry, chunkName, MAX_CHUNK_ENTRY, MAX_OVA_XML, sniffCompression, TAR_END, tarHeader, tarPadding, xxhashText } from '../xva/format.js'
 import { InFlight, isZero, writeOut, writeRuns } from './block-writes.js'
 
 const ZEROS = Buffer.alloc(CHUNK)
 const READS_IN_FLIGHT = 4
 const WRITES_IN_FLIGHT = 8
-
-export interface XvaDisk {
-  /** The VDI's id in ova.xml (Ref:N). */
-  id: string
-  /** SR directory, image name and format. */
-  sr: string
-  location: string
-  format: VdiFormat
-  /** The VDI's virtual size: what the archive carries (a memory image's file may end sooner). */
-  size: number
-}
-
-export interface XvaExportArgs {
-  disks: XvaDisk[]
-  compression: Compression
-}
 
 /** A tar entry; `written` as for writeOut (`data` may be reused then). */
 async function writeEntry(out: Writable, name: string, data: Buffer, written?: () => void): Promise<void> {
@@ -137,25 +120,10 @@ export async function xvaExportStream(args: XvaExportArgs, req: Readable, res: S
 
 // ---- import ----
 
-export interface ImportTarget {
-  location: string
-  format: VdiFormat
-  virtualSize: number
-}
-
-export interface ImportTargets {
-  /** By archive id (Ref:N): the image each disk's chunks go into. */
-  disks: Record<string, ImportTarget>
-  /** Ignore checksum mismatches (xapi's force=true). */
-  force: boolean
-  /** Whether every chunk must be followed by its checksum (export_vsn ≥ 1). */
-  requireChecksums: boolean
-}
-
 const waiting = new Map<string, { resolve: (t: ImportTargets | undefined) => void }>()
 
 /** `xva.import-targets` stream: the API layer's answer to an import's ova.xml (targets, or {abort:true}). */
-export async function xvaImportTargetsStream(args: { importId: string; targets?: ImportTargets }, _req: Readable, res: StreamOut): Promise<void> {
+export async function xvaImportTargetsStream(args: AgentStreamArgs['xva.import-targets'], _req: Readable, res: StreamOut): Promise<void> {
   const w = waiting.get(args.importId)
   waiting.delete(args.importId)
   w?.resolve(args.targets)
@@ -295,7 +263,7 @@ async function uncompressed(body: Readable): Promise<{ chunks: ChunkPuller; stop
 }
 
 /** `xva.import` stream: body = the upload; response = JSON lines (see the top of this file). */
-export async function xvaImportStream(args: { importId: string; sr: string }, req: Readable, res: StreamOut): Promise<void> {
+export async function xvaImportStream(args: AgentStreamArgs['xva.import'], req: Readable, res: StreamOut): Promise<void> {
   res.writeHead(200, { 'content-type': 'application/x-ndjson' })
   const say = (msg: unknown) => {
     if (!res.destroyed) res.write(`${JSON.stringify(msg)}\n`)

@@ -3,7 +3,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { HostFacts } from '../agent/facts.js'
+import type { HostFacts } from '../agent/contract.js'
 import type { Database } from '../db/database.js'
 import { newRef } from '../db/database.js'
 import { API_VERSION, formatDatetime, NULL_REF, XAPI_VERSION } from '../idl/index.js'

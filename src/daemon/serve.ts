@@ -5,6 +5,7 @@ import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { alive } from '../lib/process.js'
 import { AgentClient } from '../agent/client.js'
+import { socketTransport } from '../agent/socket-transport.js'
 import { agentMethods, startAgentServer } from '../agent/server.js'
 import type { ServerTls } from '../agent/certificate.js'
 import { readHostFacts } from '../agent/facts.js'
@@ -115,8 +116,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
   await hostConsole.stopLeftovers()
   const streams = agentStreams(vms, hostConsole)
   const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms, serverTls), streams)
-  const agent = new AgentClient(agentSocket, identity.agentSecret, streams.stream)
-  const facts = await agent.hostFacts()
+  const agent = new AgentClient(socketTransport(agentSocket, identity.agentSecret), streams.stream)
+  const facts = await agent.call('host.facts')
   const initialPasswordFile = join(opts.dataDir, 'initial-root-password')
   const { generatedPassword } = await bootstrap(db, identity, facts, address)
   if (generatedPassword) {

@@ -10,7 +10,7 @@ import { destroySession, login, validSession } from '../xapi/session.js'
 import { createTask, finishTask } from '../xapi/task.js'
 import { taskResultXml } from '../xapi/dispatch.js'
 import type { XType } from '../idl/index.js'
-import type { AgentStream } from '../agent/client.js'
+import type { AgentStream } from '../agent/contract.js'
 import { clientOf } from './server.js'
 
 export function queryOf(req: IncomingMessage): URLSearchParams {

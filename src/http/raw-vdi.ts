@@ -2,7 +2,7 @@
 // a VDI's content as raw bytes, a qcow2 file or a VHD (dynamic; differencing for base= exports). The bytes themselves are handled by the host
 // agent (agent/vdi-transfer.ts); here: authentication, the task, HTTP framing and XO's quirks.
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { AgentStream } from '../agent/client.js'
+import type { AgentStream } from '../agent/contract.js'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { Services } from '../xapi/context.js'

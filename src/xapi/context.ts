@@ -1,7 +1,7 @@
 // What a message implementation sees: the services of this daemon and the caller's session.
 import { formatDatetime } from '../idl/index.js'
 import type { Database } from '../db/database.js'
-import type { AgentClient } from '../agent/client.js'
+import type { Agent } from '../agent/contract.js'
 import { DEFAULT_LOGIN_POLICY, type LoginGuard, type LoginPolicy } from './login-guard.js'
 
 export interface Settings {
@@ -30,7 +30,7 @@ export const DEFAULT_SETTINGS: Settings = {
 
 export interface Services {
   db: Database
-  agent: AgentClient
+  agent: Agent
   hostRef: string
   settings: Settings
   /** Where this host keeps SR directories and mount points. */

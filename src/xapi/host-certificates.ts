@@ -8,7 +8,7 @@ import { validateServerCertificate } from './certificates.js'
 
 register('host.get_server_certificate', (ctx, [host]) => {
   ctx.svc.db.record('host', host as string)
-  return ctx.svc.agent.call<string>('host.server-certificate')
+  return ctx.svc.agent.call('host.server-certificate')
 })
 
 /**

@@ -9,7 +9,7 @@ import { asXapiError, XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import type { Int64 } from '../lib/int64.js'
 import { UndoStack } from '../lib/undo.js'
-import type { ImportTargets } from '../agent/xva-disks.js'
+import type { ImportTargets } from '../agent/contract.js'
 import { archiveSnapshot, parseOvaXml, tolerantRecord, writeOvaXml, type OvaObject } from '../xva/ova.js'
 import { EXPORT_VERSION } from '../xva/format.js'
 import type { Services } from './context.js'
@@ -201,7 +201,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
         await svc.db.transact((tx) => tx.exists('network', ref) && tx.delete('network', ref))
         await svc.agent.call('net.remove', { network: uuid })
       })
-      const bridge = await svc.agent.call<string>('net.ensure', { network: uuid })
+      const bridge = await svc.agent.call('net.ensure', { network: uuid })
       await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
       mapping.set(netId, ref)
     }

@@ -7,7 +7,7 @@ import { createObject } from './generic.js'
 /** The network's bridge on this host, created if missing. */
 export async function plugBridge(svc: Services, ref: string): Promise<void> {
   const uuid = String(svc.db.record('network', ref).uuid)
-  const bridge = await svc.agent.call<string>('net.ensure', { network: uuid })
+  const bridge = await svc.agent.call('net.ensure', { network: uuid })
   await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
 }
 

@@ -3,7 +3,7 @@
 // ("Pool-wide network associated with eth0"). The PIF records the NIC as it is: Flotilla does not
 // enslave it into that network's bridge (a VM on the network reaches the host's other VMs, not
 // the NIC's wire) until pools bridge PIFs for real.
-import type { NetworkFacts, NicFacts } from '../agent/nics.js'
+import type { NetworkFacts, NicFacts } from '../agent/contract.js'
 import type { Tx } from '../db/database.js'
 import { now, register } from './context.js'
 import { plugBridge } from './network.js'
@@ -99,7 +99,7 @@ export function syncPifs(tx: Tx, hostRef: string, network: NetworkFacts, address
 
 register('PIF.scan', async (ctx, [host]) => {
   const address = String(ctx.svc.db.record('host', host as string).address)
-  const { network } = await ctx.svc.agent.hostFacts()
+  const { network } = await ctx.svc.agent.call('host.facts')
   const created = await ctx.svc.db.transact((tx) => syncPifs(tx, host as string, network, address, now(), true))
   for (const net of created) await plugBridge(ctx.svc, net)
 })

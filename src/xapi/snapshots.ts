@@ -12,7 +12,6 @@ import { now, register, type CallContext, type Services } from './context.js'
 import { attachedSr, cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { markHalted } from './vm-lifecycle.js'
-import type { VdiImage } from '../agent/storage.js'
 
 type Rec = Readonly<VMRecord>
 
@@ -100,7 +99,7 @@ register('VM.checkpoint', (ctx, [ref, name]) => {
         const snapshotOf = new Map<string, string>()
         for (const d of disks) {
           await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
-          const frozen = await svc.agent.call<VdiImage>('vdi.image', { ...attachedSr(svc, d.sr), location: d.location })
+          const frozen = await svc.agent.call('vdi.image', { ...attachedSr(svc, d.sr), location: d.location })
           const source = svc.db.record('VDI', d.vdi)
           const fields = { name_label: source.name_label, name_description: source.name_description, type: source.type, read_only: source.read_only, sharable: source.sharable, other_config: source.other_config, uuid: randomUUID(), is_a_snapshot: true, snapshot_of: d.vdi, snapshot_time: now() }
           snapshotOf.set(d.vbd, await undo.step(`the snapshot of VDI ${d.vdi}`, () => recordVdi(svc, d.sr, frozen, fields), (snap) => destroyVdi(svc, snap)))
@@ -134,7 +133,7 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
       }
       // A running VM is stopped hard, as xapi does.
       if (vm.power_state === 'Running' || vm.power_state === 'Paused') {
-        const { nvram } = await svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean: false })
+        const { nvram } = await svc.agent.call('vm.stop', { uuid: vm.uuid, clean: false })
         await svc.db.transact((tx) => markHalted(tx, vmRef, nvram))
       }
       const old = svc.db.record('VM', vmRef)

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import { getClass, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
-import type { FreezeOutcome, FreezeRequest, SrDriverInfo, SrLocation, SrUsage, VdiImage } from '../agent/storage.js'
+import type { FreezeRequest, SrLocation, SrUsage, VdiImage } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { withSrLock } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
@@ -33,12 +33,12 @@ export function attachedSr(svc: Services, srRef: string): SrLocation {
 export async function vdiPath(svc: Services, vdiRef: string): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   const format = (vdi.sm_config as Record<string, string>)['image-format'] === 'raw' ? 'raw' : 'qcow2'
-  return svc.agent.call<string>('vdi.path', { ...attachedSr(svc, String(vdi.SR)), location: vdi.location, format })
+  return svc.agent.call('vdi.path', { ...attachedSr(svc, String(vdi.SR)), location: vdi.location, format })
 }
 
 /** Refreshes an SR's size figures from its host. */
 export async function refreshSrUsage(svc: Services, srRef: string): Promise<void> {
-  await recordSrUsage(svc, srRef, await svc.agent.call<SrUsage>('sr.usage', attachedSr(svc, srRef)))
+  await recordSrUsage(svc, srRef, await svc.agent.call('sr.usage', attachedSr(svc, srRef)))
 }
 
 /** Writes an SR's size figures as its host reported them. */
@@ -84,7 +84,7 @@ export async function createVdi(svc: Services, args: Record<string, unknown>): P
   // The new file and its record appear together for the SR's garbage collection, which deletes
   // any image no record names.
   return withSrLock(srRef, async () => {
-    const image = await svc.agent.call<VdiImage>('vdi.create', { ...attachedSr(svc, srRef), size, nameLabel: String(args.name_label ?? '') })
+    const image = await svc.agent.call('vdi.create', { ...attachedSr(svc, srRef), size, nameLabel: String(args.name_label ?? '') })
     return recordVdi(svc, srRef, image, fields)
   })
 }
@@ -136,7 +136,7 @@ function freezeRequest(svc: Services, vdiRef: string, clone: boolean): FreezeReq
  */
 export async function freezeVdis(svc: Services, vdiRefs: string[], clone: boolean): Promise<{ image: VdiImage; usage?: SrUsage }[]> {
   const requests = vdiRefs.map((v) => freezeRequest(svc, v, clone))
-  const outcome = await svc.agent.call<FreezeOutcome>('vdi.freeze', { disks: requests })
+  const outcome = await svc.agent.call('vdi.freeze', { disks: requests })
   const moved = outcome.done.flatMap((d, i) => (d.location !== requests[i]!.location ? [[vdiRefs[i]!, d.location] as const] : []))
   if (moved.length) await svc.db.transact((tx) => moved.forEach(([vdi, location]) => tx.update('VDI', vdi, { location })))
   if (outcome.failure) {
@@ -204,7 +204,7 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
         const disk = liveDisk(svc, v)
         if (disk) live[String(svc.db.record('VDI', v).location)] = disk
       }
-      const { deferred } = await svc.agent.call<{ deferred: boolean }>('sr.gc', { ...attachedSr(svc, srRef), referenced: vdis.map((v) => String(v.location)), live })
+      const { deferred } = await svc.agent.call('sr.gc', { ...attachedSr(svc, srRef), referenced: vdis.map((v) => String(v.location)), live })
       if (deferred) deferredCollections.add(srRef)
       else deferredCollections.delete(srRef)
       await finishTask(svc, task, { status: 'success', resultXml: '' })
@@ -227,7 +227,7 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
   for (const name of VDI_FIELDS) fields[name] = vdi[name as keyof typeof vdi]
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
   return withSrLock(target, async () => {
-    const image = await svc.agent.call<VdiImage>('vdi.copy', { path: srPath(svc, target), source: await vdiPath(svc, vdiRef), location: randomUUID() })
+    const image = await svc.agent.call('vdi.copy', { path: srPath(svc, target), source: await vdiPath(svc, vdiRef), location: randomUUID() })
     return recordVdi(svc, target, image, { ...fields, sm_config: {}, ...extra })
   })
 }
@@ -244,12 +244,12 @@ register('VDI.resize', async (ctx, [ref, size]) => {
   if (vdi.is_a_snapshot) throw new XapiError('VDI_READONLY', [ref])
   if (Number(size) < Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [ref, String(vdi.virtual_size)])
   const live = liveDisk(ctx.svc, ref as string)
-  if (live) await ctx.svc.agent.call('vm.resize-disk', { ...live, size })
+  if (live) await ctx.svc.agent.call('vm.resize-disk', { ...live, size: Number(size) })
   else {
     await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref as string, tx.get('VDI', ref as string), 'resize'))
-    await ctx.svc.agent.call('vdi.resize', { ...attachedSr(ctx.svc, String(vdi.SR)), location: vdi.location, size })
+    await ctx.svc.agent.call('vdi.resize', { ...attachedSr(ctx.svc, String(vdi.SR)), location: vdi.location, size: Number(size) })
   }
-  const image = await ctx.svc.agent.call<VdiImage>('vdi.image', { ...attachedSr(ctx.svc, String(vdi.SR)), location: vdi.location })
+  const image = await ctx.svc.agent.call('vdi.image', { ...attachedSr(ctx.svc, String(vdi.SR)), location: vdi.location })
   await ctx.svc.db.transact((tx) => tx.update('VDI', ref as string, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation }))
 })
 
@@ -261,7 +261,7 @@ for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 
 async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   if (isIsoSr(ctx.svc, srRef)) return scanIsoSr(ctx.svc, srRef)
   await collectSrGarbage(ctx.svc, srRef)
-  const images = await ctx.svc.agent.call<VdiImage[]>('sr.scan', attachedSr(ctx.svc, srRef))
+  const images = await ctx.svc.agent.call('sr.scan', attachedSr(ctx.svc, srRef))
   const known = new Set((ctx.svc.db.record('SR', srRef).VDIs as string[]).map((v) => String(ctx.svc.db.record('VDI', v).location)))
   for (const image of images) {
     if (!known.has(image.location)) await recordVdi(ctx.svc, srRef, image, { name_label: '', type: 'user' })
@@ -296,7 +296,7 @@ export async function ensureLocalSr(svc: Services): Promise<string> {
 /** SM records for the SR drivers this host's agent has, with the capabilities each declares. */
 export async function ensureStorageManagers(svc: Services): Promise<void> {
   const have = srTypes(svc)
-  const drivers = await svc.agent.call<SrDriverInfo[]>('sr.drivers')
+  const drivers = await svc.agent.call('sr.drivers')
   await svc.db.transact((tx) => {
     for (const d of drivers)
       if (!have.has(d.type))
@@ -318,7 +318,7 @@ export async function createSuspendVdi(svc: Services, vm: Rec): Promise<{ ref: s
 /** A VDI of type suspend in `srRef`: room for `size` bytes reserved, the raw file not made yet. */
 export async function createSuspendImage(svc: Services, srRef: string, size: number, fields: Record<string, unknown>): Promise<{ ref: string; path: string }> {
   const location = randomUUID()
-  const path = await svc.agent.call<string>('vdi.reserve-raw', { path: srPath(svc, srRef), location, size })
+  const path = await svc.agent.call('vdi.reserve-raw', { path: srPath(svc, srRef), location, size })
   const ref = await svc.db.transact((tx) =>
     tx.create('VDI', { other_config: {}, ...fields, uuid: location, location, SR: srRef, type: 'suspend', virtual_size: size, managed: true, sm_config: { 'image-format': 'raw' } }),
   )
@@ -437,7 +437,7 @@ register('SR.destroy', async (ctx, [ref]) => {
 
 /** ISO libraries: every *.iso file in the directory is a read-only VDI named after it. */
 async function scanIsoSr(svc: Services, srRef: string): Promise<void> {
-  const images = await svc.agent.call<VdiImage[]>('sr.scan', attachedSr(svc, srRef))
+  const images = await svc.agent.call('sr.scan', attachedSr(svc, srRef))
   const known = new Map((svc.db.record('SR', srRef).VDIs as string[]).map((v) => [String(svc.db.record('VDI', v).location), v]))
   await svc.db.transact((tx) => {
     for (const image of images) {

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import { NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
-import type { VdiImage } from '../agent/storage.js'
+import type { VdiImage } from '../agent/contract.js'
 import { now, register, type Services } from './context.js'
 import { createVdi, destroyVdi, recordVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
@@ -87,7 +87,7 @@ export async function ensureTemplates(svc: Services, testGuestImage: string): Pr
   const sr = String(svc.db.record('pool', svc.db.first('pool')).default_SR)
   let image: VdiImage
   try {
-    image = await svc.agent.call<VdiImage>('vdi.import-file', { path: srPath(svc, sr), source: testGuestImage, format: 'raw', location: randomUUID() })
+    image = await svc.agent.call('vdi.import-file', { path: srPath(svc, sr), source: testGuestImage, format: 'raw', location: randomUUID() })
   } catch (err) {
     console.error(`flotilla: the "${TEST_GUEST_TEMPLATE}" template is not created: no usable image at ${testGuestImage} (scripts/build-test-guest.sh makes it): ${(err as Error).message}`)
     return

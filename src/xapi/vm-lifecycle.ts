@@ -5,7 +5,7 @@ import { XapiError } from '../idl/errors.js'
 import type { VMRecord, VmOperations } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import { withUndo } from '../lib/undo.js'
-import type { StartRequest } from '../agent/vms.js'
+import type { StartRequest } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { collectAllGarbage, createSuspendVdi, destroyVdi, srsOfVm, vdiFormat, vdiPath } from './storage.js'
 import { withSrLocks } from './sr-locks.js'
@@ -162,7 +162,7 @@ const hardStop = (svc: Services, vm: Rec) => svc.agent.call('vm.stop', { uuid: v
 async function stopVm(ctx: CallContext, ref: string, op: VmOperations, clean: boolean): Promise<void> {
   await withVmOperation(ctx, ref, op, async (vm) => {
     if (vm.power_state === 'Suspended') return discardSuspendImage(ctx.svc, ref)
-    const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean })
+    const { nvram } = await ctx.svc.agent.call('vm.stop', { uuid: vm.uuid, clean })
     await ctx.svc.db.transact((tx) => markHalted(tx, ref, nvram))
   })
   collectAllGarbage(ctx.svc)
@@ -182,7 +182,7 @@ register('VM.suspend', (ctx, [ref]) =>
   withVmOperation(ctx, ref as string, 'suspend', (vm) =>
     withUndo('VM.suspend', async (undo) => {
       const image = await undo.step('the suspend image', () => createSuspendVdi(ctx.svc, vm), (made) => destroyVdi(ctx.svc, made.ref))
-      const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.suspend', { uuid: vm.uuid, statePath: image.path })
+      const { nvram } = await ctx.svc.agent.call('vm.suspend', { uuid: vm.uuid, statePath: image.path })
       await ctx.svc.db.transact((tx) => {
         markHalted(tx, ref as string, nvram)
         tx.update('VM', ref as string, { power_state: 'Suspended', suspend_VDI: image.ref })
@@ -231,7 +231,7 @@ register('VM.shutdown', (ctx, [ref]) => stopVm(ctx, ref as string, 'shutdown', t
 
 register('VM.clean_reboot', (ctx, [ref]) =>
   withVmOperation(ctx, ref as string, 'clean_reboot', async (vm) => {
-    const { nvram } = await ctx.svc.agent.call<{ nvram?: string }>('vm.stop', { uuid: vm.uuid, clean: true })
+    const { nvram } = await ctx.svc.agent.call('vm.stop', { uuid: vm.uuid, clean: true })
     await ctx.svc.db.transact((tx) => markHalted(tx, ref as string, nvram))
     const fresh = ctx.svc.db.record('VM', ref as string)
     await ctx.svc.agent.call('vm.start', await startRequest(ctx.svc, fresh, false))
@@ -290,7 +290,7 @@ export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: 'sh
 export async function reconcileVms(svc: Services): Promise<void> {
   const mine = [...svc.db.rows('VM')].filter((r) => r.stored.resident_on === svc.hostRef && !r.stored.is_control_domain && r.stored.power_state !== 'Halted' && r.stored.power_state !== 'Suspended')
   const list = mine.map((r) => ({ uuid: String(r.stored.uuid), devices: (svc.db.record('VM', r.ref).VIFs as string[]).map((v) => String(svc.db.record('VIF', v).device)) }))
-  const alive = new Set(await svc.agent.call<string[]>('vm.reattach', { vms: list }))
+  const alive = new Set(await svc.agent.call('vm.reattach', { vms: list }))
   for (const row of mine) if (!alive.has(String(row.stored.uuid))) await svc.db.transact((tx) => markHalted(tx, row.ref))
   for (const row of [...svc.db.rows('VM')]) {
     const s = row.stored

@@ -92,7 +92,7 @@ register('VM.set_VCPUs_number_live', (ctx, [ref, count]) =>
   withVmOperation(ctx, ref as string, 'changing_VCPUs_live', async (rec) => {
     const err = liveVcpusError(rec, count as number)
     if (err) throw err
-    await ctx.svc.agent.call('vm.set-vcpus', { uuid: rec.uuid, count })
+    await ctx.svc.agent.call('vm.set-vcpus', { uuid: rec.uuid, count: count as number })
     await ctx.svc.db.transact((tx) => {
       tx.update('VM', ref as string, { VCPUs_at_startup: count as number })
       const metrics = String(tx.get('VM', ref as string).metrics)

@@ -8,8 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { AgentClient } from '../../src/agent/client.js'
-import type { HostFacts } from '../../src/agent/facts.js'
+import type { HostFacts } from '../../src/agent/contract.js'
 import { agentMethods, startAgentServer } from '../../src/agent/server.js'
+import { socketTransport } from '../../src/agent/socket-transport.js'
 import { SimBackend } from '../../src/agent/sim/backend.js'
 import { SimNetwork } from '../../src/agent/sim/network.js'
 import { agentStreams } from '../../src/agent/streams.js'
@@ -103,7 +104,7 @@ export async function startSimHost(): Promise<SimHost> {
   const streams = agentStreams(vms)
   const socket = join(dataDir, 'agent.sock')
   const agentServer = await startAgentServer(socket, identity.agentSecret, agentMethods(vms), streams)
-  const agent = new AgentClient(socket, identity.agentSecret, streams.stream)
+  const agent = new AgentClient(socketTransport(socket, identity.agentSecret), streams.stream)
   const { generatedPassword } = await bootstrap(db, identity, FACTS, '192.0.2.10')
   const publicUrl = 'https://192.0.2.10'
   svc = { db, agent, hostRef: identity.hostRef, settings: DEFAULT_SETTINGS, publicUrl, srRoot: join(dataDir, 'sr') }

@@ -6,7 +6,8 @@ import { Writable, type Readable } from 'node:stream'
 import { describe, it } from 'node:test'
 import { writeOut } from '../../src/agent/block-writes.js'
 import { AgentClient } from '../../src/agent/client.js'
-import type { StreamOut } from '../../src/agent/server.js'
+import type { StreamOut } from '../../src/agent/contract.js'
+import { socketTransport } from '../../src/agent/socket-transport.js'
 
 const SIZE = 256 << 10
 const ROUNDS = 4
@@ -22,7 +23,14 @@ async function reusing(_args: unknown, _body: Readable, out: StreamOut): Promise
   out.end()
 }
 
-const client = new AgentClient('/nonexistent.sock', 'secret', { reusing })
+/** A contract of one stream, run in this process only. */
+interface ReusingContract {
+  calls: object
+  streams: { reusing: null }
+  connects: object
+}
+
+const client = new AgentClient<ReusingContract>(socketTransport('/nonexistent.sock', 'secret'), { reusing })
 const expected = Buffer.concat(Array.from({ length: ROUNDS }, (_, i) => Buffer.alloc(SIZE, i + 1)))
 
 describe('in-process agent streams', () => {

@@ -9,7 +9,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises'
 import { after, before, describe, it } from 'node:test'
 import { SimBackend } from '../../src/agent/sim/backend.js'
 import { SimNetwork } from '../../src/agent/sim/network.js'
-import { VmRuntime, type StartRequest, type StopReason } from '../../src/agent/vms.js'
+import type { StartRequest } from '../../src/agent/contract.js'
+import { VmRuntime, type StopReason } from '../../src/agent/vms.js'
 
 let dir: string
 before(async () => (dir = await mkdtemp(join(tmpdir(), 'flotilla-runtime-'))))
