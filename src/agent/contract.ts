@@ -8,9 +8,10 @@ import type { Frozen, SrDriverInfo, SrLocation, SrUsage, VdiFormat, VdiImage } f
 import type { ImageNode } from '../storage/chain.js'
 import type { GcOutcome } from '../storage/gc.js'
 import type { DeviceList } from '../qemu/hotplug.js'
+import type { StopReason } from '../qemu/backend.js'
 import type { Compression } from '../xva/format.js'
 
-export type { DeviceList, Frozen, GcOutcome, ImageNode, SrDriverInfo, SrLocation, SrUsage, VdiFormat, VdiImage }
+export type { DeviceList, Frozen, GcOutcome, ImageNode, SrDriverInfo, SrLocation, SrUsage, StopReason, VdiFormat, VdiImage }
 
 // ---- host ----
 

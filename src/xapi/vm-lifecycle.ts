@@ -5,7 +5,7 @@ import { XapiError } from '../idl/errors.js'
 import type { VMRecord, VmOperations } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import { withUndo } from '../lib/undo.js'
-import type { StartRequest } from '../agent/contract.js'
+import type { StartRequest, StopReason } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { collectAllGarbage, createSuspendVdi, destroyVdi, srsOfVm, vdiFormat, vdiPath } from './storage.js'
 import { withSrLocks } from './sr-locks.js'
@@ -273,7 +273,7 @@ register('VM.power_state_reset', (ctx, [ref]) =>
 )
 
 /** A VM stopped on its own (guest poweroff, crash, QEMU death): follow its actions_after_*. */
-export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: 'shutdown' | 'reboot' | 'crash' | 'killed', nvram?: string): Promise<void> {
+export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: StopReason, nvram?: string): Promise<void> {
   const ref = svc.db.replica.refByUuid('VM', uuid)
   if (!ref) return
   await svc.db.transact((tx) => markHalted(tx, ref, nvram))
