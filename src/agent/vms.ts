@@ -23,6 +23,8 @@ export class VmRuntime {
   private readonly running = new Map<string, RunningVm>()
   /** VMs we are stopping ourselves: their exit is not news. */
   private readonly stopping = new Set<string>()
+  /** VMs whose QEMU we let go of at daemon stop (they run on without us). */
+  private readonly detached = new WeakSet<RunningVm>()
   private readonly queues = new Map<string, Promise<unknown>>()
 
   constructor(
@@ -92,6 +94,8 @@ export class VmRuntime {
     vm.onPausedOnIoError((device, noSpace) => this.sink.pausedOnIoError(vm.uuid, device, noSpace))
     void vm.stopped.then(async (reason) => {
       if (this.running.get(vm.uuid) === vm) this.running.delete(vm.uuid)
+      // Detached at daemon stop, the VM runs on: its taps stay in their bridges.
+      if (this.detached.has(vm)) return
       for (const nic of spec.nics) await this.network.deleteLink(nic.tap)
       if (this.stopping.has(vm.uuid)) return
       this.sink.stopped(vm.uuid, reason, await this.takeNvram(vm.uuid))
@@ -289,8 +293,8 @@ export class VmRuntime {
 
   /** Closes our links to the VMs without touching them (daemon shutdown). */
   async detachAll(): Promise<void> {
-    for (const [uuid, vm] of this.running) {
-      this.stopping.add(uuid)
+    for (const vm of this.running.values()) {
+      this.detached.add(vm)
       await vm.detach().catch(() => undefined)
     }
     this.running.clear()

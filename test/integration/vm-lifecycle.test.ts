@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process'
 import { after, before, describe, it } from 'node:test'
 import { newGuest as makeGuest } from '../helpers/guest.js'
 import { call, Daemon, jsonrpc, login, waitFor } from '../helpers/daemon.js'
+import { tapName } from '../../src/net/bridge.js'
 
 const daemon = new Daemon()
 let url: string
@@ -144,8 +145,10 @@ describe('VM lifecycle on QEMU', () => {
     assert.equal(await powerState(vm.ref), 'Halted')
   })
 
-  it('keeps VMs running through a kill -9 of the daemon, and still controls them after', async () => {
+  it('keeps VMs running, with their NICs, through a kill -9 and a stop of the daemon, and still controls them after', async () => {
     const vm = await newGuest('survivor')
+    const network = await c<string>('network.create', { name_label: 'survivor net', name_description: '', MTU: 1500, other_config: {} })
+    await c('VIF.create', { VM: vm.ref, network, device: '0', MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
     await c('VM.start', vm.ref, false, false)
     await waitForTick(vm.uuid)
     await daemon.crash(false)
@@ -154,6 +157,13 @@ describe('VM lifecycle on QEMU', () => {
     assert.equal(await powerState(vm.ref), 'Running')
     await waitFor('ticks to go on', () => Math.max(...ticks(vm.uuid)) > before + 1)
     assert.equal(daemon.serial(vm.uuid).split('FLOTILLA-GUEST boot').length, 2, 'no reboot')
+    // A clean stop of the daemon lets go of the VM: its NICs stay plugged into their bridges.
+    const taps = await Promise.all((await c<string[]>('VM.get_VIFs', vm.ref)).map(async (vif) => tapName(vm.uuid, await c<string>('VIF.get_device', vif))))
+    await daemon.stop()
+    for (const tap of taps) assert.match(execFileSync('ip', ['-o', 'link', 'show', 'dev', tap]).toString(), / master /, `${tap} is still in its bridge`)
+    await daemon.start()
+    session = await login(url)
+    assert.equal(await powerState(vm.ref), 'Running')
     await c('VM.clean_shutdown', vm.ref)
     assert.equal(await powerState(vm.ref), 'Halted')
   })

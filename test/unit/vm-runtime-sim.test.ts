@@ -9,6 +9,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises'
 import { after, before, describe, it } from 'node:test'
 import { SimBackend } from '../../src/agent/sim/backend.js'
 import { SimNetwork } from '../../src/agent/sim/network.js'
+import { tapName } from '../../src/net/bridge.js'
 import type { StartRequest } from '../../src/agent/contract.js'
 import { VmRuntime, type StopReason } from '../../src/agent/vms.js'
 
@@ -92,6 +93,9 @@ describe('VmRuntime on the simulator', () => {
     await first.vms.start(vm)
     await first.vms.start(gone)
     await first.vms.detachAll()
+    await heard()
+    // VMs go on running when the daemon stops: their network with them.
+    assert.equal(first.network.taps.get(tapName(vm.uuid, '0')) !== undefined, true, 'the tap of a VM left running stays in its bridge')
     backend.guest(gone.uuid).die()
     const second = runtime(backend, first.network)
     assert.deepEqual(await second.vms.reattach([vm, gone].map((v) => ({ uuid: v.uuid, devices: ['0'] }))), [vm.uuid])
@@ -101,5 +105,6 @@ describe('VmRuntime on the simulator', () => {
     await heard()
     assert.deepEqual(first.stops, [])
     assert.deepEqual(second.stops, [[vm.uuid, 'shutdown']])
+    assert.equal(second.network.taps.has(tapName(vm.uuid, '0')), false, 'the tap goes with the VM')
   })
 })
