@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { bridgeName, tapName, type HostNetwork } from '../net/bridge.js'
 import type { DeviceList, HypervisorBackend, RunningVm, StopReason } from '../qemu/backend.js'
+import { withUndo } from '../lib/undo.js'
 import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
 import type { StartRequest } from './contract.js'
 
@@ -59,21 +60,19 @@ export class VmRuntime {
       const nics = request.nics.map((n) => ({ ...n, tap: tapName(request.uuid, n.device), bridge: bridgeName(this.hostUuid, n.network) }))
       const spec: VmSpec = { ...request, nics }
       const config = { ...hardwareFor(spec, this.host), paused: request.paused ?? false }
-      await mkdir(config.runDir, { recursive: true, mode: 0o700 })
-      if (config.nvram) await this.prepareNvram(config.nvram, spec.secureBoot, request.nvram)
-      try {
+      return withUndo('vm.start', async (undo) => {
+        await undo.step(`the run directory ${config.runDir}`, () => mkdir(config.runDir, { recursive: true, mode: 0o700 }), () => rm(config.runDir, { recursive: true, force: true }))
+        if (config.nvram) await this.prepareNvram(config.nvram, spec.secureBoot, request.nvram)
         for (const nic of nics) {
           await this.network.ensureBridge(nic.bridge)
+          // Registered first: a tap made but not yet on its bridge goes too.
+          undo.push(`tap ${nic.tap}`, () => this.network.deleteLink(nic.tap))
           await this.network.createTap(nic.tap, nic.bridge)
         }
         const vm = await this.backend.launch(config, statePath)
         this.watch(vm, spec)
         return { pid: vm.pid }
-      } catch (err) {
-        for (const nic of nics) await this.network.deleteLink(nic.tap)
-        await rm(config.runDir, { recursive: true, force: true })
-        throw err
-      }
+      })
     })
   }
 
@@ -146,14 +145,11 @@ export class VmRuntime {
       const vm = this.vm(uuid)
       this.stopping.add(uuid)
       try {
-        await vm.pause()
-        try {
+        await withUndo('vm.suspend', async (undo) => {
+          await undo.step(`the pause of ${uuid}`, () => vm.pause(), () => vm.unpause())
+          undo.push(`the state file ${statePath}`, () => rm(statePath, { force: true }))
           await vm.saveState(statePath)
-        } catch (err) {
-          await rm(statePath, { force: true })
-          await vm.unpause().catch(() => undefined)
-          throw err
-        }
+        })
         await vm.quit().catch(() => undefined)
         return await this.cleanUp(vm)
       } finally {
@@ -193,14 +189,13 @@ export class VmRuntime {
       const vm = this.vm(uuid)
       const config = this.device(uuid, platform, [], [nic])
       const bridge = bridgeName(this.hostUuid, nic.network)
+      const tap = config.nics[0]!.tap
       await this.network.ensureBridge(bridge)
-      await this.network.createTap(config.nics[0]!.tap, bridge)
-      try {
+      await withUndo('vm.plug-nic', async (undo) => {
+        undo.push(`tap ${tap}`, () => this.network.deleteLink(tap))
+        await this.network.createTap(tap, bridge)
         await vm.plugNic(config.nics[0]!, config.hotplugPorts)
-      } catch (err) {
-        await this.network.deleteLink(config.nics[0]!.tap)
-        throw err
-      }
+      })
     })
   }
 
