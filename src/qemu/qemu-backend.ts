@@ -7,6 +7,7 @@ import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugP
 import { attachQemu, killQemu, launchQemu, type QemuProcess } from './process.js'
 import type { QmpEvent } from './qmp.js'
 import { loadState, saveState } from './state.js'
+import { withUndo } from '../lib/undo.js'
 
 export const qemuBackend: HypervisorBackend = {
   async launch(config: QemuVmConfig, incomingState?: string): Promise<RunningVm> {
@@ -14,14 +15,12 @@ export const qemuBackend: HypervisorBackend = {
     // A resume: QEMU waits for the state with its vCPUs stopped, then runs unless asked to stay paused.
     const proc = await launchQemu({ ...config, paused: true, incoming: true })
     const vm = new QemuVm(proc)
-    try {
+    return withUndo('resume', async (undo) => {
+      undo.push(`QEMU ${proc.pid}`, () => killQemu(proc, 0))
       await loadState(proc.qmp, incomingState)
       if (!config.paused) await proc.qmp.execute('cont')
-    } catch (err) {
-      await killQemu(proc, 0)
-      throw err
-    }
-    return vm
+      return vm
+    })
   },
 
   async attach(runDir: string, uuid: string): Promise<RunningVm | undefined> {
