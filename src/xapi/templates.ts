@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto'
 import { NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { VdiImage } from '../agent/contract.js'
+import { withUndo } from '../lib/undo.js'
 import { now, register, type Services } from './context.js'
 import { createVdi, destroyVdi, recordVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
@@ -131,25 +132,25 @@ register('VM.provision', (ctx, [ref]) =>
       if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { install_time: now() })
     })
     const xml = (vm.other_config as Record<string, string>).disks
-    const made: { vbd?: string; vdi: string }[] = []
-    try {
+    await withUndo('VM.provision', async (undo) => {
       for (const disk of xml ? parseProvisionDisks(xml) : []) {
         const sr = disk.sr ? ctx.svc.db.replica.refByUuid('SR', disk.sr) : NULL_REF
         if (sr === undefined) throw new XapiError('UUID_INVALID', ['sr', disk.sr])
-        const vdi = await createVdi(ctx.svc, { SR: sr, virtual_size: disk.size, name_label: `${String(vm.name_label)} ${disk.device}`, name_description: 'Created by template provisioner', type: disk.type, sm_config: { vmhint: String(vm.uuid) } })
-        const entry: { vbd?: string; vdi: string } = { vdi }
-        made.push(entry)
-        entry.vbd = await ctx.svc.db.transact((tx) =>
-          tx.create('VBD', { VM: ref as string, VDI: vdi, userdevice: disk.device, device: `xvd${String.fromCharCode(97 + Number(disk.device))}`, bootable: disk.bootable, mode: 'RW', type: 'Disk', empty: false, unpluggable: disk.type !== 'system', other_config: { owner: '' }, qos_algorithm_params: {} }),
+        const vdi = await undo.step(
+          `the disk ${disk.device}`,
+          () => createVdi(ctx.svc, { SR: sr, virtual_size: disk.size, name_label: `${String(vm.name_label)} ${disk.device}`, name_description: 'Created by template provisioner', type: disk.type, sm_config: { vmhint: String(vm.uuid) } }),
+          (made) => destroyVdi(ctx.svc, made),
+        )
+        await undo.step(
+          `the VBD of disk ${disk.device}`,
+          () =>
+            ctx.svc.db.transact((tx) =>
+              tx.create('VBD', { VM: ref as string, VDI: vdi, userdevice: disk.device, device: `xvd${String.fromCharCode(97 + Number(disk.device))}`, bootable: disk.bootable, mode: 'RW', type: 'Disk', empty: false, unpluggable: disk.type !== 'system', other_config: { owner: '' }, qos_algorithm_params: {} }),
+            ),
+          (vbd) => ctx.svc.db.transact((tx) => tx.exists('VBD', vbd) && tx.delete('VBD', vbd)),
         )
       }
-    } catch (err) {
-      for (const { vbd, vdi } of made.reverse()) {
-        if (vbd) await ctx.svc.db.transact((tx) => tx.exists('VBD', vbd) && tx.delete('VBD', vbd))
-        await destroyVdi(ctx.svc, vdi).catch(() => undefined)
-      }
-      throw err
-    }
+    })
     await ctx.svc.db.transact((tx) => {
       const other = { ...(tx.get('VM', ref as string).other_config as Record<string, string>) }
       for (const key of INSTALL_KEYS) delete other[key]

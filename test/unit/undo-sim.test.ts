@@ -80,6 +80,18 @@ describe('a failing step undone, on the simulated host', () => {
     assert.deepEqual(await srVdis(), vdis)
   })
 
+  it('VM.provision whose second disk names an SR that does not exist', async () => {
+    const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
+    const vm = await c<string>('VM.clone', template, 'provision')
+    const disks = `<provision><disk device="1" size="${16 * MiB}" sr="" bootable="false" type="user"/><disk device="2" size="${16 * MiB}" sr="00000000-0000-0000-0000-000000000000" bootable="false" type="user"/></provision>`
+    await c('VM.remove_from_other_config', vm, 'disks')
+    await c('VM.add_to_other_config', vm, 'disks', disks)
+    const was = await state(vm)
+    await assert.rejects(c('VM.provision', vm), (err: unknown) => err instanceof XapiCallError && err.code === 'UUID_INVALID')
+    assert.deepEqual((await state(vm)).counts, was.counts, 'the first disk and its VBD are gone')
+    assert.deepEqual((await state(vm)).disks, was.disks)
+  })
+
   it('VM.start whose QEMU fails: Halted, not scheduled, no tap', async () => {
     const vm = await newGuest('unstartable')
     const was = await state(vm.ref)
