@@ -62,6 +62,8 @@ export class SimBackend implements HypervisorBackend {
 
 /** What a test can make a simulated guest (or its process) do. */
 export interface SimGuest {
+  /** What QEMU would have been started with. */
+  readonly config: QemuVmConfig
   readonly status: 'running' | 'paused'
   /** Boots so far, resets in place included. */
   readonly boots: number
