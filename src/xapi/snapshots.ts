@@ -84,6 +84,14 @@ register('VM.snapshot_with_quiesce', (_ctx, [ref]) => {
   throw new XapiError('VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED', [ref, 'quiesced snapshots need guest tools Flotilla does not have'])
 })
 
+/** Each disk a running VM now writes to its new overlay `next` gets that as its VDI's location. */
+async function followFrozenDisks(svc: Services, uuid: string, disks: { vdi: string; sr: string; next: string }[]): Promise<void> {
+  const inUse = new Set((await svc.agent.call('vm.devices', { uuid })).disks.map((d) => d.file))
+  for (const d of disks) {
+    if (inUse.has(await svc.agent.call('vdi.path', { ...attachedSr(svc, d.sr), location: d.next }))) await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
+  }
+}
+
 register('VM.checkpoint', (ctx, [ref, name]) => {
   const svc = ctx.svc
   return withVmOperation(ctx, ref as string, 'checkpoint', async (vm) => {
@@ -95,6 +103,8 @@ register('VM.checkpoint', (ctx, [ref, name]) => {
       const image = await undo.step('the suspend image', () => createSuspendVdi(svc, vm), (made) => destroyVdi(svc, made.ref))
       try {
         const path = disks[0] ? srPath(svc, disks[0].sr) : ''
+        // A checkpoint that fails after QEMU moved disks onto their new overlays leaves them there: their records follow.
+        undo.push('the locations of the disks QEMU froze', () => followFrozenDisks(svc, vm.uuid, disks))
         await svc.agent.call('vm.checkpoint', { uuid: vm.uuid, path, disks: disks.map((d) => ({ userdevice: d.userdevice, next: d.next })), state: image.path })
         const snapshotOf = new Map<string, string>()
         for (const d of disks) {

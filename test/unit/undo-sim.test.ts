@@ -2,6 +2,8 @@
 // a host agent call made to fail, the operation must leave no half-made records, image files or
 // taps, the VM in its power state, and the caller must get the failing step's own error.
 import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { afterEach, after, before, describe, it, mock } from 'node:test'
 import { XapiError } from '../../src/idl/errors.js'
 import { tapName } from '../../src/net/bridge.js'
@@ -33,6 +35,19 @@ function failAgentCalls(failures: Record<string, number>): void {
 }
 
 const failAgentCall = (method: string, nth = 1) => failAgentCalls({ [method]: nth })
+
+/** Passes the next call of the agent method `method` on with its arguments changed by `change`. */
+function alterAgentCall(method: string, change: (args: any) => unknown): void {
+  const agent = host.svc.agent
+  const real = agent.call
+  const untyped = real as unknown as (this: typeof agent, name: string, args?: unknown) => Promise<unknown>
+  restoreAgent = () => (agent.call = real)
+  agent.call = function (this: typeof agent, name: string, args?: unknown) {
+    if (name !== method) return untyped.call(this, name, args)
+    restoreAgent!()
+    return untyped.call(this, name, change(args))
+  } as unknown as typeof agent.call
+}
 
 async function newGuest(name: string): Promise<{ ref: string; uuid: string }> {
   const [template] = await c<string[]>('VM.get_by_name_label', 'Flotilla test guest')
@@ -122,6 +137,24 @@ describe('a failing step undone, on the simulated host', () => {
     }
     assert.equal(host.backend.guest(vm.uuid).status, 'running')
     assert.deepEqual(await srVdis(), vdis)
+    await c('VM.hard_shutdown', vm.ref)
+  })
+
+  it('VM.checkpoint whose memory cannot be saved once the disks are frozen: the records follow the disks to their new overlays', async () => {
+    const vm = await newGuest('half-frozen')
+    await c('VM.start', vm.ref, false, false)
+    const was = await state(vm.ref)
+    const vdis = await srVdis()
+    alterAgentCall('vm.checkpoint', (args) => ({ ...args, state: join(host.dataDir, 'no-such-directory', 'state') }))
+    await assert.rejects(c('VM.checkpoint', vm.ref, 'never'), (err: unknown) => err instanceof XapiCallError && err.code === 'VM_CHECKPOINT_SUSPEND_FAILED')
+    assert.deepEqual(await state(vm.ref), was)
+    assert.deepEqual(await srVdis(), vdis)
+    const files = (await host.svc.agent.call('vm.devices', { uuid: vm.uuid })).disks.map((d) => d.file ?? '')
+    for (const vbd of await c<string[]>('VM.get_VBDs', vm.ref)) {
+      const location = await c<string>('VDI.get_location', await c<string>('VBD.get_VDI', vbd))
+      const file = files.find((f) => f.endsWith(`/${location}.qcow2`))
+      assert.ok(file && existsSync(file), `the VDI names the image its disk writes to (${location}), and the collection kept it`)
+    }
     await c('VM.hard_shutdown', vm.ref)
   })
 
