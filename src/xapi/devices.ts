@@ -6,11 +6,11 @@ import type { VbdMode, VbdType } from '../idl/records.js'
 import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
 import { vdiFormat, vdiPath } from './storage.js'
+import { vbdDeviceName } from './vm-copies.js'
 
 type Rec = Readonly<Record<string, unknown>>
 
 const VBD = getClass('VBD')
-const deviceName = (userdevice: number) => `xvd${String.fromCharCode(97 + userdevice)}`
 
 function constructorFields(cls: typeof VBD, args: Record<string, unknown>): Record<string, unknown> {
   const fields: Record<string, unknown> = {}
@@ -40,7 +40,7 @@ register('VBD.create', (ctx, [args]) =>
       VDI: empty ? NULL_REF : String(given.VDI),
       mode: type === 'CD' ? 'RO' : ((given.mode ?? 'RW') as VbdMode),
       userdevice,
-      device: deviceName(Number(userdevice)),
+      device: vbdDeviceName(userdevice),
       currently_attached: vm.power_state === 'Suspended' ? Boolean(given.currently_attached) : false,
     })
   }),

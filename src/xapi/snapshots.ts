@@ -12,13 +12,11 @@ import { now, register, type CallContext, type Services } from './context.js'
 import { attachedSr, cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { markHalted } from './vm-lifecycle.js'
+import { deviceCopy, KEPT_BY_REVERT, SNAPSHOT_RESETS } from './vm-copies.js'
 
 type Rec = Readonly<VMRecord>
 
 const VM = getClass('VM')
-
-/** Fields a revert takes back from the snapshot (the rest is identity, relations or runtime state). */
-const NOT_RESTORED = new Set(['uuid', 'name_label', 'name_description', 'is_a_template', 'is_a_snapshot', 'snapshot_of', 'snapshot_time', 'snapshot_info', 'snapshot_metadata', 'parent', 'power_state', 'resident_on', 'scheduled_to_be_resident_on', 'domid', 'current_operations', 'allowed_operations', 'metrics', 'guest_metrics', 'suspend_VDI', 'blocked_operations', 'is_default_template', 'tags', 'transportable_snapshot_id', 'appliance', 'snapshot_schedule', 'other_config'])
 
 
 /** The snapshot VM record and its devices, pointing at the snapshot disks. */
@@ -26,34 +24,22 @@ function recordSnapshot(tx: Tx, vmRef: string, vm: Rec, name: string, disks: Map
   const metrics = tx.create('VM_metrics', {})
   const snapshot = tx.create('VM', {
     ...storedFields('VM', vm),
+    ...SNAPSHOT_RESETS,
     uuid: randomUUID(),
     name_label: name,
-    is_a_snapshot: true,
-    is_a_template: true,
-    is_default_template: false,
     snapshot_of: vmRef,
     snapshot_time: now(),
-    snapshot_info: { 'power-state-at-snapshot': String(vm.power_state), 'disk-snapshot-type': 'crash_consistent' },
+    snapshot_info: { 'power-state-at-snapshot': vm.power_state, 'disk-snapshot-type': 'crash_consistent' },
     snapshot_metadata: toJson(storedFields('VM', vm)),
     parent: vm.parent,
-    power_state: 'Halted',
-    resident_on: NULL_REF,
-    scheduled_to_be_resident_on: NULL_REF,
-    domid: -1,
-    current_operations: {},
-    suspend_VDI: NULL_REF,
     metrics,
-    guest_metrics: NULL_REF,
     ...extra,
   })
   for (const vbd of vm.VBDs) {
-    const { uuid: _u, ...fields } = tx.get('VBD', vbd)
-    tx.create('VBD', { ...fields, VM: snapshot, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: false, current_operations: {} })
+    const original = tx.get('VBD', vbd)
+    tx.create('VBD', deviceCopy('VBD', original, { VM: snapshot, VDI: disks.get(vbd) ?? original.VDI }))
   }
-  for (const vif of vm.VIFs) {
-    const { uuid: _u, ...fields } = tx.get('VIF', vif)
-    tx.create('VIF', { ...fields, VM: snapshot, currently_attached: false, current_operations: {} })
-  }
+  for (const vif of vm.VIFs) tx.create('VIF', deviceCopy('VIF', tx.get('VIF', vif), { VM: snapshot }))
   tx.update('VM', vmRef, { parent: snapshot })
   refreshAllowedOperations(tx, snapshot)
   return snapshot
@@ -154,14 +140,11 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
         for (const vbd of current.VBDs as string[]) tx.delete('VBD', vbd)
         for (const vif of current.VIFs as string[]) tx.delete('VIF', vif)
         for (const vbd of snapshot.VBDs) {
-          const { uuid: _u, ...fields } = tx.get('VBD', vbd)
-          tx.create('VBD', { ...fields, VM: vmRef, VDI: disks.get(vbd) ?? fields.VDI, currently_attached: suspendImage !== NULL_REF, current_operations: {} })
+          const original = tx.get('VBD', vbd)
+          tx.create('VBD', deviceCopy('VBD', original, { VM: vmRef, VDI: disks.get(vbd) ?? original.VDI, currently_attached: suspendImage !== NULL_REF }))
         }
-        for (const vif of snapshot.VIFs) {
-          const { uuid: _u, ...fields } = tx.get('VIF', vif)
-          tx.create('VIF', { ...fields, VM: vmRef, currently_attached: false, current_operations: {} })
-        }
-        const restored = Object.fromEntries(Object.entries(metadata).filter(([k]) => !NOT_RESTORED.has(k) && VM.fields.has(k)))
+        for (const vif of snapshot.VIFs) tx.create('VIF', deviceCopy('VIF', tx.get('VIF', vif), { VM: vmRef }))
+        const restored = Object.fromEntries(Object.entries(metadata).filter(([k]) => !KEPT_BY_REVERT.has(k) && VM.fields.has(k)))
         tx.update('VM', vmRef, { ...restored, parent: snapshotRef as string, power_state: suspendImage !== NULL_REF ? 'Suspended' : 'Halted', suspend_VDI: suspendImage })
         refreshAllowedOperations(tx, vmRef)
       })

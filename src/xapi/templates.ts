@@ -8,6 +8,7 @@ import { withUndo } from '../lib/undo.js'
 import { now, register, type Services } from './context.js'
 import { createVdi, destroyVdi, recordVdi, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
+import { diskVbd } from './vm-copies.js'
 
 export const TEST_GUEST_TEMPLATE = 'Flotilla test guest'
 const GiB = 2 ** 30
@@ -97,7 +98,7 @@ export async function ensureTemplates(svc: Services, testGuestImage: string): Pr
   const shape = { name: TEST_GUEST_TEMPLATE, label: 'flotilla-test-guest', memory: 256 * MiB, vcpus: 1, firmware: 'bios' as const, emulated: false }
   const ref = await createTemplate(svc, templateFields(shape, 'A tiny Debian kernel and busybox guest that prints a counter on its serial console', {}))
   await svc.db.transact((tx) =>
-    tx.create('VBD', { VM: ref, VDI: vdi, userdevice: '0', device: 'xvda', bootable: true, mode: 'RW', type: 'Disk', empty: false, unpluggable: true, other_config: {}, qos_algorithm_params: {} }),
+    tx.create('VBD', diskVbd(ref, vdi, '0', { bootable: true })),
   )
 }
 
@@ -145,7 +146,7 @@ register('VM.provision', (ctx, [ref]) =>
           `the VBD of disk ${disk.device}`,
           () =>
             ctx.svc.db.transact((tx) =>
-              tx.create('VBD', { VM: ref as string, VDI: vdi, userdevice: disk.device, device: `xvd${String.fromCharCode(97 + Number(disk.device))}`, bootable: disk.bootable, mode: 'RW', type: 'Disk', empty: false, unpluggable: disk.type !== 'system', other_config: { owner: '' }, qos_algorithm_params: {} }),
+              tx.create('VBD', diskVbd(ref as string, vdi, disk.device, { bootable: disk.bootable, unpluggable: disk.type !== 'system', other_config: { owner: '' } })),
             ),
           (vbd) => ctx.svc.db.transact((tx) => tx.exists('VBD', vbd) && tx.delete('VBD', vbd)),
         )

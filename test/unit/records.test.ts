@@ -9,6 +9,7 @@ import { CODES_OUTSIDE_THE_DATAMODEL, XapiError } from '../../src/idl/errors.js'
 import { renderRecords } from '../../src/idl/render-records.js'
 import type { Tx } from '../../src/db/database.js'
 import { memoryDatabase } from '../helpers/memory-db.js'
+import { CLONE_RESETS, deviceCopy, diskVbd, IMPORT_RESETS, SNAPSHOT_RESETS } from '../../src/xapi/vm-copies.js'
 
 const ROOT = join(import.meta.dirname, '..', '..', '..')
 
@@ -50,6 +51,24 @@ test('records read through the database are typed by class, derived set fields i
   const size: number | bigint = rec.memory_static_max
   assert.equal(size, 2 ** 30)
   assert.equal(db.transact((tx) => tx.get('VBD', vbd).VM), vm)
+})
+
+test('a device copied for another VM drops its uuid and its runtime state; a disk VBD is read-write', () => {
+  const original = buildRecord('VBD', { uuid: 'u', VM: 'OpaqueRef:a', VDI: 'OpaqueRef:d', userdevice: '2', currently_attached: true, current_operations: { t: 'attach' }, other_config: { k: 'v' } })
+  const copy = deviceCopy('VBD', original, { VM: 'OpaqueRef:b' })
+  assert.equal(copy.uuid, undefined)
+  assert.deepEqual({ VM: copy.VM, VDI: copy.VDI, userdevice: copy.userdevice, other_config: copy.other_config }, { VM: 'OpaqueRef:b', VDI: 'OpaqueRef:d', userdevice: '2', other_config: { k: 'v' } })
+  assert.deepEqual({ attached: copy.currently_attached, ops: copy.current_operations }, { attached: false, ops: {} })
+  assert.deepEqual(diskVbd('OpaqueRef:v', 'OpaqueRef:d', '1', { bootable: true }), { VM: 'OpaqueRef:v', VDI: 'OpaqueRef:d', userdevice: '1', device: 'xvdb', mode: 'RW', type: 'Disk', empty: false, bootable: true })
+})
+
+test('every copy of a VM leaves where and how the original runs behind', () => {
+  for (const resets of [CLONE_RESETS, SNAPSHOT_RESETS, IMPORT_RESETS]) {
+    assert.equal(resets.resident_on, NULL_REF)
+    assert.deepEqual(resets.current_operations, {})
+  }
+  assert.equal(SNAPSHOT_RESETS.is_a_snapshot, true)
+  assert.equal(CLONE_RESETS.is_a_snapshot, false)
 })
 
 /** Never run: what the compiler refuses in transactions. */
