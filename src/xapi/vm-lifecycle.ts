@@ -24,8 +24,8 @@ export const VM_OVERHEAD = 64 * 2 ** 20
  */
 export function hostFreeMemory(svc: Services): number {
   const host = svc.db.record('host', svc.hostRef)
-  const total = Number(svc.db.record('host_metrics', String(host.metrics)).memory_total)
-  const used = (host.resident_VMs as string[]).reduce((sum, ref) => {
+  const total = Number(svc.db.record('host_metrics', host.metrics).memory_total)
+  const used = host.resident_VMs.reduce((sum, ref) => {
     const vm = svc.db.record('VM', ref)
     return sum + Number(vm.memory_static_max) + (vm.is_control_domain ? 0 : VM_OVERHEAD)
   }, 0)
@@ -50,7 +50,7 @@ function assertCanBootHere(svc: Services, vm: Rec, placement: Placement = 'given
   const needed = Number(vm.memory_static_max) + VM_OVERHEAD
   const available = hostFreeMemory(svc)
   if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
-  const cpus = Number((svc.db.record('host', svc.hostRef).cpu_info as Record<string, string>).cpu_count)
+  const cpus = Number(svc.db.record('host', svc.hostRef).cpu_info.cpu_count)
   const pcpus = pcpusError(vm, cpus)
   if (pcpus) throw pcpus
 }
@@ -65,28 +65,28 @@ function oemStrings(bios: Record<string, string>): string[] {
 /** What the agent needs to start a VM, decoded from its records. */
 async function startRequest(svc: Services, vm: Rec, paused: boolean): Promise<StartRequest> {
   const disks: StartRequest['disks'] = []
-  for (const vbd of vm.VBDs as string[]) {
+  for (const vbd of vm.VBDs) {
     const rec = svc.db.record('VBD', vbd)
     const empty = rec.empty || rec.VDI === NULL_REF
     disks.push({
       userdevice: Number(rec.userdevice),
-      ...(empty ? {} : { path: await vdiPath(svc, String(rec.VDI)) }),
-      format: empty ? 'qcow2' : vdiFormat(svc, String(rec.VDI)),
+      ...(empty ? {} : { path: await vdiPath(svc, rec.VDI) }),
+      format: empty ? 'qcow2' : vdiFormat(svc, rec.VDI),
       readOnly: rec.mode === 'RO',
       type: rec.type === 'CD' ? 'CD' : 'Disk',
-      bootable: Boolean(rec.bootable),
+      bootable: rec.bootable,
     })
   }
-  const nics = (vm.VIFs as string[]).map((vif) => {
+  const nics = vm.VIFs.map((vif) => {
     const rec = svc.db.record('VIF', vif)
-    return { device: String(rec.device), mac: String(rec.MAC), network: String(svc.db.record('network', String(rec.network)).uuid) }
+    return { device: rec.device, mac: rec.MAC, network: svc.db.record('network', rec.network).uuid }
   })
-  const boot = vm.HVM_boot_params as Record<string, string>
-  const platform = vm.platform as Record<string, string>
-  const nvram = (vm.NVRAM as Record<string, string>)['EFI-variables']
+  const boot = vm.HVM_boot_params
+  const platform = vm.platform
+  const nvram = vm.NVRAM['EFI-variables']
   return {
-    uuid: String(vm.uuid),
-    name: String(vm.name_label),
+    uuid: vm.uuid,
+    name: vm.name_label,
     memoryBytes: Number(vm.memory_static_max),
     vcpus: Number(vm.VCPUs_at_startup),
     maxVcpus: Number(vm.VCPUs_max),
@@ -94,7 +94,7 @@ async function startRequest(svc: Services, vm: Rec, paused: boolean): Promise<St
     secureBoot: platform.secureboot === 'true',
     platform,
     bootOrder: boot.order ?? 'cd',
-    oemStrings: oemStrings(vm.bios_strings as Record<string, string>),
+    oemStrings: oemStrings(vm.bios_strings),
     haltOnReboot: vm.actions_after_reboot !== 'restart',
     disks,
     nics,
@@ -107,9 +107,9 @@ async function startRequest(svc: Services, vm: Rec, paused: boolean): Promise<St
 function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean): void {
   const vm = tx.get('VM', ref)
   tx.update('VM', ref, { power_state: paused ? 'Paused' : 'Running', resident_on: svc.hostRef, scheduled_to_be_resident_on: NULL_REF, domid: nextDomid(tx, svc) })
-  for (const vbd of vm.VBDs as string[]) tx.update('VBD', vbd, { currently_attached: true })
-  for (const vif of vm.VIFs as string[]) tx.update('VIF', vif, { currently_attached: true })
-  const metrics = String(vm.metrics)
+  for (const vbd of vm.VBDs) tx.update('VBD', vbd, { currently_attached: true })
+  for (const vif of vm.VIFs) tx.update('VIF', vif, { currently_attached: true })
+  const metrics = vm.metrics
   if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now(), VCPUs_number: vm.VCPUs_at_startup, memory_actual: vm.memory_static_max, state: [], last_updated: now() })
   for (const protocol of ['rfb', 'vt100'] as const) {
     const uuid = randomUUID()
@@ -119,7 +119,7 @@ function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean): void 
 }
 
 function nextDomid(tx: Tx, svc: Services): number {
-  const used = (tx.get('host', svc.hostRef).resident_VMs as string[]).map((v) => Number(tx.get('VM', v).domid))
+  const used = tx.get('host', svc.hostRef).resident_VMs.map((v) => Number(tx.get('VM', v).domid))
   return Math.max(0, ...used) + 1
 }
 
@@ -132,11 +132,11 @@ export function markHalted(tx: Tx, ref: string, nvram?: string): void {
     scheduled_to_be_resident_on: NULL_REF,
     domid: -1,
     requires_reboot: false,
-    ...(nvram ? { NVRAM: { ...(vm.NVRAM as object), 'EFI-variables': nvram } } : {}),
+    ...(nvram ? { NVRAM: { ...vm.NVRAM, 'EFI-variables': nvram } } : {}),
   })
-  for (const vbd of vm.VBDs as string[]) tx.update('VBD', vbd, { currently_attached: false })
-  for (const vif of vm.VIFs as string[]) tx.update('VIF', vif, { currently_attached: false })
-  for (const console of vm.consoles as string[]) tx.delete('console', console)
+  for (const vbd of vm.VBDs) tx.update('VBD', vbd, { currently_attached: false })
+  for (const vif of vm.VIFs) tx.update('VIF', vif, { currently_attached: false })
+  for (const console of vm.consoles) tx.delete('console', console)
   refreshAllowedOperations(tx, ref)
 }
 
@@ -170,7 +170,7 @@ async function stopVm(ctx: CallContext, ref: string, op: VmOperations, clean: bo
 
 /** A Suspended VM shut down: its saved state is dropped. */
 async function discardSuspendImage(svc: Services, ref: string): Promise<void> {
-  const image = String(svc.db.record('VM', ref).suspend_VDI)
+  const image = svc.db.record('VM', ref).suspend_VDI
   await svc.db.transact((tx) => {
     markHalted(tx, ref)
     tx.update('VM', ref, { suspend_VDI: NULL_REF })
@@ -187,7 +187,7 @@ register('VM.suspend', (ctx, [ref]) =>
         markHalted(tx, ref as string, nvram)
         tx.update('VM', ref as string, { power_state: 'Suspended', suspend_VDI: image.ref })
         // While Suspended the VM keeps its disks.
-        for (const vbd of tx.get('VM', ref as string).VBDs as string[]) tx.update('VBD', vbd, { currently_attached: true })
+        for (const vbd of tx.get('VM', ref as string).VBDs) tx.update('VBD', vbd, { currently_attached: true })
         refreshAllowedOperations(tx, ref as string)
       })
     }),
@@ -198,7 +198,7 @@ async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placemen
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'resume', async (vm) => {
     assertCanBootHere(svc, vm, placement)
-    const image = String(vm.suspend_VDI)
+    const image = vm.suspend_VDI
     if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
     await withUndo('VM.resume', async (undo) => {
       await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) })), () => hardStop(svc, vm))
@@ -207,7 +207,7 @@ async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placemen
         tx.update('VM', ref, { suspend_VDI: NULL_REF })
       })
     })
-    await destroyVdi(svc, image).catch((e: Error) => console.error(`dropping the suspend image of ${String(vm.uuid)}: ${e.message}`))
+    await destroyVdi(svc, image).catch((e: Error) => console.error(`dropping the suspend image of ${vm.uuid}: ${e.message}`))
   })
 }
 
@@ -243,7 +243,7 @@ register('VM.hard_reboot', (ctx, [ref]) =>
   withVmOperation(ctx, ref as string, 'hard_reboot', async (vm) => {
     await ctx.svc.agent.call('vm.reset', { uuid: vm.uuid })
     await ctx.svc.db.transact((tx) => {
-      const metrics = String(tx.get('VM', ref as string).metrics)
+      const metrics = tx.get('VM', ref as string).metrics
       if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now() })
       tx.update('VM', ref as string, { power_state: 'Running' })
     })
@@ -267,7 +267,7 @@ register('VM.unpause', (ctx, [ref]) =>
 register('VM.power_state_reset', (ctx, [ref]) =>
   ctx.svc.db.transact((tx) => {
     const vm = tx.get('VM', ref as string)
-    if (vm.resident_on === ctx.svc.hostRef && vm.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'halted', String(vm.power_state).toLowerCase()])
+    if (vm.resident_on === ctx.svc.hostRef && vm.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'halted', vm.power_state.toLowerCase()])
     markHalted(tx, ref as string)
   }),
 )
@@ -279,7 +279,7 @@ export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: Sto
   await svc.db.transact((tx) => markHalted(tx, ref, nvram))
   collectAllGarbage(svc)
   const vm = svc.db.record('VM', ref)
-  const actions: Record<typeof reason, string> = { shutdown: String(vm.actions_after_shutdown), reboot: String(vm.actions_after_reboot), crash: String(vm.actions_after_crash), killed: 'destroy' }
+  const actions: Record<typeof reason, string> = { shutdown: vm.actions_after_shutdown, reboot: vm.actions_after_reboot, crash: vm.actions_after_crash, killed: 'destroy' }
   const action = actions[reason]
   if (action === 'restart' || action === 'rename_restart' || action === 'coredump_and_restart') {
     await startVm({ svc, sessionRef: '', session: {}, wireName: 'restart' }, ref, false, 'in-place').catch((e: Error) => console.error(`restarting VM ${uuid}: ${e.message}`))
@@ -289,13 +289,13 @@ export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: Sto
 /** After a daemon restart: VMs whose QEMU still runs stay Running; the others are Halted; auto_poweron VMs start. */
 export async function reconcileVms(svc: Services): Promise<void> {
   const mine = [...svc.db.rows('VM')].filter((r) => r.stored.resident_on === svc.hostRef && !r.stored.is_control_domain && r.stored.power_state !== 'Halted' && r.stored.power_state !== 'Suspended')
-  const list = mine.map((r) => ({ uuid: String(r.stored.uuid), devices: (svc.db.record('VM', r.ref).VIFs as string[]).map((v) => String(svc.db.record('VIF', v).device)) }))
+  const list = mine.map((r) => ({ uuid: r.stored.uuid, devices: svc.db.record('VM', r.ref).VIFs.map((v) => svc.db.record('VIF', v).device) }))
   const alive = new Set(await svc.agent.call('vm.reattach', { vms: list }))
-  for (const row of mine) if (!alive.has(String(row.stored.uuid))) await svc.db.transact((tx) => markHalted(tx, row.ref))
+  for (const row of mine) if (!alive.has(row.stored.uuid)) await svc.db.transact((tx) => markHalted(tx, row.ref))
   for (const row of [...svc.db.rows('VM')]) {
     const s = row.stored
-    if (s.power_state === 'Halted' && !s.is_a_template && (s.other_config as Record<string, string>).auto_poweron === 'true') {
-      await startVm({ svc, sessionRef: '', session: {}, wireName: 'auto_poweron' }, row.ref, false).catch((e: Error) => console.error(`auto_poweron of ${String(s.uuid)}: ${e.message}`))
+    if (s.power_state === 'Halted' && !s.is_a_template && s.other_config.auto_poweron === 'true') {
+      await startVm({ svc, sessionRef: '', session: {}, wireName: 'auto_poweron' }, row.ref, false).catch((e: Error) => console.error(`auto_poweron of ${s.uuid}: ${e.message}`))
     }
   }
 }
