@@ -47,10 +47,10 @@ function recordSnapshot(tx: Tx, vmRef: string, vm: Rec, name: string, disks: Map
 
 /** The VM's disks that a snapshot covers: Disk VBDs with a VDI, less the ignored ones. */
 function snapshotDisks(svc: Services, vm: Rec, ignore: string[] = []): { vbd: string; vdi: string; userdevice: number }[] {
-  return (vm.VBDs as string[])
+  return vm.VBDs
     .map((vbd) => ({ vbd, rec: svc.db.record('VBD', vbd) }))
-    .filter(({ rec }) => rec.type !== 'CD' && rec.VDI !== NULL_REF && !ignore.includes(String(rec.VDI)))
-    .map(({ vbd, rec }) => ({ vbd, vdi: String(rec.VDI), userdevice: Number(rec.userdevice) }))
+    .filter(({ rec }) => rec.type !== 'CD' && rec.VDI !== NULL_REF && !ignore.includes(rec.VDI))
+    .map(({ vbd, rec }) => ({ vbd, vdi: rec.VDI, userdevice: Number(rec.userdevice) }))
 }
 
 async function snapshotVm(ctx: CallContext, ref: string, name: string, ignore: string[]): Promise<string> {
@@ -81,8 +81,8 @@ async function followFrozenDisks(svc: Services, uuid: string, disks: { vdi: stri
 register('VM.checkpoint', (ctx, [ref, name]) => {
   const svc = ctx.svc
   return withVmOperation(ctx, ref as string, 'checkpoint', async (vm) => {
-    if (vm.power_state !== 'Running' && vm.power_state !== 'Paused') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'running, paused', String(vm.power_state).toLowerCase()])
-    const disks = snapshotDisks(svc, vm).map((d) => ({ ...d, location: String(svc.db.record('VDI', d.vdi).location), next: randomUUID(), sr: String(svc.db.record('VDI', d.vdi).SR) }))
+    if (vm.power_state !== 'Running' && vm.power_state !== 'Paused') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'running, paused', vm.power_state.toLowerCase()])
+    const disks = snapshotDisks(svc, vm).map((d) => ({ ...d, location: svc.db.record('VDI', d.vdi).location, next: randomUUID(), sr: svc.db.record('VDI', d.vdi).SR }))
     const srs = new Set(disks.map((d) => d.sr))
     if (srs.size > 1) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [[...srs].join(',')])
     return withUndo('VM.checkpoint', async (undo) => {
@@ -112,7 +112,7 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
   const svc = ctx.svc
   const snapshot = svc.db.record('VM', snapshotRef as string)
   if (!snapshot.is_a_snapshot) throw new XapiError('REVERT_ONLY_ALLOWED_ON_SNAPSHOT')
-  const vmRef = String(snapshot.snapshot_of)
+  const vmRef = snapshot.snapshot_of
   if (!svc.db.tryRecord('VM', vmRef)) throw new XapiError('VM_REVERT_FAILED', [snapshotRef, vmRef])
   await withVmOperation(ctx, vmRef, 'reverting', (vm) =>
     withUndo('VM.revert', async (undo) => {
@@ -122,9 +122,9 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
         disks.set(disk.vbd, await undo.step(`the clone of VDI ${disk.vdi}`, () => cloneVdi(svc, disk.vdi, { is_a_snapshot: false, snapshot_of: NULL_REF }), (clone) => destroyVdi(svc, clone)))
       let suspendImage = NULL_REF
       if (snapshot.power_state === 'Suspended' && snapshot.suspend_VDI !== NULL_REF) {
-        const source = svc.db.record('VDI', String(snapshot.suspend_VDI))
+        const source = svc.db.record('VDI', snapshot.suspend_VDI)
         const copy = await undo.step('the copy of the suspend image', () => createSuspendVdi(svc, snapshot), (image) => destroyVdi(svc, image.ref))
-        await svc.agent.call('vdi.copy-raw', { path: srPath(svc, String(source.SR)), from: source.location, to: svc.db.record('VDI', copy.ref).location })
+        await svc.agent.call('vdi.copy-raw', { path: srPath(svc, source.SR), from: source.location, to: svc.db.record('VDI', copy.ref).location })
         suspendImage = copy.ref
       }
       // A running VM is stopped hard, as xapi does.
@@ -133,12 +133,12 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
         await svc.db.transact((tx) => markHalted(tx, vmRef, nvram))
       }
       const old = svc.db.record('VM', vmRef)
-      const discard = [String(old.suspend_VDI), ...snapshotDisks(svc, old).map((d) => d.vdi)].filter((v) => v !== NULL_REF)
-      const metadata = fromJson(String(snapshot.snapshot_metadata) || '{}') as Record<string, unknown>
+      const discard = [old.suspend_VDI, ...snapshotDisks(svc, old).map((d) => d.vdi)].filter((v) => v !== NULL_REF)
+      const metadata = fromJson(snapshot.snapshot_metadata || '{}') as Record<string, unknown>
       await svc.db.transact((tx) => {
         const current = tx.get('VM', vmRef)
-        for (const vbd of current.VBDs as string[]) tx.delete('VBD', vbd)
-        for (const vif of current.VIFs as string[]) tx.delete('VIF', vif)
+        for (const vbd of current.VBDs) tx.delete('VBD', vbd)
+        for (const vif of current.VIFs) tx.delete('VIF', vif)
         for (const vbd of snapshot.VBDs) {
           const original = tx.get('VBD', vbd)
           tx.create('VBD', deviceCopy('VBD', original, { VM: vmRef, VDI: disks.get(vbd) ?? original.VDI, currently_attached: suspendImage !== NULL_REF }))
