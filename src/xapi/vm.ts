@@ -57,8 +57,8 @@ export async function withVmOperation<T>(ctx: CallContext, ref: string, op: VmOp
 }
 
 register('VM.create', async (ctx, [args]) => {
-  const given = args as Record<string, unknown>
-  const other = { ...((given.other_config as Record<string, string>) ?? {}) }
+  const given = args as Partial<VMRecord>
+  const other = { ...(given.other_config ?? {}) }
   other.mac_seed ??= randomUUID()
   const ref = await createObject(ctx, VM, { ...given, other_config: other })
   await ctx.svc.db.transact((tx) => {
