@@ -2,13 +2,11 @@
 // running QEMU through the agent.
 import { getClass, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
-import type { VbdMode, VbdType } from '../idl/records.js'
+import type { VBDRecord, VMRecord } from '../idl/records.js'
 import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
 import { vdiFormat, vdiPath } from './storage.js'
 import { vbdDeviceName } from './vm-copies.js'
-
-type Rec = Readonly<Record<string, unknown>>
 
 const VBD = getClass('VBD')
 
@@ -20,15 +18,15 @@ function constructorFields(cls: typeof VBD, args: Record<string, unknown>): Reco
 
 register('VBD.create', (ctx, [args]) =>
   ctx.svc.db.transact((tx) => {
-    const given = args as Record<string, unknown>
+    const given = args as Partial<VBDRecord>
     const vmRef = String(given.VM)
     const vm = tx.get('VM', vmRef)
-    const type = (given.type ?? 'Disk') as VbdType
+    const type = given.type ?? 'Disk'
     const empty = Boolean(given.empty) || String(given.VDI ?? NULL_REF) === NULL_REF
     if (!empty) tx.get('VDI', String(given.VDI))
     else if (type !== 'CD') throw new XapiError('VDI_MISSING', [NULL_REF, NULL_REF])
     if (type === 'CD' && given.mode === 'RW') throw new XapiError('VBD_CDS_MUST_BE_READONLY')
-    const used = new Set((vm.VBDs as string[]).map((v) => String(tx.get('VBD', v).userdevice)))
+    const used = new Set(vm.VBDs.map((v) => tx.get('VBD', v).userdevice))
     let userdevice = String(given.userdevice ?? 'autodetect')
     if (userdevice === 'autodetect') userdevice = String([...Array(16).keys()].find((i) => !used.has(String(i))) ?? '')
     if (!/^\d+$/.test(userdevice) || Number(userdevice) > 15) throw new XapiError('INVALID_DEVICE', [userdevice])
@@ -38,7 +36,7 @@ register('VBD.create', (ctx, [args]) =>
       type,
       empty,
       VDI: empty ? NULL_REF : String(given.VDI),
-      mode: type === 'CD' ? 'RO' : ((given.mode ?? 'RW') as VbdMode),
+      mode: type === 'CD' ? 'RO' : (given.mode ?? 'RW'),
       userdevice,
       device: vbdDeviceName(userdevice),
       currently_attached: vm.power_state === 'Suspended' ? Boolean(given.currently_attached) : false,
@@ -46,17 +44,17 @@ register('VBD.create', (ctx, [args]) =>
   }),
 )
 
-const running = (vm: Rec, ref: string) => {
-  if (vm.power_state !== 'Running') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'running', String(vm.power_state).toLowerCase()])
+const running = (vm: Readonly<VMRecord>, ref: string) => {
+  if (vm.power_state !== 'Running') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'running', vm.power_state.toLowerCase()])
 }
 
 async function plugVbd(ctx: CallContext, ref: string): Promise<void> {
   const vbd = ctx.svc.db.record('VBD', ref)
-  const vm = ctx.svc.db.record('VM', String(vbd.VM))
-  running(vm, String(vbd.VM))
+  const vm = ctx.svc.db.record('VM', vbd.VM)
+  running(vm, vbd.VM)
   if (vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
   if (vbd.type === 'CD') throw new XapiError('OPERATION_NOT_ALLOWED', ['CD drives are attached when the VM starts; insert a medium with VBD.insert'])
-  const disk = { userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, String(vbd.VDI)), format: vdiFormat(ctx.svc, String(vbd.VDI)), readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
+  const disk = { userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vbd.VDI), format: vdiFormat(ctx.svc, vbd.VDI), readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
   await withUndo('VBD.plug', async (undo) => {
     await undo.step(`disk ${disk.userdevice} of ${vm.uuid}`, () => ctx.svc.agent.call('vm.plug-disk', { uuid: vm.uuid, platform: vm.platform, disk }), () => ctx.svc.agent.call('vm.unplug-disk', { uuid: vm.uuid, userdevice: disk.userdevice }))
     await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: true }))
@@ -65,8 +63,8 @@ async function plugVbd(ctx: CallContext, ref: string): Promise<void> {
 
 async function unplugVbd(ctx: CallContext, ref: string, force: boolean): Promise<void> {
   const vbd = ctx.svc.db.record('VBD', ref)
-  const vm = ctx.svc.db.record('VM', String(vbd.VM))
-  running(vm, String(vbd.VM))
+  const vm = ctx.svc.db.record('VM', vbd.VM)
+  running(vm, vbd.VM)
   if (!vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_DETACHED', [ref])
   if (vbd.type === 'CD' || (!vbd.unpluggable && !force)) throw new XapiError('VBD_NOT_UNPLUGGABLE', [ref])
   await ctx.svc.agent.call('vm.unplug-disk', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
@@ -82,7 +80,7 @@ register('VBD.insert', async (ctx, [ref, vdi]) => {
   if (vbd.type !== 'CD') throw new XapiError('VBD_NOT_REMOVABLE_MEDIA', [ref])
   if (!vbd.empty) throw new XapiError('VBD_NOT_EMPTY', [ref])
   ctx.svc.db.record('VDI', vdi as string)
-  const vm = ctx.svc.db.record('VM', String(vbd.VM))
+  const vm = ctx.svc.db.record('VM', vbd.VM)
   if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vdi as string), format: vdiFormat(ctx.svc, vdi as string) })
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: vdi as string, empty: false }))
 })
@@ -91,7 +89,7 @@ register('VBD.eject', async (ctx, [ref]) => {
   const vbd = ctx.svc.db.record('VBD', ref as string)
   if (vbd.type !== 'CD') throw new XapiError('VBD_NOT_REMOVABLE_MEDIA', [ref])
   if (vbd.empty) throw new XapiError('VBD_IS_EMPTY', [ref])
-  const vm = ctx.svc.db.record('VM', String(vbd.VM))
+  const vm = ctx.svc.db.record('VM', vbd.VM)
   if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.eject-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: NULL_REF, empty: true }))
 })
@@ -100,7 +98,7 @@ for (const cls of ['VBD', 'VIF'] as const) {
   register(`${cls}.destroy`, (ctx, [ref]) =>
     ctx.svc.db.transact((tx) => {
       const dev = tx.get(cls, ref as string)
-      const vm = tx.get('VM', String(dev.VM))
+      const vm = tx.get('VM', dev.VM)
       if (dev.currently_attached && vm.power_state === 'Running') throw new XapiError('OPERATION_NOT_ALLOWED', [`${cls} ${String(ref)} is attached to a running VM; unplug it first`])
       tx.delete(cls, ref as string)
     }),
@@ -109,10 +107,10 @@ for (const cls of ['VBD', 'VIF'] as const) {
 
 async function plugVif(ctx: CallContext, ref: string): Promise<void> {
   const vif = ctx.svc.db.record('VIF', ref)
-  const vm = ctx.svc.db.record('VM', String(vif.VM))
-  running(vm, String(vif.VM))
+  const vm = ctx.svc.db.record('VM', vif.VM)
+  running(vm, vif.VM)
   if (vif.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
-  const nic = { device: String(vif.device), mac: String(vif.MAC), network: String(ctx.svc.db.record('network', String(vif.network)).uuid) }
+  const nic = { device: vif.device, mac: vif.MAC, network: ctx.svc.db.record('network', vif.network).uuid }
   await withUndo('VIF.plug', async (undo) => {
     await undo.step(`NIC ${nic.device} of ${vm.uuid}`, () => ctx.svc.agent.call('vm.plug-nic', { uuid: vm.uuid, platform: vm.platform, nic }), () => ctx.svc.agent.call('vm.unplug-nic', { uuid: vm.uuid, device: nic.device }))
     await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: true }))
@@ -121,10 +119,10 @@ async function plugVif(ctx: CallContext, ref: string): Promise<void> {
 
 async function unplugVif(ctx: CallContext, ref: string): Promise<void> {
   const vif = ctx.svc.db.record('VIF', ref)
-  const vm = ctx.svc.db.record('VM', String(vif.VM))
-  running(vm, String(vif.VM))
+  const vm = ctx.svc.db.record('VM', vif.VM)
+  running(vm, vif.VM)
   if (!vif.currently_attached) throw new XapiError('DEVICE_ALREADY_DETACHED', [ref])
-  await ctx.svc.agent.call('vm.unplug-nic', { uuid: vm.uuid, device: String(vif.device) })
+  await ctx.svc.agent.call('vm.unplug-nic', { uuid: vm.uuid, device: vif.device })
   await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: false }))
 }
 
