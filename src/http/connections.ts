@@ -109,7 +109,7 @@ export class ConnectionWatch {
 
   /** A request is being answered on its connection until its response closes. */
   begin(req: IncomingMessage, res: ServerResponse): void {
-    const w = this.watched.get(req.socket as Socket)
+    const w = this.watched.get(req.socket)
     if (!w) return
     w.req = req
     res.once('close', () => {
