@@ -53,11 +53,11 @@ export function resolveConsole(svc: Services, req: IncomingMessage): ConsoleTarg
   }
   const record = consoleRef ? db.tryRecord('console', consoleRef) : undefined
   if (!record) throw notFound('no such console')
-  const protocol = String(record.protocol)
+  const protocol = record.protocol
   if (protocol !== 'rfb' && protocol !== 'vt100') throw notFound(`console protocol ${protocol} is not served`)
-  const vm = db.tryRecord('VM', String(record.VM))
-  if (!vm || !['Running', 'Paused'].includes(String(vm.power_state)) || vm.resident_on !== svc.hostRef) throw notFound('the console\'s VM is not running on this host')
-  return { vm: String(vm.uuid), protocol, ...(vm.is_control_domain === true ? { controlDomain: true as const } : {}) }
+  const vm = db.tryRecord('VM', record.VM)
+  if (!vm || !['Running', 'Paused'].includes(vm.power_state) || vm.resident_on !== svc.hostRef) throw notFound('the console\'s VM is not running on this host')
+  return { vm: vm.uuid, protocol, ...(vm.is_control_domain === true ? { controlDomain: true as const } : {}) }
 }
 
 /** A VM's rfb console (what xapi gives for a VM ref/uuid in place of a console's). */
