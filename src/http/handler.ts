@@ -66,7 +66,7 @@ export class HandlerTask {
     if (given) {
       const task = svc.db.tryRecord('task', given)
       if (!task) throw new XapiError('HANDLE_INVALID', ['task', given])
-      if (task.status !== 'pending') throw new XapiError('OPERATION_NOT_ALLOWED', [`task ${given} is ${String(task.status)}`])
+      if (task.status !== 'pending') throw new XapiError('OPERATION_NOT_ALLOWED', [`task ${given} is ${task.status}`])
       return new HandlerTask(svc, given)
     }
     return new HandlerTask(svc, await createTask(svc, label))
