@@ -47,10 +47,10 @@ function resolveVdi(svc: Services, given: string | null): string {
 /** Disks in use by a VM that is not halted, or the base of thin clones, must not be rewritten. */
 function assertWritable(svc: Services, vdiRef: string): void {
   const vdi = svc.db.record('VDI', vdiRef)
-  for (const vbd of vdi.VBDs as string[]) {
+  for (const vbd of vdi.VBDs) {
     const rec = svc.db.tryRecord('VBD', vbd)
     if (!rec) continue
-    const vm = svc.db.tryRecord('VM', String(rec.VM))
+    const vm = svc.db.tryRecord('VM', rec.VM)
     if (rec.currently_attached || (vm && vm.power_state !== 'Halted')) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
   }
   // A snapshot's image is immutable: other images may build on it.
@@ -83,7 +83,7 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
     const vdi = svc.db.record('VDI', vdiRef)
     if (format === 'raw' && expected !== null && expected > Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [vdiRef, String(expected)])
     assertWritable(svc, vdiRef)
-    srPath(svc, String(vdi.SR))
+    srPath(svc, vdi.SR)
     return { format, expected, vdiRef }
   })
   if (!checked) return
@@ -115,8 +115,8 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
       if (importing.has(vdiRef)) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
       importing.add(vdiRef)
       mine = true
-      const args = { sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format, expected }
-      await withSrLocks([String(vdi.SR)], async () => jsonOf(await svc.agent.stream('vdi.import', args, body)))
+      const args = { sr: srPath(svc, vdi.SR), location: vdi.location, format, expected }
+      await withSrLocks([vdi.SR], async () => jsonOf(await svc.agent.stream('vdi.import', args, body)))
       await vdiContentReplaced(svc, vdiRef, format === 'qcow2' ? 'qcow2' : 'raw')
       await task.succeed(undefined, { kind: 'void' })
     } catch (err) {
@@ -157,7 +157,7 @@ function baseArg(svc: Services, baseRef: string | undefined): { location: string
   if (!baseRef) return undefined
   const base = svc.db.record('VDI', baseRef)
   const time = Date.parse(String(base.snapshot_time ?? ''))
-  return { location: String(base.location), uuid: String(base.uuid), name: `${String(base.uuid)}.vhd`, ...(Number.isFinite(time) && time > 0 ? { timestamp: time } : {}) }
+  return { location: base.location, uuid: base.uuid, name: `${base.uuid}.vhd`, ...(Number.isFinite(time) && time > 0 ? { timestamp: time } : {}) }
 }
 
 async function streamExport(svc: Services, req: IncomingMessage, res: ServerResponse, task: HandlerTask, vdiRef: string, vdi: Readonly<Record<string, unknown>>, format: Format, baseRef?: string): Promise<void> {
@@ -167,7 +167,7 @@ async function streamExport(svc: Services, req: IncomingMessage, res: ServerResp
     // stays as it was (the agent reads files it opened, or qemu-nbd holds them) and the SR is free.
     source = await withSrLocks([String(vdi.SR)], () => {
       const current = svc.db.record('VDI', vdiRef)
-      const args = { sr: srPath(svc, String(current.SR)), location: String(current.location), format, ...(format === 'vhd' ? { uuid: String(current.uuid), base: baseArg(svc, baseRef) } : {}) }
+      const args = { sr: srPath(svc, current.SR), location: current.location, format, ...(format === 'vhd' ? { uuid: current.uuid, base: baseArg(svc, baseRef) } : {}) }
       return svc.agent.stream('vdi.export', args)
     })
   } catch (err) {
