@@ -77,7 +77,7 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
 function targetSr(svc: Services, query: URLSearchParams): string {
   const given = query.get('sr_id') ?? query.get('sr_uuid')
   if (given) return resolve(svc, 'SR', query.get('sr_id'), query.get('sr_id') ? null : query.get('sr_uuid'))
-  const sr = String(svc.db.record('pool', svc.db.first('pool')).default_SR)
+  const sr = svc.db.record('pool', svc.db.first('pool')).default_SR
   if (sr === NULL_REF || !svc.db.tryRecord('SR', sr)) throw new XapiError('DEFAULT_SR_NOT_FOUND', [sr])
   return sr
 }
