@@ -15,9 +15,9 @@ export function controlDomainConsoleLocation(publicUrl: string, consoleRef: stri
 
 /** Every start: one console of each protocol for this host's control domain, located at this host's current public URL. */
 export function ensureControlDomainConsoles(tx: Tx, hostRef: string, publicUrl: string): void {
-  const vm = String(tx.get('host', hostRef).control_domain)
+  const vm = tx.get('host', hostRef).control_domain
   if (vm === NULL_REF || !tx.exists('VM', vm)) return
-  const consoles = (tx.get('VM', vm).consoles as string[]).filter((c) => tx.exists('console', c)).map((ref) => ({ ref, protocol: tx.get('console', ref).protocol }))
+  const consoles = tx.get('VM', vm).consoles.filter((c) => tx.exists('console', c)).map((ref) => ({ ref, protocol: tx.get('console', ref).protocol }))
   for (const protocol of PROTOCOLS) {
     const mine = consoles.filter((c) => c.protocol === protocol).map((c) => c.ref)
     if (mine.length === 1) {
