@@ -55,7 +55,7 @@ export function controlDomainFields(hostRef: string, hostname: string, cpus: num
  * and survive restarts; a restart is the reboot that requires_reboot asked for.
  */
 export function ensureControlDomain(tx: Tx, hostRef: string, hostname: string, cpus: number): string {
-  const existing = String(tx.get('host', hostRef).control_domain)
+  const existing = tx.get('host', hostRef).control_domain
   if (existing === NULL_REF || !tx.exists('VM', existing)) {
     const metrics = tx.create('VM_metrics', { memory_actual: CONTROL_DOMAIN_MEMORY, VCPUs_number: cpus, current_domain_type: 'pv' })
     const ref = tx.create('VM', { ...controlDomainFields(hostRef, hostname, cpus), metrics })
@@ -64,7 +64,7 @@ export function ensureControlDomain(tx: Tx, hostRef: string, hostname: string, c
     return ref
   }
   const vm = tx.get('VM', existing)
-  const named = String(vm.name_label).startsWith(CONTROL_DOMAIN_NAME)
+  const named = vm.name_label.startsWith(CONTROL_DOMAIN_NAME)
   tx.update('VM', existing, {
     ...(named ? { name_label: CONTROL_DOMAIN_NAME + hostname } : {}),
     power_state: 'Running',
@@ -74,7 +74,7 @@ export function ensureControlDomain(tx: Tx, hostRef: string, hostname: string, c
     VCPUs_at_startup: cpus,
     requires_reboot: false,
   })
-  const metrics = String(vm.metrics)
+  const metrics = vm.metrics
   if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { VCPUs_number: cpus, memory_actual: vm.memory_target })
   refreshAllowedOperations(tx, existing)
   return existing
