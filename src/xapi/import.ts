@@ -36,7 +36,7 @@ export interface ExportPlan {
 export function exportPlan(svc: Services, vmRef: string, { preservePowerState = false } = {}): ExportPlan {
   const db = svc.db
   const vm = db.record('VM', vmRef)
-  const image = String(vm.suspend_VDI)
+  const image = vm.suspend_VDI
   const suspended = preservePowerState && vm.power_state === 'Suspended' && image !== NULL_REF && db.tryRecord('VDI', image) !== undefined
   const ids = new Map<string, string>()
   const order: { cls: string; ref: string }[] = []
@@ -46,32 +46,32 @@ export function exportPlan(svc: Services, vmRef: string, { preservePowerState = 
     order.push({ cls, ref })
   }
   add('VM', vmRef)
-  add('VM_metrics', String(vm.metrics))
-  add('VM_guest_metrics', String(vm.guest_metrics))
-  const vbds = (vm.VBDs as string[]).filter((r) => db.tryRecord('VBD', r))
-  const vifs = (vm.VIFs as string[]).filter((r) => db.tryRecord('VIF', r))
+  add('VM_metrics', vm.metrics)
+  add('VM_guest_metrics', vm.guest_metrics)
+  const vbds = vm.VBDs.filter((r) => db.tryRecord('VBD', r))
+  const vifs = vm.VIFs.filter((r) => db.tryRecord('VIF', r))
   for (const r of vbds) add('VBD', r)
   for (const r of vifs) add('VIF', r)
-  for (const r of vifs) add('network', String(db.record('VIF', r).network))
+  for (const r of vifs) add('network', db.record('VIF', r).network)
   const disks: ExportPlan['disks'] = []
   let totalSize = 0
-  for (const r of vbds) add('VDI', String(db.record('VBD', r).VDI))
+  for (const r of vbds) add('VDI', db.record('VBD', r).VDI)
   if (suspended) add('VDI', image)
   const vdis = order.filter((o) => o.cls === 'VDI')
-  for (const o of vdis) add('SR', String(db.record('VDI', o.ref).SR))
+  for (const o of vdis) add('SR', db.record('VDI', o.ref).SR)
   for (const r of vbds) {
     const vbd = db.record('VBD', r)
-    const vdiRef = String(vbd.VDI)
+    const vdiRef = vbd.VDI
     const vdi = db.tryRecord('VDI', vdiRef)
-    if (!vdi || vbd.type === 'CD' || isIsoSr(svc, String(vdi.SR))) continue
+    if (!vdi || vbd.type === 'CD' || isIsoSr(svc, vdi.SR)) continue
     if (vdiFormat(svc, vdiRef) === 'raw') continue
     if (disks.some((d) => d.id === ids.get(vdiRef))) continue
-    disks.push({ id: ids.get(vdiRef)!, sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format: 'qcow2', size: Number(vdi.virtual_size) })
+    disks.push({ id: ids.get(vdiRef)!, sr: srPath(svc, vdi.SR), location: vdi.location, format: 'qcow2', size: Number(vdi.virtual_size) })
     totalSize += Number(vdi.virtual_size)
   }
   if (suspended) {
     const vdi = db.record('VDI', image)
-    disks.push({ id: ids.get(image)!, sr: srPath(svc, String(vdi.SR)), location: String(vdi.location), format: vdiFormat(svc, image), size: Number(vdi.virtual_size) })
+    disks.push({ id: ids.get(image)!, sr: srPath(svc, vdi.SR), location: vdi.location, format: vdiFormat(svc, image), size: Number(vdi.virtual_size) })
     totalSize += Number(vdi.virtual_size)
   }
   const idOf = (ref: string) => ids.get(ref)
@@ -155,7 +155,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       const sr = archived(rec.SR, 'SR')
       const cdOnly = vbdObjects.some((v) => v.rec.VDI === id) && vbdObjects.filter((v) => v.rec.VDI === id).every((v) => v.rec.type === 'CD')
       if (cdOnly || sr?.content_type === 'iso' || sr?.type === 'iso') {
-        const iso = [...svc.db.rows('VDI')].find((r) => r.stored.location === rec.location && svc.db.tryRecord('SR', String(r.stored.SR)) && isIsoSr(svc, String(r.stored.SR)))
+        const iso = [...svc.db.rows('VDI')].find((r) => r.stored.location === rec.location && svc.db.tryRecord('SR', r.stored.SR) && isIsoSr(svc, r.stored.SR))
         if (iso) mapping.set(id, iso.ref)
         continue
       }
@@ -165,7 +165,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
         const image = await createSuspendImage(svc, opts.srRef, size, { name_label: rec.name_label, name_description: rec.name_description, other_config: { import_task: opts.taskRef } })
         undo.push(`the memory image VDI ${image.ref}`, () => destroyVdi(svc, image.ref))
         mapping.set(id, image.ref)
-        targets.disks[id] = { location: String(svc.db.record('VDI', image.ref).location), format: 'raw', virtualSize: size }
+        targets.disks[id] = { location: svc.db.record('VDI', image.ref).location, format: 'raw', virtualSize: size }
         continue
       }
       const type = ['user', 'system', 'ephemeral'].includes(String(rec.type)) ? rec.type : 'user'
@@ -178,7 +178,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       undo.push(`VDI ${ref}`, () => destroyVdi(svc, ref))
       mapping.set(id, ref)
       const vdi = svc.db.record('VDI', ref)
-      targets.disks[id] = { location: String(vdi.location), format: 'qcow2', virtualSize: Number(vdi.virtual_size) }
+      targets.disks[id] = { location: vdi.location, format: 'qcow2', virtualSize: Number(vdi.virtual_size) }
     }
 
     // Networks: matched by name, then bridge; otherwise created from the archived record.
@@ -197,7 +197,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       const ref = await svc.db.transact((tx) =>
         tx.create('network', { name_label: net.name_label as string, name_description: net.name_description as string, MTU: Number(net.MTU) || 1500, managed: true, other_config: { ...(net.other_config as object), import_task: opts.taskRef }, tags: net.tags as string[] }),
       )
-      const uuid = String(svc.db.record('network', ref).uuid)
+      const uuid = svc.db.record('network', ref).uuid
       undo.push(`network ${ref}`, async () => {
         await svc.db.transact((tx) => tx.exists('network', ref) && tx.delete('network', ref))
         await svc.agent.call('net.remove', { network: uuid })
@@ -214,13 +214,13 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       let replacing: string | undefined
       if (opts.restore) {
         if (other.mac_seed) {
-          const dup = [...svc.db.rows('VM')].find((r) => (r.stored.other_config as Record<string, string>).mac_seed === other.mac_seed && r.stored.uuid !== rec.uuid)
+          const dup = [...svc.db.rows('VM')].find((r) => r.stored.other_config.mac_seed === other.mac_seed && r.stored.uuid !== rec.uuid)
           if (dup) throw new XapiError('DUPLICATE_MAC_SEED', [other.mac_seed])
         }
         if (typeof rec.uuid === 'string' && UUID.test(rec.uuid)) {
           const existing = [...svc.db.rows('VM')].find((r) => r.stored.uuid === rec.uuid)
           if (existing) {
-            if (existing.stored.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [existing.ref, 'halted', String(existing.stored.power_state).toLowerCase()])
+            if (existing.stored.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [existing.ref, 'halted', existing.stored.power_state.toLowerCase()])
             replacing = existing.ref
           } else uuid = rec.uuid.toLowerCase()
         }
@@ -277,9 +277,9 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
         svc.db.transact((tx) => {
           if (!tx.exists('VM', ref)) return
           const vm = tx.get('VM', ref)
-          for (const r of vm.VBDs as string[]) if (tx.exists('VBD', r)) tx.delete('VBD', r)
-          for (const r of vm.VIFs as string[]) if (tx.exists('VIF', r)) tx.delete('VIF', r)
-          if (tx.exists('VM_metrics', String(vm.metrics))) tx.delete('VM_metrics', String(vm.metrics))
+          for (const r of vm.VBDs) if (tx.exists('VBD', r)) tx.delete('VBD', r)
+          for (const r of vm.VIFs) if (tx.exists('VIF', r)) tx.delete('VIF', r)
+          if (tx.exists('VM_metrics', vm.metrics)) tx.delete('VM_metrics', vm.metrics)
           tx.delete('VM', ref)
         }),
       )
@@ -301,10 +301,10 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
         await svc.db.transact((tx) => {
           if (!tx.exists('VM', r.old)) return
           const old = tx.get('VM', r.old)
-          if (old.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [r.old, 'halted', String(old.power_state).toLowerCase()])
-          for (const x of old.VBDs as string[]) if (tx.exists('VBD', x)) tx.delete('VBD', x)
-          for (const x of old.VIFs as string[]) if (tx.exists('VIF', x)) tx.delete('VIF', x)
-          if (tx.exists('VM_metrics', String(old.metrics))) tx.delete('VM_metrics', String(old.metrics))
+          if (old.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [r.old, 'halted', old.power_state.toLowerCase()])
+          for (const x of old.VBDs) if (tx.exists('VBD', x)) tx.delete('VBD', x)
+          for (const x of old.VIFs) if (tx.exists('VIF', x)) tx.delete('VIF', x)
+          if (tx.exists('VM_metrics', old.metrics)) tx.delete('VM_metrics', old.metrics)
           tx.delete('VM', r.old)
           tx.update('VM', r.fresh, { uuid: r.uuid })
         })
@@ -319,14 +319,14 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
         }
         for (const vdi of [...mapping.values()]) {
           if (!tx.exists('VDI', vdi)) continue
-          const oc = tx.get('VDI', vdi).other_config as Record<string, string>
+          const oc = tx.get('VDI', vdi).other_config
           if (oc.import_task === undefined) continue
           const { import_task: _t, ...rest } = oc
           tx.update('VDI', vdi, { other_config: rest })
         }
         for (const net of [...mapping.values()]) {
           if (!tx.exists('network', net)) continue
-          const oc = tx.get('network', net).other_config as Record<string, string>
+          const oc = tx.get('network', net).other_config
           if (oc.import_task !== opts.taskRef) continue
           const { import_task: _t, ...rest } = oc
           tx.update('network', net, { other_config: rest })
