@@ -6,7 +6,7 @@ import { createObject } from './generic.js'
 
 /** The network's bridge on this host, created if missing. */
 export async function plugBridge(svc: Services, ref: string): Promise<void> {
-  const uuid = String(svc.db.record('network', ref).uuid)
+  const uuid = svc.db.record('network', ref).uuid
   const bridge = await svc.agent.call('net.ensure', { network: uuid })
   await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
 }
@@ -21,12 +21,12 @@ register('network.create', (ctx, [args]) => createNetwork(ctx, args as Record<st
 
 register('network.destroy', async (ctx, [ref]) => {
   const network = ctx.svc.db.record('network', ref as string)
-  const attached = (network.VIFs as string[]).filter((v) => ctx.svc.db.record('VIF', v).currently_attached)
+  const attached = network.VIFs.filter((v) => ctx.svc.db.record('VIF', v).currently_attached)
   if (attached.length > 0) throw new XapiError('NETWORK_CONTAINS_VIF', attached)
-  if ((network.PIFs as string[]).length > 0) throw new XapiError('NETWORK_CONTAINS_PIF', network.PIFs as string[])
-  if ((network.other_config as Record<string, string>).is_host_internal_management_network === 'true') throw new XapiError('CANNOT_DESTROY_SYSTEM_NETWORK', [ref])
+  if (network.PIFs.length > 0) throw new XapiError('NETWORK_CONTAINS_PIF', network.PIFs)
+  if (network.other_config.is_host_internal_management_network === 'true') throw new XapiError('CANNOT_DESTROY_SYSTEM_NETWORK', [ref])
   await ctx.svc.db.transact((tx) => {
-    for (const vif of tx.get('network', ref as string).VIFs as string[]) tx.delete('VIF', vif)
+    for (const vif of tx.get('network', ref as string).VIFs) tx.delete('VIF', vif)
     tx.delete('network', ref as string)
   })
   await ctx.svc.agent.call('net.remove', { network: network.uuid })
@@ -34,7 +34,7 @@ register('network.destroy', async (ctx, [ref]) => {
 
 /** The first start's host-internal network. */
 export async function ensureInternalNetwork(svc: Services): Promise<void> {
-  const existing = [...svc.db.rows('network')].find((r) => (r.stored.other_config as Record<string, string>).is_host_internal_management_network === 'true')
+  const existing = [...svc.db.rows('network')].find((r) => r.stored.other_config.is_host_internal_management_network === 'true')
   if (existing) return plugBridge(svc, existing.ref)
   const ref = await svc.db.transact((tx) =>
     tx.create('network', {
