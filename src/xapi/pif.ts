@@ -74,7 +74,7 @@ export function pifMetricsFields(nic: NicFacts, stamp: string): Record<string, u
  */
 export function syncPifs(tx: Tx, hostRef: string, network: NetworkFacts, address: string, stamp: string, scan: boolean): string[] {
   const known = new Map<string, { ref: string; pif: Rec }>()
-  for (const ref of (tx.get('host', hostRef).PIFs as string[] | undefined) ?? []) known.set(String(tx.get('PIF', ref).device), { ref, pif: tx.get('PIF', ref) })
+  for (const ref of tx.get('host', hostRef).PIFs ?? []) known.set(tx.get('PIF', ref).device, { ref, pif: tx.get('PIF', ref) })
   const created: string[] = []
   const nics = pifNics(network, address)
   for (const nic of nics) {
@@ -98,7 +98,7 @@ export function syncPifs(tx: Tx, hostRef: string, network: NetworkFacts, address
 }
 
 register('PIF.scan', async (ctx, [host]) => {
-  const address = String(ctx.svc.db.record('host', host as string).address)
+  const address = ctx.svc.db.record('host', host as string).address
   const { network } = await ctx.svc.agent.call('host.facts')
   const created = await ctx.svc.db.transact((tx) => syncPifs(tx, host as string, network, address, now(), true))
   for (const net of created) await plugBridge(ctx.svc, net)
