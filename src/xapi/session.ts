@@ -35,7 +35,7 @@ export async function destroySession(svc: Services, ref: string): Promise<void> 
 async function enforceSessionCap(svc: Services, user: string): Promise<void> {
   const mine = [...svc.db.rows('session')]
     .filter((r) => r.stored.auth_user_name === user)
-    .sort((a, b) => String(a.stored.last_active).localeCompare(String(b.stored.last_active)) || a.createRev - b.createRev)
+    .sort((a, b) => a.stored.last_active.localeCompare(b.stored.last_active) || a.createRev - b.createRev)
   for (const row of mine.slice(0, Math.max(0, mine.length - svc.settings.maxSessionsPerUser))) await destroySession(svc, row.ref)
 }
 
