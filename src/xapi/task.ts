@@ -64,7 +64,7 @@ export async function reportProgress(ctx: CallContext, progress: number): Promis
 async function cancelTask(svc: Services, ref: string): Promise<void> {
   await svc.db.transact((tx) => {
     const task = tx.get('task', ref)
-    if (task.status !== 'pending') throw new XapiError('OPERATION_NOT_ALLOWED', [`task ${ref} is ${String(task.status)}, not pending`])
+    if (task.status !== 'pending') throw new XapiError('OPERATION_NOT_ALLOWED', [`task ${ref} is ${task.status}, not pending`])
     tx.update('task', ref, { status: 'cancelled', error_info: ['TASK_CANCELLED', ref], finished: now(), progress: 1, allowed_operations: [] })
   })
   running.get(ref)?.abort()
@@ -112,7 +112,7 @@ export async function collectTasks(svc: Services): Promise<void> {
   }
   const finished = rows
     .filter((r) => r.stored.status !== 'pending' && !doomed.has(r.ref))
-    .sort((a, b) => String(a.stored.finished).localeCompare(String(b.stored.finished)) || a.modRev - b.modRev)
+    .sort((a, b) => a.stored.finished.localeCompare(b.stored.finished) || a.modRev - b.modRev)
   for (const row of finished.slice(0, Math.max(0, finished.length - svc.settings.maxFinishedTasks))) doomed.add(row.ref)
   for (const ref of doomed) await svc.db.transact((tx) => tx.exists('task', ref) && tx.delete('task', ref)).catch(() => undefined)
 }
