@@ -86,7 +86,7 @@ export async function ensureTemplates(svc: Services, testGuestImage: string): Pr
     await createTemplate(svc, templateFields(shape, `Template for ${shape.name}`, { disks, ...(shape.distro ? { 'install-distro': shape.distro, linux_template: 'true' } : {}) }))
   }
   if (hasTemplate(svc, TEST_GUEST_TEMPLATE)) return
-  const sr = String(svc.db.record('pool', svc.db.first('pool')).default_SR)
+  const sr = svc.db.record('pool', svc.db.first('pool')).default_SR
   let image: VdiImage
   try {
     image = await svc.agent.call('vdi.import-file', { path: srPath(svc, sr), source: testGuestImage, format: 'raw', location: randomUUID() })
@@ -129,17 +129,17 @@ register('VM.provision', (ctx, [ref]) =>
   withVmOperation(ctx, ref as string, 'provision', async (vm) => {
     await ctx.svc.db.transact((tx) => {
       tx.update('VM', ref as string, { is_a_template: false })
-      const metrics = String(vm.metrics)
+      const metrics = vm.metrics
       if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { install_time: now() })
     })
-    const xml = (vm.other_config as Record<string, string>).disks
+    const xml = vm.other_config.disks
     await withUndo('VM.provision', async (undo) => {
       for (const disk of xml ? parseProvisionDisks(xml) : []) {
         const sr = disk.sr ? ctx.svc.db.replica.refByUuid('SR', disk.sr) : NULL_REF
         if (sr === undefined) throw new XapiError('UUID_INVALID', ['sr', disk.sr])
         const vdi = await undo.step(
           `the disk ${disk.device}`,
-          () => createVdi(ctx.svc, { SR: sr, virtual_size: disk.size, name_label: `${String(vm.name_label)} ${disk.device}`, name_description: 'Created by template provisioner', type: disk.type, sm_config: { vmhint: String(vm.uuid) } }),
+          () => createVdi(ctx.svc, { SR: sr, virtual_size: disk.size, name_label: `${vm.name_label} ${disk.device}`, name_description: 'Created by template provisioner', type: disk.type, sm_config: { vmhint: vm.uuid } }),
           (made) => destroyVdi(ctx.svc, made),
         )
         await undo.step(
@@ -153,7 +153,7 @@ register('VM.provision', (ctx, [ref]) =>
       }
     })
     await ctx.svc.db.transact((tx) => {
-      const other = { ...(tx.get('VM', ref as string).other_config as Record<string, string>) }
+      const other = { ...tx.get('VM', ref as string).other_config }
       for (const key of INSTALL_KEYS) delete other[key]
       tx.update('VM', ref as string, { other_config: other })
     })
