@@ -26,10 +26,10 @@ register('VIF.create', (ctx, [args]) =>
     tx.get('network', String(given.network))
     const device = String(given.device ?? '')
     if (!/^\d+$/.test(device)) throw new XapiError('INVALID_DEVICE', [device])
-    for (const other of vm.VIFs as string[]) if (tx.get('VIF', other).device === device) throw new XapiError('DEVICE_ALREADY_EXISTS', [device])
+    for (const other of vm.VIFs) if (tx.get('VIF', other).device === device) throw new XapiError('DEVICE_ALREADY_EXISTS', [device])
     let mac = String(given.MAC ?? '')
     const generated = mac === ''
-    if (generated) mac = macFromSeed(String((vm.other_config as Record<string, string>).mac_seed ?? vmRef), device)
+    if (generated) mac = macFromSeed(String(vm.other_config.mac_seed ?? vmRef), device)
     else if (!MAC_PATTERN.test(mac)) throw new XapiError('MAC_INVALID', [mac])
     const fields: Record<string, unknown> = {}
     for (const f of VIF.storedFields) if ((f.qualifier === 'RW' || f.qualifier === 'RO/constructor') && f.name in given) fields[f.name] = given[f.name]
@@ -79,10 +79,10 @@ for (const kind of ['ipv4', 'ipv6'] as const) {
   register(`VIF.configure_${kind}`, (ctx, [ref, mode, address, gateway]) =>
     ctx.svc.db.transact((tx) => {
       const vif = tx.get('VIF', ref as string)
-      const vm = tx.get('VM', String(vif.VM))
-      const metrics = String(vm.guest_metrics)
-      const guestOther = tx.exists('VM_guest_metrics', metrics) ? (tx.get('VM_guest_metrics', metrics).other as Record<string, string>) : undefined
-      const err = configureIpError(kind, vif, tx.get('network', String(vif.network)), guestOther, String(mode), String(address), String(gateway))
+      const vm = tx.get('VM', vif.VM)
+      const metrics = vm.guest_metrics
+      const guestOther = tx.exists('VM_guest_metrics', metrics) ? tx.get('VM_guest_metrics', metrics).other : undefined
+      const err = configureIpError(kind, vif, tx.get('network', vif.network), guestOther, String(mode), String(address), String(gateway))
       if (err) throw err
       // xapi records the address as given, also in mode None; a running guest's agent picks it up.
       tx.update('VIF', ref as string, { [`${kind}_configuration_mode`]: mode, [`${kind}_addresses`]: [address], [`${kind}_gateway`]: gateway })
@@ -101,10 +101,10 @@ const deviceActive = (vif: Rec, vm: Rec) => Boolean(vif.currently_attached) && v
  */
 export function networkVisibleOn(tx: Tx, host: string, networkRef: string): boolean {
   const net = tx.get('network', networkRef)
-  const pifs = net.PIFs as string[]
+  const pifs = net.PIFs
   if (pifs.length > 0) return pifs.some((p) => tx.get('PIF', p).host === host)
-  if ((net.other_config as Record<string, string>).assume_network_is_shared === 'true' || !net.managed) return true
-  const hosts = (net.VIFs as string[]).map((v) => tx.get('VM', String(tx.get('VIF', v).VM))).filter((vm) => vm.power_state === 'Running').map((vm) => vm.resident_on)
+  if (net.other_config.assume_network_is_shared === 'true' || !net.managed) return true
+  const hosts = net.VIFs.map((v) => tx.get('VM', tx.get('VIF', v).VM)).filter((vm) => vm.power_state === 'Running').map((vm) => vm.resident_on)
   return hosts.length === 0 || hosts.includes(host)
 }
 
@@ -117,14 +117,14 @@ export function networkVisibleOn(tx: Tx, host: string, networkRef: string): bool
 register('VIF.move', async (ctx, [ref, network]) => {
   const moved = await ctx.svc.db.transact((tx) => {
     const vif = tx.get('VIF', ref as string)
-    const vm = tx.get('VM', String(vif.VM))
+    const vm = tx.get('VM', vif.VM)
     tx.get('network', network as string)
     const active = deviceActive(vif, vm)
-    if (active && !networkVisibleOn(tx, String(vm.resident_on), network as string)) throw new XapiError('HOST_CANNOT_ATTACH_NETWORK', [vm.resident_on, network])
-    return { active, vm, old: String(vif.network), device: String(vif.device) }
+    if (active && !networkVisibleOn(tx, vm.resident_on, network as string)) throw new XapiError('HOST_CANNOT_ATTACH_NETWORK', [vm.resident_on, network])
+    return { active, vm, old: vif.network, device: vif.device }
   })
   if (moved.active) {
-    await ctx.svc.agent.call('vm.move-nic', { uuid: moved.vm.uuid, device: moved.device, network: String(ctx.svc.db.record('network', network as string).uuid) })
+    await ctx.svc.agent.call('vm.move-nic', { uuid: moved.vm.uuid, device: moved.device, network: ctx.svc.db.record('network', network as string).uuid })
   }
   await ctx.svc.db.transact((tx) => tx.update('VIF', ref as string, { network: network as string }))
 })
