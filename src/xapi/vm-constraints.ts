@@ -78,9 +78,9 @@ export function bootSettingsError(vm: Rec): XapiError | undefined {
   if (atStartup > max) return new XapiError('VALUE_NOT_SUPPORTED', ['VCPUs-at-startup', String(atStartup), 'value greater than VCPUs-max'])
   // xapi raises this one without the parameter the datamodel declares.
   if (!coercible(memoryOf(vm))) return new XapiError('MEMORY_CONSTRAINT_VIOLATION')
-  const multiplier = Number(vm.HVM_shadow_multiplier)
+  const multiplier = vm.HVM_shadow_multiplier
   if (multiplier < 1) return new XapiError('INVALID_VALUE', ['HVM_shadow_multiplier', ocamlFloat(multiplier)])
-  const crash = String(vm.actions_after_crash)
+  const crash = vm.actions_after_crash
   if (crash === 'rename_restart') return new XapiError('VALUE_NOT_SUPPORTED', ['VM.actions_after_crash', crash, 'option would leak a domain; VMs and not domains are managed by this API'])
   if ((crash === 'coredump_and_destroy' || crash === 'coredump_and_restart') && vm.domain_type !== 'pv')
     return new XapiError('VALUE_NOT_SUPPORTED', ['VM.actions_after_crash', crash, 'cannot invoke a coredump of an HVM, PVH or PV-in-PVH domain'])
