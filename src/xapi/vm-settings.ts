@@ -95,7 +95,7 @@ register('VM.set_VCPUs_number_live', (ctx, [ref, count]) =>
     await ctx.svc.agent.call('vm.set-vcpus', { uuid: rec.uuid, count: count as number })
     await ctx.svc.db.transact((tx) => {
       tx.update('VM', ref as string, { VCPUs_at_startup: count as number })
-      const metrics = String(tx.get('VM', ref as string).metrics)
+      const metrics = tx.get('VM', ref as string).metrics
       if (metrics !== NULL_REF && tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { VCPUs_number: count as number })
     })
   }),
