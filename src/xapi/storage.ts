@@ -14,11 +14,11 @@ type Rec = Readonly<Record<string, unknown>>
 /** The directory of an SR on this host, from its PBD. */
 export function srPath(svc: Services, srRef: string): string {
   const sr = svc.db.record('SR', srRef)
-  for (const pbd of sr.PBDs as string[]) {
+  for (const pbd of sr.PBDs) {
     const rec = svc.db.record('PBD', pbd)
     if (rec.host === svc.hostRef) {
       if (!rec.currently_attached) throw new XapiError('SR_NOT_ATTACHED', [srRef])
-      return String((rec.device_config as Record<string, string>).path)
+      return String(rec.device_config.path)
     }
   }
   throw new XapiError('SR_HAS_NO_PBDS', [srRef])
@@ -26,14 +26,14 @@ export function srPath(svc: Services, srRef: string): string {
 
 /** An SR plugged on this host as its driver there names it. */
 export function attachedSr(svc: Services, srRef: string): SrLocation {
-  return { type: String(svc.db.record('SR', srRef).type), path: srPath(svc, srRef) }
+  return { type: svc.db.record('SR', srRef).type, path: srPath(svc, srRef) }
 }
 
 /** The image file of a VDI on this host. */
 export async function vdiPath(svc: Services, vdiRef: string): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
-  const format = (vdi.sm_config as Record<string, string>)['image-format'] === 'raw' ? 'raw' : 'qcow2'
-  return svc.agent.call('vdi.path', { ...attachedSr(svc, String(vdi.SR)), location: vdi.location, format })
+  const format = vdi.sm_config['image-format'] === 'raw' ? 'raw' : 'qcow2'
+  return svc.agent.call('vdi.path', { ...attachedSr(svc, vdi.SR), location: vdi.location, format })
 }
 
 /** Refreshes an SR's size figures from its host. */
@@ -45,7 +45,7 @@ export async function refreshSrUsage(svc: Services, srRef: string): Promise<void
 async function recordSrUsage(svc: Services, srRef: string, usage: SrUsage): Promise<void> {
   await svc.db.transact((tx) => {
     const sr = tx.get('SR', srRef)
-    const allocation = (sr.VDIs as string[]).reduce((sum, v) => sum + Number(tx.exists('VDI', v) ? tx.get('VDI', v).virtual_size : 0), 0)
+    const allocation = sr.VDIs.reduce((sum, v) => sum + Number(tx.exists('VDI', v) ? tx.get('VDI', v).virtual_size : 0), 0)
     tx.update('SR', srRef, { physical_size: usage.physicalSize, physical_utilisation: usage.physicalUtilisation, virtual_allocation: allocation })
   })
 }
@@ -74,7 +74,7 @@ export async function recordVdi(svc: Services, srRef: string, image: VdiImage, f
 }
 
 export async function createVdi(svc: Services, args: Record<string, unknown>): Promise<string> {
-  const srRef = String(args.SR ?? NULL_REF) === NULL_REF ? String(svc.db.record('pool', svc.db.first('pool')).default_SR) : String(args.SR)
+  const srRef = String(args.SR ?? NULL_REF) === NULL_REF ? svc.db.record('pool', svc.db.first('pool')).default_SR : String(args.SR)
   if (srRef === NULL_REF) throw new XapiError('DEFAULT_SR_NOT_FOUND', [NULL_REF])
   svc.db.record('SR', srRef)
   const size = Number(args.virtual_size ?? 0)
@@ -102,21 +102,21 @@ export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
   const format = vdiFormat(svc, vdiRef)
   await svc.db.transact((tx) => {
     assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy')
-    for (const vbd of tx.get('VDI', vdiRef).VBDs as string[]) tx.delete('VBD', vbd)
+    for (const vbd of tx.get('VDI', vdiRef).VBDs) tx.delete('VBD', vbd)
     tx.delete('VDI', vdiRef)
   })
   // A qcow2 image goes with the garbage collection: snapshots or clones may still build on it.
-  if (format === 'raw') await svc.agent.call('vdi.destroy', { ...attachedSr(svc, String(vdi.SR)), location: vdi.location })
-  else void collectSrGarbage(svc, String(vdi.SR))
-  await refreshSrUsage(svc, String(vdi.SR)).catch(() => undefined)
+  if (format === 'raw') await svc.agent.call('vdi.destroy', { ...attachedSr(svc, vdi.SR), location: vdi.location })
+  else void collectSrGarbage(svc, vdi.SR)
+  await refreshSrUsage(svc, vdi.SR).catch(() => undefined)
 }
 
 /** The running VM disk a VDI is, if any (snapshots of it are taken live, merges into it run in QEMU). */
 function liveDisk(svc: Services, vdiRef: string): { uuid: string; userdevice: number } | undefined {
-  for (const vbd of svc.db.record('VDI', vdiRef).VBDs as string[]) {
+  for (const vbd of svc.db.record('VDI', vdiRef).VBDs) {
     const rec = svc.db.record('VBD', vbd)
-    const vm = svc.db.record('VM', String(rec.VM))
-    if (rec.currently_attached && (vm.power_state === 'Running' || vm.power_state === 'Paused')) return { uuid: String(vm.uuid), userdevice: Number(rec.userdevice) }
+    const vm = svc.db.record('VM', rec.VM)
+    if (rec.currently_attached && (vm.power_state === 'Running' || vm.power_state === 'Paused')) return { uuid: vm.uuid, userdevice: Number(rec.userdevice) }
   }
   return undefined
 }
@@ -125,7 +125,7 @@ function liveDisk(svc: Services, vdiRef: string): { uuid: string; userdevice: nu
 function freezeRequest(svc: Services, vdiRef: string, clone: boolean): FreezeRequest {
   const vdi = svc.db.record('VDI', vdiRef)
   const live = liveDisk(svc, vdiRef)
-  return { sr: attachedSr(svc, String(vdi.SR)), location: String(vdi.location), next: randomUUID(), ...(vdi.is_a_snapshot ? { immutable: true } : live ? { live } : {}), ...(clone ? { clone: randomUUID() } : {}) }
+  return { sr: attachedSr(svc, vdi.SR), location: vdi.location, next: randomUUID(), ...(vdi.is_a_snapshot ? { immutable: true } : live ? { live } : {}), ...(clone ? { clone: randomUUID() } : {}) }
 }
 
 /**
@@ -141,7 +141,7 @@ export async function freezeVdis(svc: Services, vdiRefs: string[], clone: boolea
   if (moved.length) await svc.db.transact((tx) => moved.forEach(([vdi, location]) => tx.update('VDI', vdi, { location })))
   if (outcome.failure) {
     // The frozen images are hidden bases now: the collection merges them back.
-    for (const sr of new Set(outcome.done.map((_, i) => String(svc.db.record('VDI', vdiRefs[i]!).SR)))) void collectSrGarbage(svc, sr)
+    for (const sr of new Set(outcome.done.map((_, i) => svc.db.record('VDI', vdiRefs[i]!).SR))) void collectSrGarbage(svc, sr)
     const { error, xapi } = outcome.failure
     throw xapi ? XapiError.relayed(xapi[0]!, xapi.slice(1)) : new Error(error)
   }
@@ -153,24 +153,24 @@ const copyOfFields = (vdi: Rec) => Object.fromEntries(VDI_FIELDS.map((name) => [
 /** The SRs a VM's disks live in. */
 export function srsOfVm(svc: Services, vm: Rec): string[] {
   return (vm.VBDs as string[]).flatMap((vbd) => {
-    const vdi = String(svc.db.record('VBD', vbd).VDI)
-    return vdi === NULL_REF ? [] : [String(svc.db.record('VDI', vdi).SR)]
+    const vdi = svc.db.record('VBD', vbd).VDI
+    return vdi === NULL_REF ? [] : [svc.db.record('VDI', vdi).SR]
   })
 }
 
 /** VDI.snapshot: a read-only point-in-time image, in time independent of the disk's size (crash-consistent when running). */
 export async function snapshotVdi(svc: Services, vdiRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
-  return withSrLock(String(vdi.SR), async () => {
+  return withSrLock(vdi.SR, async () => {
     const [made] = await freezeVdis(svc, [vdiRef], false)
-    return recordVdi(svc, String(vdi.SR), made!.image, { ...copyOfFields(vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra }, made!.usage)
+    return recordVdi(svc, vdi.SR, made!.image, { ...copyOfFields(vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra }, made!.usage)
   })
 }
 
 /** VDI.clone: a writable thin copy, an overlay on an immutable image of the source. */
 export async function cloneVdi(svc: Services, vdiRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
-  const srRef = String(vdi.SR)
+  const srRef = vdi.SR
   return withSrLock(srRef, async () => {
     const [made] = await freezeVdis(svc, [vdiRef], true)
     return recordVdi(svc, srRef, made!.image, { ...copyOfFields(vdi), ...extra }, made!.usage)
@@ -196,21 +196,21 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
     queuedCollections.delete(srRef)
     const sr = svc.db.record('SR', srRef)
     if (sr.type === 'iso') return
-    const task = await createTask(svc, `SR.gc ${String(sr.name_label)}`, 'Removes images nothing needs and merges chain links')
+    const task = await createTask(svc, `SR.gc ${sr.name_label}`, 'Removes images nothing needs and merges chain links')
     try {
-      const vdis = (sr.VDIs as string[]).map((v) => svc.db.record('VDI', v))
+      const vdis = sr.VDIs.map((v) => svc.db.record('VDI', v))
       const live: Record<string, { uuid: string; userdevice: number }> = {}
-      for (const v of sr.VDIs as string[]) {
+      for (const v of sr.VDIs) {
         const disk = liveDisk(svc, v)
-        if (disk) live[String(svc.db.record('VDI', v).location)] = disk
+        if (disk) live[svc.db.record('VDI', v).location] = disk
       }
-      const { deferred } = await svc.agent.call('sr.gc', { ...attachedSr(svc, srRef), referenced: vdis.map((v) => String(v.location)), live })
+      const { deferred } = await svc.agent.call('sr.gc', { ...attachedSr(svc, srRef), referenced: vdis.map((v) => v.location), live })
       if (deferred) deferredCollections.add(srRef)
       else deferredCollections.delete(srRef)
       await finishTask(svc, task, { status: 'success', resultXml: '' })
       await refreshSrUsage(svc, srRef).catch(() => undefined)
     } catch (err) {
-      console.error(`garbage collection of SR ${String(sr.uuid)}: ${(err as Error).message}`)
+      console.error(`garbage collection of SR ${sr.uuid}: ${(err as Error).message}`)
       await finishTask(svc, task, { status: 'failure', errorInfo: asXapiError(err).description })
     }
   })
@@ -222,7 +222,7 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
 export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   // As xapi's VM.copy: an SR reference that is not valid (NULL, '') means the disk's own SR.
-  const target = svc.db.tryRecord('SR', srRef) ? srRef : String(vdi.SR)
+  const target = svc.db.tryRecord('SR', srRef) ? srRef : vdi.SR
   const fields: Record<string, unknown> = {}
   for (const name of VDI_FIELDS) fields[name] = vdi[name as keyof typeof vdi]
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
@@ -247,9 +247,9 @@ register('VDI.resize', async (ctx, [ref, size]) => {
   if (live) await ctx.svc.agent.call('vm.resize-disk', { ...live, size: Number(size) })
   else {
     await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref as string, tx.get('VDI', ref as string), 'resize'))
-    await ctx.svc.agent.call('vdi.resize', { ...attachedSr(ctx.svc, String(vdi.SR)), location: vdi.location, size: Number(size) })
+    await ctx.svc.agent.call('vdi.resize', { ...attachedSr(ctx.svc, vdi.SR), location: vdi.location, size: Number(size) })
   }
-  const image = await ctx.svc.agent.call('vdi.image', { ...attachedSr(ctx.svc, String(vdi.SR)), location: vdi.location })
+  const image = await ctx.svc.agent.call('vdi.image', { ...attachedSr(ctx.svc, vdi.SR), location: vdi.location })
   await ctx.svc.db.transact((tx) => tx.update('VDI', ref as string, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation }))
 })
 
@@ -262,7 +262,7 @@ async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   if (isIsoSr(ctx.svc, srRef)) return scanIsoSr(ctx.svc, srRef)
   await collectSrGarbage(ctx.svc, srRef)
   const images = await ctx.svc.agent.call('sr.scan', attachedSr(ctx.svc, srRef))
-  const known = new Set((ctx.svc.db.record('SR', srRef).VDIs as string[]).map((v) => String(ctx.svc.db.record('VDI', v).location)))
+  const known = new Set(ctx.svc.db.record('SR', srRef).VDIs.map((v) => ctx.svc.db.record('VDI', v).location))
   for (const image of images) {
     if (!known.has(image.location)) await recordVdi(ctx.svc, srRef, image, { name_label: '', type: 'user' })
   }
@@ -278,7 +278,7 @@ register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((
 /** The first start's local SR: a directory inside the data dir, plugged on this host. */
 export async function ensureLocalSr(svc: Services): Promise<string> {
   const pool = svc.db.first('pool')
-  const existing = String(svc.db.record('pool', pool).default_SR)
+  const existing = svc.db.record('pool', pool).default_SR
   if (existing !== NULL_REF && svc.db.tryRecord('SR', existing)) return existing
   const uuid = randomUUID()
   const path = `${svc.srRoot}/${uuid}`
@@ -305,12 +305,12 @@ export async function ensureStorageManagers(svc: Services): Promise<void> {
 }
 
 /** The SR types there is a driver for: those of the SM records. */
-const srTypes = (svc: Services) => new Set([...svc.db.rows('SM')].map((r) => String(r.stored.type)))
+const srTypes = (svc: Services) => new Set([...svc.db.rows('SM')].map((r) => r.stored.type))
 
 /** A suspend image (memory and device state) for a VM, in the pool's suspend SR: a raw file the agent fills. */
 export async function createSuspendVdi(svc: Services, vm: Rec): Promise<{ ref: string; path: string }> {
   const pool = svc.db.record('pool', svc.db.first('pool'))
-  const srRef = String(pool.suspend_image_SR) !== NULL_REF ? String(pool.suspend_image_SR) : String(pool.default_SR)
+  const srRef = pool.suspend_image_SR !== NULL_REF ? pool.suspend_image_SR : pool.default_SR
   if (srRef === NULL_REF) throw new XapiError('VM_NO_SUSPEND_SR', [String(vm.uuid)])
   return createSuspendImage(svc, srRef, Number(vm.memory_static_max) + 64 * 2 ** 20, { name_label: `Suspend image of ${String(vm.name_label)}` })
 }
@@ -330,15 +330,15 @@ export const isIsoSr = (svc: Services, srRef: string) => svc.db.record('SR', srR
 /** The image format of a VDI's file as QEMU must open it. */
 export function vdiFormat(svc: Services, vdiRef: string): 'qcow2' | 'raw' {
   const vdi = svc.db.record('VDI', vdiRef)
-  return isIsoSr(svc, String(vdi.SR)) || (vdi.sm_config as Record<string, string>)['image-format'] === 'raw' ? 'raw' : 'qcow2'
+  return isIsoSr(svc, vdi.SR) || vdi.sm_config['image-format'] === 'raw' ? 'raw' : 'qcow2'
 }
 
 /** Where an SR is on this host, plugged or not: its directory and, for device SRs, the device. */
 function placement(svc: Services, srRef: string, pbdRef?: string): SrLocation {
-  const pbd = pbdRef ?? (svc.db.record('SR', srRef).PBDs as string[]).find((p) => svc.db.record('PBD', p).host === svc.hostRef)
+  const pbd = pbdRef ?? svc.db.record('SR', srRef).PBDs.find((p) => svc.db.record('PBD', p).host === svc.hostRef)
   if (!pbd) throw new XapiError('SR_HAS_NO_PBDS', [srRef])
-  const config = svc.db.record('PBD', pbd).device_config as Record<string, string>
-  return { type: String(svc.db.record('SR', srRef).type), path: config.path!, ...(config.device ? { device: config.device } : {}) }
+  const config = svc.db.record('PBD', pbd).device_config
+  return { type: svc.db.record('SR', srRef).type, path: config.path!, ...(config.device ? { device: config.device } : {}) }
 }
 
 register('SR.create', async (ctx, [host, deviceConfig, , name, description, type, contentType, , smConfig]) => {
@@ -366,7 +366,7 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
         }),
       async (ref) => {
         await svc.db.transact((tx) => {
-          for (const pbd of tx.get('SR', ref).PBDs as string[]) tx.update('PBD', pbd, { currently_attached: false })
+          for (const pbd of tx.get('SR', ref).PBDs) tx.update('PBD', pbd, { currently_attached: false })
         })
         await forgetSr(svc, ref)
       },
@@ -385,18 +385,18 @@ register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shar
 register('PBD.plug', async (ctx, [ref]) => {
   const pbd = ctx.svc.db.record('PBD', ref as string)
   if (pbd.currently_attached) return
-  await ctx.svc.agent.call('sr.attach', placement(ctx.svc, String(pbd.SR), ref as string))
+  await ctx.svc.agent.call('sr.attach', placement(ctx.svc, pbd.SR, ref as string))
   await ctx.svc.db.transact((tx) => tx.update('PBD', ref as string, { currently_attached: true }))
-  await refreshSrUsage(ctx.svc, String(pbd.SR)).catch(() => undefined)
+  await refreshSrUsage(ctx.svc, pbd.SR).catch(() => undefined)
 })
 
 register('PBD.unplug', async (ctx, [ref]) => {
   const pbd = ctx.svc.db.record('PBD', ref as string)
   if (!pbd.currently_attached) return
-  const sr = String(pbd.SR)
-  for (const vdi of ctx.svc.db.record('SR', sr).VDIs as string[])
-    for (const vbd of ctx.svc.db.record('VDI', vdi).VBDs as string[])
-      if (ctx.svc.db.record('VM', String(ctx.svc.db.record('VBD', vbd).VM)).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
+  const sr = pbd.SR
+  for (const vdi of ctx.svc.db.record('SR', sr).VDIs)
+    for (const vbd of ctx.svc.db.record('VDI', vdi).VBDs)
+      if (ctx.svc.db.record('VM', ctx.svc.db.record('VBD', vbd).VM).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
   await ctx.svc.agent.call('sr.detach', placement(ctx.svc, sr, ref as string))
   await ctx.svc.db.transact((tx) => tx.update('PBD', ref as string, { currently_attached: false }))
 })
@@ -405,12 +405,12 @@ register('PBD.unplug', async (ctx, [ref]) => {
 async function forgetSr(svc: Services, ref: string): Promise<void> {
   await svc.db.transact((tx) => {
     const sr = tx.get('SR', ref)
-    for (const pbd of sr.PBDs as string[]) if (tx.get('PBD', pbd).currently_attached) throw new XapiError('SR_HAS_PBD', [ref])
-    for (const vdi of sr.VDIs as string[]) {
-      for (const vbd of tx.get('VDI', vdi).VBDs as string[]) tx.delete('VBD', vbd)
+    for (const pbd of sr.PBDs) if (tx.get('PBD', pbd).currently_attached) throw new XapiError('SR_HAS_PBD', [ref])
+    for (const vdi of sr.VDIs) {
+      for (const vbd of tx.get('VDI', vdi).VBDs) tx.delete('VBD', vbd)
       tx.delete('VDI', vdi)
     }
-    for (const pbd of sr.PBDs as string[]) tx.delete('PBD', pbd)
+    for (const pbd of sr.PBDs) tx.delete('PBD', pbd)
     tx.delete('SR', ref)
     const pool = svc.db.first('pool')
     for (const field of ['default_SR', 'suspend_image_SR', 'crash_dump_SR'] as const)
@@ -423,14 +423,14 @@ register('SR.forget', (ctx, [ref]) => forgetSr(ctx.svc, ref as string))
 register('SR.destroy', async (ctx, [ref]) => {
   const svc = ctx.svc
   const sr = svc.db.record('SR', ref as string)
-  for (const vdi of sr.VDIs as string[])
-    for (const vbd of svc.db.record('VDI', vdi).VBDs as string[])
-      if (svc.db.record('VM', String(svc.db.record('VBD', vbd).VM)).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
+  for (const vdi of sr.VDIs)
+    for (const vbd of svc.db.record('VDI', vdi).VBDs)
+      if (svc.db.record('VM', svc.db.record('VBD', vbd).VM).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
   const where = placement(svc, ref as string)
-  if (!(sr.PBDs as string[]).some((p) => svc.db.record('PBD', p).currently_attached)) throw new XapiError('SR_NOT_ATTACHED', [ref])
+  if (!sr.PBDs.some((p) => svc.db.record('PBD', p).currently_attached)) throw new XapiError('SR_NOT_ATTACHED', [ref])
   await svc.agent.call('sr.remove', where)
   await svc.db.transact((tx) => {
-    for (const pbd of tx.get('SR', ref as string).PBDs as string[]) tx.update('PBD', pbd, { currently_attached: false })
+    for (const pbd of tx.get('SR', ref as string).PBDs) tx.update('PBD', pbd, { currently_attached: false })
   })
   await forgetSr(svc, ref as string)
 })
@@ -438,7 +438,7 @@ register('SR.destroy', async (ctx, [ref]) => {
 /** ISO libraries: every *.iso file in the directory is a read-only VDI named after it. */
 async function scanIsoSr(svc: Services, srRef: string): Promise<void> {
   const images = await svc.agent.call('sr.scan', attachedSr(svc, srRef))
-  const known = new Map((svc.db.record('SR', srRef).VDIs as string[]).map((v) => [String(svc.db.record('VDI', v).location), v]))
+  const known = new Map(svc.db.record('SR', srRef).VDIs.map((v) => [svc.db.record('VDI', v).location, v]))
   await svc.db.transact((tx) => {
     for (const image of images) {
       const existing = known.get(image.location)
@@ -452,7 +452,7 @@ async function scanIsoSr(svc: Services, srRef: string): Promise<void> {
 
 /** After an upload replaced a VDI's content: a qcow2 upload is standalone, so the image it built on may be garbage now. */
 export async function vdiContentReplaced(svc: Services, vdiRef: string, format: 'raw' | 'qcow2'): Promise<void> {
-  const sr = String(svc.db.record('VDI', vdiRef).SR)
+  const sr = svc.db.record('VDI', vdiRef).SR
   if (format === 'qcow2') await collectSrGarbage(svc, sr)
   await refreshSrUsage(svc, sr).catch(() => undefined)
 }
@@ -460,7 +460,7 @@ export async function vdiContentReplaced(svc: Services, vdiRef: string, format: 
 /** Collects every file SR plugged here: after a start (what a crash interrupted) and when a VM stops (merges that waited for it). */
 export function collectAllGarbage(svc: Services): void {
   for (const row of [...svc.db.rows('SR')]) {
-    const plugged = (svc.db.record('SR', row.ref).PBDs as string[]).some((p) => {
+    const plugged = svc.db.record('SR', row.ref).PBDs.some((p) => {
       const pbd = svc.db.record('PBD', p)
       return pbd.host === svc.hostRef && pbd.currently_attached
     })
