@@ -247,6 +247,14 @@ export function storedFields<C extends ClassName>(cls: C, rec: Readonly<ClassRec
   return out as StoredOf<C>
 }
 
+/** What of `given` the generated constructor of `cls` takes: its RW and RO/constructor stored fields. */
+export function constructorArgs<C extends string>(cls: C, given: object): Partial<StoredOf<C>> {
+  const out: Record<string, unknown> = {}
+  for (const f of getClass(cls).storedFields)
+    if ((f.qualifier === 'RW' || f.qualifier === 'RO/constructor') && Object.hasOwn(given, f.name)) out[f.name] = (given as Record<string, unknown>)[f.name]
+  return out as Partial<StoredOf<C>>
+}
+
 /** Canonical spelling of an enum value given in any case, or undefined if not a member. */
 export function canonicalEnum(enumName: string, value: string): string | undefined {
   const values = enums.get(enumName)

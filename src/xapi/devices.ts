@@ -1,20 +1,12 @@
 // VBDs and VIFs: creation with xapi's checks, and plug/unplug/insert/eject that reach the
 // running QEMU through the agent.
-import { getClass, NULL_REF } from '../idl/index.js'
+import { constructorArgs, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { VBDRecord, VMRecord } from '../idl/records.js'
 import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
 import { vdiFormat, vdiPath } from './storage.js'
 import { vbdDeviceName } from './vm-copies.js'
-
-const VBD = getClass('VBD')
-
-function constructorFields(cls: typeof VBD, args: Record<string, unknown>): Record<string, unknown> {
-  const fields: Record<string, unknown> = {}
-  for (const f of cls.storedFields) if ((f.qualifier === 'RW' || f.qualifier === 'RO/constructor') && f.name in args) fields[f.name] = args[f.name]
-  return fields
-}
 
 register('VBD.create', (ctx, [args]) =>
   ctx.svc.db.transact((tx) => {
@@ -32,7 +24,7 @@ register('VBD.create', (ctx, [args]) =>
     if (!/^\d+$/.test(userdevice) || Number(userdevice) > 15) throw new XapiError('INVALID_DEVICE', [userdevice])
     if (used.has(userdevice)) throw new XapiError('DEVICE_ALREADY_EXISTS', [userdevice])
     return tx.create('VBD', {
-      ...constructorFields(VBD, given),
+      ...constructorArgs('VBD', given),
       type,
       empty,
       VDI: empty ? NULL_REF : String(given.VDI),

@@ -1,7 +1,7 @@
 // The messages xapi generates for every class from its fields: get_/set_/add_to_/remove_from_/
 // add_/remove_, get_record, get_by_uuid, get_by_name_label, get_all, get_all_records(_where),
 // and the default create/destroy. One implementation, driven by the datamodel.
-import { getClass, type ClassDef, type Field, type Message } from '../idl/index.js'
+import { constructorArgs, getClass, type ClassDef, type Field, type Message } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { CallContext, Handler } from './context.js'
 import { evaluateWhere, parseWhere } from './where.js'
@@ -108,11 +108,7 @@ async function setField(ctx: CallContext, cls: ClassDef, self: string, field: Fi
 
 /** The generated constructor: RW and RO/constructor fields from the struct, the rest defaulted. */
 export async function createObject(ctx: CallContext, cls: ClassDef, args: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<string> {
-  const fields: Record<string, unknown> = {}
-  for (const f of cls.storedFields) {
-    if (f.qualifier !== 'RW' && f.qualifier !== 'RO/constructor') continue
-    if (Object.hasOwn(args, f.name)) fields[f.name] = args[f.name]
-  }
+  const fields: Record<string, unknown> = constructorArgs(cls.name, args)
   return ctx.svc.db.transact((tx) => {
     for (const f of cls.storedFields) {
       const value = fields[f.name]

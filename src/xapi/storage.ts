@@ -1,15 +1,15 @@
 // SR and VDI messages: records here, the work (files, qemu-img) in the host agent that has
 // the SR plugged.
 import { randomUUID } from 'node:crypto'
-import { getClass, NULL_REF } from '../idl/index.js'
+import { constructorArgs, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
+import type { VDIRecord, VMRecord } from '../idl/records.js'
+import type { Tx } from '../db/database.js'
 import type { FreezeRequest, SrLocation, SrUsage, VdiImage } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { withSrLock } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
 import { withUndo } from '../lib/undo.js'
-
-type Rec = Readonly<Record<string, unknown>>
 
 /** The directory of an SR on this host, from its PBD. */
 export function srPath(svc: Services, srRef: string): string {
@@ -50,7 +50,6 @@ async function recordSrUsage(svc: Services, srRef: string, usage: SrUsage): Prom
   })
 }
 
-const VDI_FIELDS = getClass('VDI').storedFields.filter((f) => f.qualifier === 'RW' || f.qualifier === 'RO/constructor').map((f) => f.name)
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -79,8 +78,7 @@ export async function createVdi(svc: Services, args: Record<string, unknown>): P
   svc.db.record('SR', srRef)
   const size = Number(args.virtual_size ?? 0)
   if (!(size > 0)) throw new XapiError('INVALID_VALUE', ['virtual_size', String(args.virtual_size)])
-  const fields: Record<string, unknown> = {}
-  for (const name of VDI_FIELDS) if (name in args) fields[name] = args[name]
+  const fields = constructorArgs('VDI', args)
   // The new file and its record appear together for the SR's garbage collection, which deletes
   // any image no record names.
   return withSrLock(srRef, async () => {
@@ -89,10 +87,10 @@ export async function createVdi(svc: Services, args: Record<string, unknown>): P
   })
 }
 
-function assertNotInUse(tx: { get(cls: string, ref: string): Rec }, vdiRef: string, vdi: Rec, operation: string): void {
-  for (const vbd of vdi.VBDs as string[]) {
+function assertNotInUse(tx: Tx, vdiRef: string, vdi: Readonly<VDIRecord>, operation: string): void {
+  for (const vbd of vdi.VBDs) {
     const rec = tx.get('VBD', vbd)
-    const vm = tx.get('VM', String(rec.VM))
+    const vm = tx.get('VM', rec.VM)
     if (rec.currently_attached || vm.power_state !== 'Halted') throw new XapiError('VDI_IN_USE', [vdiRef, operation])
   }
 }
@@ -148,11 +146,10 @@ export async function freezeVdis(svc: Services, vdiRefs: string[], clone: boolea
   return outcome.done.map((d, i) => ({ image: d.image!, usage: outcome.usage[requests[i]!.sr.path] }))
 }
 
-const copyOfFields = (vdi: Rec) => Object.fromEntries(VDI_FIELDS.map((name) => [name, vdi[name]]))
 
 /** The SRs a VM's disks live in. */
-export function srsOfVm(svc: Services, vm: Rec): string[] {
-  return (vm.VBDs as string[]).flatMap((vbd) => {
+export function srsOfVm(svc: Services, vm: Readonly<VMRecord>): string[] {
+  return vm.VBDs.flatMap((vbd) => {
     const vdi = svc.db.record('VBD', vbd).VDI
     return vdi === NULL_REF ? [] : [svc.db.record('VDI', vdi).SR]
   })
@@ -163,7 +160,7 @@ export async function snapshotVdi(svc: Services, vdiRef: string, extra: Record<s
   const vdi = svc.db.record('VDI', vdiRef)
   return withSrLock(vdi.SR, async () => {
     const [made] = await freezeVdis(svc, [vdiRef], false)
-    return recordVdi(svc, vdi.SR, made!.image, { ...copyOfFields(vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra }, made!.usage)
+    return recordVdi(svc, vdi.SR, made!.image, { ...constructorArgs('VDI', vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra }, made!.usage)
   })
 }
 
@@ -173,7 +170,7 @@ export async function cloneVdi(svc: Services, vdiRef: string, extra: Record<stri
   const srRef = vdi.SR
   return withSrLock(srRef, async () => {
     const [made] = await freezeVdis(svc, [vdiRef], true)
-    return recordVdi(svc, srRef, made!.image, { ...copyOfFields(vdi), ...extra }, made!.usage)
+    return recordVdi(svc, srRef, made!.image, { ...constructorArgs('VDI', vdi), ...extra }, made!.usage)
   })
 }
 
@@ -223,8 +220,7 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
   const vdi = svc.db.record('VDI', vdiRef)
   // As xapi's VM.copy: an SR reference that is not valid (NULL, '') means the disk's own SR.
   const target = svc.db.tryRecord('SR', srRef) ? srRef : vdi.SR
-  const fields: Record<string, unknown> = {}
-  for (const name of VDI_FIELDS) fields[name] = vdi[name as keyof typeof vdi]
+  const fields = constructorArgs('VDI', vdi)
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
   return withSrLock(target, async () => {
     const image = await svc.agent.call('vdi.copy', { path: srPath(svc, target), source: await vdiPath(svc, vdiRef), location: randomUUID() })
@@ -308,11 +304,11 @@ export async function ensureStorageManagers(svc: Services): Promise<void> {
 const srTypes = (svc: Services) => new Set([...svc.db.rows('SM')].map((r) => r.stored.type))
 
 /** A suspend image (memory and device state) for a VM, in the pool's suspend SR: a raw file the agent fills. */
-export async function createSuspendVdi(svc: Services, vm: Rec): Promise<{ ref: string; path: string }> {
+export async function createSuspendVdi(svc: Services, vm: Readonly<VMRecord>): Promise<{ ref: string; path: string }> {
   const pool = svc.db.record('pool', svc.db.first('pool'))
   const srRef = pool.suspend_image_SR !== NULL_REF ? pool.suspend_image_SR : pool.default_SR
-  if (srRef === NULL_REF) throw new XapiError('VM_NO_SUSPEND_SR', [String(vm.uuid)])
-  return createSuspendImage(svc, srRef, Number(vm.memory_static_max) + 64 * 2 ** 20, { name_label: `Suspend image of ${String(vm.name_label)}` })
+  if (srRef === NULL_REF) throw new XapiError('VM_NO_SUSPEND_SR', [vm.uuid])
+  return createSuspendImage(svc, srRef, Number(vm.memory_static_max) + 64 * 2 ** 20, { name_label: `Suspend image of ${vm.name_label}` })
 }
 
 /** A VDI of type suspend in `srRef`: room for `size` bytes reserved, the raw file not made yet. */
