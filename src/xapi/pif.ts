@@ -5,10 +5,9 @@
 // the NIC's wire) until pools bridge PIFs for real.
 import type { NetworkFacts, NicFacts } from '../agent/contract.js'
 import type { Tx } from '../db/database.js'
+import type { PIFRecord } from '../idl/records.js'
 import { now, register } from './context.js'
 import { plugBridge } from './network.js'
-
-type Rec = Readonly<Record<string, unknown>>
 
 /** The NIC carries the host's management address. */
 const carries = (nic: NicFacts, address: string) => [...nic.ipv4, ...nic.ipv6].some((a) => a.address === address)
@@ -73,7 +72,7 @@ export function pifMetricsFields(nic: NicFacts, stamp: string): Record<string, u
  * gone stay until PIF.forget, as in xapi. Returns the networks it created.
  */
 export function syncPifs(tx: Tx, hostRef: string, network: NetworkFacts, address: string, stamp: string, scan: boolean): string[] {
-  const known = new Map<string, { ref: string; pif: Rec }>()
+  const known = new Map<string, { ref: string; pif: Readonly<PIFRecord> }>()
   for (const ref of tx.get('host', hostRef).PIFs ?? []) known.set(tx.get('PIF', ref).device, { ref, pif: tx.get('PIF', ref) })
   const created: string[] = []
   const nics = pifNics(network, address)
@@ -83,7 +82,7 @@ export function syncPifs(tx: Tx, hostRef: string, network: NetworkFacts, address
     const old = known.get(nic.device)
     if (old) {
       tx.update('PIF', old.ref, fields)
-      const metricsRef = String(old.pif.metrics)
+      const metricsRef = old.pif.metrics
       if (tx.exists('PIF_metrics', metricsRef)) tx.update('PIF_metrics', metricsRef, metrics)
       else tx.update('PIF', old.ref, { metrics: tx.create('PIF_metrics', metrics) })
     } else if (scan) {
