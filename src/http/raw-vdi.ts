@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AgentStream } from '../agent/contract.js'
 import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
+import type { VDIRecord } from '../idl/records.js'
 import type { Services } from '../xapi/context.js'
 import { exportDone, srPath, vdiContentReplaced } from '../xapi/storage.js'
 import { withSrLocks } from '../xapi/sr-locks.js'
@@ -160,12 +161,12 @@ function baseArg(svc: Services, baseRef: string | undefined): { location: string
   return { location: base.location, uuid: base.uuid, name: `${base.uuid}.vhd`, ...(Number.isFinite(time) && time > 0 ? { timestamp: time } : {}) }
 }
 
-async function streamExport(svc: Services, req: IncomingMessage, res: ServerResponse, task: HandlerTask, vdiRef: string, vdi: Readonly<Record<string, unknown>>, format: Format, baseRef?: string): Promise<void> {
+async function streamExport(svc: Services, req: IncomingMessage, res: ServerResponse, task: HandlerTask, vdiRef: string, vdi: Readonly<VDIRecord>, format: Format, baseRef?: string): Promise<void> {
   let source: AgentStream
   try {
     // The chain is opened while no snapshot, clone or merge changes it; once open, what is read
     // stays as it was (the agent reads files it opened, or qemu-nbd holds them) and the SR is free.
-    source = await withSrLocks([String(vdi.SR)], () => {
+    source = await withSrLocks([vdi.SR], () => {
       const current = svc.db.record('VDI', vdiRef)
       const args = { sr: srPath(svc, current.SR), location: current.location, format, ...(format === 'vhd' ? { uuid: current.uuid, base: baseArg(svc, baseRef) } : {}) }
       return svc.agent.stream('vdi.export', args)
@@ -181,7 +182,7 @@ async function streamExport(svc: Services, req: IncomingMessage, res: ServerResp
   res.writeHead(200, {
     'task-id': task.ref,
     'content-type': CONTENT_TYPE[format],
-    'content-disposition': `attachment; filename="${String(vdi.uuid)}.${format}"`,
+    'content-disposition': `attachment; filename="${vdi.uuid}.${format}"`,
     ...(Number.isSafeInteger(length) ? { 'content-length': length } : {}),
     connection: 'close',
   })
