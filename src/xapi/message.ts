@@ -1,9 +1,9 @@
 // message.*: the pool's alert log. Messages are ordinary pool database objects here.
-import type { Cls } from '../idl/records.js'
+import type { Cls, MessageRecord } from '../idl/records.js'
 import { now, register, type CallContext } from './context.js'
 
-function messagesWhere(ctx: CallContext, keep: (m: Readonly<Record<string, unknown>>) => boolean) {
-  const out: Record<string, Readonly<Record<string, unknown>>> = {}
+function messagesWhere(ctx: CallContext, keep: (m: Readonly<MessageRecord>) => boolean) {
+  const out: Record<string, Readonly<MessageRecord>> = {}
   for (const row of ctx.svc.db.rows('message')) {
     const rec = ctx.svc.db.replica.materialize(row)
     if (keep(rec)) out[row.ref] = rec
@@ -15,10 +15,10 @@ register('message.create', (ctx, [name, priority, cls, objUuid, body]) =>
   ctx.svc.db.transact((tx) => tx.create('message', { name: name as string, priority: priority as number, cls: cls as Cls, obj_uuid: objUuid as string, body: body as string, timestamp: now() })),
 )
 
-register('message.get_since', (ctx, [since]) => messagesWhere(ctx, (m) => String(m.timestamp) > String(since)))
+register('message.get_since', (ctx, [since]) => messagesWhere(ctx, (m) => m.timestamp > String(since)))
 
 register('message.get', (ctx, [cls, objUuid, since]) =>
-  messagesWhere(ctx, (m) => m.cls === cls && m.obj_uuid === objUuid && String(m.timestamp) > String(since)),
+  messagesWhere(ctx, (m) => m.cls === cls && m.obj_uuid === objUuid && m.timestamp > String(since)),
 )
 
 register('message.destroy_many', (ctx, [refs]) =>
