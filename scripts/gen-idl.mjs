@@ -2,7 +2,8 @@
 // Generates src/idl/datamodel.json from xapi's own datamodel (../shared/reference/xenapi-datamodel),
 // keeping the facts Flotilla derives its wire layer, accessors, validation and xe from, and
 // dropping Citrix's prose. Run it when the reference datamodel changes; the output is committed
-// because a clone of this repository does not carry ../shared.
+// because a clone of this repository does not carry ../shared. Then run `npm run gen-records`:
+// src/idl/records.ts, the TypeScript types of the datamodel, is rendered from this output.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
