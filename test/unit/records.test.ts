@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { buildRecord, EPOCH, errors, NULL_REF, storedFields } from '../../src/idl/index.js'
+import { buildRecord, constructorArgs, EPOCH, errors, NULL_REF, storedFields } from '../../src/idl/index.js'
 import { CODES_OUTSIDE_THE_DATAMODEL, XapiError } from '../../src/idl/errors.js'
 import { renderRecords } from '../../src/idl/render-records.js'
 import type { Tx } from '../../src/db/database.js'
@@ -39,6 +39,11 @@ test('a built record has every field at its default but those given', () => {
   assert.deepEqual(vm.VBDs, [])
   assert.deepEqual(buildRecord('VM').other_config, {}, 'each record has maps of its own')
   assert.ok(!Object.hasOwn(storedFields('VM', vm), 'VBDs'), 'stored fields leave out the derived set fields')
+})
+
+test('a constructor takes the RW and RO/constructor fields given, nothing else', () => {
+  const given = { uuid: 'u', VM: 'OpaqueRef:v', userdevice: '1', current_operations: { t: 'attach' }, not_a_field: 1 }
+  assert.deepEqual(constructorArgs('VBD', given), { VM: 'OpaqueRef:v', userdevice: '1' })
 })
 
 test('records read through the database are typed by class, derived set fields included', () => {
