@@ -30,6 +30,11 @@ function tsType(t: XType): string {
   }
 }
 
+const RESERVED = new Set('break case catch class const continue debugger default delete do else enum export extends false finally for function if implements import in instanceof interface let new null package private protected public return static super switch this throw true try typeof var void while with yield'.split(' '))
+const label = (name: string) => (/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(name) && !RESERVED.has(name) ? name : `${name.replace(/[^A-Za-z0-9_$]/g, '_')}_`)
+/** A parameter as a handler receives it: a record argument holds only the fields the caller sent. */
+const paramType = (t: XType) => (t.kind === 'record' ? `Partial<${recordTypeName(t.cls)}>` : tsType(t))
+
 function classInterface(c: ClassDef): string {
   const lines = c.fieldList.map((f) => `  ${property(f.name)}: ${tsType(f.type)}`)
   return `export interface ${recordTypeName(c.name)} {\n${lines.join('\n')}\n}\n`
@@ -61,6 +66,13 @@ export function renderRecords(): string {
     out.push(`  ${c.name}: ${derived.length > 0 ? derived.join(' | ') : 'never'}`)
   }
   out.push('}', '')
+  out.push('/** The arguments a message\'s handler gets, session left out, by "Class.message". */', 'export interface MessageArgs {')
+  for (const c of classes.values())
+    for (const m of c.messages.values()) {
+      const params = m.takesSession ? m.params.slice(1) : m.params
+      out.push(`  ${quote(`${c.name}.${m.name}`)}: [${params.map((p) => `${label(p.name)}: ${paramType(p.type)}`).join(', ')}]`)
+    }
+  out.push('}', '')
   out.push('/** Every error code of the datamodel with the names of its parameters. */', 'export interface DatamodelErrors {')
   for (const [code, params] of [...errors].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) out.push(`  ${code}: [${params.map(quote).join(', ')}]`)
   out.push('}', '')
@@ -71,6 +83,8 @@ export function renderRecords(): string {
     '/** A class\'s stored fields (its record without the derived set fields). */',
     'export type StoredOf<C extends string> = C extends ClassName ? Omit<ClassRecords[C], DerivedFields[C]> : Record<string, unknown>',
     'export type DatamodelErrorCode = keyof DatamodelErrors',
+    '/** The arguments of a message\'s handler; any values for a name that is no message. */',
+    'export type ArgsOf<N extends string> = N extends keyof MessageArgs ? MessageArgs[N] : unknown[]',
     '',
   )
   return out.join('\n')

@@ -1,5 +1,6 @@
 // What a message implementation sees: the services of this daemon and the caller's session.
 import { formatDatetime } from '../idl/index.js'
+import type { ArgsOf } from '../idl/records.js'
 import type { Database } from '../db/database.js'
 import type { Agent } from '../agent/contract.js'
 import { DEFAULT_LOGIN_POLICY, type LoginGuard, type LoginPolicy } from './login-guard.js'
@@ -68,9 +69,10 @@ export type Handler = (ctx: CallContext, args: unknown[]) => unknown | Promise<u
 /** Implementations of non-generic messages, by "Class.message". */
 export const handlers = new Map<string, Handler>()
 
-export function register(name: string, handler: Handler): void {
+/** Registers the implementation of "Class.message"; its arguments are typed by the message's parameters. */
+export function register<N extends string>(name: N, handler: (ctx: CallContext, args: ArgsOf<N>) => unknown): void {
   if (handlers.has(name)) throw new Error(`handler registered twice: ${name}`)
-  handlers.set(name, handler)
+  handlers.set(name, handler as Handler)
 }
 
 export function now(): string {
