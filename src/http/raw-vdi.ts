@@ -65,7 +65,7 @@ function assertWritable(svc: Services, vdiRef: string): void {
 /** Reads the agent's JSON answer. */
 async function jsonOf<T>(res: AgentStream): Promise<T> {
   const chunks: Buffer[] = []
-  for await (const c of res as AsyncIterable<Buffer>) chunks.push(c)
+  for await (const c of res) chunks.push(c)
   return (JSON.parse(Buffer.concat(chunks).toString()) as { result: T }).result
 }
 
