@@ -2,7 +2,7 @@
 // running QEMU through the agent.
 import { constructorArgs, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
-import type { VBDRecord, VMRecord } from '../idl/records.js'
+import type { VMRecord } from '../idl/records.js'
 import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
 import { vdiFormat, vdiPath } from './storage.js'
@@ -10,7 +10,7 @@ import { vbdDeviceName } from './vm-copies.js'
 
 register('VBD.create', (ctx, [args]) =>
   ctx.svc.db.transact((tx) => {
-    const given = args as Partial<VBDRecord>
+    const given = args
     const vmRef = String(given.VM)
     const vm = tx.get('VM', vmRef)
     const type = given.type ?? 'Disk'
@@ -63,36 +63,36 @@ async function unplugVbd(ctx: CallContext, ref: string, force: boolean): Promise
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: false }))
 }
 
-register('VBD.plug', (ctx, [ref]) => plugVbd(ctx, ref as string))
-register('VBD.unplug', (ctx, [ref]) => unplugVbd(ctx, ref as string, false))
-register('VBD.unplug_force', (ctx, [ref]) => unplugVbd(ctx, ref as string, true))
+register('VBD.plug', (ctx, [ref]) => plugVbd(ctx, ref))
+register('VBD.unplug', (ctx, [ref]) => unplugVbd(ctx, ref, false))
+register('VBD.unplug_force', (ctx, [ref]) => unplugVbd(ctx, ref, true))
 
 register('VBD.insert', async (ctx, [ref, vdi]) => {
-  const vbd = ctx.svc.db.record('VBD', ref as string)
+  const vbd = ctx.svc.db.record('VBD', ref)
   if (vbd.type !== 'CD') throw new XapiError('VBD_NOT_REMOVABLE_MEDIA', [ref])
   if (!vbd.empty) throw new XapiError('VBD_NOT_EMPTY', [ref])
-  ctx.svc.db.record('VDI', vdi as string)
+  ctx.svc.db.record('VDI', vdi)
   const vm = ctx.svc.db.record('VM', vbd.VM)
-  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vdi as string), format: vdiFormat(ctx.svc, vdi as string) })
-  await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: vdi as string, empty: false }))
+  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vdi), format: vdiFormat(ctx.svc, vdi) })
+  await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { VDI: vdi, empty: false }))
 })
 
 register('VBD.eject', async (ctx, [ref]) => {
-  const vbd = ctx.svc.db.record('VBD', ref as string)
+  const vbd = ctx.svc.db.record('VBD', ref)
   if (vbd.type !== 'CD') throw new XapiError('VBD_NOT_REMOVABLE_MEDIA', [ref])
   if (vbd.empty) throw new XapiError('VBD_IS_EMPTY', [ref])
   const vm = ctx.svc.db.record('VM', vbd.VM)
   if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.eject-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
-  await ctx.svc.db.transact((tx) => tx.update('VBD', ref as string, { VDI: NULL_REF, empty: true }))
+  await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { VDI: NULL_REF, empty: true }))
 })
 
 for (const cls of ['VBD', 'VIF'] as const) {
   register(`${cls}.destroy`, (ctx, [ref]) =>
     ctx.svc.db.transact((tx) => {
-      const dev = tx.get(cls, ref as string)
+      const dev = tx.get(cls, ref)
       const vm = tx.get('VM', dev.VM)
       if (dev.currently_attached && vm.power_state === 'Running') throw new XapiError('OPERATION_NOT_ALLOWED', [`${cls} ${String(ref)} is attached to a running VM; unplug it first`])
-      tx.delete(cls, ref as string)
+      tx.delete(cls, ref)
     }),
   )
 }
@@ -118,6 +118,6 @@ async function unplugVif(ctx: CallContext, ref: string): Promise<void> {
   await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: false }))
 }
 
-register('VIF.plug', (ctx, [ref]) => plugVif(ctx, ref as string))
-register('VIF.unplug', (ctx, [ref]) => unplugVif(ctx, ref as string))
-register('VIF.unplug_force', (ctx, [ref]) => unplugVif(ctx, ref as string))
+register('VIF.plug', (ctx, [ref]) => plugVif(ctx, ref))
+register('VIF.unplug', (ctx, [ref]) => unplugVif(ctx, ref))
+register('VIF.unplug_force', (ctx, [ref]) => unplugVif(ctx, ref))
