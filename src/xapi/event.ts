@@ -58,7 +58,7 @@ async function waitForChange(ctx: CallContext, wants: Wants, ms: number): Promis
 }
 
 register('event.from', async (ctx, [classList, token, timeout]) => {
-  const wants = subscription(classList as string[])
+  const wants = subscription(classList)
   const replica = ctx.svc.db.replica
   if (token === '') {
     const events: EventRecord[] = []
@@ -67,8 +67,8 @@ register('event.from', async (ctx, [classList, token, timeout]) => {
         if (wants(c.name, row.ref)) events.push({ id: String(row.eventRev), timestamp: '0.0', class: c.name.toLowerCase(), operation: 'add', ref: row.ref, snapshot: replica.materialize(row) })
     return { events, valid_ref_counts: validRefCounts(ctx), token: formatToken(replica.appliedRev) } satisfies EventBatch
   }
-  const since = parseToken(token as string)
-  const deadline = Date.now() + timeoutMs(timeout as number)
+  const since = parseToken(token)
+  const deadline = Date.now() + timeoutMs(timeout)
   for (;;) {
     const changes = replica.changesSince(since, wants)
     if (!changes) throw new XapiError('EVENTS_LOST')
@@ -86,10 +86,10 @@ register('event.from', async (ctx, [classList, token, timeout]) => {
 })
 
 register('event.inject', async (ctx, [clsName, ref]) => {
-  const cls = classes.get(clsName as string)
+  const cls = classes.get(clsName)
   if (!cls) throw new XapiError('HANDLE_INVALID', [clsName, ref])
-  await ctx.svc.db.transact((tx) => tx.update(cls.name, ref as string, {}))
-  const row = ctx.svc.db.replica.row(cls.name, ref as string)
+  await ctx.svc.db.transact((tx) => tx.update(cls.name, ref, {}))
+  const row = ctx.svc.db.replica.row(cls.name, ref)
   return formatToken((row?.modRev ?? ctx.svc.db.replica.appliedRev) - 1)
 })
 
@@ -100,14 +100,14 @@ const legacy = new Map<string, { entries: Set<string>; since: number }>()
 
 register('event.register', (ctx, [entries]) => {
   const state = legacy.get(ctx.sessionRef) ?? { entries: new Set<string>(), since: ctx.svc.db.replica.appliedRev }
-  subscription(entries as string[])
-  for (const e of entries as string[]) state.entries.add(e)
+  subscription(entries)
+  for (const e of entries) state.entries.add(e)
   legacy.set(ctx.sessionRef, state)
 })
 
 register('event.unregister', (ctx, [entries]) => {
   const state = legacy.get(ctx.sessionRef)
-  for (const e of entries as string[]) state?.entries.delete(e)
+  for (const e of entries) state?.entries.delete(e)
 })
 
 register('event.next', async (ctx) => {
