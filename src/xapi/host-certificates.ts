@@ -7,7 +7,7 @@ import { register } from './context.js'
 import { validateServerCertificate } from './certificates.js'
 
 register('host.get_server_certificate', (ctx, [host]) => {
-  ctx.svc.db.record('host', host as string)
+  ctx.svc.db.record('host', host)
   return ctx.svc.agent.call('host.server-certificate')
 })
 
@@ -17,7 +17,7 @@ register('host.get_server_certificate', (ctx, [host]) => {
  * its Certificate record of type host replaces the old one.
  */
 register('host.install_server_certificate', async (ctx, [host, certificate, privateKey, chain]) => {
-  ctx.svc.db.record('host', host as string)
+  ctx.svc.db.record('host', host)
   if (ctx.svc.db.record('pool', ctx.svc.db.first('pool')).ha_enabled) throw new XapiError('HA_IS_ENABLED', [])
   const valid = validateServerCertificate(String(certificate), String(privateKey), String(chain))
   await ctx.svc.agent.call('host.install-server-certificate', { key: String(privateKey), cert: valid.cert.toString(), chain: valid.chain.map((c) => c.toString()) })
@@ -26,7 +26,7 @@ register('host.install_server_certificate', async (ctx, [host, certificate, priv
     tx.create('Certificate', {
       name: '',
       type: 'host',
-      host: host as string,
+      host: host,
       not_before: formatDatetime(new Date(valid.cert.validFrom)),
       not_after: formatDatetime(new Date(valid.cert.validTo)),
       fingerprint: valid.cert.fingerprint256,
