@@ -96,20 +96,20 @@ async function withHostOperation<T>(ctx: CallContext, ref: string, op: Op, fn: (
  */
 register('host.disable', (ctx, [ref]) =>
   ctx.svc.db.transact((tx) => {
-    const host = tx.get('host', ref as string)
-    if (host.enabled) tx.update('host', ref as string, { enabled: false })
-    refreshHostAllowedOperations(tx, ref as string)
+    const host = tx.get('host', ref)
+    if (host.enabled) tx.update('host', ref, { enabled: false })
+    refreshHostAllowedOperations(tx, ref)
   }),
 )
 
 /** host.enable, under the `enable` operation; refused while mandatory update guidance is pending. */
 register('host.enable', (ctx, [ref]) =>
-  withHostOperation(ctx, ref as string, 'enable', () =>
+  withHostOperation(ctx, ref, 'enable', () =>
     ctx.svc.db.transact((tx) => {
-      const host = tx.get('host', ref as string)
+      const host = tx.get('host', ref)
       if (host.enabled) return
       if (host.pending_guidances.length > 0) throw new XapiError('HOST_PENDING_MANDATORY_GUIDANCE_NOT_EMPTY', [ref])
-      tx.update('host', ref as string, { enabled: true })
+      tx.update('host', ref, { enabled: true })
     }),
   ),
 )
@@ -143,12 +143,12 @@ export function chooseHostForVm(svc: Services, vm: Readonly<VMRecord>, candidate
  * one per logical CPU, which is Xen's `cpu` granularity.
  */
 register('host.get_sched_gran', (ctx, [ref]) => {
-  ctx.svc.db.record('host', ref as string)
+  ctx.svc.db.record('host', ref)
   return 'cpu'
 })
 
 /** host.set_sched_gran: xapi refuses it unless xapi.conf allows it, which it does not by default; Flotilla has no such option. */
 register('host.set_sched_gran', (ctx, [ref]) => {
-  ctx.svc.db.record('host', ref as string)
+  ctx.svc.db.record('host', ref)
   throw new XapiError('OPERATION_NOT_ALLOWED', ['Disabled by xapi.conf'])
 })
