@@ -173,7 +173,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
         SR: opts.srRef, virtual_size: size, name_label: rec.name_label, name_description: rec.name_description, type,
         sharable: rec.sharable, read_only: rec.read_only, other_config: { ...(rec.other_config as object), import_task: opts.taskRef },
       }).catch((err) => {
-        throw err instanceof XapiError ? err : XapiError.relayed(String((err as { code?: string }).code ?? 'SR_BACKEND_FAILURE'), ((err as { params?: string[] }).params ?? [String(err)]).map(String))
+        throw err instanceof XapiError ? err : XapiError.relayed(String(err.code ?? 'SR_BACKEND_FAILURE'), (err.params ?? [String(err)]).map(String))
       })
       undo.push(`VDI ${ref}`, () => destroyVdi(svc, ref))
       mapping.set(id, ref)
