@@ -1,5 +1,5 @@
 // message.*: the pool's alert log. Messages are ordinary pool database objects here.
-import type { Cls, MessageRecord } from '../idl/records.js'
+import type { MessageRecord } from '../idl/records.js'
 import { now, register, type CallContext } from './context.js'
 
 function messagesWhere(ctx: CallContext, keep: (m: Readonly<MessageRecord>) => boolean) {
@@ -12,7 +12,7 @@ function messagesWhere(ctx: CallContext, keep: (m: Readonly<MessageRecord>) => b
 }
 
 register('message.create', (ctx, [name, priority, cls, objUuid, body]) =>
-  ctx.svc.db.transact((tx) => tx.create('message', { name: name as string, priority: priority as number, cls: cls as Cls, obj_uuid: objUuid as string, body: body as string, timestamp: now() })),
+  ctx.svc.db.transact((tx) => tx.create('message', { name: name, priority: priority as number, cls: cls, obj_uuid: objUuid, body: body, timestamp: now() })),
 )
 
 register('message.get_since', (ctx, [since]) => messagesWhere(ctx, (m) => m.timestamp > String(since)))
@@ -23,6 +23,6 @@ register('message.get', (ctx, [cls, objUuid, since]) =>
 
 register('message.destroy_many', (ctx, [refs]) =>
   ctx.svc.db.transact((tx) => {
-    for (const ref of refs as string[]) tx.delete('message', ref)
+    for (const ref of refs) tx.delete('message', ref)
   }),
 )
