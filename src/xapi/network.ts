@@ -17,17 +17,17 @@ async function createNetwork(ctx: CallContext, args: Record<string, unknown>): P
   return ref
 }
 
-register('network.create', (ctx, [args]) => createNetwork(ctx, args as Record<string, unknown>))
+register('network.create', (ctx, [args]) => createNetwork(ctx, args))
 
 register('network.destroy', async (ctx, [ref]) => {
-  const network = ctx.svc.db.record('network', ref as string)
+  const network = ctx.svc.db.record('network', ref)
   const attached = network.VIFs.filter((v) => ctx.svc.db.record('VIF', v).currently_attached)
   if (attached.length > 0) throw new XapiError('NETWORK_CONTAINS_VIF', attached)
   if (network.PIFs.length > 0) throw new XapiError('NETWORK_CONTAINS_PIF', network.PIFs)
   if (network.other_config.is_host_internal_management_network === 'true') throw new XapiError('CANNOT_DESTROY_SYSTEM_NETWORK', [ref])
   await ctx.svc.db.transact((tx) => {
-    for (const vif of tx.get('network', ref as string).VIFs) tx.delete('VIF', vif)
-    tx.delete('network', ref as string)
+    for (const vif of tx.get('network', ref).VIFs) tx.delete('VIF', vif)
+    tx.delete('network', ref)
   })
   await ctx.svc.agent.call('net.remove', { network: network.uuid })
 })
