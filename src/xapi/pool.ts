@@ -44,6 +44,6 @@ export function licenseState(hosts: Rec[], editions: string[] = EDITIONS): { edi
 }
 
 register('pool.get_license_state', (ctx, [ref]) => {
-  ctx.svc.db.record('pool', ref as string)
+  ctx.svc.db.record('pool', ref)
   return licenseState([...ctx.svc.db.rows('host')].map((r) => ctx.svc.db.record('host', r.ref)))
 })
