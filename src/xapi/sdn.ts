@@ -34,8 +34,8 @@ register('SDN_controller.introduce', (ctx, [protocol, address, port]) =>
     const backend = tx.get('host', ctx.svc.hostRef).software_version.network_backend
     if (backend !== 'openvswitch') throw new XapiError('OPERATION_NOT_ALLOWED', ['host not configured for vswitch operation'])
     const existing = [...ctx.svc.db.rows('SDN_controller')].filter((r) => tx.exists('SDN_controller', r.ref)).length
-    return tx.create('SDN_controller', sdnControllerFields(existing, protocol as SdnControllerProtocol, address as string, Number(port)))
+    return tx.create('SDN_controller', sdnControllerFields(existing, protocol, address, Number(port)))
   }),
 )
 
-register('SDN_controller.forget', (ctx, [ref]) => ctx.svc.db.transact((tx) => tx.delete('SDN_controller', ref as string)))
+register('SDN_controller.forget', (ctx, [ref]) => ctx.svc.db.transact((tx) => tx.delete('SDN_controller', ref)))
