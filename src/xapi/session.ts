@@ -102,9 +102,9 @@ export async function login(svc: Services, user: string, password: string, origi
   return ref
 }
 
-register('session.login_with_password', (ctx, [user, password, , originator]) => login(ctx.svc, user as string, password as string, originator as string, ctx.client))
+register('session.login_with_password', (ctx, [user, password, , originator]) => login(ctx.svc, user, password, originator, ctx.client))
 
-register('session.slave_local_login_with_password', (ctx, [user, password]) => login(ctx.svc, user as string, password as string, '', ctx.client))
+register('session.slave_local_login_with_password', (ctx, [user, password]) => login(ctx.svc, user, password, '', ctx.client))
 
 register('session.logout', async (ctx) => destroySession(ctx.svc, ctx.sessionRef))
 
@@ -112,9 +112,9 @@ register('session.local_logout', async (ctx) => destroySession(ctx.svc, ctx.sess
 
 register('session.change_password', async (ctx, [oldPassword, newPassword]) => {
   const user = String(ctx.session.auth_user_name)
-  if (!(await guardedCheck(ctx.svc, 'password change', user, oldPassword as string, ctx.client))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
+  if (!(await guardedCheck(ctx.svc, 'password change', user, oldPassword, ctx.client))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
   if (newPassword === '') throw new XapiError('CHANGE_PASSWORD_REJECTED', ['the new password is empty'])
-  await setPassword(ctx.svc.db, user, newPassword as string)
+  await setPassword(ctx.svc.db, user, newPassword)
   if (user === 'root') await ctx.svc.onRootPasswordChanged?.().catch(() => undefined)
 })
 
