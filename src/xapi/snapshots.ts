@@ -64,7 +64,7 @@ async function snapshotVm(ctx: CallContext, ref: string, name: string, ignore: s
   )
 }
 
-register('VM.snapshot', (ctx, [ref, name, ignore]) => snapshotVm(ctx, ref as string, name as string, (ignore as string[]) ?? []))
+register('VM.snapshot', (ctx, [ref, name, ignore]) => snapshotVm(ctx, ref, name, ignore ?? []))
 
 register('VM.snapshot_with_quiesce', (_ctx, [ref]) => {
   throw new XapiError('VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED', [ref, 'quiesced snapshots need guest tools Flotilla does not have'])
@@ -80,7 +80,7 @@ async function followFrozenDisks(svc: Services, uuid: string, disks: { vdi: stri
 
 register('VM.checkpoint', (ctx, [ref, name]) => {
   const svc = ctx.svc
-  return withVmOperation(ctx, ref as string, 'checkpoint', async (vm) => {
+  return withVmOperation(ctx, ref, 'checkpoint', async (vm) => {
     if (vm.power_state !== 'Running' && vm.power_state !== 'Paused') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'running, paused', vm.power_state.toLowerCase()])
     const disks = snapshotDisks(svc, vm).map((d) => ({ ...d, location: svc.db.record('VDI', d.vdi).location, next: randomUUID(), sr: svc.db.record('VDI', d.vdi).SR }))
     const srs = new Set(disks.map((d) => d.sr))
@@ -100,7 +100,7 @@ register('VM.checkpoint', (ctx, [ref, name]) => {
           const fields = { name_label: source.name_label, name_description: source.name_description, type: source.type, read_only: source.read_only, sharable: source.sharable, other_config: source.other_config, uuid: randomUUID(), is_a_snapshot: true, snapshot_of: d.vdi, snapshot_time: now() }
           snapshotOf.set(d.vbd, await undo.step(`the snapshot of VDI ${d.vdi}`, () => recordVdi(svc, d.sr, frozen, fields), (snap) => destroyVdi(svc, snap)))
         }
-        return await svc.db.transact((tx) => recordSnapshot(tx, ref as string, tx.get('VM', ref as string), name as string, snapshotOf, { power_state: 'Suspended', suspend_VDI: image.ref }))
+        return await svc.db.transact((tx) => recordSnapshot(tx, ref, tx.get('VM', ref), name, snapshotOf, { power_state: 'Suspended', suspend_VDI: image.ref }))
       } catch (err) {
         throw new XapiError('VM_CHECKPOINT_SUSPEND_FAILED', [ref, (err as Error).message])
       }
@@ -110,7 +110,7 @@ register('VM.checkpoint', (ctx, [ref, name]) => {
 
 register('VM.revert', async (ctx, [snapshotRef]) => {
   const svc = ctx.svc
-  const snapshot = svc.db.record('VM', snapshotRef as string)
+  const snapshot = svc.db.record('VM', snapshotRef)
   if (!snapshot.is_a_snapshot) throw new XapiError('REVERT_ONLY_ALLOWED_ON_SNAPSHOT')
   const vmRef = snapshot.snapshot_of
   if (!svc.db.tryRecord('VM', vmRef)) throw new XapiError('VM_REVERT_FAILED', [snapshotRef, vmRef])
@@ -145,7 +145,7 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
         }
         for (const vif of snapshot.VIFs) tx.create('VIF', deviceCopy('VIF', tx.get('VIF', vif), { VM: vmRef }))
         const restored = Object.fromEntries(Object.entries(metadata).filter(([k]) => !KEPT_BY_REVERT.has(k) && VM.fields.has(k)))
-        tx.update('VM', vmRef, { ...restored, parent: snapshotRef as string, power_state: suspendImage !== NULL_REF ? 'Suspended' : 'Halted', suspend_VDI: suspendImage })
+        tx.update('VM', vmRef, { ...restored, parent: snapshotRef, power_state: suspendImage !== NULL_REF ? 'Suspended' : 'Halted', suspend_VDI: suspendImage })
         refreshAllowedOperations(tx, vmRef)
       })
       // The VM now runs on the copies: from here on nothing is undone.
