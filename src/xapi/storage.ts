@@ -228,29 +228,29 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
   })
 }
 
-register('VDI.create', (ctx, [args]) => createVdi(ctx.svc, args as Record<string, unknown>))
-register('VDI.destroy', (ctx, [ref]) => destroyVdi(ctx.svc, ref as string))
-register('VDI.clone', (ctx, [ref]) => cloneVdi(ctx.svc, ref as string))
-register('VDI.snapshot', (ctx, [ref]) => snapshotVdi(ctx.svc, ref as string))
-register('VDI.copy', (ctx, [ref, sr]) => copyVdi(ctx.svc, ref as string, sr as string))
+register('VDI.create', (ctx, [args]) => createVdi(ctx.svc, args))
+register('VDI.destroy', (ctx, [ref]) => destroyVdi(ctx.svc, ref))
+register('VDI.clone', (ctx, [ref]) => cloneVdi(ctx.svc, ref))
+register('VDI.snapshot', (ctx, [ref]) => snapshotVdi(ctx.svc, ref))
+register('VDI.copy', (ctx, [ref, sr]) => copyVdi(ctx.svc, ref, sr))
 
 /** VDI.resize grows a disk, offline with qemu-img or online in the QEMU of the running VM that uses it. */
 register('VDI.resize', async (ctx, [ref, size]) => {
-  const vdi = ctx.svc.db.record('VDI', ref as string)
+  const vdi = ctx.svc.db.record('VDI', ref)
   if (vdi.is_a_snapshot) throw new XapiError('VDI_READONLY', [ref])
   if (Number(size) < Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [ref, String(vdi.virtual_size)])
-  const live = liveDisk(ctx.svc, ref as string)
+  const live = liveDisk(ctx.svc, ref)
   if (live) await ctx.svc.agent.call('vm.resize-disk', { ...live, size: Number(size) })
   else {
-    await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref as string, tx.get('VDI', ref as string), 'resize'))
+    await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref, tx.get('VDI', ref), 'resize'))
     await ctx.svc.agent.call('vdi.resize', { ...attachedSr(ctx.svc, vdi.SR), location: vdi.location, size: Number(size) })
   }
   const image = await ctx.svc.agent.call('vdi.image', { ...attachedSr(ctx.svc, vdi.SR), location: vdi.location })
-  await ctx.svc.db.transact((tx) => tx.update('VDI', ref as string, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation }))
+  await ctx.svc.db.transact((tx) => tx.update('VDI', ref, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation }))
 })
 
 for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 'on_boot', 'allow_caching'] as const) {
-  register(`VDI.set_${field}`, (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('VDI', ref as string, { [field]: value })))
+  register(`VDI.set_${field}`, (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('VDI', ref, { [field]: value })))
 }
 
 /** SR.scan: picks up image files that have no record and refreshes the figures. */
@@ -265,11 +265,11 @@ async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   await refreshSrUsage(ctx.svc, srRef)
 }
 
-register('SR.scan', (ctx, [ref]) => scanSr(ctx, ref as string))
-register('SR.update', (ctx, [ref]) => refreshSrUsage(ctx.svc, ref as string))
+register('SR.scan', (ctx, [ref]) => scanSr(ctx, ref))
+register('SR.update', (ctx, [ref]) => refreshSrUsage(ctx.svc, ref))
 register('SR.get_supported_types', (ctx) => [...srTypes(ctx.svc)])
-register('SR.set_name_label', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_label: value as string })))
-register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref as string, { name_description: value as string })))
+register('SR.set_name_label', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref, { name_label: value })))
+register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref, { name_description: value })))
 
 /** The first start's local SR: a directory inside the data dir, plugged on this host. */
 export async function ensureLocalSr(svc: Services): Promise<string> {
@@ -339,9 +339,9 @@ function placement(svc: Services, srRef: string, pbdRef?: string): SrLocation {
 
 register('SR.create', async (ctx, [host, deviceConfig, , name, description, type, contentType, , smConfig]) => {
   const svc = ctx.svc
-  if (!srTypes(ctx.svc).has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
   if (host !== svc.hostRef) throw new XapiError('CANNOT_CONTACT_HOST', [host])
-  const config = { ...(deviceConfig as Record<string, string>) }
+  const config = { ...deviceConfig }
   const uuid = randomUUID()
   if (type === 'iso' && !config.location) config.path = `${svc.srRoot}/${uuid}`
   else if (type === 'iso') config.path = config.location!
@@ -356,7 +356,7 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
       `the SR and PBD records of ${uuid}`,
       () =>
         svc.db.transact((tx) => {
-          const ref = tx.create('SR', { uuid, name_label: name as string, name_description: description as string, type: type as string, content_type: type === 'iso' ? 'iso' : (contentType as string) || 'user', shared: false, sm_config: (smConfig ?? {}) as Record<string, string>, other_config: {} })
+          const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type: type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: (smConfig ?? {}) as Record<string, string>, other_config: {} })
           tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: true })
           return ref
         }),
@@ -374,27 +374,27 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
 })
 
 register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {
-  if (!srTypes(ctx.svc).has(type as string)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
-  return ctx.svc.db.transact((tx) => tx.create('SR', { uuid: uuid as string, name_label: name as string, name_description: description as string, type: type as string, content_type: contentType as string, shared: shared as boolean, sm_config: smConfig as Record<string, string>, other_config: {} }))
+  if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  return ctx.svc.db.transact((tx) => tx.create('SR', { uuid: uuid, name_label: name, name_description: description, type: type, content_type: contentType, shared: shared, sm_config: smConfig, other_config: {} }))
 })
 
 register('PBD.plug', async (ctx, [ref]) => {
-  const pbd = ctx.svc.db.record('PBD', ref as string)
+  const pbd = ctx.svc.db.record('PBD', ref)
   if (pbd.currently_attached) return
-  await ctx.svc.agent.call('sr.attach', placement(ctx.svc, pbd.SR, ref as string))
-  await ctx.svc.db.transact((tx) => tx.update('PBD', ref as string, { currently_attached: true }))
+  await ctx.svc.agent.call('sr.attach', placement(ctx.svc, pbd.SR, ref))
+  await ctx.svc.db.transact((tx) => tx.update('PBD', ref, { currently_attached: true }))
   await refreshSrUsage(ctx.svc, pbd.SR).catch(() => undefined)
 })
 
 register('PBD.unplug', async (ctx, [ref]) => {
-  const pbd = ctx.svc.db.record('PBD', ref as string)
+  const pbd = ctx.svc.db.record('PBD', ref)
   if (!pbd.currently_attached) return
   const sr = pbd.SR
   for (const vdi of ctx.svc.db.record('SR', sr).VDIs)
     for (const vbd of ctx.svc.db.record('VDI', vdi).VBDs)
       if (ctx.svc.db.record('VM', ctx.svc.db.record('VBD', vbd).VM).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
-  await ctx.svc.agent.call('sr.detach', placement(ctx.svc, sr, ref as string))
-  await ctx.svc.db.transact((tx) => tx.update('PBD', ref as string, { currently_attached: false }))
+  await ctx.svc.agent.call('sr.detach', placement(ctx.svc, sr, ref))
+  await ctx.svc.db.transact((tx) => tx.update('PBD', ref, { currently_attached: false }))
 })
 
 /** Forgets an SR's records (its data stays); its PBDs must be unplugged. */
@@ -414,21 +414,21 @@ async function forgetSr(svc: Services, ref: string): Promise<void> {
   })
 }
 
-register('SR.forget', (ctx, [ref]) => forgetSr(ctx.svc, ref as string))
+register('SR.forget', (ctx, [ref]) => forgetSr(ctx.svc, ref))
 
 register('SR.destroy', async (ctx, [ref]) => {
   const svc = ctx.svc
-  const sr = svc.db.record('SR', ref as string)
+  const sr = svc.db.record('SR', ref)
   for (const vdi of sr.VDIs)
     for (const vbd of svc.db.record('VDI', vdi).VBDs)
       if (svc.db.record('VM', svc.db.record('VBD', vbd).VM).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
-  const where = placement(svc, ref as string)
+  const where = placement(svc, ref)
   if (!sr.PBDs.some((p) => svc.db.record('PBD', p).currently_attached)) throw new XapiError('SR_NOT_ATTACHED', [ref])
   await svc.agent.call('sr.remove', where)
   await svc.db.transact((tx) => {
-    for (const pbd of tx.get('SR', ref as string).PBDs) tx.update('PBD', pbd, { currently_attached: false })
+    for (const pbd of tx.get('SR', ref).PBDs) tx.update('PBD', pbd, { currently_attached: false })
   })
-  await forgetSr(svc, ref as string)
+  await forgetSr(svc, ref)
 })
 
 /** ISO libraries: every *.iso file in the directory is a read-only VDI named after it. */
