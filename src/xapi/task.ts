@@ -1,7 +1,6 @@
 // Tasks: what Async calls and HTTP handlers run under, and what clients watch through events.
 import { EPOCH, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
-import type { TaskStatusType } from '../idl/records.js'
 import { now, register, type CallContext, type Services } from './context.js'
 
 export type Outcome = { status: 'success'; resultXml: string; type?: string } | { status: 'failure'; errorInfo: string[] }
@@ -71,21 +70,21 @@ async function cancelTask(svc: Services, ref: string): Promise<void> {
   running.delete(ref)
 }
 
-register('task.create', (ctx, [label, description]) => createTask(ctx.svc, label as string, description as string))
+register('task.create', (ctx, [label, description]) => createTask(ctx.svc, label, description))
 
-register('task.cancel', (ctx, [ref]) => cancelTask(ctx.svc, ref as string))
+register('task.cancel', (ctx, [ref]) => cancelTask(ctx.svc, ref))
 
 register('task.destroy', async (ctx, [ref]) => {
-  await ctx.svc.db.transact((tx) => tx.delete('task', ref as string))
-  running.get(ref as string)?.abort()
-  running.delete(ref as string)
-  lastProgress.delete(ref as string)
+  await ctx.svc.db.transact((tx) => tx.delete('task', ref))
+  running.get(ref)?.abort()
+  running.delete(ref)
+  lastProgress.delete(ref)
 })
 
 register('task.set_status', (ctx, [ref, status]) =>
   ctx.svc.db.transact((tx) => {
-    tx.get('task', ref as string)
-    tx.update('task', ref as string, { status: status as TaskStatusType, ...(status === 'pending' ? {} : { finished: now() }) })
+    tx.get('task', ref)
+    tx.update('task', ref, { status: status, ...(status === 'pending' ? {} : { finished: now() }) })
   }),
 )
 
@@ -94,7 +93,7 @@ for (const [message, field] of [
   ['set_result', 'result'],
   ['set_error_info', 'error_info'],
 ] as const) {
-  register(`task.${message}`, (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('task', ref as string, { [field]: value })))
+  register(`task.${message}`, (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('task', ref, { [field]: value })))
 }
 
 const datetimeMs = (d: unknown) => Date.parse(String(d).replace(/^(\d{4})(\d{2})(\d{2})T/, '$1-$2-$3T'))
