@@ -126,9 +126,9 @@ const INSTALL_KEYS = ['disks', 'postinstall']
  * script is not run: there is no control-domain installer to run it.
  */
 register('VM.provision', (ctx, [ref]) =>
-  withVmOperation(ctx, ref as string, 'provision', async (vm) => {
+  withVmOperation(ctx, ref, 'provision', async (vm) => {
     await ctx.svc.db.transact((tx) => {
-      tx.update('VM', ref as string, { is_a_template: false })
+      tx.update('VM', ref, { is_a_template: false })
       const metrics = vm.metrics
       if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { install_time: now() })
     })
@@ -146,16 +146,16 @@ register('VM.provision', (ctx, [ref]) =>
           `the VBD of disk ${disk.device}`,
           () =>
             ctx.svc.db.transact((tx) =>
-              tx.create('VBD', diskVbd(ref as string, vdi, disk.device, { bootable: disk.bootable, unpluggable: disk.type !== 'system', other_config: { owner: '' } })),
+              tx.create('VBD', diskVbd(ref, vdi, disk.device, { bootable: disk.bootable, unpluggable: disk.type !== 'system', other_config: { owner: '' } })),
             ),
           (vbd) => ctx.svc.db.transact((tx) => tx.exists('VBD', vbd) && tx.delete('VBD', vbd)),
         )
       }
     })
     await ctx.svc.db.transact((tx) => {
-      const other = { ...tx.get('VM', ref as string).other_config }
+      const other = { ...tx.get('VM', ref).other_config }
       for (const key of INSTALL_KEYS) delete other[key]
-      tx.update('VM', ref as string, { other_config: other })
+      tx.update('VM', ref, { other_config: other })
     })
   }),
 )
