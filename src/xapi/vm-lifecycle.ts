@@ -179,16 +179,16 @@ async function discardSuspendImage(svc: Services, ref: string): Promise<void> {
 }
 
 register('VM.suspend', (ctx, [ref]) =>
-  withVmOperation(ctx, ref as string, 'suspend', (vm) =>
+  withVmOperation(ctx, ref, 'suspend', (vm) =>
     withUndo('VM.suspend', async (undo) => {
       const image = await undo.step('the suspend image', () => createSuspendVdi(ctx.svc, vm), (made) => destroyVdi(ctx.svc, made.ref))
       const { nvram } = await ctx.svc.agent.call('vm.suspend', { uuid: vm.uuid, statePath: image.path })
       await ctx.svc.db.transact((tx) => {
-        markHalted(tx, ref as string, nvram)
-        tx.update('VM', ref as string, { power_state: 'Suspended', suspend_VDI: image.ref })
+        markHalted(tx, ref, nvram)
+        tx.update('VM', ref, { power_state: 'Suspended', suspend_VDI: image.ref })
         // While Suspended the VM keeps its disks.
-        for (const vbd of tx.get('VM', ref as string).VBDs) tx.update('VBD', vbd, { currently_attached: true })
-        refreshAllowedOperations(tx, ref as string)
+        for (const vbd of tx.get('VM', ref).VBDs) tx.update('VBD', vbd, { currently_attached: true })
+        refreshAllowedOperations(tx, ref)
       })
     }),
   ),
@@ -211,64 +211,64 @@ async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placemen
   })
 }
 
-register('VM.resume', (ctx, [ref, paused]) => resumeVm(ctx, ref as string, Boolean(paused)))
+register('VM.resume', (ctx, [ref, paused]) => resumeVm(ctx, ref, Boolean(paused)))
 
 register('VM.resume_on', (ctx, [ref, host, paused]) => {
   if (host !== ctx.svc.hostRef) throw new XapiError('VM_REQUIRES_SR', [ref, NULL_REF])
-  return resumeVm(ctx, ref as string, Boolean(paused), 'given')
+  return resumeVm(ctx, ref, Boolean(paused), 'given')
 })
 
-register('VM.start', (ctx, [ref, paused]) => startVm(ctx, ref as string, Boolean(paused)))
+register('VM.start', (ctx, [ref, paused]) => startVm(ctx, ref, Boolean(paused)))
 
 register('VM.start_on', (ctx, [ref, host, paused]) => {
   if (host !== ctx.svc.hostRef) throw new XapiError('VM_REQUIRES_SR', [ref, NULL_REF])
-  return startVm(ctx, ref as string, Boolean(paused), 'given')
+  return startVm(ctx, ref, Boolean(paused), 'given')
 })
 
-register('VM.clean_shutdown', (ctx, [ref]) => stopVm(ctx, ref as string, 'clean_shutdown', true))
-register('VM.hard_shutdown', (ctx, [ref]) => stopVm(ctx, ref as string, 'hard_shutdown', false))
-register('VM.shutdown', (ctx, [ref]) => stopVm(ctx, ref as string, 'shutdown', true).catch(() => stopVm(ctx, ref as string, 'hard_shutdown', false)))
+register('VM.clean_shutdown', (ctx, [ref]) => stopVm(ctx, ref, 'clean_shutdown', true))
+register('VM.hard_shutdown', (ctx, [ref]) => stopVm(ctx, ref, 'hard_shutdown', false))
+register('VM.shutdown', (ctx, [ref]) => stopVm(ctx, ref, 'shutdown', true).catch(() => stopVm(ctx, ref, 'hard_shutdown', false)))
 
 register('VM.clean_reboot', (ctx, [ref]) =>
-  withVmOperation(ctx, ref as string, 'clean_reboot', async (vm) => {
+  withVmOperation(ctx, ref, 'clean_reboot', async (vm) => {
     const { nvram } = await ctx.svc.agent.call('vm.stop', { uuid: vm.uuid, clean: true })
-    await ctx.svc.db.transact((tx) => markHalted(tx, ref as string, nvram))
-    const fresh = ctx.svc.db.record('VM', ref as string)
+    await ctx.svc.db.transact((tx) => markHalted(tx, ref, nvram))
+    const fresh = ctx.svc.db.record('VM', ref)
     await ctx.svc.agent.call('vm.start', await startRequest(ctx.svc, fresh, false))
-    await ctx.svc.db.transact((tx) => markRunning(tx, ctx.svc, ref as string, false))
+    await ctx.svc.db.transact((tx) => markRunning(tx, ctx.svc, ref, false))
   }),
 )
 
 register('VM.hard_reboot', (ctx, [ref]) =>
-  withVmOperation(ctx, ref as string, 'hard_reboot', async (vm) => {
+  withVmOperation(ctx, ref, 'hard_reboot', async (vm) => {
     await ctx.svc.agent.call('vm.reset', { uuid: vm.uuid })
     await ctx.svc.db.transact((tx) => {
-      const metrics = tx.get('VM', ref as string).metrics
+      const metrics = tx.get('VM', ref).metrics
       if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now() })
-      tx.update('VM', ref as string, { power_state: 'Running' })
+      tx.update('VM', ref, { power_state: 'Running' })
     })
   }),
 )
 
 register('VM.pause', (ctx, [ref]) =>
-  withVmOperation(ctx, ref as string, 'pause', async (vm) => {
+  withVmOperation(ctx, ref, 'pause', async (vm) => {
     await ctx.svc.agent.call('vm.pause', { uuid: vm.uuid })
-    await ctx.svc.db.transact((tx) => tx.update('VM', ref as string, { power_state: 'Paused' }))
+    await ctx.svc.db.transact((tx) => tx.update('VM', ref, { power_state: 'Paused' }))
   }),
 )
 
 register('VM.unpause', (ctx, [ref]) =>
-  withVmOperation(ctx, ref as string, 'unpause', async (vm) => {
+  withVmOperation(ctx, ref, 'unpause', async (vm) => {
     await ctx.svc.agent.call('vm.unpause', { uuid: vm.uuid })
-    await ctx.svc.db.transact((tx) => tx.update('VM', ref as string, { power_state: 'Running' }))
+    await ctx.svc.db.transact((tx) => tx.update('VM', ref, { power_state: 'Running' }))
   }),
 )
 
 register('VM.power_state_reset', (ctx, [ref]) =>
   ctx.svc.db.transact((tx) => {
-    const vm = tx.get('VM', ref as string)
+    const vm = tx.get('VM', ref)
     if (vm.resident_on === ctx.svc.hostRef && vm.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'halted', vm.power_state.toLowerCase()])
-    markHalted(tx, ref as string)
+    markHalted(tx, ref)
   }),
 )
 
