@@ -43,16 +43,16 @@ const dynamicRange = (ctx: CallContext, ref: string, min: number, max: number) =
 
 const vm = (ctx: CallContext, ref: unknown) => ctx.svc.db.record('VM', ref as string)
 
-register('VM.set_memory_static_range', (ctx, [ref, min, max]) => staticRange(ctx, ref as string, min as number, max as number))
-register('VM.set_memory_static_min', (ctx, [ref, value]) => staticRange(ctx, ref as string, value as number, Number(vm(ctx, ref).memory_static_max)))
-register('VM.set_memory_static_max', (ctx, [ref, value]) => staticRange(ctx, ref as string, Number(vm(ctx, ref).memory_static_min), value as number))
+register('VM.set_memory_static_range', (ctx, [ref, min, max]) => staticRange(ctx, ref, min as number, max as number))
+register('VM.set_memory_static_min', (ctx, [ref, value]) => staticRange(ctx, ref, value as number, Number(vm(ctx, ref).memory_static_max)))
+register('VM.set_memory_static_max', (ctx, [ref, value]) => staticRange(ctx, ref, Number(vm(ctx, ref).memory_static_min), value as number))
 
-register('VM.set_memory_dynamic_range', (ctx, [ref, min, max]) => dynamicRange(ctx, ref as string, min as number, max as number))
-register('VM.set_memory_dynamic_min', (ctx, [ref, value]) => dynamicRange(ctx, ref as string, value as number, Number(vm(ctx, ref).memory_dynamic_max)))
-register('VM.set_memory_dynamic_max', (ctx, [ref, value]) => dynamicRange(ctx, ref as string, Number(vm(ctx, ref).memory_dynamic_min), value as number))
+register('VM.set_memory_dynamic_range', (ctx, [ref, min, max]) => dynamicRange(ctx, ref, min as number, max as number))
+register('VM.set_memory_dynamic_min', (ctx, [ref, value]) => dynamicRange(ctx, ref, value as number, Number(vm(ctx, ref).memory_dynamic_max)))
+register('VM.set_memory_dynamic_max', (ctx, [ref, value]) => dynamicRange(ctx, ref, Number(vm(ctx, ref).memory_dynamic_min), value as number))
 
 register('VM.set_memory_limits', (ctx, [ref, staticMin, staticMax, dynamicMin, dynamicMax]) =>
-  setMemory(ctx, ref as string, 'changing_memory_limits', () => ({
+  setMemory(ctx, ref, 'changing_memory_limits', () => ({
     static_min: staticMin as number,
     dynamic_min: dynamicMin as number,
     target: dynamicMin as number,
@@ -63,15 +63,15 @@ register('VM.set_memory_limits', (ctx, [ref, staticMin, staticMax, dynamicMin, d
 
 /** static_max = dynamic_min = dynamic_max = value; static_min stays. */
 register('VM.set_memory', (ctx, [ref, value]) =>
-  setMemory(ctx, ref as string, 'changing_memory_limits', () => ({ dynamic_min: value as number, target: value as number, dynamic_max: value as number, static_max: value as number })),
+  setMemory(ctx, ref, 'changing_memory_limits', () => ({ dynamic_min: value as number, target: value as number, dynamic_max: value as number, static_max: value as number })),
 )
 
 register('VM.set_VCPUs_max', (ctx, [ref, value]) =>
-  withVmOperation(ctx, ref as string, 'changing_VCPUs', () =>
+  withVmOperation(ctx, ref, 'changing_VCPUs', () =>
     ctx.svc.db.transact((tx) => {
-      const err = vcpusMaxError(tx.get('VM', ref as string), value as number)
+      const err = vcpusMaxError(tx.get('VM', ref), value as number)
       if (err) throw err
-      tx.update('VM', ref as string, { VCPUs_max: value as number })
+      tx.update('VM', ref, { VCPUs_max: value as number })
     }),
   ),
 )
@@ -79,23 +79,23 @@ register('VM.set_VCPUs_max', (ctx, [ref, value]) =>
 // xapi takes no operation lock here: a running VM's count for its next boot may change.
 register('VM.set_VCPUs_at_startup', (ctx, [ref, value]) =>
   ctx.svc.db.transact((tx) => {
-    const rec = tx.get('VM', ref as string)
+    const rec = tx.get('VM', ref)
     if (rec.is_control_domain) throw new XapiError('OPERATION_NOT_ALLOWED', ['set_VCPUs_at_startup is not allowed on dom0'])
     const err = vcpusAtStartupError(rec, value as number)
     if (err) throw err
-    tx.update('VM', ref as string, { VCPUs_at_startup: value as number })
+    tx.update('VM', ref, { VCPUs_at_startup: value as number })
   }),
 )
 
 /** CPU hot-plug (QEMU runs every VM with maxcpus = VCPUs_max); the new count is also the next boot's. */
 register('VM.set_VCPUs_number_live', (ctx, [ref, count]) =>
-  withVmOperation(ctx, ref as string, 'changing_VCPUs_live', async (rec) => {
+  withVmOperation(ctx, ref, 'changing_VCPUs_live', async (rec) => {
     const err = liveVcpusError(rec, count as number)
     if (err) throw err
     await ctx.svc.agent.call('vm.set-vcpus', { uuid: rec.uuid, count: count as number })
     await ctx.svc.db.transact((tx) => {
-      tx.update('VM', ref as string, { VCPUs_at_startup: count as number })
-      const metrics = tx.get('VM', ref as string).metrics
+      tx.update('VM', ref, { VCPUs_at_startup: count as number })
+      const metrics = tx.get('VM', ref).metrics
       if (metrics !== NULL_REF && tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { VCPUs_number: count as number })
     })
   }),
