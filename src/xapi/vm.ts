@@ -57,7 +57,7 @@ export async function withVmOperation<T>(ctx: CallContext, ref: string, op: VmOp
 }
 
 register('VM.create', async (ctx, [args]) => {
-  const given = args as Partial<VMRecord>
+  const given = args
   const other = { ...(given.other_config ?? {}) }
   other.mac_seed ??= randomUUID()
   const ref = await createObject(ctx, VM, { ...given, other_config: other })
@@ -84,10 +84,10 @@ function destroySatellites(tx: Tx, ref: string, vm: Rec): void {
 
 register('VM.destroy', async (ctx, [ref]) => {
   const suspendImage = await ctx.svc.db.transact((tx) => {
-    const vm = assertVmOperation(tx, ref as string, 'destroy')
+    const vm = assertVmOperation(tx, ref, 'destroy')
     if (vm.is_default_template) throw new XapiError('VM_CANNOT_DELETE_DEFAULT_TEMPLATE', [ref])
-    destroySatellites(tx, ref as string, vm)
-    tx.delete('VM', ref as string)
+    destroySatellites(tx, ref, vm)
+    tx.delete('VM', ref)
     return vm.suspend_VDI
   })
   // A suspended VM's saved state is its own, unlike its disks.
@@ -137,16 +137,16 @@ async function cloneVm(ctx: CallContext, ref: string, name: string, op: 'clone' 
   )
 }
 
-register('VM.clone', (ctx, [ref, name]) => cloneVm(ctx, ref as string, name as string, 'clone'))
-register('VM.copy', (ctx, [ref, name, sr]) => cloneVm(ctx, ref as string, name as string, 'copy', sr as string))
+register('VM.clone', (ctx, [ref, name]) => cloneVm(ctx, ref, name, 'clone'))
+register('VM.copy', (ctx, [ref, name, sr]) => cloneVm(ctx, ref, name, 'copy', sr))
 
 register('VM.assert_operation_valid', (ctx, [ref, op]) =>
   ctx.svc.db.transact((tx) => {
-    assertVmOperation(tx, ref as string, op as VmOperations)
+    assertVmOperation(tx, ref, op)
   }),
 )
 
-register('VM.update_allowed_operations', (ctx, [ref]) => ctx.svc.db.transact((tx) => refreshAllowedOperations(tx, ref as string)))
+register('VM.update_allowed_operations', (ctx, [ref]) => ctx.svc.db.transact((tx) => refreshAllowedOperations(tx, ref)))
 
 const usedDevices = (ctx: CallContext, ref: string, cls: 'VBD' | 'VIF') => {
   const vm = ctx.svc.db.record('VM', ref)
@@ -154,12 +154,12 @@ const usedDevices = (ctx: CallContext, ref: string, cls: 'VBD' | 'VIF') => {
 }
 
 register('VM.get_allowed_VBD_devices', (ctx, [ref]) => {
-  const used = usedDevices(ctx, ref as string, 'VBD')
+  const used = usedDevices(ctx, ref, 'VBD')
   return Array.from({ length: 16 }, (_, i) => String(i)).filter((d) => !used.has(d))
 })
 
 register('VM.get_allowed_VIF_devices', (ctx, [ref]) => {
-  const used = usedDevices(ctx, ref as string, 'VIF')
+  const used = usedDevices(ctx, ref, 'VIF')
   return Array.from({ length: 7 }, (_, i) => String(i)).filter((d) => !used.has(d))
 })
 
@@ -168,21 +168,21 @@ const SETTABLE_BIOS_STRINGS = new Set(['bios-vendor', 'bios-version', 'system-ma
 
 register('VM.set_bios_strings', (ctx, [ref, value]) =>
   ctx.svc.db.transact((tx) => {
-    const vm = tx.get('VM', ref as string)
+    const vm = tx.get('VM', ref)
     if (vm.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'halted', vm.power_state.toLowerCase()])
-    for (const [key, text] of Object.entries(value as Record<string, string>)) {
+    for (const [key, text] of Object.entries(value)) {
       if (!SETTABLE_BIOS_STRINGS.has(key) && !/^oem-\d{1,3}$/.test(key)) throw new XapiError('INVALID_VALUE', [key, text])
       if (text.length > 512 || /[^\x20-\x7e]/.test(text)) throw new XapiError('INVALID_VALUE', [key, text])
     }
-    tx.update('VM', ref as string, { bios_strings: { ...vm.bios_strings, ...(value as Record<string, string>) } })
+    tx.update('VM', ref, { bios_strings: { ...vm.bios_strings, ...value } })
   }),
 )
 
 /** The host's SMBIOS strings become the VM's (for OEM-licensed guests), and the host its affinity: only once. */
 register('VM.copy_bios_strings', (ctx, [ref, host]) =>
   ctx.svc.db.transact((tx) => {
-    const vm = tx.get('VM', ref as string)
+    const vm = tx.get('VM', ref)
     if (Object.keys(vm.bios_strings).length > 0) throw new XapiError('VM_BIOS_STRINGS_ALREADY_SET')
-    tx.update('VM', ref as string, { bios_strings: tx.get('host', host as string).bios_strings, affinity: host as string })
+    tx.update('VM', ref, { bios_strings: tx.get('host', host).bios_strings, affinity: host })
   }),
 )
