@@ -62,7 +62,7 @@ export function resolveConsole(svc: Services, req: IncomingMessage): ConsoleTarg
 
 /** A VM's rfb console (what xapi gives for a VM ref/uuid in place of a console's). */
 function defaultConsole(svc: Services, vmRef: string): string | undefined {
-  const consoles = (svc.db.tryRecord('VM', vmRef)?.consoles ?? []) as string[]
+  const consoles = svc.db.tryRecord('VM', vmRef)?.consoles ?? []
   return consoles.find((c) => svc.db.tryRecord('console', c)?.protocol === 'rfb')
 }
 
