@@ -26,7 +26,7 @@ register('host.install_server_certificate', async (ctx, [host, certificate, priv
     tx.create('Certificate', {
       name: '',
       type: 'host',
-      host: host,
+      host,
       not_before: formatDatetime(new Date(valid.cert.validFrom)),
       not_after: formatDatetime(new Date(valid.cert.validTo)),
       fingerprint: valid.cert.fingerprint256,
