@@ -12,7 +12,7 @@ function messagesWhere(ctx: CallContext, keep: (m: Readonly<MessageRecord>) => b
 }
 
 register('message.create', (ctx, [name, priority, cls, objUuid, body]) =>
-  ctx.svc.db.transact((tx) => tx.create('message', { name: name, priority: priority as number, cls: cls, obj_uuid: objUuid, body: body, timestamp: now() })),
+  ctx.svc.db.transact((tx) => tx.create('message', { name, priority, cls, obj_uuid: objUuid, body, timestamp: now() })),
 )
 
 register('message.get_since', (ctx, [since]) => messagesWhere(ctx, (m) => m.timestamp > String(since)))
