@@ -356,7 +356,7 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
       `the SR and PBD records of ${uuid}`,
       () =>
         svc.db.transact((tx) => {
-          const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type: type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: (smConfig ?? {}) as Record<string, string>, other_config: {} })
+          const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: smConfig ?? {}, other_config: {} })
           tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: true })
           return ref
         }),
@@ -375,7 +375,7 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
 
 register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
-  return ctx.svc.db.transact((tx) => tx.create('SR', { uuid: uuid, name_label: name, name_description: description, type: type, content_type: contentType, shared: shared, sm_config: smConfig, other_config: {} }))
+  return ctx.svc.db.transact((tx) => tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: contentType, shared, sm_config: smConfig, other_config: {} }))
 })
 
 register('PBD.plug', async (ctx, [ref]) => {
