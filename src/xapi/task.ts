@@ -84,7 +84,7 @@ register('task.destroy', async (ctx, [ref]) => {
 register('task.set_status', (ctx, [ref, status]) =>
   ctx.svc.db.transact((tx) => {
     tx.get('task', ref)
-    tx.update('task', ref, { status: status, ...(status === 'pending' ? {} : { finished: now() }) })
+    tx.update('task', ref, { status, ...(status === 'pending' ? {} : { finished: now() }) })
   }),
 )
 
