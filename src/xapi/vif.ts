@@ -122,5 +122,5 @@ register('VIF.move', async (ctx, [ref, network]) => {
   if (moved.active) {
     await ctx.svc.agent.call('vm.move-nic', { uuid: moved.vm.uuid, device: moved.device, network: ctx.svc.db.record('network', network).uuid })
   }
-  await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { network: network }))
+  await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { network }))
 })
