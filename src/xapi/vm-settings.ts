@@ -71,7 +71,7 @@ register('VM.set_VCPUs_max', (ctx, [ref, value]) =>
     ctx.svc.db.transact((tx) => {
       const err = vcpusMaxError(tx.get('VM', ref), value as number)
       if (err) throw err
-      tx.update('VM', ref, { VCPUs_max: value as number })
+      tx.update('VM', ref, { VCPUs_max: value })
     }),
   ),
 )
@@ -83,7 +83,7 @@ register('VM.set_VCPUs_at_startup', (ctx, [ref, value]) =>
     if (rec.is_control_domain) throw new XapiError('OPERATION_NOT_ALLOWED', ['set_VCPUs_at_startup is not allowed on dom0'])
     const err = vcpusAtStartupError(rec, value as number)
     if (err) throw err
-    tx.update('VM', ref, { VCPUs_at_startup: value as number })
+    tx.update('VM', ref, { VCPUs_at_startup: value })
   }),
 )
 
@@ -94,9 +94,9 @@ register('VM.set_VCPUs_number_live', (ctx, [ref, count]) =>
     if (err) throw err
     await ctx.svc.agent.call('vm.set-vcpus', { uuid: rec.uuid, count: count as number })
     await ctx.svc.db.transact((tx) => {
-      tx.update('VM', ref, { VCPUs_at_startup: count as number })
+      tx.update('VM', ref, { VCPUs_at_startup: count })
       const metrics = tx.get('VM', ref).metrics
-      if (metrics !== NULL_REF && tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { VCPUs_number: count as number })
+      if (metrics !== NULL_REF && tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { VCPUs_number: count })
     })
   }),
 )
