@@ -215,7 +215,19 @@ function killAndWait(pid: number): void {
 
 /** A JSON-RPC call, returning the parsed response. */
 export async function jsonrpc(url: string, method: string, params: unknown[]): Promise<{ result?: unknown; error?: { code: number; message: string; data: string[] } }> {
-  const res = await fetch(`${url}/jsonrpc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', method, params, id: 0 }) })
+  const send = () => fetch(`${url}/jsonrpc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', method, params, id: 0 }) })
+  let res: Response
+  try {
+    res = await send()
+  } catch (err) {
+    // Under load, CI once saw a pooled connection closed under a call without an answer ("other
+    // side closed"; cause not found yet, see issue 15's note). Such a call is sent once more, and
+    // said so in the test's output, so that it stays visible; a daemon that died fails anyway.
+    const cause = (err as { cause?: { code?: string; message?: string; socket?: unknown } }).cause
+    if (cause?.code !== 'UND_ERR_SOCKET') throw err
+    process.stderr.write(`jsonrpc ${method}: ${cause.message} before an answer (${JSON.stringify(cause.socket)}); sent again\n`)
+    res = await send()
+  }
   return (await res.json()) as { result?: unknown; error?: { code: number; message: string; data: string[] } }
 }
 

@@ -191,18 +191,7 @@ describe('snapshots with Xen Orchestra, resizes, and crashes during merges', () 
 
   before(async () => {
     await d.start()
-    // A pooled keep-alive connection from before the kill may be closed under the first calls
-    // (seen once in CI as "other side closed"): after the restart, such a call is retried once.
-    // A daemon that died instead still fails the test, with its output (test/helpers/daemon.ts).
-    const again = async <T>(call: () => Promise<T>): Promise<T> => {
-      try {
-        return await call()
-      } catch (err) {
-        if ((err as { cause?: { code?: string } }).cause?.code !== 'UND_ERR_SOCKET') throw err
-        return call()
-      }
-    }
-    s2 = await again(() => login(d.url))
+    s2 = await login(d.url)
     const { Xapi } = (await import('@xen-orchestra/xapi')) as { Xapi: new (opts: object) => any }
     xapi = new Xapi({ url: d.url, auth: { user: 'root', password: 'flotilla-test-password' }, allowUnauthorized: true, callTimeout: 60e3, eventPollDelay: 1e3 })
     await xapi.connect()
@@ -262,18 +251,7 @@ describe('snapshots with Xen Orchestra, resizes, and crashes during merges', () 
     await new Promise((r) => setTimeout(r, 150))
     await d.crash(false)
     await d.start()
-    // A pooled keep-alive connection from before the kill may be closed under the first calls
-    // (seen once in CI as "other side closed"): after the restart, such a call is retried once.
-    // A daemon that died instead still fails the test, with its output (test/helpers/daemon.ts).
-    const again = async <T>(call: () => Promise<T>): Promise<T> => {
-      try {
-        return await call()
-      } catch (err) {
-        if ((err as { cause?: { code?: string } }).cause?.code !== 'UND_ERR_SOCKET') throw err
-        return call()
-      }
-    }
-    s2 = await again(() => login(d.url))
+    s2 = await login(d.url)
     // A merge the killed daemon left running (its qemu-img goes on) holds the images for a moment.
     const got = await waitFor('the disk to be readable', async () => {
       // While the images are held the export is refused, and the refusal closes the connection.
@@ -282,9 +260,9 @@ describe('snapshots with Xen Orchestra, resizes, and crashes during merges', () 
       return res?.status === 200 && body!.length >= after.length ? body!.subarray(0, after.length) : undefined
     }, 60_000)
     assert.equal(sha(got), sha(after), 'the data is intact')
-    const path = (await again(async () => c2<Record<string, string>>('PBD.get_device_config', (await c2<string[]>('SR.get_PBDs', sr))[0]))).path!
+    const path = (await c2<Record<string, string>>('PBD.get_device_config', (await c2<string[]>('SR.get_PBDs', sr))[0])).path!
     await waitFor('the merge to finish', async () => {
-      await again(() => c2('SR.scan', sr))
+      await c2('SR.scan', sr)
       const images = await agentCall<{ name: string; backing?: string }[]>(d, 'sr.tree', { path })
       const location = await c2<string>('VDI.get_location', data)
       return images.find((i) => i.name === location)?.backing === undefined
