@@ -86,6 +86,17 @@ export interface VmDisk {
   bootable: boolean
 }
 
+/** A VDI's image as the API layer names it; the agent finds its file, so naming every disk of a VM costs no round trip. */
+export interface VdiRef {
+  sr: SrLocation
+  location: string
+  /** The file's format in the SR (a suspend image is raw). */
+  format?: VdiFormat
+}
+
+/** A VM disk as the API layer sends it: by its image (none for an empty CD drive) rather than its file. */
+export type VmDiskByImage = Omit<VmDisk, 'path'> & { image?: VdiRef }
+
 /** A NIC as the API layer names it: by network; the agent picks the bridge and tap. */
 export interface VmNic {
   device: string
@@ -94,7 +105,7 @@ export interface VmNic {
   network: string
 }
 
-/** A VM as the API layer hands it to the agent to start: decoded from its records, host-neutral. */
+/** A VM as the agent starts it: decoded from its records, host-neutral, its disks by file. */
 export interface StartRequest {
   uuid: string
   name: string
@@ -115,6 +126,9 @@ export interface StartRequest {
   nvram?: string
   paused?: boolean
 }
+
+/** A start request as the API layer sends it: its disks by image, whose files the agent finds. */
+export type StartByImage = Omit<StartRequest, 'disks'> & { disks: VmDiskByImage[] }
 
 /** A disk of a running VM, by VM uuid and userdevice. */
 export interface LiveDisk {
@@ -255,13 +269,13 @@ export interface AgentCalls {
   'vdi.path': Call<SrLocation & { location: string; format?: VdiFormat }, string>
   /** VDI.snapshot and VDI.clone of any number of VDIs in one call: frozen in order, stopping at the first failure. */
   'vdi.freeze': Call<{ disks: FreezeRequest[] }, FreezeOutcome>
-  'vdi.copy': Call<SrRef & { source: string; location: string }, VdiImage>
+  'vdi.copy': Call<SrRef & { source: VdiRef; location: string }, VdiImage>
   'vdi.import-file': Call<SrRef & { source: string; format: VdiFormat; location: string }, VdiImage>
   'vdi.copy-raw': Call<SrRef & { from: string; to: string }, string>
   'vdi.reserve-raw': Call<SrRef & { location: string; size: number }, string>
 
-  'vm.start': Call<StartRequest, { pid: number }>
-  'vm.resume': Call<{ request: StartRequest; statePath: string }, { pid: number }>
+  'vm.start': Call<StartByImage, { pid: number }>
+  'vm.resume': Call<{ request: StartByImage; state: VdiRef }, { pid: number }>
   'vm.suspend': Call<{ uuid: string; statePath: string }, StoppedVm>
   'vm.stop': Call<{ uuid: string; clean: boolean; timeoutMs?: number }, StoppedVm>
   'vm.reset': Call<{ uuid: string }, void>
@@ -269,9 +283,9 @@ export interface AgentCalls {
   'vm.unpause': Call<{ uuid: string }, void>
   'vm.devices': Call<{ uuid: string }, DeviceList>
   'vm.resize-disk': Call<LiveDisk & { size: number }, void>
-  'vm.plug-disk': Call<{ uuid: string; platform: Record<string, string>; disk: VmDisk }, void>
+  'vm.plug-disk': Call<{ uuid: string; platform: Record<string, string>; disk: VmDiskByImage }, void>
   'vm.unplug-disk': Call<LiveDisk, void>
-  'vm.insert-cd': Call<LiveDisk & { path: string; format: VdiFormat }, void>
+  'vm.insert-cd': Call<LiveDisk & { image: VdiRef; format: VdiFormat }, void>
   'vm.eject-cd': Call<LiveDisk, void>
   'vm.plug-nic': Call<{ uuid: string; platform: Record<string, string>; nic: VmNic }, void>
   'vm.move-nic': Call<{ uuid: string; device: string; network: string }, void>

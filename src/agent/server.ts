@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
-import { storageMethods } from './storage.js'
+import { imagePath, storageMethods, withDiskPaths, withPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
 import { bridgeName } from '../net/bridge.js'
 import type { VmRuntime } from './vms.js'
@@ -22,16 +22,16 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls): CallHandlers {
     'host.server-certificate': () => (tls ? serverCertificate(tls) : noTls()),
     'host.install-server-certificate': (args) => (tls ? installServerCertificate(tls, args) : noTls()),
     ...storageMethods(vms),
-    'vm.start': (request) => vms.start(request),
-    'vm.resume': ({ request, statePath }) => vms.start(request, statePath),
+    'vm.start': async (request) => vms.start(withDiskPaths(request)),
+    'vm.resume': async ({ request, state }) => vms.start(withDiskPaths(request), imagePath(state)),
     'vm.suspend': ({ uuid, statePath }) => vms.suspend(uuid, statePath),
     'vm.stop': ({ uuid, clean, timeoutMs }) => vms.stop(uuid, clean, timeoutMs),
     'vm.reset': ({ uuid }) => vms.reset(uuid),
     'vm.devices': ({ uuid }) => vms.devices(uuid),
     'vm.resize-disk': ({ uuid, userdevice, size }) => vms.resizeDisk(uuid, userdevice, size),
-    'vm.plug-disk': ({ uuid, platform, disk }) => vms.plugDisk(uuid, platform, disk),
+    'vm.plug-disk': async ({ uuid, platform, disk }) => vms.plugDisk(uuid, platform, withPath(disk)),
     'vm.unplug-disk': ({ uuid, userdevice }) => vms.unplugDisk(uuid, userdevice),
-    'vm.insert-cd': ({ uuid, userdevice, path, format }) => vms.insertCd(uuid, userdevice, path, format),
+    'vm.insert-cd': async ({ uuid, userdevice, image, format }) => vms.insertCd(uuid, userdevice, imagePath(image), format),
     'vm.eject-cd': ({ uuid, userdevice }) => vms.ejectCd(uuid, userdevice),
     'vm.plug-nic': ({ uuid, platform, nic }) => vms.plugNic(uuid, platform, nic),
     'vm.move-nic': ({ uuid, device, network }) => vms.moveNic(uuid, device, network),

@@ -1,13 +1,20 @@
 // The agent's storage calls: each names its SR by where it is on this host (type, directory,
-// device) and goes to the driver of that SR type. How a VDI freezes for a snapshot or clone
-// (live in its QEMU, as it is, or not at all) and how a collection merges (in a running VM's
-// QEMU or offline) are decided here. Copies and raw state files are file SR work.
+// device) and goes to the driver of that SR type, and finds the files of the images the API
+// layer names. How a VDI freezes for a snapshot or clone (live in its VM's QEMU, offline by its
+// driver, or not at all for a snapshot's own image) and how a collection merges (in a running
+// VM's QEMU or offline) are decided here. Copies and raw state files are file SR work.
 import { FileSr } from '../storage/file-sr.js'
 import { getDriver, driverInfos } from '../storage/registry.js'
-import type { CallHandlers, Frozen, FreezeOutcome, FreezeRequest, FreezeResult, SrLocation } from './contract.js'
+import type { CallHandlers, Frozen, FreezeOutcome, FreezeRequest, FreezeResult, SrLocation, StartByImage, StartRequest, VdiRef, VmDisk, VmDiskByImage } from './contract.js'
 import { encodeFailure } from './failure.js'
 
 const driver = (sr: SrLocation) => getDriver(sr.type)
+
+export const imagePath = ({ sr, location, format }: VdiRef): string => driver(sr).vdiPath(sr, location, format)
+
+export const withPath = ({ image, ...disk }: VmDiskByImage): VmDisk => ({ ...disk, ...(image ? { path: imagePath(image) } : {}) })
+
+export const withDiskPaths = (request: StartByImage): StartRequest => ({ ...request, disks: request.disks.map(withPath) })
 
 /** What storage needs of the VMs running here: live snapshots and merges into running disks happen in their QEMU. */
 export interface RunningDisks {
@@ -70,8 +77,8 @@ export const storageMethods = (vms: RunningDisks) => ({
   'sr.tree': async ({ path }) => new FileSr(path).tree(),
   'vdi.resize': async (args) => driver(args).resize(args, args.location, args.size),
   'vdi.image': async (args) => driver(args).vdiImage(args, args.location),
-  'vdi.path': async (args) => driver(args).vdiPath(args, args.location, args.format),
-  'vdi.copy': async ({ path, source, location }) => new FileSr(path).importCopy(source, 'qcow2', location),
+  'vdi.path': async ({ location, format, ...sr }) => imagePath({ sr, location, format }),
+  'vdi.copy': async ({ path, source, location }) => new FileSr(path).importCopy(imagePath(source), 'qcow2', location),
   'vdi.import-file': async ({ path, source, format, location }) => new FileSr(path).importCopy(source, format, location),
   'vdi.copy-raw': async ({ path, from, to }) => new FileSr(path).copyRaw(from, to),
   'vdi.reserve-raw': async ({ path, location, size }) => new FileSr(path).reserveRaw(location, size),

@@ -5,7 +5,7 @@ import { XapiError } from '../idl/errors.js'
 import type { VMRecord } from '../idl/records.js'
 import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
-import { vdiFormat, vdiPath } from './storage.js'
+import { imageOf, vdiFormat } from './storage.js'
 import { vbdDeviceName } from './vm-copies.js'
 
 register('VBD.create', (ctx, [args]) =>
@@ -46,7 +46,7 @@ async function plugVbd(ctx: CallContext, ref: string): Promise<void> {
   running(vm, vbd.VM)
   if (vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
   if (vbd.type === 'CD') throw new XapiError('OPERATION_NOT_ALLOWED', ['CD drives are attached when the VM starts; insert a medium with VBD.insert'])
-  const disk = { userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vbd.VDI), format: vdiFormat(ctx.svc, vbd.VDI), readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
+  const disk = { userdevice: Number(vbd.userdevice), image: imageOf(ctx.svc, vbd.VDI), format: vdiFormat(ctx.svc, vbd.VDI), readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
   await withUndo('VBD.plug', async (undo) => {
     await undo.step(`disk ${disk.userdevice} of ${vm.uuid}`, () => ctx.svc.agent.call('vm.plug-disk', { uuid: vm.uuid, platform: vm.platform, disk }), () => ctx.svc.agent.call('vm.unplug-disk', { uuid: vm.uuid, userdevice: disk.userdevice }))
     await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: true }))
@@ -73,7 +73,7 @@ register('VBD.insert', async (ctx, [ref, vdi]) => {
   if (!vbd.empty) throw new XapiError('VBD_NOT_EMPTY', [ref])
   ctx.svc.db.record('VDI', vdi)
   const vm = ctx.svc.db.record('VM', vbd.VM)
-  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), path: await vdiPath(ctx.svc, vdi), format: vdiFormat(ctx.svc, vdi) })
+  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), image: imageOf(ctx.svc, vdi), format: vdiFormat(ctx.svc, vdi) })
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { VDI: vdi, empty: false }))
 })
 

@@ -9,7 +9,7 @@ import type { Tx } from '../db/database.js'
 import { fromJson, toJson } from '../lib/int64.js'
 import { withUndo } from '../lib/undo.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { attachedSr, cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdi, srPath } from './storage.js'
+import { attachedSr, cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdis, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { markHalted } from './vm-lifecycle.js'
 import { deviceCopy, KEPT_BY_REVERT, SNAPSHOT_RESETS } from './vm-copies.js'
@@ -58,7 +58,9 @@ async function snapshotVm(ctx: CallContext, ref: string, name: string, ignore: s
   return withVmOperation(ctx, ref, 'snapshot', (vm) =>
     withUndo('VM.snapshot', async (undo) => {
       const made = new Map<string, string>()
-      for (const disk of snapshotDisks(svc, vm, ignore)) made.set(disk.vbd, await undo.step(`the snapshot of VDI ${disk.vdi}`, () => snapshotVdi(svc, disk.vdi), (vdi) => destroyVdi(svc, vdi)))
+      const disks = snapshotDisks(svc, vm, ignore)
+      const snapshots = await snapshotVdis(svc, disks.map((d) => d.vdi), undo)
+      for (const [i, disk] of disks.entries()) made.set(disk.vbd, snapshots[i]!)
       return svc.db.transact((tx) => recordSnapshot(tx, ref, tx.get('VM', ref), name, made, {}))
     }),
   )

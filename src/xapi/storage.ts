@@ -5,11 +5,11 @@ import { constructorArgs, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
 import type { VDIRecord, VMRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
-import type { FreezeRequest, SrLocation, SrUsage, VdiImage } from '../agent/contract.js'
+import type { FreezeRequest, SrLocation, SrUsage, VdiImage, VdiRef } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { withSrLock } from './sr-locks.js'
+import { withSrLock, withSrLocks } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
-import { withUndo } from '../lib/undo.js'
+import { withUndo, type UndoStack } from '../lib/undo.js'
 
 /** The directory of an SR on this host, from its PBD. */
 export function srPath(svc: Services, srRef: string): string {
@@ -29,11 +29,11 @@ export function attachedSr(svc: Services, srRef: string): SrLocation {
   return { type: svc.db.record('SR', srRef).type, path: srPath(svc, srRef) }
 }
 
-/** The image file of a VDI on this host. */
-export async function vdiPath(svc: Services, vdiRef: string): Promise<string> {
+/** A VDI's image on this host, as the agent finds its file. */
+export function imageOf(svc: Services, vdiRef: string): VdiRef {
   const vdi = svc.db.record('VDI', vdiRef)
   const format = vdi.sm_config['image-format'] === 'raw' ? 'raw' : 'qcow2'
-  return svc.agent.call('vdi.path', { ...attachedSr(svc, vdi.SR), location: vdi.location, format })
+  return { sr: attachedSr(svc, vdi.SR), location: vdi.location, format }
 }
 
 /** Refreshes an SR's size figures from its host. */
@@ -155,12 +155,21 @@ export function srsOfVm(svc: Services, vm: Readonly<VMRecord>): string[] {
   })
 }
 
-/** VDI.snapshot: a read-only point-in-time image, in time independent of the disk's size (crash-consistent when running). */
-export async function snapshotVdi(svc: Services, vdiRef: string, extra: Record<string, unknown> = {}): Promise<string> {
-  const vdi = svc.db.record('VDI', vdiRef)
-  return withSrLock(vdi.SR, async () => {
-    const [made] = await freezeVdis(svc, [vdiRef], false)
-    return recordVdi(svc, vdi.SR, made!.image, { ...constructorArgs('VDI', vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRef, snapshot_time: now(), ...extra }, made!.usage)
+/**
+ * VDI.snapshot of each VDI: read-only point-in-time images, in time independent of the disks'
+ * sizes, all in one agent call (crash-consistent when running). Each snapshot recorded goes on
+ * `undo`, so that a later failure leaves none.
+ */
+export async function snapshotVdis(svc: Services, vdiRefs: string[], undo: UndoStack): Promise<string[]> {
+  const sources = vdiRefs.map((ref) => svc.db.record('VDI', ref))
+  return withSrLocks(sources.map((vdi) => vdi.SR), async () => {
+    const made = await freezeVdis(svc, vdiRefs, false)
+    const snapshots: string[] = []
+    for (const [i, vdi] of sources.entries()) {
+      const fields = { ...constructorArgs('VDI', vdi), uuid: randomUUID(), is_a_snapshot: true, snapshot_of: vdiRefs[i]!, snapshot_time: now() }
+      snapshots.push(await undo.step(`the snapshot of VDI ${vdiRefs[i]}`, () => recordVdi(svc, vdi.SR, made[i]!.image, fields, made[i]!.usage), (snapshot) => destroyVdi(svc, snapshot)))
+    }
+    return snapshots
   })
 }
 
@@ -223,7 +232,7 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
   const fields = constructorArgs('VDI', vdi)
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
   return withSrLock(target, async () => {
-    const image = await svc.agent.call('vdi.copy', { path: srPath(svc, target), source: await vdiPath(svc, vdiRef), location: randomUUID() })
+    const image = await svc.agent.call('vdi.copy', { path: srPath(svc, target), source: imageOf(svc, vdiRef), location: randomUUID() })
     return recordVdi(svc, target, image, { ...fields, sm_config: {}, ...extra })
   })
 }
@@ -231,7 +240,7 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
 register('VDI.create', (ctx, [args]) => createVdi(ctx.svc, args))
 register('VDI.destroy', (ctx, [ref]) => destroyVdi(ctx.svc, ref))
 register('VDI.clone', (ctx, [ref]) => cloneVdi(ctx.svc, ref))
-register('VDI.snapshot', (ctx, [ref]) => snapshotVdi(ctx.svc, ref))
+register('VDI.snapshot', async (ctx, [ref]) => (await withUndo('VDI.snapshot', (undo) => snapshotVdis(ctx.svc, [ref], undo)))[0])
 register('VDI.copy', (ctx, [ref, sr]) => copyVdi(ctx.svc, ref, sr))
 
 /** VDI.resize grows a disk, offline with qemu-img or online in the QEMU of the running VM that uses it. */

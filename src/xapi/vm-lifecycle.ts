@@ -5,9 +5,9 @@ import { XapiError } from '../idl/errors.js'
 import type { VMRecord, VmOperations } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import { withUndo } from '../lib/undo.js'
-import type { StartRequest, StopReason } from '../agent/contract.js'
+import type { StartByImage, StopReason } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
-import { collectAllGarbage, createSuspendVdi, destroyVdi, srsOfVm, vdiFormat, vdiPath } from './storage.js'
+import { collectAllGarbage, createSuspendVdi, destroyVdi, imageOf, srsOfVm, vdiFormat } from './storage.js'
 import { withSrLocks } from './sr-locks.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { bootSettingsError, nestedVirtStartError, pcpusError } from './vm-constraints.js'
@@ -62,15 +62,15 @@ function oemStrings(bios: Record<string, string>): string[] {
     .map(([, v]) => v)
 }
 
-/** What the agent needs to start a VM, decoded from its records. */
-async function startRequest(svc: Services, vm: Rec, paused: boolean): Promise<StartRequest> {
-  const disks: StartRequest['disks'] = []
+/** What the agent needs to start a VM, decoded from its records: disks name their images, whose files the agent finds. */
+function startRequest(svc: Services, vm: Rec, paused: boolean): StartByImage {
+  const disks: StartByImage['disks'] = []
   for (const vbd of vm.VBDs) {
     const rec = svc.db.record('VBD', vbd)
     const empty = rec.empty || rec.VDI === NULL_REF
     disks.push({
       userdevice: Number(rec.userdevice),
-      ...(empty ? {} : { path: await vdiPath(svc, rec.VDI) }),
+      ...(empty ? {} : { image: imageOf(svc, rec.VDI) }),
       format: empty ? 'qcow2' : vdiFormat(svc, rec.VDI),
       readOnly: rec.mode === 'RO',
       type: rec.type === 'CD' ? 'CD' : 'Disk',
@@ -148,7 +148,7 @@ async function startVm(ctx: CallContext, ref: string, paused: boolean, placement
     if (nested) throw nested
     await withUndo('VM.start', async (undo) => {
       await undo.step(`the scheduling of ${vm.uuid} here`, () => scheduleHere(svc, ref, svc.hostRef), () => scheduleHere(svc, ref, NULL_REF))
-      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.start', await startRequest(svc, vm, paused))), () => hardStop(svc, vm))
+      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.start', startRequest(svc, vm, paused))), () => hardStop(svc, vm))
       await svc.db.transact((tx) => markRunning(tx, svc, ref, paused))
     })
   })
@@ -201,7 +201,7 @@ async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placemen
     const image = vm.suspend_VDI
     if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
     await withUndo('VM.resume', async (undo) => {
-      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: await startRequest(svc, vm, paused), statePath: await vdiPath(svc, image) })), () => hardStop(svc, vm))
+      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: startRequest(svc, vm, paused), state: imageOf(svc, image) })), () => hardStop(svc, vm))
       await svc.db.transact((tx) => {
         markRunning(tx, svc, ref, paused)
         tx.update('VM', ref, { suspend_VDI: NULL_REF })
@@ -234,7 +234,7 @@ register('VM.clean_reboot', (ctx, [ref]) =>
     const { nvram } = await ctx.svc.agent.call('vm.stop', { uuid: vm.uuid, clean: true })
     await ctx.svc.db.transact((tx) => markHalted(tx, ref, nvram))
     const fresh = ctx.svc.db.record('VM', ref)
-    await ctx.svc.agent.call('vm.start', await startRequest(ctx.svc, fresh, false))
+    await ctx.svc.agent.call('vm.start', startRequest(ctx.svc, fresh, false))
     await ctx.svc.db.transact((tx) => markRunning(tx, ctx.svc, ref, false))
   }),
 )

@@ -36,6 +36,21 @@ function failAgentCalls(failures: Record<string, number>): void {
 
 const failAgentCall = (method: string, nth = 1) => failAgentCalls({ [method]: nth })
 
+/** Makes the next vdi.freeze (all of a VM's disks in one call) fail at its `nth` disk, as the agent reports it: the disks before it frozen, then the failure. */
+function failFreezeAt(nth: number): void {
+  const agent = host.svc.agent
+  const real = agent.call
+  const untyped = real as unknown as (this: typeof agent, name: string, args?: unknown) => Promise<unknown>
+  restoreAgent = () => (agent.call = real)
+  agent.call = async function (this: typeof agent, name: string, args?: unknown) {
+    if (name !== 'vdi.freeze') return untyped.call(this, name, args)
+    restoreAgent!()
+    const { disks } = args as { disks: unknown[] }
+    const outcome = (await untyped.call(this, name, { disks: disks.slice(0, nth - 1) })) as object
+    return { ...outcome, failure: { error: 'injected', xapi: ['SR_BACKEND_FAILURE', '1', '', `injected failure of ${name}`] } }
+  } as unknown as typeof agent.call
+}
+
 /** Passes the next call of the agent method `method` on with its arguments changed by `change`. */
 function alterAgentCall(method: string, change: (args: any) => unknown): void {
   const agent = host.svc.agent
@@ -88,7 +103,8 @@ describe('a failing step undone, on the simulated host', () => {
     const was = await state(vm.ref)
     const vdis = await srVdis()
     for (const [op, method] of [['VM.snapshot', 'vdi.freeze'], ['VM.clone', 'vdi.freeze'], ['VM.copy', 'vdi.copy']] as const) {
-      failAgentCall(method, 2)
+      if (op === 'VM.snapshot') failFreezeAt(2)
+      else failAgentCall(method, 2)
       await assert.rejects(op === 'VM.copy' ? c(op, vm.ref, 'never', sr) : c(op, vm.ref, 'never'), injected(method), op)
       assert.deepEqual(await state(vm.ref), was, op)
     }
