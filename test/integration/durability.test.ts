@@ -2,7 +2,7 @@
 // acknowledged write, ref or session; tokens from before a restart answer EVENTS_LOST.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { call, Daemon, jsonrpc, login } from '../helpers/daemon.js'
+import { call, callOnce, Daemon, jsonrpc, login } from '../helpers/daemon.js'
 
 /**
  * Writes from 4 concurrent writers until stopped. For each VM it remembers the names it may
@@ -15,9 +15,9 @@ function writeUntilStopped(url: string, session: string) {
     for (let i = 0; running; i++) {
       const name = `w${id}-${i}`
       try {
-        const ref = await call<string>(url, 'VM.create', session, { name_label: name })
+        const ref = await callOnce<string>(url, 'VM.create', session, { name_label: name })
         acknowledged.set(ref, [name, `${name}-renamed`])
-        await call(url, 'VM.set_name_label', session, ref, `${name}-renamed`)
+        await callOnce(url, 'VM.set_name_label', session, ref, `${name}-renamed`)
         acknowledged.set(ref, [`${name}-renamed`])
       } catch {
         return
