@@ -220,9 +220,11 @@ export async function jsonrpc(url: string, method: string, params: unknown[], { 
   try {
     res = await send()
   } catch (err) {
-    // Under load, CI once saw a pooled connection closed under a call without an answer ("other
-    // side closed"; cause not found yet, see issue 15's note). Such a call is sent once more, and
-    // said so in the test's output, so that it stays visible; a daemon that died fails anyway.
+    // A test whose event loop was busy (hashing or reading hundreds of MiB) for longer than the
+    // server keeps an idle connection (keep-alive 5 s, closed after 6 s) reuses a pooled
+    // connection the server has closed: undici's own keep-alive timer could not run to retire it.
+    // Measured: blocked 5.5 s fine, 6.5 s "other side closed". The request never reached the
+    // server, so it is sent once more, and said so in the test's output; a dead daemon still fails.
     const cause = (err as { cause?: { code?: string; message?: string; socket?: unknown } }).cause
     if (!resend || cause?.code !== 'UND_ERR_SOCKET') throw err
     process.stderr.write(`jsonrpc ${method}: ${cause.message} before an answer (${JSON.stringify(cause.socket)}); sent again\n`)
