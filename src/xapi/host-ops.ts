@@ -1,12 +1,12 @@
 // host.disable/enable and host.allowed_operations (xapi_host.ml, xapi_host_helpers.ml,
 // message_forwarding.ml), where a VM may be placed (xapi_vm_helpers.ml's host checks), and
 // host.get/set_sched_gran.
-import { randomUUID } from 'node:crypto'
 import { enumValues } from '../idl/index.js'
 import { XapiError, type ErrorCode } from '../idl/errors.js'
 import type { HostAllowedOperations, HostRecord, VMRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import { register, type CallContext, type Services } from './context.js'
+import { withOperation } from './operations.js'
 
 type Host = Readonly<HostRecord>
 type Op = HostAllowedOperations
@@ -65,26 +65,14 @@ export function refreshHostAllowedOperations(tx: Tx, ref: string): void {
   if (JSON.stringify(allowed) !== JSON.stringify(host.allowed_operations)) tx.update('host', ref, { allowed_operations: allowed })
 }
 
-/** xapi's with_host_operation: checked, recorded in current_operations for its duration. */
-async function withHostOperation<T>(ctx: CallContext, ref: string, op: Op, fn: () => Promise<T>): Promise<T> {
-  const key = ctx.taskRef ?? `OpaqueRef:${randomUUID()}`
-  await ctx.svc.db.transact((tx) => {
-    const host = tx.get('host', ref)
-    const err = hostOperationErrors(ref, host, hostLive(tx, host)).get(op)
+/** xapi's with_host_operation (operations.ts), checked by hostOperationErrors. */
+function withHostOperation<T>(ctx: CallContext, ref: string, op: Op, fn: () => Promise<T>): Promise<T> {
+  const check = (tx: Tx, r: string) => {
+    const host = tx.get('host', r)
+    const err = hostOperationErrors(r, host, hostLive(tx, host)).get(op)
     if (err) throw err
-    tx.update('host', ref, { current_operations: { ...host.current_operations, [key]: op } })
-    refreshHostAllowedOperations(tx, ref)
-  })
-  try {
-    return await fn()
-  } finally {
-    await ctx.svc.db.transact((tx) => {
-      if (!tx.exists('host', ref)) return
-      const { [key]: _done, ...rest } = tx.get('host', ref).current_operations
-      tx.update('host', ref, { current_operations: rest })
-      refreshHostAllowedOperations(tx, ref)
-    })
   }
+  return withOperation(ctx, { cls: 'host', check, refresh: refreshHostAllowedOperations }, ref, op, fn)
 }
 
 /**

@@ -9,6 +9,7 @@ import { withUndo } from '../lib/undo.js'
 import type { StoredOf, VMRecord, VmOperations } from '../idl/records.js'
 import { register, type CallContext } from './context.js'
 import { createObject } from './generic.js'
+import { withOperation } from './operations.js'
 import { CLONE_RESETS, deviceCopy } from './vm-copies.js'
 import { allowedVmOperations, vmOperationError } from './vm-ops.js'
 import { macFromSeed } from './vif.js'
@@ -32,28 +33,9 @@ export function assertVmOperation(tx: Tx, ref: string, op: VmOperations): Rec {
   return vm
 }
 
-/**
- * Runs a VM operation under xapi's locking: checks it, records it in current_operations
- * (keyed by the caller's task), and clears it however the operation ends.
- */
-export async function withVmOperation<T>(ctx: CallContext, ref: string, op: VmOperations, fn: (vm: Rec) => Promise<T>): Promise<T> {
-  const key = ctx.taskRef ?? `OpaqueRef:${randomUUID()}`
-  const vm = await ctx.svc.db.transact((tx) => {
-    const rec = assertVmOperation(tx, ref, op)
-    tx.update('VM', ref, { current_operations: { ...rec.current_operations, [key]: op } })
-    refreshAllowedOperations(tx, ref)
-    return rec
-  })
-  try {
-    return await fn(vm)
-  } finally {
-    await ctx.svc.db.transact((tx) => {
-      if (!tx.exists('VM', ref)) return
-      const { [key]: _done, ...rest } = tx.get('VM', ref).current_operations
-      tx.update('VM', ref, { current_operations: rest })
-      refreshAllowedOperations(tx, ref)
-    })
-  }
+/** Runs a VM operation under xapi's locking (operations.ts), checked by vmOperationError. */
+export function withVmOperation<T>(ctx: CallContext, ref: string, op: VmOperations, fn: (vm: Rec) => Promise<T>): Promise<T> {
+  return withOperation(ctx, { cls: 'VM', check: (tx, r) => assertVmOperation(tx, r, op), refresh: refreshAllowedOperations }, ref, op, fn)
 }
 
 register('VM.create', async (ctx, [args]) => {
