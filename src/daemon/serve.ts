@@ -20,10 +20,9 @@ import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, reloadCertificate, type HttpOptions } from '../http/server.js'
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../xapi/dispatch.js'
-import { collectAllGarbage, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { collectAllGarbage, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
-import { ensureHostConsoles } from '../xapi/host-console.js'
 import { EtcdSupervisor } from './etcd.js'
 import { ensureCertificate } from './tls.js'
 
@@ -128,13 +127,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const publicHost = opts.address ?? address
   const publicUrl = opts.httpsPort === 443 ? `https://${publicHost}` : `https://${publicHost}:${opts.httpsPort}`
   svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), onRootPasswordChanged: () => rm(initialPasswordFile, { force: true }), publicUrl, srRoot: join(opts.dataDir, 'sr') }
-  await ensureHostConsoles(db, identity.hostRef, publicUrl)
-  await ensureStorageManagers(svc)
-  await ensureLocalSr(svc)
-  await ensureInternalNetwork(svc)
-  await plugAllBridges(svc)
-  await ensureTemplates(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)
-  await reconcileVms(svc)
+  await startOfDay(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)
   collectAllGarbage(svc)
   const tls = await ensureCertificate(join(opts.dataDir, 'tls'), facts.hostname, address)
   const requestLog = opts.requestLog

@@ -19,8 +19,7 @@ import { bootstrap, loadIdentity } from '../../src/daemon/bootstrap.js'
 import type { Database } from '../../src/db/database.js'
 import { handleJsonRpc } from '../../src/http/rpc.js'
 import { Dispatcher } from '../../src/xapi/dispatch.js'
-import { ensureHostConsoles } from '../../src/xapi/host-console.js'
-import { DEFAULT_SETTINGS, ensureInternalNetwork, ensureLocalSr, ensureStorageManagers, ensureTemplates, plugAllBridges, reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn, type Services } from '../../src/xapi/index.js'
+import { DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services } from '../../src/xapi/index.js'
 import { memoryPoolDatabase } from './memory-db.js'
 
 const GiB = 2 ** 30
@@ -108,16 +107,10 @@ export async function startSimHost(): Promise<SimHost> {
   const { generatedPassword } = await bootstrap(db, identity, FACTS, '192.0.2.10')
   const publicUrl = 'https://192.0.2.10'
   svc = { db, agent, hostRef: identity.hostRef, settings: DEFAULT_SETTINGS, publicUrl, srRoot: join(dataDir, 'sr') }
-  await ensureHostConsoles(db, identity.hostRef, publicUrl)
-  await ensureStorageManagers(svc)
-  await ensureLocalSr(svc)
-  await ensureInternalNetwork(svc)
-  await plugAllBridges(svc)
   const guestImage = join(dataDir, 'test-guest.img')
   await writeFile(guestImage, '')
   await truncate(guestImage, 64 * 2 ** 20)
-  await ensureTemplates(svc, guestImage)
-  await reconcileVms(svc)
+  await startOfDay(svc, guestImage)
   const dispatcher = new Dispatcher(svc)
   let id = 0
 
