@@ -129,4 +129,8 @@ export class AgentClient<C extends Contract = AgentContract> implements Agent<C>
     socket.destroy()
     throw new AgentError(`agent refused ${name}`, status)
   }
+
+  failure(f: AgentFailure): Error {
+    return decodeFailure(f, 500)
+  }
 }

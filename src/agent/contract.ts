@@ -365,6 +365,8 @@ export interface Agent<C extends Contract = AgentContract> {
   stream<S extends StreamName<C>>(name: S, args: C['streams'][S], body?: Readable): Promise<AgentStream>
   /** A raw byte stream to something on the agent's host (a console socket). */
   connect<K extends ConnectName<C>>(name: K, args: C['connects'][K]): Promise<Duplex>
+  /** The error a failure carried inside a result stands for, as a failed call would raise it. */
+  failure(f: AgentFailure): Error
 }
 
 // ---- errors ----

@@ -140,8 +140,7 @@ export async function freezeVdis(svc: Services, vdiRefs: string[], clone: boolea
   if (outcome.failure) {
     // The frozen images are hidden bases now: the collection merges them back.
     for (const sr of new Set(outcome.done.map((_, i) => svc.db.record('VDI', vdiRefs[i]!).SR))) void collectSrGarbage(svc, sr)
-    const { error, xapi } = outcome.failure
-    throw xapi ? XapiError.relayed(xapi[0]!, xapi.slice(1)) : new Error(error)
+    throw svc.agent.failure(outcome.failure)
   }
   return outcome.done.map((d, i) => ({ image: d.image!, usage: outcome.usage[requests[i]!.sr.path] }))
 }
