@@ -27,3 +27,15 @@ export function encodeFailure(err: unknown): AgentFailure {
 export function decodeFailure(f: AgentFailure, status: number): XapiError | AgentError {
   return f.xapi ? XapiError.relayed(f.xapi[0]!, f.xapi.slice(1)) : new AgentError(f.error ?? `agent answered ${status}`, status)
 }
+
+/**
+ * Another host's agent could not be reached: no connection, no TLS session (its certificate is
+ * not the pool's, or ours is not), a timeout, or a connection lost before the answer. It is the
+ * XenAPI error CANNOT_CONTACT_HOST [host] as it stands; `cause` is the transport's error.
+ */
+export class AgentUnreachable extends XapiError {
+  constructor(hostRef: string, cause: Error) {
+    super('CANNOT_CONTACT_HOST', [hostRef])
+    this.cause = cause
+  }
+}

@@ -1,7 +1,11 @@
-// The host agent's own endpoint: JSON calls over a Unix socket, each carrying the per-host
-// secret. The API layer reaches host-local work only through here, even on the same host (bulk
-// streams of an agent in the same process skip the socket: see AgentClient.stream).
-import { createServer, type IncomingMessage, type Server } from 'node:http'
+// The host agent's endpoints: JSON calls, streams and connects over a Unix socket, each request
+// carrying the per-host secret, and the same over mutual TLS for the other hosts of the pool.
+// The API layer reaches host-local work only through here, even on the same host (bulk streams
+// of an agent in the same process skip the socket: see AgentClient.stream).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import type { ListenOptions, Server as NetServer } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
@@ -14,6 +18,7 @@ import { installServerCertificate, serverCertificate, type ServerTls } from './c
 import type { AgentContract, CallHandlers, ConnectHandlers, Contract, StreamHandlers } from './contract.js'
 import { encodeFailure } from './failure.js'
 import { SECRET_HEADER } from './socket-transport.js'
+import type { AgentTls } from './tls-transport.js'
 
 export function agentMethods(vms: VmRuntime, tls?: ServerTls): CallHandlers {
   const noTls = () => Promise.reject(new Error('this agent serves no TLS certificate'))
@@ -80,14 +85,20 @@ function argsOf(url: string | undefined): unknown {
   return text ? JSON.parse(text) : null
 }
 
-export async function startAgentServer<C extends Contract = AgentContract>(socketPath: string, secret: string, methods: CallHandlers<C>, streams: AgentStreams<C> = {}): Promise<Server> {
-  await unlink(socketPath).catch(() => undefined)
-  const server = createServer((req, res) => {
+/** Which requests come from a caller the server's transport has authenticated, and what the others are told. */
+interface Admission {
+  admits(req: IncomingMessage): boolean
+  refusal: string
+}
+
+/** The agent's routing of calls, streams and connects on `server`, for the requests `admission` admits. */
+function serveAgent<C extends Contract>(server: Server | HttpsServer, admission: Admission, methods: CallHandlers<C>, streams: AgentStreams<C>): void {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const reply = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' })
       res.end(JSON.stringify(body))
     }
-    if (!secretMatches(req.headers[SECRET_HEADER] as string | undefined, secret)) return reply(403, { error: 'agent secret missing or wrong' })
+    if (!admission.admits(req)) return reply(403, { error: admission.refusal })
     const streamName = /^\/stream\/([^?]+)/.exec(req.url ?? '')?.[1]
     if (streamName !== undefined) {
       const handler = handlerOf<(args: unknown, body: IncomingMessage, out: typeof res) => Promise<void>>(streams.stream, streamName)
@@ -120,12 +131,59 @@ export async function startAgentServer<C extends Contract = AgentContract>(socke
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     const name = /^\/connect\/([^?]+)/.exec(req.url ?? '')?.[1] ?? ''
     const handler = handlerOf<(args: unknown, socket: Duplex) => Promise<void>>(streams.connect, name)
-    if (!secretMatches(req.headers[SECRET_HEADER] as string | undefined, secret) || !handler) return void socket.end('HTTP/1.1 403 Forbidden\r\n\r\n')
+    if (!admission.admits(req) || !handler) return void socket.end('HTTP/1.1 403 Forbidden\r\n\r\n')
     void handler(argsOf(req.url), socket).catch(() => socket.destroy())
   })
-  await new Promise<void>((resolve, reject) => {
+}
+
+function listening<S extends NetServer>(server: S, at: ListenOptions): Promise<S> {
+  return new Promise((resolve, reject) => {
     server.once('error', reject)
-    server.listen(socketPath, () => resolve())
+    server.listen(at, () => {
+      server.off('error', reject)
+      resolve(server)
+    })
   })
-  return server
+}
+
+/** The agent on this host's Unix socket: every request carries the host's secret. */
+export async function startAgentServer<C extends Contract = AgentContract>(socketPath: string, secret: string, methods: CallHandlers<C>, streams: AgentStreams<C> = {}): Promise<Server> {
+  await unlink(socketPath).catch(() => undefined)
+  const server = createServer()
+  serveAgent(server, { admits: (req) => secretMatches(req.headers[SECRET_HEADER] as string | undefined, secret), refusal: 'agent secret missing or wrong' }, methods, streams)
+  return listening(server, { path: socketPath })
+}
+
+/** The agent served to the other hosts of the pool (tls-transport.ts is the client). */
+export interface AgentTlsServer extends HttpsServer {
+  /**
+   * Serves with another pool CA and host certificate (a joiner adopts the master's CA, an ejected
+   * host makes its own) and closes every connection made under the old trust: a host that is no
+   * longer of the pool keeps no way in.
+   */
+  replaceTls(tls: AgentTls): void
+}
+
+/**
+ * The agent on `https://<host>:<port>` with mutual TLS: only a client presenting a certificate
+ * of the pool CA gets a TLS session, so a request needs no secret. The request handling is the
+ * Unix socket server's (serveAgent); the admission check below restates what TLS ensured.
+ */
+export async function startAgentTlsServer<C extends Contract = AgentContract>(
+  at: { host: string; port: number; tls: AgentTls },
+  methods: CallHandlers<C>,
+  streams: AgentStreams<C> = {},
+): Promise<AgentTlsServer> {
+  const server = createHttpsServer({ ...at.tls, requestCert: true, rejectUnauthorized: true })
+  const sessions = new Set<TLSSocket>()
+  server.on('secureConnection', (socket: TLSSocket) => {
+    sessions.add(socket)
+    socket.once('close', () => sessions.delete(socket))
+  })
+  const replaceTls = (tls: AgentTls) => {
+    server.setSecureContext(tls)
+    for (const socket of sessions) socket.destroy()
+  }
+  serveAgent(server, { admits: (req) => (req.socket as TLSSocket).authorized, refusal: 'no client certificate of the pool' }, methods, streams)
+  return listening(Object.assign(server, { replaceTls }), { port: at.port, host: at.host })
 }
