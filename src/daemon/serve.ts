@@ -20,10 +20,16 @@ import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, reloadCertificate, type HttpOptions } from '../http/server.js'
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../xapi/dispatch.js'
-import { collectAllGarbage, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { collectAllGarbage, memberKey, runPoolDuties, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
-import { EtcdSupervisor } from './etcd.js'
+import { EtcdSupervisor, etcdPorts, localClientUrl, readMembership, type EtcdPlace } from './etcd.js'
+import { HostPresence, DEFAULT_PRESENCE } from '../db/presence.js'
+import { listMembers, voterUrls } from '../db/cluster.js'
+import { XapiError } from '../idl/errors.js'
+import { ensurePoolTrust } from './pool-ca.js'
+import { poolMembership } from './pool-host.js'
+import { poolSecretRoute } from '../http/pool.js'
 import { ensureCertificate } from './tls.js'
 
 const OVMF_DIR = '/usr/share/OVMF'
@@ -35,7 +41,6 @@ export interface ServeOptions {
   address?: string
   httpPort: number
   httpsPort: number
-  etcdEndpoints?: string
   requestLog?: string
 }
 
@@ -86,21 +91,62 @@ export async function serve(opts: ServeOptions): Promise<void> {
     if (other && other !== process.pid && alive(other)) throw new Error(`another flotilla (pid ${other}) serves ${opts.dataDir}`)
   }
   writeFileSync(pidFile, String(process.pid))
+  // A join or an eject moves the host to another pool database: the host then starts again in
+  // this process, on the new database (xapi restarts its toolstack the same way).
+  let etcd: EtcdSupervisor | undefined
+  for (;;) {
+    const ended = await runHost(opts, etcd)
+    etcd = ended.etcd
+    if (ended.next === 'stop') break
+  }
+  await etcd?.stop()
+  rmSync(pidFile, { force: true })
+  process.exit(0)
+}
 
+/** Where the daemon's database client connects: the pool's voters once joined, else its own member. */
+function storeEndpoints(dataDir: string, place: EtcdPlace, hostUuid: string): string[] {
+  const given = readMembership(dataDir, hostUuid).endpoints
+  return given && given.length > 0 ? given : [localClientUrl(place)]
+}
+
+interface Ended {
+  next: 'restart' | 'stop'
+  etcd: EtcdSupervisor
+}
+
+async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefined): Promise<Ended> {
+  const runDir = join(opts.dataDir, 'run')
   const address = opts.address ?? defaultAddress()
-  const etcd = opts.etcdEndpoints ? undefined : await EtcdSupervisor.start(opts.dataDir)
-  const store = new EtcdStore(opts.etcdEndpoints ? opts.etcdEndpoints.split(',') : [etcd!.endpoint])
-  await store.waitReady(30_000)
+  const listenAddress = opts.address ?? '0.0.0.0'
+  const identity = loadIdentity(opts.dataDir)
+  const localFacts = await readHostFacts()
+  const poolDir = join(opts.dataDir, 'pool')
+  const trust = await ensurePoolTrust(poolDir, localFacts.hostname, address)
+  const place: EtcdPlace = {
+    address,
+    listen: listenAddress,
+    ports: await etcdPorts(opts.dataDir),
+    tls: { ca: join(poolDir, 'ca.pem'), cert: join(poolDir, 'host.pem'), key: join(poolDir, 'host-key.pem') },
+  }
+  const etcd = runningEtcd ?? (await EtcdSupervisor.start(opts.dataDir, place, readMembership(opts.dataDir, identity.hostUuid)))
+  const store = new EtcdStore(storeEndpoints(opts.dataDir, place, identity.hostUuid), trust)
+  await store.waitReady(60_000)
   const db = await Database.open(store, (err) => {
     console.error(`pool database watch failed: ${err.message}`)
     process.exit(1)
   })
+  const presence = new HostPresence(store, db.replica, identity.hostRef, { ...DEFAULT_PRESENCE, ttlSeconds: Number(process.env.FLOTILLA_HOST_LEASE_SECONDS ?? DEFAULT_PRESENCE.ttlSeconds) })
+  const masterAddress = () => {
+    const master = presence.masterRef()
+    return (master && db.tryRecord('host', master)?.address) || ''
+  }
+  db.guard = { current: () => presence.guard(), lost: () => new XapiError('HOST_IS_SLAVE', [masterAddress()]) }
+  await presence.start()
 
-  const identity = loadIdentity(opts.dataDir)
   const agentSocket = join(runDir, 'agent.sock')
   // The host's TLS certificate: the agent reads and replaces it, and reloads the HTTPS server below.
   const serverTls: ServerTls = { dir: join(opts.dataDir, 'tls') }
-  const localFacts = await readHostFacts()
   let svc: Services | undefined
   const vms = new VmRuntime({ accel: localFacts.kvm ? 'kvm' : 'tcg', runDir: join(runDir, 'vm'), ovmfDir: OVMF_DIR }, identity.hostUuid, {
     stopped: (uuid, reason, nvram) => {
@@ -123,21 +169,38 @@ export async function serve(opts: ServeOptions): Promise<void> {
     writeFileSync(initialPasswordFile, `${generatedPassword}\n`, { mode: 0o600 })
     console.log(`root password (shown once; also in ${initialPasswordFile} until changed): ${generatedPassword}`)
   }
+  // Which etcd member is this host's (the master's membership upkeep reads it).
+  await db.transact((tx) => tx.readRaw(memberKey(identity.hostRef)) !== etcd.name && tx.writeRaw(memberKey(identity.hostRef), etcd.name))
+  // Keep the database client's member list current: a join or a promotion elsewhere changes who votes.
+  await listMembers(store)
+    .then((members) => etcd.noteEndpoints(voterUrls(members)))
+    .catch((e: Error) => console.error(`pool database members: ${e.message}`))
 
+  let restartRequested: (() => void) | undefined
+  const restart = new Promise<void>((resolve) => (restartRequested = resolve))
   const publicHost = opts.address ?? address
   const publicUrl = opts.httpsPort === 443 ? `https://${publicHost}` : `https://${publicHost}:${opts.httpsPort}`
-  svc = { db, agent, hostRef: identity.hostRef, settings: settingsFromEnv(), onRootPasswordChanged: () => rm(initialPasswordFile, { force: true }), publicUrl, srRoot: join(opts.dataDir, 'sr') }
+  svc = {
+    db,
+    pool: { isMaster: () => presence.isMaster(), inContact: () => presence.leaseFresh, masterRef: () => presence.masterRef() },
+    agent,
+    hostRef: identity.hostRef,
+    settings: settingsFromEnv(),
+    onRootPasswordChanged: () => rm(initialPasswordFile, { force: true }),
+    publicUrl,
+    srRoot: join(opts.dataDir, 'sr'),
+  }
+  svc.membership = poolMembership({ dataDir: opts.dataDir, poolDir, etcd, place, store, presence, identity, hostname: localFacts.hostname, address, restart: () => restartRequested?.() })
   await startOfDay(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)
   collectAllGarbage(svc)
   const tls = await ensureCertificate(join(opts.dataDir, 'tls'), facts.hostname, address)
   const requestLog = opts.requestLog
   const http: HttpOptions = {
     dispatcher: new Dispatcher(svc),
-    routes: bulkRoutes(svc),
+    routes: bulkRoutes(svc).set('/pool_secret', poolSecretRoute(svc)),
     requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined,
     limits: connectionLimitsFromEnv(),
   }
-  const listenAddress = opts.address ?? '0.0.0.0'
   const listeners = await listen(http, listenAddress, opts.httpPort, { port: opts.httpsPort, key: tls.key, cert: tls.cert })
   serverTls.reload = (t) => reloadCertificate(listeners, t)
 
@@ -145,24 +208,26 @@ export async function serve(opts: ServeOptions): Promise<void> {
     void collectTasks(svc!).catch((e: Error) => console.error(`task collection: ${e.message}`))
     void collectIdleSessions(svc!).catch((e: Error) => console.error(`session collection: ${e.message}`))
   }, Number(process.env.FLOTILLA_HOUSEKEEPING_SECONDS ?? 30) * 1000)
-
-  let stopping = false
-  const stop = async () => {
-    if (stopping) return
-    stopping = true
-    clearInterval(housekeeping)
-    await closeListeners(listeners)
-    await vms.detachAll()
-    await hostConsole.shutdown()
-    agentServer.close()
-    await store.close()
-    await etcd?.stop()
-    rmSync(pidFile, { force: true })
-    process.exit(0)
-  }
-  process.on('SIGTERM', () => void stop())
-  process.on('SIGINT', () => void stop())
+  const masterDuties = runPoolDuties(svc, store, presence)
 
   const host = listenAddress === '0.0.0.0' ? address : listenAddress
   console.log(`flotilla ready: https://${host}:${opts.httpsPort}/ and http://${host}:${opts.httpPort}/ (host ${identity.hostRef}, data ${opts.dataDir})`)
+
+  const stopRequested = new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
+  })
+  const next = await Promise.race([stopRequested.then(() => 'stop' as const), restart.then(() => 'restart' as const)])
+  clearInterval(housekeeping)
+  masterDuties.stop()
+  // The call that asked for a restart (pool.join) is still being answered.
+  if (next === 'restart') await new Promise((r) => setTimeout(r, 500))
+  await closeListeners(listeners)
+  // A clean stop hands the master key over at once instead of letting it expire.
+  await presence.close()
+  await vms.detachAll()
+  await hostConsole.shutdown()
+  agentServer.close()
+  await store.close()
+  return { next, etcd }
 }

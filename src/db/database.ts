@@ -89,7 +89,18 @@ export class Tx {
 /** What a loaded database needs of its store: conflict-checked transactions (etcd; in memory for unit tests). */
 export type TransactionStore = Pick<EtcdStore, 'txn'>
 
+/** The condition on every write a master makes as master: its election key is still the one it created. */
+export interface WriteGuard {
+  /** The key and mod_revision to compare, or undefined while this host does not hold it. */
+  current(): { key: string; modRev: number } | undefined
+  /** The error a write gets once the key has gone to another host. */
+  lost(): Error
+}
+
 export class Database {
+  /** Set on a host that can be master: its writes as master then land only while it still is. */
+  guard?: WriteGuard
+
   constructor(
     readonly store: TransactionStore,
     readonly replica: Replica,
@@ -114,9 +125,12 @@ export class Database {
       for (const [key, w] of tx.writes) w ? puts.push({ key, value: toJson(w.stored) }) : deletes.push(key)
       for (const [key, v] of tx.rawWrites) v === null ? deletes.push(key) : puts.push({ key, value: v })
       const compares = [...tx.reads].map(([key, modRev]) => ({ key, modRev }))
+      const guarded = this.guard?.current()
+      if (guarded) compares.push(guarded)
       const { ok, rev } = await this.store.txn({ compares, puts, deletes })
       await this.replica.waitForRev(rev)
       if (ok) return result
+      if (guarded && this.replica.misc.get(guarded.key)?.modRev !== guarded.modRev) throw this.guard!.lost()
       if (attempt > 50) throw new XapiError('INTERNAL_ERROR', ['database transaction kept conflicting'])
     }
   }

@@ -29,8 +29,43 @@ export const DEFAULT_SETTINGS: Settings = {
   login: DEFAULT_LOGIN_POLICY,
 }
 
+/** This host's place in its pool: whether it is master now, and who is. */
+export interface PoolRole {
+  isMaster(): boolean
+  /** Whether this host still reaches the pool database (its lease is renewed). */
+  inContact(): boolean
+  /** The master as the pool database says, possibly stale on a host cut off from it. */
+  masterRef(): string | undefined
+}
+
+/** What the pool CA and the pool database's members are, as a master hands them to a joiner. */
+export interface PoolSecret {
+  caCert: string
+  caKey: string
+  /** Client URLs of the pool database's voting members. */
+  etcdUrls: string[]
+}
+
+/** The daemon's part in pool membership changes: what only the daemon can do (its etcd member, its certificates, its restart). */
+export interface PoolMembership {
+  /** The pool secret of this host's pool (asked by a joiner through the master). */
+  secret(): Promise<PoolSecret>
+  /** Moves this host into the pool whose secret is given, bringing `records` (key → JSON) into its database; then restarts the host on it. */
+  join(secret: PoolSecret, records: (pool: PoolView) => Map<string, string>): Promise<void>
+  /** Makes this host a fresh standalone host again (eject); then restarts it. */
+  leave(): Promise<void>
+  /** Gives up the master role (designate_new_master). */
+  resign(successor: string): Promise<void>
+}
+
+/** The pool's records as a joiner sees them before it joins: stored fields by class and ref. */
+export type PoolView = Map<string, Map<string, Record<string, unknown>>>
+
 export interface Services {
   db: Database
+  /** Absent on a host that is always master of its own pool (the in-process test host). */
+  pool?: PoolRole
+  membership?: PoolMembership
   agent: Agent
   hostRef: string
   settings: Settings

@@ -16,6 +16,25 @@ export type CallResult =
   | { ok: false; fault: string }
 
 const TASK_REF: XType = { kind: 'ref', cls: 'task' }
+
+/** What a pool member answers itself (xapi's emergency calls, datamodel.ml); every other call is the master's. */
+const MEMBER_CALLS = new Set([
+  'pool.emergency_reset_master', 'pool.emergency_transition_to_master', 'session.slave_local_login_with_password', 'session.local_logout',
+  'host.local_management_reconfigure', 'host.management_disable', 'host.get_system_status_capabilities', 'host.shutdown_agent', 'host.emergency_ha_disable',
+  'host.emergency_reset_server_certificate', 'host.emergency_disable_tls_verification', 'host.emergency_reenable_tls_verification', 'host.emergency_clear_mandatory_guidance',
+])
+
+/**
+ * Why this host does not answer a call itself: a member sends clients to the master
+ * (HOST_IS_SLAVE with its address, from memory, so it answers even when the pool database does
+ * not); a host that has lost the pool database and knows no master says so.
+ */
+function notMaster(svc: Services): XapiError | undefined {
+  if (!svc.pool || svc.pool.isMaster()) return undefined
+  const master = svc.pool.masterRef()
+  const address = master && master !== svc.hostRef ? svc.db.tryRecord('host', master)?.address : undefined
+  return svc.pool.inContact() && address ? new XapiError('HOST_IS_SLAVE', [address]) : new XapiError('HOST_IN_EMERGENCY_MODE')
+}
 const STRING_SET: XType = { kind: 'set', of: { kind: 'string' } }
 
 /** Every synchronous wire name, as system.listMethods lists them. */
@@ -96,12 +115,15 @@ export class Dispatcher {
       const w = params[i + (msg.takesSession ? 1 : 0)]
       return w === undefined ? structuredClone(p.default) : unmarshal(w, p.type, `parameter ${p.name} of ${msg.cls}.${msg.name}`)
     })
+    const member = MEMBER_CALLS.has(callName) ? undefined : notMaster(this.svc)
+    if (member && !msg.takesSession) throw member
     let sessionRef = ''
     let session: Readonly<Record<string, unknown>> = {}
     if (msg.takesSession) {
       const s = params[0]!
       sessionRef = s.t === 'string' ? s.v : ''
       session = await validSession(this.svc, sessionRef)
+      if (member) throw member
     }
     if (msg.state === 'removed') throw new XapiError('MESSAGE_REMOVED')
     if (isAsync && !msg.hasAsync) return { ok: false, fault: `No async mode for this operation (rpc: ${wireName})` }

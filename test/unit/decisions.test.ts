@@ -88,9 +88,18 @@ describe('small decisions', () => {
   })
 
   it('derive etcd\'s command line from the data dir', () => {
-    const args = etcdArgs('/d', { client: 2000, peer: 2001 })
+    const place = { address: '192.0.2.10', listen: '192.0.2.10', ports: { client: 2000, peer: 2001 }, tls: { ca: '/d/pool/ca.pem', cert: '/d/pool/host.pem', key: '/d/pool/host-key.pem' } }
+    const args = etcdArgs('/d', place, { name: 'h1' })
     assert.equal(args[args.indexOf('--data-dir') + 1], '/d/etcd')
-    assert.equal(args[args.indexOf('--listen-client-urls') + 1], 'http://127.0.0.1:2000')
+    // Clients on other hosts, and this host's daemon on loopback; peers only on the host's address.
+    assert.equal(args[args.indexOf('--listen-client-urls') + 1], 'https://192.0.2.10:2000,https://127.0.0.1:2000')
+    assert.equal(args[args.indexOf('--listen-peer-urls') + 1], 'https://192.0.2.10:2001')
+    assert.equal(args[args.indexOf('--initial-cluster') + 1], 'h1=https://192.0.2.10:2001')
+    assert.equal(args[args.indexOf('--initial-cluster-state') + 1], 'new')
+    assert.ok(args.includes('--client-cert-auth') && args.includes('--peer-client-cert-auth'))
+    const joining = etcdArgs('/d', place, { name: 'h2', joining: 'h1=https://192.0.2.9:2001,h2=https://192.0.2.10:2001' })
+    assert.equal(joining[joining.indexOf('--initial-cluster-state') + 1], 'existing')
+    assert.equal(joining[joining.indexOf('--initial-cluster') + 1], 'h1=https://192.0.2.9:2001,h2=https://192.0.2.10:2001')
     assert.equal(args[args.indexOf('--auto-compaction-mode') + 1], 'revision')
     assert.ok(args.includes('--pre-vote=true'))
   })

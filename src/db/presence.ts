@@ -1,0 +1,130 @@
+// A host's presence in the pool: one etcd lease per host, a liveness key bound to it, and the
+// master election key, which the first live host to find it absent creates with its own lease.
+// A host counts itself master only while its key is there *and* its last successful keepalive is
+// younger than the lease's TTL less a margin: a cut-off master learns it lost only late (pool-lab
+// §2c), so it stops acting by its own clock. Writes made as master are also conditional on the
+// key (Database.guard), so a write of an old master never lands.
+import type { Lease } from 'etcd3'
+import { PREFIX, type EtcdStore } from './etcd.js'
+import type { Replica } from './replica.js'
+
+export const MASTER_KEY = `${PREFIX}master`
+/** Set by designate_new_master: only the named host may take the master key while it exists. */
+export const DESIGNATED_KEY = `${PREFIX}designated-master`
+export const liveKey = (hostRef: string) => `${PREFIX}live/${hostRef}`
+
+export interface PresenceTiming {
+  /** The lease's TTL: how long a host that stops renewing still counts as live. */
+  ttlSeconds: number
+  /** How often the election key is looked at. */
+  pollMs: number
+}
+
+export const DEFAULT_PRESENCE: PresenceTiming = { ttlSeconds: 5, pollMs: 300 }
+
+export class HostPresence {
+  private lease: Lease | undefined
+  private leaseId = ''
+  private lastRenewal = 0
+  private timer: NodeJS.Timeout | undefined
+  private closed = false
+  private campaigning = false
+  /** The mod_revision of the master key this host created, while it holds it. */
+  private heldRev = 0
+  /** Called when this host becomes master or stops being it. */
+  onRoleChange: (master: boolean) => void = () => undefined
+
+  constructor(
+    private readonly store: EtcdStore,
+    private readonly replica: Replica,
+    readonly hostRef: string,
+    private readonly timing: PresenceTiming = DEFAULT_PRESENCE,
+  ) {}
+
+  /** Takes the lease and, when the master key is free (or this host's own), becomes master before answering. */
+  async start(): Promise<void> {
+    await this.renewLease()
+    await this.tick()
+    this.timer = setInterval(() => void this.tick(), this.timing.pollMs)
+  }
+
+  private async renewLease(): Promise<void> {
+    const lease = this.store.client.lease(this.timing.ttlSeconds)
+    lease.on('keepaliveSucceeded', () => (this.lastRenewal = Date.now()))
+    lease.on('lost', () => {
+      if (this.lease === lease) this.lease = undefined
+    })
+    this.leaseId = await lease.grant()
+    this.lastRenewal = Date.now()
+    this.lease = lease
+    await this.store.txn({ compares: [], puts: [{ key: liveKey(this.hostRef), value: JSON.stringify({ since: new Date().toISOString() }), lease: this.leaseId }], deletes: [] })
+  }
+
+  /** Whether this host's lease can still be alive as far as the others are concerned. */
+  get leaseFresh(): boolean {
+    return this.lease !== undefined && Date.now() - this.lastRenewal < (this.timing.ttlSeconds - 1) * 1000
+  }
+
+  /** The master as the pool database says (possibly stale on a cut-off host). */
+  masterRef(): string | undefined {
+    return this.replica.misc.get(MASTER_KEY)?.value
+  }
+
+  isMaster(): boolean {
+    const key = this.replica.misc.get(MASTER_KEY)
+    return this.heldRev !== 0 && key?.modRev === this.heldRev && this.leaseFresh
+  }
+
+  /** The condition every write made as master carries. */
+  guard(): { key: string; modRev: number } | undefined {
+    return this.heldRev ? { key: MASTER_KEY, modRev: this.heldRev } : undefined
+  }
+
+  private wasMaster = false
+
+  private async tick(): Promise<void> {
+    if (this.closed) return
+    try {
+      if (!this.lease) await this.renewLease()
+      const key = this.replica.misc.get(MASTER_KEY)
+      if (this.heldRev && key?.modRev !== this.heldRev) this.heldRev = 0
+      const designated = this.replica.misc.get(DESIGNATED_KEY)?.value
+      // The key of this host's previous run (a daemon restart) is taken over at once, not waited out.
+      const free = !key || (key.value === this.hostRef && key.modRev !== this.heldRev)
+      if (free && !this.campaigning && this.leaseFresh && (!designated || designated === this.hostRef)) await this.campaign(key?.modRev ?? 0)
+    } catch (err) {
+      console.error(`pool presence: ${(err as Error).message}`)
+    }
+    const master = this.isMaster()
+    if (master !== this.wasMaster) {
+      this.wasMaster = master
+      this.onRoleChange(master)
+    }
+  }
+
+  private async campaign(seenRev: number): Promise<void> {
+    this.campaigning = true
+    try {
+      const { ok, rev } = await this.store.txn({ compares: [{ key: MASTER_KEY, modRev: seenRev }], puts: [{ key: MASTER_KEY, value: this.hostRef, lease: this.leaseId }], deletes: [] })
+      if (ok) {
+        await this.replica.waitForRev(rev)
+        this.heldRev = rev
+      }
+    } finally {
+      this.campaigning = false
+    }
+  }
+
+  /** Gives the master key up (designate_new_master): another host takes it. */
+  async resign(): Promise<void> {
+    const held = this.heldRev
+    this.heldRev = 0
+    if (held) await this.store.txn({ compares: [{ key: MASTER_KEY, modRev: held }], puts: [], deletes: [MASTER_KEY] })
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    clearInterval(this.timer)
+    await this.lease?.revoke().catch(() => undefined)
+  }
+}

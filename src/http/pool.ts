@@ -1,0 +1,27 @@
+// GET /pool_secret on the master: what a joining host receives once it has logged in with the
+// pool's administrator password (xapi: pool.initial_auth and the certificate exchange of a join).
+// (A GET: every POST is an RPC call, as in xapi.) JSON out; errors as {"error": [code, params…]}.
+import type { Services } from '../xapi/context.js'
+import { poolSecretFor } from '../xapi/index.js'
+import { asXapiError } from '../idl/errors.js'
+import type { HttpRoute } from './server.js'
+import { httpSession, statusFor } from './handler.js'
+
+export function poolSecretRoute(svc: Services): HttpRoute {
+  return {
+    request: async (req, res) => {
+      const answer = (status: number, body: unknown) => {
+        const text = JSON.stringify(body)
+        res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+        res.end(text)
+      }
+      try {
+        const { session } = await httpSession(svc, req)
+        answer(200, await poolSecretFor(svc, session))
+      } catch (err) {
+        const e = asXapiError(err)
+        answer(statusFor(e.code), { error: e.description })
+      }
+    },
+  }
+}

@@ -1,0 +1,140 @@
+// What the master keeps true about the pool, once a second, and what every host watches for
+// itself: pool.master names the election's holder; host_metrics.live follows each host's lease;
+// the pool database's voters follow the pool's size; a host the master ejected leaves.
+import { listMembers, nextMembershipChange, promote, removeMember } from '../db/cluster.js'
+import type { EtcdStore } from '../db/etcd.js'
+import { PREFIX } from '../db/etcd.js'
+import { DESIGNATED_KEY, liveKey, type HostPresence } from '../db/presence.js'
+import { XapiError } from '../idl/errors.js'
+import { NULL_REF } from '../idl/index.js'
+import { register, type Services } from './context.js'
+import { masterAddress } from './pool-join.js'
+
+/** Set by the master on a host it ejects: the host leaves the pool when it sees it. */
+export const ejectedKey = (hostRef: string) => `${PREFIX}ejected/${hostRef}`
+export const memberKey = (hostRef: string) => `${PREFIX}member/${hostRef}`
+
+const TICK_MS = 1000
+/** Membership is looked at every this many ticks (a linearizable member list each time). */
+const MEMBERSHIP_EVERY = 3
+
+async function keepPoolRecords(svc: Services): Promise<void> {
+  await svc.db.transact((tx) => {
+    const pool = svc.db.first('pool')
+    if (tx.get('pool', pool).master !== svc.hostRef) tx.update('pool', pool, { master: svc.hostRef })
+    const designated = tx.readRaw(DESIGNATED_KEY)
+    if (designated !== undefined && (JSON.parse(designated) as { host: string }).host === svc.hostRef) tx.writeRaw(DESIGNATED_KEY, null)
+    for (const host of svc.db.refs('host')) {
+      const metrics = String(tx.get('host', host).metrics)
+      const live = host === svc.hostRef || svc.db.raw(liveKey(host)) !== undefined
+      if (metrics !== NULL_REF && tx.exists('host_metrics', metrics) && tx.get('host_metrics', metrics).live !== live) tx.update('host_metrics', metrics, { live })
+    }
+  })
+}
+
+async function keepMembership(svc: Services, store: EtcdStore): Promise<void> {
+  const members = await listMembers(store)
+  const hostOfName = new Map<string, string>()
+  for (const host of svc.db.refs('host')) {
+    const name = svc.db.raw(memberKey(host))?.value
+    if (name) hostOfName.set(name, host)
+  }
+  const hostOf = (m: { name: string }) => hostOfName.get(m.name)
+  const live = new Set(svc.db.refs('host').filter((h) => h === svc.hostRef || svc.db.raw(liveKey(h))))
+  const change = nextMembershipChange(members, hostOf, live, svc.db.refs('host').length)
+  if (change?.kind === 'promote') await promote(store, change.member.id)
+  if (change?.kind === 'remove') await removeMember(store, change.member.id)
+}
+
+export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPresence): { stop(): void } {
+  let ticks = 0
+  let busy = false
+  let leaving = false
+  const timer = setInterval(() => {
+    if (busy) return
+    busy = true
+    void (async () => {
+      try {
+        if (!leaving && svc.db.raw(ejectedKey(svc.hostRef)) && svc.membership) {
+          leaving = true
+          console.log('this host was ejected from its pool: it starts again as a standalone host')
+          await svc.membership.leave()
+          return
+        }
+        if (!presence.isMaster()) return
+        await keepPoolRecords(svc)
+        if (++ticks % MEMBERSHIP_EVERY === 0) await keepMembership(svc, store)
+      } catch (err) {
+        console.error(`pool duties: ${(err as Error).message}`)
+      } finally {
+        busy = false
+      }
+    })()
+  }, TICK_MS)
+  return { stop: () => clearInterval(timer) }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+register('pool.eject', async (ctx, [host]) => {
+  const svc = ctx.svc
+  const record = svc.db.record('host', host)
+  if (svc.db.record('pool', svc.db.first('pool')).ha_enabled) throw new XapiError('HA_IS_ENABLED')
+  if (host === svc.hostRef) throw new XapiError('OPERATION_NOT_ALLOWED', ['Cannot eject the pool master'])
+  const resident = record.resident_VMs.filter((vm) => !svc.db.record('VM', vm).is_control_domain && svc.db.record('VM', vm).power_state !== 'Halted')
+  if (resident.length > 0) throw new XapiError('OPERATION_NOT_ALLOWED', ['VM resident on host'])
+  if (!svc.db.raw(liveKey(host))) throw new XapiError('HOST_OFFLINE', [host])
+  await svc.db.transact((tx) => tx.writeRaw(ejectedKey(host), '1'))
+  // The host leaves on its own: its lease goes when it has stopped its member of the pool database.
+  for (let i = 0; i < 60 && svc.db.raw(liveKey(host)); i++) await sleep(500)
+  await forgetHost(svc, host)
+})
+
+/** Removes a host and everything only it had from the pool's records (eject, host.destroy). */
+export async function forgetHost(svc: Services, host: string): Promise<void> {
+  await svc.db.transact((tx) => {
+    const record = tx.get('host', host)
+    for (const pbd of record.PBDs) {
+      const sr = String(tx.get('PBD', pbd).SR)
+      tx.delete('PBD', pbd)
+      if (!tx.exists('SR', sr)) continue
+      const others = tx.get('SR', sr).PBDs.filter((p) => p !== pbd)
+      if (others.length > 0) continue
+      for (const vdi of tx.get('SR', sr).VDIs) {
+        for (const vbd of tx.get('VDI', vdi).VBDs) tx.update('VBD', vbd, { VDI: NULL_REF, empty: true })
+        tx.delete('VDI', vdi)
+      }
+      tx.delete('SR', sr)
+    }
+    for (const pif of record.PIFs) {
+      const metrics = String(tx.get('PIF', pif).metrics)
+      if (tx.exists('PIF_metrics', metrics)) tx.delete('PIF_metrics', metrics)
+      tx.delete('PIF', pif)
+    }
+    for (const cpu of record.host_CPUs) tx.delete('host_cpu', cpu)
+    for (const vm of record.resident_VMs) {
+      const rec = tx.get('VM', vm)
+      if (rec.is_control_domain) {
+        for (const c of rec.consoles) tx.delete('console', c)
+        if (tx.exists('VM_metrics', String(rec.metrics))) tx.delete('VM_metrics', String(rec.metrics))
+        tx.delete('VM', vm)
+      } else tx.update('VM', vm, { resident_on: NULL_REF })
+    }
+    if (tx.exists('host_metrics', String(record.metrics))) tx.delete('host_metrics', String(record.metrics))
+    tx.delete('host', host)
+    tx.writeRaw(memberKey(host), null)
+    tx.writeRaw(ejectedKey(host), null)
+  })
+}
+
+register('pool.designate_new_master', async (ctx, [host]) => {
+  const svc = ctx.svc
+  svc.db.record('host', host)
+  if (host === svc.hostRef) return
+  if (svc.db.record('pool', svc.db.first('pool')).ha_enabled) throw new XapiError('HA_IS_ENABLED')
+  if (!svc.db.raw(liveKey(host))) throw new XapiError('HOST_OFFLINE', [host])
+  if (!svc.membership) throw new XapiError('OPERATION_NOT_ALLOWED', ['this host cannot hand the master role over'])
+  await svc.membership.resign(host)
+  for (let i = 0; i < 30 && svc.pool?.masterRef() !== host; i++) await sleep(500)
+  if (svc.pool?.masterRef() !== host) throw new XapiError('HA_ABORT_NEW_MASTER', [`${masterAddress(svc)} is master; ${String(svc.db.record('host', host).address)} did not take over`])
+})
