@@ -42,17 +42,20 @@ const hostExtensions = (subjectAltName: string) => [
   'authorityKeyIdentifier = keyid',
 ]
 
-/** A host's names: its address (an IP, or a DNS name), loopback, and its hostname when it is a valid DNS name. */
-function subjectAltName(hostname: string, address: string): string {
-  const names = [isIP(address) ? `IP:${address}` : `DNS:${address}`, 'IP:127.0.0.1']
-  // Anything else could not be a DNS name, and could break the config file the SAN goes into.
-  if (/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(hostname)) names.push(`DNS:${hostname}`)
-  return [...new Set(names)].join(', ')
+// Anything else could not be a DNS name, and could break the config file a SAN goes into.
+const isDnsName = (name: string) => /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(name)
+
+/** A host's names: its address (an IP, or a DNS name), loopback, and its hostname, those that are valid. */
+function hostNames(hostname: string, address: string): string[] {
+  return [...new Set([address, '127.0.0.1', hostname])].filter((n) => isIP(n) || isDnsName(n))
 }
+
+const subjectAltName = (names: string[]) => names.map((n) => (isIP(n) ? `IP:${n}` : `DNS:${n}`)).join(', ')
 
 /**
  * Runs `openssl req -x509` writing a key and certificate to temporary names, then renames both
- * into place: a crash leaves the old pair or the new, never a key without its certificate.
+ * into place: a crash leaves at worst a key that is not its certificate's, which ensurePoolTrust
+ * replaces.
  */
 async function makeKeyAndCertificate(dir: string, files: { cert: string; key: string }, extensions: string[], args: string[]): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
@@ -82,7 +85,7 @@ export async function makePoolCa(dir: string): Promise<void> {
 /** Issues this host's certificate (host.pem, host-key.pem) from the pool CA in `dir`. */
 export async function issueHostCertificate(dir: string, hostname: string, address: string): Promise<void> {
   const args = ['-subj', `/CN=${hostname.replace(/[/=\\]/g, '_')}`, '-CA', join(dir, CA_CERT), '-CAkey', join(dir, CA_KEY)]
-  await makeKeyAndCertificate(dir, { cert: HOST_CERT, key: HOST_KEY }, hostExtensions(subjectAltName(hostname, address)), args)
+  await makeKeyAndCertificate(dir, { cert: HOST_CERT, key: HOST_KEY }, hostExtensions(subjectAltName(hostNames(hostname, address))), args)
 }
 
 /** The pool CA of `dir`, as the master hands it to a joiner. */
@@ -95,25 +98,41 @@ export async function readPoolTls(dir: string): Promise<PoolTls> {
   return { ca: await readFile(join(dir, CA_CERT), 'utf8'), cert: await readFile(join(dir, HOST_CERT), 'utf8'), key: await readFile(join(dir, HOST_KEY), 'utf8') }
 }
 
-/** Whether `tls.cert` is signed by `tls.ca` and names this host (its address, and hostname when valid). */
+/** Whether `dir` has a CA certificate and the key of that certificate. */
+async function poolCaUsable(dir: string): Promise<boolean> {
+  if (!existsSync(join(dir, CA_CERT)) || !existsSync(join(dir, CA_KEY))) return false
+  try {
+    const { caCert, caKey } = await readPoolCa(dir)
+    const cert = new X509Certificate(caCert)
+    return cert.ca && cert.checkPrivateKey(createPrivateKey(caKey))
+  } catch {
+    return false
+  }
+}
+
+/** Whether `tls.cert` is a readable certificate of `tls.ca` for `tls.key`, naming each of this host's names. */
 function hostCertificateFits(tls: PoolTls, hostname: string, address: string): boolean {
-  const ca = new X509Certificate(tls.ca)
-  const cert = new X509Certificate(tls.cert)
-  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey) || !cert.checkPrivateKey(createPrivateKey(tls.key))) return false
-  const names = (cert.subjectAltName ?? '').split(', ')
-  const wanted = subjectAltName(hostname, address)
-    .split(', ')
-    .map((n) => n.replace(/^IP:/, 'IP Address:'))
-  return wanted.every((n) => names.includes(n))
+  try {
+    const ca = new X509Certificate(tls.ca)
+    const cert = new X509Certificate(tls.cert)
+    if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey) || !cert.checkPrivateKey(createPrivateKey(tls.key))) return false
+    // checkIP and checkHost rather than comparing text: openssl prints IPv6 addresses expanded.
+    const names = (name: string) => (isIP(name) ? cert.checkIP(name) : cert.checkHost(name, { subject: 'never', wildcards: false })) !== undefined
+    return hostNames(hostname, address).every(names)
+  } catch {
+    // An unreadable certificate or key is replaced like a missing one.
+    return false
+  }
 }
 
 /**
- * This host's pool trust at start: makes the CA if there is none, and (re)issues the host
+ * This host's pool trust at start: makes the CA if there is none (or its key is not its
+ * certificate's: a crash while it was written), and (re)issues the host
  * certificate if there is none, if it is not the CA's (a CA replaced since), or if it does not
  * name the host's address or hostname (either changed).
  */
 export async function ensurePoolTrust(dir: string, hostname: string, address: string): Promise<PoolTls> {
-  if (!existsSync(join(dir, CA_CERT)) || !existsSync(join(dir, CA_KEY))) await makePoolCa(dir)
+  if (!(await poolCaUsable(dir))) await makePoolCa(dir)
   if (existsSync(join(dir, HOST_CERT)) && existsSync(join(dir, HOST_KEY))) {
     const tls = await readPoolTls(dir)
     if (hostCertificateFits(tls, hostname, address)) return tls

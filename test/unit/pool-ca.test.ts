@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { statSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -52,6 +52,26 @@ describe('pool CA and host certificates', () => {
     assert.ok(new X509Certificate(moved.cert).checkIP('192.0.2.11'))
     assert.ok(issuedBy(moved.cert, a.ca))
     a = moved
+  })
+
+  it('keeps the certificate of a host addressed by IPv6 across starts', async () => {
+    const dir = join(root, 'v6')
+    const first = await ensurePoolTrust(dir, 'host-6', '2001:db8::5')
+    assert.ok(new X509Certificate(first.cert).checkIP('2001:db8::5'))
+    assert.deepEqual(await ensurePoolTrust(dir, 'host-6', '2001:db8::5'), first)
+  })
+
+  it('replaces an unreadable host certificate, and a CA whose key is not its own', async () => {
+    const dir = join(root, 'damaged')
+    const first = await ensurePoolTrust(dir, 'host-d', '192.0.2.50')
+    await writeFile(join(dir, 'host.pem'), 'garbage')
+    const reissued = await ensurePoolTrust(dir, 'host-d', '192.0.2.50')
+    assert.equal(reissued.ca, first.ca)
+    assert.ok(issuedBy(reissued.cert, first.ca))
+    await writeFile(join(dir, 'ca-key.pem'), (await readPoolCa(dirA())).caKey)
+    const fresh = await ensurePoolTrust(dir, 'host-d', '192.0.2.50')
+    assert.notEqual(fresh.ca, first.ca)
+    assert.ok(issuedBy(fresh.cert, fresh.ca))
   })
 
   it('does not take a certificate of another CA for its own', async () => {
