@@ -2,10 +2,11 @@
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import type { Duplex } from 'node:stream'
+import { forced, hostByNameOrId } from './pool-commands.js'
 import { CliError, type Connection, type Invocation } from './xe.js'
 import { download, upload } from './transfer.js'
 
-type Operation = (conn: Connection, inv: Invocation, out: (s: string) => void) => Promise<void>
+export type Operation = (conn: Connection, inv: Invocation, out: (s: string) => void) => Promise<void>
 type Rec = Record<string, any>
 
 type Kind = 'vm' | 'template' | 'snapshot'
@@ -43,10 +44,10 @@ export function parseSize(text: string): number {
   return Math.round(Number(m[1]) * 1024 ** unit)
 }
 
-/** With --multiple, every VM whose fields match the other parameters (name-label=…, power-state=…); otherwise the one VM the selector names. */
-async function selectVms(conn: Connection, inv: Invocation): Promise<string[]> {
+/** With --multiple, every VM whose fields match the other parameters (name-label=…, power-state=…) but the command's own; otherwise the one VM the selector names. */
+async function selectVms(conn: Connection, inv: Invocation, own: string[] = []): Promise<string[]> {
   if (!inv.flags.has('multiple')) return [(await selectVm(conn, inv))[0]]
-  const filters = [...inv.params]
+  const filters = [...inv.params].filter(([k]) => !own.includes(k))
   const records = await conn.call<Record<string, Rec>>('VM.get_all_records')
   const text = (v: unknown) => (typeof v === 'string' ? v.toLowerCase() : String(v))
   const matches = Object.entries(records).filter(([, r]) => !r.is_a_template && !r.is_control_domain && filters.every(([k, v]) => text(r[k === 'vm' ? 'name_label' : k.replace(/-/g, '_')]) === v.toLowerCase()))
@@ -60,6 +61,17 @@ const simple = (method: string, ...extra: unknown[]): Operation => async (conn, 
 
 const byForce = (clean: string, hard: string): Operation => async (conn, inv) => {
   for (const ref of await selectVms(conn, inv)) await conn.call(inv.flags.has('force') ? hard : clean, ref)
+}
+
+/** vm-start: on=<host> picks the host (VM.start_on); paused=true and --force as VM.start takes them. */
+const start: Operation = async (conn, inv) => {
+  const on = inv.params.get('on')
+  const host = on === undefined ? undefined : await hostByNameOrId(conn, on)
+  const paused = inv.params.get('paused') === 'true'
+  for (const vm of await selectVms(conn, inv, ['on', 'paused', 'force'])) {
+    if (host) await conn.call('VM.start_on', vm, host, paused, forced(inv))
+    else await conn.call('VM.start', vm, paused, forced(inv))
+  }
 }
 
 /** vm-install: clone the template, point its disks at the SR, provision, make it a VM. */
@@ -272,7 +284,7 @@ export const OPERATIONS: Record<string, Operation> = {
   'vm-install': install,
   'vm-uninstall': uninstall,
   'vm-destroy': simple('VM.destroy'),
-  'vm-start': simple('VM.start', false, false),
+  'vm-start': start,
   'vm-shutdown': byForce('VM.clean_shutdown', 'VM.hard_shutdown'),
   'vm-reboot': byForce('VM.clean_reboot', 'VM.hard_reboot'),
   'vm-suspend': simple('VM.suspend'),

@@ -8,6 +8,7 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { classes, parseType, type ClassDef } from '../idl/index.js'
 import { apiName, formatRecord, formatValue, xeClass, xeName } from './format.js'
+import { checkRequired, describeCommand, MEMBER_COMMANDS, POOL_COMMANDS } from './pool-commands.js'
 import { OPERATIONS } from './vm-commands.js'
 
 export class CliError extends Error {
@@ -19,6 +20,16 @@ export class CliError extends Error {
   }
 }
 
+/** A XenAPI error the host answered, with its code and parameters. */
+export class ServerError extends CliError {
+  constructor(
+    readonly code: string,
+    readonly params: string[],
+  ) {
+    super(describeError(code, params))
+  }
+}
+
 export interface Invocation {
   server: string
   port: number
@@ -26,6 +37,8 @@ export interface Invocation {
   user: string
   password: string
   command: string
+  /** What `xe help <command>` asks about. */
+  topic?: string
   params: Map<string, string>
   flags: Set<string>
 }
@@ -48,6 +61,7 @@ export function parseInvocation(argv: string[], dotXe: Record<string, string> = 
   const params = new Map<string, string>()
   const flags = new Set<string>()
   let command = ''
+  let topic: string | undefined
   const opts: Record<string, string> = {}
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
@@ -57,6 +71,7 @@ export function parseInvocation(argv: string[], dotXe: Record<string, string> = 
       opts[a] = v
     } else if (a.startsWith('--')) flags.add(a.slice(2))
     else if (!command && !a.includes('=')) command = a
+    else if (command === 'help' && topic === undefined && !a.includes('=')) topic = a
     else if (a.includes('=')) params.set(a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1))
     else throw new CliError(`unexpected argument: ${a}`)
   }
@@ -69,6 +84,7 @@ export function parseInvocation(argv: string[], dotXe: Record<string, string> = 
     user: opts['-u'] ?? dotXe.username ?? env.XE_USERNAME ?? 'root',
     password,
     command,
+    ...(topic === undefined ? {} : { topic }),
     params,
     flags,
   }
@@ -76,6 +92,8 @@ export function parseInvocation(argv: string[], dotXe: Record<string, string> = 
 
 export class Connection {
   private session = ''
+  /** A session of this host alone (slave_local_login_with_password): it ends with local_logout. */
+  private local = false
 
   get sessionRef(): string {
     return this.session
@@ -98,12 +116,29 @@ export class Connection {
       req.end(body)
     })
     const reply = JSON.parse(text) as { result?: T; error?: { message: string; data: string[] } }
-    if (reply.error) throw new CliError(describeError(reply.error.message, reply.error.data))
+    if (reply.error) throw new ServerError(reply.error.message, reply.error.data)
     return reply.result as T
   }
 
+  /**
+   * A pool member answers HOST_IS_SLAVE with its master's address: xe carries on with the master
+   * (xapi's member forwards xe's commands to its master itself), for the file transfers too.
+   */
   async login(): Promise<void> {
-    this.session = await this.rpc<string>('session.login_with_password', this.inv.user, this.inv.password, '1.0', 'xe')
+    const loginHere = () => this.rpc<string>('session.login_with_password', this.inv.user, this.inv.password, '1.0', 'xe')
+    try {
+      this.session = await loginHere()
+    } catch (err) {
+      if (!(err instanceof ServerError && err.code === 'HOST_IS_SLAVE' && err.params[0])) throw err
+      this.inv.server = err.params[0]
+      this.session = await loginHere()
+    }
+  }
+
+  /** A session of the host xe was pointed at, master or member (xapi's Neverforward commands). */
+  async loginLocally(): Promise<void> {
+    this.session = await this.rpc<string>('session.slave_local_login_with_password', this.inv.user, this.inv.password)
+    this.local = true
   }
 
   call<T>(method: string, ...params: unknown[]): Promise<T> {
@@ -111,12 +146,13 @@ export class Connection {
   }
 
   logout(): Promise<unknown> {
-    return this.rpc('session.logout', this.session).catch(() => undefined)
+    return this.rpc(this.local ? 'session.local_logout' : 'session.logout', this.session).catch(() => undefined)
   }
 }
 
 function describeError(code: string, params: string[]): string {
   if (code === 'SESSION_AUTHENTICATION_FAILED') return 'Authentication failed'
+  if (code === 'HOST_IS_SLAVE') return `Host is a slave: the pool's master is at ${params[0]}.`
   return [`The server failed to handle your request (${code}).`, ...params.map((p) => `  ${p}`)].join('\n')
 }
 
@@ -138,29 +174,36 @@ function splitCommand(command: string): { cls: ClassDef; verb: string; alias?: s
 const DEFAULT_LIST_FIELDS: Record<string, string[]> = {
   VM: ['uuid', 'name_label', 'power_state'],
   SR: ['uuid', 'name_label', 'name_description', 'type', 'content_type'],
+  pool: ['uuid', 'name_label', 'name_description', 'master', 'default_SR'],
 }
 
 type Rec = Record<string, unknown>
 
 export async function run(inv: Invocation, out: (s: string) => void): Promise<void> {
-  const operation = OPERATIONS[inv.command]
+  const member = MEMBER_COMMANDS[inv.command]
+  const spec = member ?? POOL_COMMANDS[inv.command]
+  if (spec) checkRequired(inv, spec.reqd)
+  const operation = spec?.run ?? OPERATIONS[inv.command]
   if (operation) {
     const conn = new Connection(inv)
-    await conn.login()
+    await (member ? conn.loginLocally() : conn.login())
     try {
       return await operation(conn, inv, out)
     } finally {
       await conn.logout()
     }
   }
+  const specs = { ...POOL_COMMANDS, ...MEMBER_COMMANDS }
   if (inv.command === 'help-commands') {
     const generic = ['list', 'param-get', 'param-list', 'param-set', 'param-add', 'param-remove', 'param-clear']
     const prefixes = [...[...classes.values()].filter((c) => c.listable).map((c) => xeClass(c.name)), ...VM_ALIASES]
-    return out([...Object.keys(OPERATIONS), ...prefixes.flatMap((p) => generic.map((g) => `${p}-${g}`)), 'help'].sort().join('\n'))
+    return out([...Object.keys(OPERATIONS), ...Object.keys(specs), ...prefixes.flatMap((p) => generic.map((g) => `${p}-${g}`)), 'help'].sort().join('\n'))
   }
+  const asked = inv.topic === undefined ? undefined : specs[inv.topic]
+  if (asked) return out(describeCommand(inv.topic!, asked))
   if (inv.command === '' || inv.command === 'help') {
     const names = [...classes.values()].filter((c) => c.listable).map((c) => xeClass(c.name))
-    out(`Usage: xe [-s server] [-p port] [-u user] [-pw password | -pwf file] [--nossl] <command> [param=value ...] [--minimal]\n\nGeneric commands: <class>-list, <class>-param-get, <class>-param-list, <class>-param-set\nVM commands: ${Object.keys(OPERATIONS).join(', ')}\nClasses: ${names.join(', ')}`)
+    out(`Usage: xe [-s server] [-p port] [-u user] [-pw password | -pwf file] [--nossl] <command> [param=value ...] [--minimal]\n\nGeneric commands: <class>-list, <class>-param-get, <class>-param-list, <class>-param-set\nVM commands: ${Object.keys(OPERATIONS).join(', ')}\nPool and host commands: ${Object.keys(specs).join(', ')}\nClasses: ${names.join(', ')}`)
     return
   }
   const target = splitCommand(inv.command)

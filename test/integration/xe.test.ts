@@ -125,6 +125,18 @@ describe('xe', () => {
     assert.equal((await xe('snapshot-list', '--minimal')).stdout.trim(), '')
   })
 
+  it('lists the pool of one with its master, and disables and enables its host', async () => {
+    const host = (await xe('host-list', '--minimal')).stdout.trim()
+    assert.match(host, /^[0-9a-f-]{36}$/)
+    assert.match((await xe('pool-list')).stdout, new RegExp(`master \\( RO\\)\\s*: ${host}`))
+    await xe('host-disable')
+    assert.equal((await xe('host-param-get', `uuid=${host}`, 'param-name=enabled')).stdout.trim(), 'false')
+    await xe('host-enable', `host=${host}`)
+    assert.equal((await xe('host-param-get', `uuid=${host}`, 'param-name=enabled')).stdout.trim(), 'true')
+    const joinMissing = await xeFails('pool-join', 'master-address=192.0.2.1')
+    assert.match(joinMissing.stderr, /Required parameter not found: master-username/)
+  })
+
   it('fails clearly, with a non-zero exit code', async () => {
     const unknown = await xeFails('frobnicate-list')
     assert.equal(unknown.code, 1)
