@@ -20,7 +20,7 @@ import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, reloadCertificate, type HttpOptions } from '../http/server.js'
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../xapi/dispatch.js'
-import { collectAllGarbage, memberKey, runPoolDuties, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { collectAllGarbage, memberKey, runPoolDuties, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ownAgentOnly, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
 import { EtcdSupervisor, etcdPorts, localClientUrl, readMembership, type EtcdPlace } from './etcd.js'
@@ -183,7 +183,7 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   svc = {
     db,
     pool: { isMaster: () => presence.isMaster(), inContact: () => presence.leaseFresh, masterRef: () => presence.masterRef() },
-    agent,
+    agentFor: ownAgentOnly(identity.hostRef, agent),
     hostRef: identity.hostRef,
     settings: settingsFromEnv(),
     onRootPasswordChanged: () => rm(initialPasswordFile, { force: true }),

@@ -34,8 +34,8 @@ class Refusal extends Error {
 
 const notFound = (why: string) => new Refusal(404, 'Not Found', `${why}\n`)
 
-/** The console record a query names, with its VM; 404 if there is none, or none of a running VM here. */
-export function resolveConsole(svc: Services, req: IncomingMessage): ConsoleTarget {
+/** The console record a query names, with its VM and the host it runs on; 404 if there is none, or none of a running VM. */
+export function resolveConsole(svc: Services, req: IncomingMessage): { target: ConsoleTarget; host: string } {
   const query = queryOf(req)
   const db = svc.db
   let consoleRef: string | undefined
@@ -56,8 +56,8 @@ export function resolveConsole(svc: Services, req: IncomingMessage): ConsoleTarg
   const protocol = record.protocol
   if (protocol !== 'rfb' && protocol !== 'vt100') throw notFound(`console protocol ${protocol} is not served`)
   const vm = db.tryRecord('VM', record.VM)
-  if (!vm || !['Running', 'Paused'].includes(vm.power_state) || vm.resident_on !== svc.hostRef) throw notFound('the console\'s VM is not running on this host')
-  return { vm: vm.uuid, protocol, ...(vm.is_control_domain === true ? { controlDomain: true as const } : {}) }
+  if (!vm || !['Running', 'Paused'].includes(vm.power_state)) throw notFound('the console\'s VM is not running')
+  return { target: { vm: vm.uuid, protocol, ...(vm.is_control_domain === true ? { controlDomain: true as const } : {}) }, host: vm.resident_on }
 }
 
 /** A VM's rfb console (what xapi gives for a VM ref/uuid in place of a console's). */
@@ -73,9 +73,10 @@ async function openConsole(svc: Services, req: IncomingMessage): Promise<Duplex>
   } catch {
     throw new Refusal(401, 'Unauthorized', '', { 'WWW-Authenticate': 'Basic realm="xapi"' })
   }
-  const target = resolveConsole(svc, req)
+  const { target, host } = resolveConsole(svc, req)
   try {
-    return await svc.agent.connect('console', target)
+    // The console is served by the agent of the host the VM runs on.
+    return await svc.agentFor(host).connect('console', target)
   } catch {
     throw notFound('the console\'s VM is not running on this host')
   }

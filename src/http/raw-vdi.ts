@@ -7,7 +7,7 @@ import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass } from '../idl/index.js'
 import type { VDIRecord } from '../idl/records.js'
 import type { Services } from '../xapi/context.js'
-import { exportDone, srPath, vdiContentReplaced } from '../xapi/storage.js'
+import { disksHost, exportDone, srPath, vdiContentReplaced } from '../xapi/storage.js'
 import { withSrLocks } from '../xapi/sr-locks.js'
 import { adoptTask, answeredProbe, authenticated, bodyUntilClose, HandlerTask, precheck, queryOf, refuse, relayToClient, throttledProgress } from './handler.js'
 import type { HttpRoute } from './server.js'
@@ -84,7 +84,7 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
     const vdi = svc.db.record('VDI', vdiRef)
     if (format === 'raw' && expected !== null && expected > Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [vdiRef, String(expected)])
     assertWritable(svc, vdiRef)
-    srPath(svc, vdi.SR)
+    disksHost(svc, [vdiRef]) // a VDI whose SR is plugged nowhere is refused before the upload
     return { format, expected, vdiRef }
   })
   if (!checked) return
@@ -116,8 +116,9 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
       if (importing.has(vdiRef)) throw new XapiError('VDI_IN_USE', [vdiRef, 'import'])
       importing.add(vdiRef)
       mine = true
-      const args = { sr: srPath(svc, vdi.SR), location: vdi.location, format, expected }
-      await withSrLocks([vdi.SR], async () => jsonOf(await svc.agent.stream('vdi.import', args, body)))
+      const host = disksHost(svc, [vdiRef])
+      const args = { sr: srPath(svc, vdi.SR, host), location: vdi.location, format, expected }
+      await withSrLocks([vdi.SR], async () => jsonOf(await svc.agentFor(host).stream('vdi.import', args, body)))
       await vdiContentReplaced(svc, vdiRef, format === 'qcow2' ? 'qcow2' : 'raw')
       await task.succeed(undefined, { kind: 'void' })
     } catch (err) {
@@ -168,8 +169,9 @@ async function streamExport(svc: Services, req: IncomingMessage, res: ServerResp
     // stays as it was (the agent reads files it opened, or qemu-nbd holds them) and the SR is free.
     source = await withSrLocks([vdi.SR], () => {
       const current = svc.db.record('VDI', vdiRef)
-      const args = { sr: srPath(svc, current.SR), location: current.location, format, ...(format === 'vhd' ? { uuid: current.uuid, base: baseArg(svc, baseRef) } : {}) }
-      return svc.agent.stream('vdi.export', args)
+      const host = disksHost(svc, [vdiRef])
+      const args = { sr: srPath(svc, current.SR, host), location: current.location, format, ...(format === 'vhd' ? { uuid: current.uuid, base: baseArg(svc, baseRef) } : {}) }
+      return svc.agentFor(host).stream('vdi.export', args)
     })
   } catch (err) {
     let e = asXapiError(err)

@@ -8,7 +8,8 @@ import { XapiError, asXapiError } from '../idl/errors.js'
 import { getClass, NULL_REF, XAPI_USER_AGENT } from '../idl/index.js'
 import type { CallContext, Services } from '../xapi/context.js'
 import { exportPlan, importArchive } from '../xapi/import.js'
-import { exportDone, isIsoSr, srPath } from '../xapi/storage.js'
+import { exportDone, isIsoSr } from '../xapi/storage.js'
+import { srHost } from '../xapi/forwarding.js'
 import { withVmOperation } from '../xapi/vm.js'
 import { parseCompression } from '../xva/format.js'
 import { adoptTask, answeredProbe, authenticated, bodyUntilClose, precheck, queryOf, refuse, relayToClient, streamingAnswer, throttledProgress } from './handler.js'
@@ -49,7 +50,7 @@ async function exportXva(svc: Services, req: IncomingMessage, res: ServerRespons
   try {
     await withVmOperation(ctx, vmRef, 'export', async () => {
       const plan = exportPlan(svc, vmRef, { preservePowerState })
-      const source = await svc.agent.stream('xva.export', { disks: plan.disks, compression }, Readable.from([plan.ovaXml]))
+      const source = await svc.agentFor(plan.host).stream('xva.export', { disks: plan.disks, compression }, Readable.from([plan.ovaXml]))
       const client = streamingAnswer(res, {
         'task-id': task.ref,
         server: XAPI_USER_AGENT,
@@ -92,7 +93,7 @@ async function importXva(svc: Services, req: IncomingMessage, res: ServerRespons
     const expected = expectedLength(req.headers['content-length'])
     const srRef = targetSr(svc, query)
     if (isIsoSr(svc, srRef)) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [srRef])
-    srPath(svc, srRef) // an SR without a directory here is refused before the upload
+    srHost(svc, srRef) // an SR plugged nowhere is refused before the upload
     return { expected, srRef }
   })
   if (!checked) return

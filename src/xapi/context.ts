@@ -3,6 +3,7 @@ import { formatDatetime } from '../idl/index.js'
 import type { ArgsOf } from '../idl/records.js'
 import type { Database } from '../db/database.js'
 import type { Agent } from '../agent/contract.js'
+import { XapiError } from '../idl/errors.js'
 import { DEFAULT_LOGIN_POLICY, type LoginGuard, type LoginPolicy } from './login-guard.js'
 
 export interface Settings {
@@ -66,7 +67,9 @@ export interface Services {
   /** Absent on a host that is always master of its own pool (the in-process test host). */
   pool?: PoolRole
   membership?: PoolMembership
-  agent: Agent
+  /** The agent of a host: work runs on the host that owns it (forwarding.ts says which host that is). */
+  agentFor(host: string): Agent
+  /** This host: the one whose daemon this is. */
   hostRef: string
   settings: Settings
   /** Where this host keeps SR directories and mount points. */
@@ -77,6 +80,17 @@ export interface Services {
   onRootPasswordChanged?: () => Promise<void>
   /** The state of login slowing; made from `settings.login` on first use when absent. */
   loginGuard?: LoginGuard
+}
+
+/**
+ * agentFor for a daemon that reaches its own host's agent only: any other host is offline to it
+ * (HOST_OFFLINE [host], the error xapi gives for a member it cannot forward to).
+ */
+export function ownAgentOnly(hostRef: string, agent: Agent): (host: string) => Agent {
+  return (host) => {
+    if (host !== hostRef) throw new XapiError('HOST_OFFLINE', [host])
+    return agent
+  }
 }
 
 /** Who called, as xapi names clients in originators and logs: "HTTP 192.0.2.1". */

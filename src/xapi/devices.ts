@@ -6,6 +6,7 @@ import type { VMRecord } from '../idl/records.js'
 import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
 import { imageOf, vdiFormat } from './storage.js'
+import { vmHost } from './forwarding.js'
 import { vbdDeviceName } from './vm-copies.js'
 
 register('VBD.create', (ctx, [args]) =>
@@ -46,9 +47,11 @@ async function plugVbd(ctx: CallContext, ref: string): Promise<void> {
   running(vm, vbd.VM)
   if (vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
   if (vbd.type === 'CD') throw new XapiError('OPERATION_NOT_ALLOWED', ['CD drives are attached when the VM starts; insert a medium with VBD.insert'])
-  const disk = { userdevice: Number(vbd.userdevice), image: imageOf(ctx.svc, vbd.VDI), format: vdiFormat(ctx.svc, vbd.VDI), readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
+  const host = vmHost(ctx.svc, vm)
+  const agent = ctx.svc.agentFor(host)
+  const disk = { userdevice: Number(vbd.userdevice), image: imageOf(ctx.svc, vbd.VDI, host), format: vdiFormat(ctx.svc, vbd.VDI), readOnly: vbd.mode === 'RO', type: 'Disk' as const, bootable: false }
   await withUndo('VBD.plug', async (undo) => {
-    await undo.step(`disk ${disk.userdevice} of ${vm.uuid}`, () => ctx.svc.agent.call('vm.plug-disk', { uuid: vm.uuid, platform: vm.platform, disk }), () => ctx.svc.agent.call('vm.unplug-disk', { uuid: vm.uuid, userdevice: disk.userdevice }))
+    await undo.step(`disk ${disk.userdevice} of ${vm.uuid}`, () => agent.call('vm.plug-disk', { uuid: vm.uuid, platform: vm.platform, disk }), () => agent.call('vm.unplug-disk', { uuid: vm.uuid, userdevice: disk.userdevice }))
     await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: true }))
   })
 }
@@ -59,7 +62,7 @@ async function unplugVbd(ctx: CallContext, ref: string, force: boolean): Promise
   running(vm, vbd.VM)
   if (!vbd.currently_attached) throw new XapiError('DEVICE_ALREADY_DETACHED', [ref])
   if (vbd.type === 'CD' || (!vbd.unpluggable && !force)) throw new XapiError('VBD_NOT_UNPLUGGABLE', [ref])
-  await ctx.svc.agent.call('vm.unplug-disk', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
+  await ctx.svc.agentFor(vmHost(ctx.svc, vm)).call('vm.unplug-disk', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { currently_attached: false }))
 }
 
@@ -73,7 +76,10 @@ register('VBD.insert', async (ctx, [ref, vdi]) => {
   if (!vbd.empty) throw new XapiError('VBD_NOT_EMPTY', [ref])
   ctx.svc.db.record('VDI', vdi)
   const vm = ctx.svc.db.record('VM', vbd.VM)
-  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), image: imageOf(ctx.svc, vdi), format: vdiFormat(ctx.svc, vdi) })
+  if (vm.power_state === 'Running' || vm.power_state === 'Paused') {
+    const host = vmHost(ctx.svc, vm)
+    await ctx.svc.agentFor(host).call('vm.insert-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice), image: imageOf(ctx.svc, vdi, host), format: vdiFormat(ctx.svc, vdi) })
+  }
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { VDI: vdi, empty: false }))
 })
 
@@ -82,7 +88,7 @@ register('VBD.eject', async (ctx, [ref]) => {
   if (vbd.type !== 'CD') throw new XapiError('VBD_NOT_REMOVABLE_MEDIA', [ref])
   if (vbd.empty) throw new XapiError('VBD_IS_EMPTY', [ref])
   const vm = ctx.svc.db.record('VM', vbd.VM)
-  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agent.call('vm.eject-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
+  if (vm.power_state === 'Running' || vm.power_state === 'Paused') await ctx.svc.agentFor(vmHost(ctx.svc, vm)).call('vm.eject-cd', { uuid: vm.uuid, userdevice: Number(vbd.userdevice) })
   await ctx.svc.db.transact((tx) => tx.update('VBD', ref, { VDI: NULL_REF, empty: true }))
 })
 
@@ -103,8 +109,9 @@ async function plugVif(ctx: CallContext, ref: string): Promise<void> {
   running(vm, vif.VM)
   if (vif.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
   const nic = { device: vif.device, mac: vif.MAC, network: ctx.svc.db.record('network', vif.network).uuid }
+  const agent = ctx.svc.agentFor(vmHost(ctx.svc, vm))
   await withUndo('VIF.plug', async (undo) => {
-    await undo.step(`NIC ${nic.device} of ${vm.uuid}`, () => ctx.svc.agent.call('vm.plug-nic', { uuid: vm.uuid, platform: vm.platform, nic }), () => ctx.svc.agent.call('vm.unplug-nic', { uuid: vm.uuid, device: nic.device }))
+    await undo.step(`NIC ${nic.device} of ${vm.uuid}`, () => agent.call('vm.plug-nic', { uuid: vm.uuid, platform: vm.platform, nic }), () => agent.call('vm.unplug-nic', { uuid: vm.uuid, device: nic.device }))
     await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: true }))
   })
 }
@@ -114,7 +121,7 @@ async function unplugVif(ctx: CallContext, ref: string): Promise<void> {
   const vm = ctx.svc.db.record('VM', vif.VM)
   running(vm, vif.VM)
   if (!vif.currently_attached) throw new XapiError('DEVICE_ALREADY_DETACHED', [ref])
-  await ctx.svc.agent.call('vm.unplug-nic', { uuid: vm.uuid, device: vif.device })
+  await ctx.svc.agentFor(vmHost(ctx.svc, vm)).call('vm.unplug-nic', { uuid: vm.uuid, device: vif.device })
   await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: false }))
 }
 

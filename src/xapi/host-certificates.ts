@@ -8,7 +8,7 @@ import { validateServerCertificate } from './certificates.js'
 
 register('host.get_server_certificate', (ctx, [host]) => {
   ctx.svc.db.record('host', host)
-  return ctx.svc.agent.call('host.server-certificate')
+  return ctx.svc.agentFor(host).call('host.server-certificate')
 })
 
 /**
@@ -20,7 +20,7 @@ register('host.install_server_certificate', async (ctx, [host, certificate, priv
   ctx.svc.db.record('host', host)
   if (ctx.svc.db.record('pool', ctx.svc.db.first('pool')).ha_enabled) throw new XapiError('HA_IS_ENABLED', [])
   const valid = validateServerCertificate(String(certificate), String(privateKey), String(chain))
-  await ctx.svc.agent.call('host.install-server-certificate', { key: String(privateKey), cert: valid.cert.toString(), chain: valid.chain.map((c) => c.toString()) })
+  await ctx.svc.agentFor(host).call('host.install-server-certificate', { key: String(privateKey), cert: valid.cert.toString(), chain: valid.chain.map((c) => c.toString()) })
   await ctx.svc.db.transact((tx) => {
     for (const r of [...ctx.svc.db.rows('Certificate')]) if (r.stored.host === host && r.stored.type === 'host' && tx.exists('Certificate', r.ref)) tx.delete('Certificate', r.ref)
     tx.create('Certificate', {

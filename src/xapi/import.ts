@@ -13,6 +13,7 @@ import type { ImportTargets } from '../agent/contract.js'
 import { archiveSnapshot, parseOvaXml, tolerantRecord, writeOvaXml, type OvaObject } from '../xva/ova.js'
 import { EXPORT_VERSION } from '../xva/format.js'
 import type { Services } from './context.js'
+import { hostSeeingSrs, srHost } from './forwarding.js'
 import { createSuspendImage, createVdi, destroyVdi, isIsoSr, refreshSrUsage, srPath, vdiFormat } from './storage.js'
 import { refreshAllowedOperations } from './vm.js'
 import { macFromSeed } from './vif.js'
@@ -22,7 +23,9 @@ type Rec = Record<string, unknown>
 
 export interface ExportPlan {
   ovaXml: Buffer
-  /** The disks whose data the archive carries: archive id, SR directory, image name, format and size. */
+  /** The host that reads the disks: one that sees all their SRs. */
+  host: string
+  /** The disks whose data the archive carries: archive id, SR directory on `host`, image name, format and size. */
   disks: { id: string; sr: string; location: string; format: 'qcow2' | 'raw'; size: number }[]
   /** Sum of their virtual sizes (for progress). */
   totalSize: number
@@ -53,27 +56,28 @@ export function exportPlan(svc: Services, vmRef: string, { preservePowerState = 
   for (const r of vbds) add('VBD', r)
   for (const r of vifs) add('VIF', r)
   for (const r of vifs) add('network', db.record('VIF', r).network)
-  const disks: ExportPlan['disks'] = []
-  let totalSize = 0
   for (const r of vbds) add('VDI', db.record('VBD', r).VDI)
   if (suspended) add('VDI', image)
   const vdis = order.filter((o) => o.cls === 'VDI')
   for (const o of vdis) add('SR', db.record('VDI', o.ref).SR)
+  // The disks the archive carries: non-CD, non-ISO qcow2 disks once each, and the memory image.
+  const carried: { vdiRef: string; format: 'qcow2' | 'raw' }[] = []
   for (const r of vbds) {
     const vbd = db.record('VBD', r)
     const vdiRef = vbd.VDI
     const vdi = db.tryRecord('VDI', vdiRef)
     if (!vdi || vbd.type === 'CD' || isIsoSr(svc, vdi.SR)) continue
     if (vdiFormat(svc, vdiRef) === 'raw') continue
-    if (disks.some((d) => d.id === ids.get(vdiRef))) continue
-    disks.push({ id: ids.get(vdiRef)!, sr: srPath(svc, vdi.SR), location: vdi.location, format: 'qcow2', size: Number(vdi.virtual_size) })
-    totalSize += Number(vdi.virtual_size)
+    if (carried.some((d) => d.vdiRef === vdiRef)) continue
+    carried.push({ vdiRef, format: 'qcow2' })
   }
-  if (suspended) {
-    const vdi = db.record('VDI', image)
-    disks.push({ id: ids.get(image)!, sr: srPath(svc, vdi.SR), location: vdi.location, format: vdiFormat(svc, image), size: Number(vdi.virtual_size) })
-    totalSize += Number(vdi.virtual_size)
-  }
+  if (suspended) carried.push({ vdiRef: image, format: vdiFormat(svc, image) })
+  const host = hostSeeingSrs(svc, carried.map((d) => db.record('VDI', d.vdiRef).SR))
+  const disks: ExportPlan['disks'] = carried.map(({ vdiRef, format }) => {
+    const vdi = db.record('VDI', vdiRef)
+    return { id: ids.get(vdiRef)!, sr: srPath(svc, vdi.SR, host), location: vdi.location, format, size: Number(vdi.virtual_size) }
+  })
+  const totalSize = disks.reduce((sum, d) => sum + d.size, 0)
   const idOf = (ref: string) => ids.get(ref)
   const objects: OvaObject[] = order.map(({ cls, ref }) => {
     const snapshot = archiveSnapshot(cls, db.record(cls, ref), idOf)
@@ -92,7 +96,7 @@ export function exportPlan(svc: Services, vmRef: string, { preservePowerState = 
     }
     return { cls, id: ids.get(ref)!, snapshot }
   })
-  return { ovaXml: writeOvaXml(objects, EXPORT_VERSION), disks, totalSize }
+  return { ovaXml: writeOvaXml(objects, EXPORT_VERSION), host, disks, totalSize }
 }
 
 /** An import in progress: what the agent must write where, and how to finish or undo it. */
@@ -124,7 +128,7 @@ function resolvedFields(cls: string, rec: Rec, resolve: (id: string) => string |
  * exist here, the VMs with their VBDs and VIFs), each step with its undo, and says which
  * image each streamed disk goes into. The VMs are marked with the task until `commit`.
  */
-export async function prepareImport(svc: Services, xml: string, opts: { srRef: string; restore: boolean; force: boolean; taskRef: string }): Promise<PreparedImport> {
+export async function prepareImport(svc: Services, xml: string, host: string, opts: { srRef: string; restore: boolean; force: boolean; taskRef: string }): Promise<PreparedImport> {
   const ova = parseOvaXml(xml)
   const typed = new Map<string, { cls: string; rec: Rec }>()
   for (const o of ova.objects) {
@@ -162,7 +166,7 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       const size = Number(rec.virtual_size)
       if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_DISK) throw new XapiError('IMPORT_ERROR', [`VDI ${id} has an unusable virtual_size ${String(rec.virtual_size)}`])
       if (memoryImages.has(id)) {
-        const image = await createSuspendImage(svc, opts.srRef, size, { name_label: rec.name_label, name_description: rec.name_description, other_config: { import_task: opts.taskRef } })
+        const image = await createSuspendImage(svc, opts.srRef, size, { name_label: rec.name_label, name_description: rec.name_description, other_config: { import_task: opts.taskRef } }, host)
         undo.push(`the memory image VDI ${image.ref}`, () => destroyVdi(svc, image.ref))
         mapping.set(id, image.ref)
         targets.disks[id] = { location: svc.db.record('VDI', image.ref).location, format: 'raw', virtualSize: size }
@@ -200,9 +204,9 @@ export async function prepareImport(svc: Services, xml: string, opts: { srRef: s
       const uuid = svc.db.record('network', ref).uuid
       undo.push(`network ${ref}`, async () => {
         await svc.db.transact((tx) => tx.exists('network', ref) && tx.delete('network', ref))
-        await svc.agent.call('net.remove', { network: uuid })
+        await svc.agentFor(host).call('net.remove', { network: uuid })
       })
-      const bridge = await svc.agent.call('net.ensure', { network: uuid })
+      const bridge = await svc.agentFor(host).call('net.ensure', { network: uuid })
       await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
       mapping.set(netId, ref)
     }
@@ -349,16 +353,18 @@ export interface ArchiveImport {
 }
 
 /**
- * Imports an XVA archive read from `body` into `srRef`: the host agent unpacks it and writes
+ * Imports an XVA archive read from `body` into `srRef`: the agent of a host with the SR plugged unpacks it and writes
  * the disks while the records are made here; returns the VMs. On any failure whatever was made
  * is undone, and the error is the import's (an SR_FULL names the target SR). The entry point
  * of PUT /import and of VM.import.
  */
 export async function importArchive(svc: Services, body: Readable, opts: ArchiveImport): Promise<string[]> {
   const importId = randomUUID()
+  const host = srHost(svc, opts.srRef)
+  const agent = svc.agentFor(host)
   let prepared: PreparedImport | undefined
   try {
-    const agentRes = await svc.agent.stream('xva.import', { importId, sr: srPath(svc, opts.srRef) }, body)
+    const agentRes = await agent.stream('xva.import', { importId, sr: srPath(svc, opts.srRef, host) }, body)
     const lines = createInterface({ input: agentRes, crlfDelay: Infinity })[Symbol.asyncIterator]()
     const next = async (): Promise<{ ova?: string; done?: unknown; error?: string[] }> => {
       for (;;) {
@@ -373,12 +379,12 @@ export async function importArchive(svc: Services, body: Readable, opts: Archive
     const first = await next()
     if (first.error) throw agentError(first.error)
     try {
-      prepared = await prepareImport(svc, first.ova ?? '', opts)
+      prepared = await prepareImport(svc, first.ova ?? '', host, opts)
     } catch (err) {
-      await svc.agent.stream('xva.import-targets', { importId }).then((r) => r.resume()).catch(() => undefined)
+      await agent.stream('xva.import-targets', { importId }).then((r) => r.resume()).catch(() => undefined)
       throw err
     }
-    await svc.agent.stream('xva.import-targets', { importId, targets: prepared.targets }).then((r) => r.resume())
+    await agent.stream('xva.import-targets', { importId, targets: prepared.targets }).then((r) => r.resume())
     const last = await next()
     if (last.error) throw agentError(last.error)
     await prepared.commit()

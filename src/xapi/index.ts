@@ -22,7 +22,7 @@ import './vm-import.js'
 import './pool-join.js'
 import './pool-master.js'
 
-export { DEFAULT_SETTINGS, type Services, type Settings } from './context.js'
+export { DEFAULT_SETTINGS, ownAgentOnly, type Services, type Settings } from './context.js'
 export { collectTasks } from './task.js'
 export { collectIdleSessions } from './session.js'
 export { collectAllGarbage, ensureLocalSr, ensureStorageManagers } from './storage.js'

@@ -3,17 +3,21 @@ import { getClass } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import { register, type CallContext, type Services } from './context.js'
 import { createObject } from './generic.js'
+import { liveHosts } from './forwarding.js'
 
-/** The network's bridge on this host, created if missing. */
-export async function plugBridge(svc: Services, ref: string): Promise<void> {
+/**
+ * The network's bridge on `host`, created if missing. Other hosts make theirs when a VM there
+ * needs it (the agent's vm.start and NIC plug ensure their bridges), as xapi's attach_for_vm does.
+ */
+export async function plugBridge(svc: Services, ref: string, host: string): Promise<void> {
   const uuid = svc.db.record('network', ref).uuid
-  const bridge = await svc.agent.call('net.ensure', { network: uuid })
+  const bridge = await svc.agentFor(host).call('net.ensure', { network: uuid })
   await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
 }
 
 async function createNetwork(ctx: CallContext, args: Record<string, unknown>): Promise<string> {
   const ref = await createObject(ctx, getClass('network'), { MTU: 1500, ...args, managed: true })
-  await plugBridge(ctx.svc, ref)
+  await plugBridge(ctx.svc, ref, ctx.svc.hostRef)
   return ref
 }
 
@@ -29,13 +33,15 @@ register('network.destroy', async (ctx, [ref]) => {
     for (const vif of tx.get('network', ref).VIFs) tx.delete('VIF', vif)
     tx.delete('network', ref)
   })
-  await ctx.svc.agent.call('net.remove', { network: network.uuid })
+  // Its bridge goes on every host that is up; one that cannot be reached keeps an unused bridge.
+  const removals = liveHosts(ctx.svc).map((host) => ctx.svc.agentFor(host).call('net.remove', { network: network.uuid }))
+  for (const r of await Promise.allSettled(removals)) if (r.status === 'rejected') console.error(`removing the bridge of network ${network.uuid}: ${(r.reason as Error).message}`)
 })
 
 /** The first start's host-internal network. */
 export async function ensureInternalNetwork(svc: Services): Promise<void> {
   const existing = [...svc.db.rows('network')].find((r) => r.stored.other_config.is_host_internal_management_network === 'true')
-  if (existing) return plugBridge(svc, existing.ref)
+  if (existing) return plugBridge(svc, existing.ref, svc.hostRef)
   const ref = await svc.db.transact((tx) =>
     tx.create('network', {
       name_label: 'Host internal management network',
@@ -45,10 +51,10 @@ export async function ensureInternalNetwork(svc: Services): Promise<void> {
       other_config: { is_host_internal_management_network: 'true' },
     }),
   )
-  await plugBridge(svc, ref)
+  await plugBridge(svc, ref, svc.hostRef)
 }
 
 /** Every network's bridge exists on this host (after a reboot of the host). */
 export async function plugAllBridges(svc: Services): Promise<void> {
-  for (const row of [...svc.db.rows('network')]) await plugBridge(svc, row.ref)
+  for (const row of [...svc.db.rows('network')]) await plugBridge(svc, row.ref, svc.hostRef)
 }

@@ -98,7 +98,7 @@ export function syncPifs(tx: Tx, hostRef: string, network: NetworkFacts, address
 
 register('PIF.scan', async (ctx, [host]) => {
   const address = ctx.svc.db.record('host', host).address
-  const { network } = await ctx.svc.agent.call('host.facts')
+  const { network } = await ctx.svc.agentFor(host).call('host.facts')
   const created = await ctx.svc.db.transact((tx) => syncPifs(tx, host, network, address, now(), true))
-  for (const net of created) await plugBridge(ctx.svc, net)
+  for (const net of created) await plugBridge(ctx.svc, net, host)
 })

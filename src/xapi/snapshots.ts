@@ -11,6 +11,7 @@ import { withUndo } from '../lib/undo.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { attachedSr, cloneVdi, createSuspendVdi, destroyVdi, recordVdi, snapshotVdis, srPath } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
+import { srHost, vmHost } from './forwarding.js'
 import { markHalted } from './vm-lifecycle.js'
 import { deviceCopy, KEPT_BY_REVERT, SNAPSHOT_RESETS } from './vm-copies.js'
 
@@ -72,11 +73,12 @@ register('VM.snapshot_with_quiesce', (_ctx, [ref]) => {
   throw new XapiError('VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED', [ref, 'quiesced snapshots need guest tools Flotilla does not have'])
 })
 
-/** Each disk a running VM now writes to its new overlay `next` gets that as its VDI's location. */
-async function followFrozenDisks(svc: Services, uuid: string, disks: { vdi: string; sr: string; next: string }[]): Promise<void> {
-  const inUse = new Set((await svc.agent.call('vm.devices', { uuid })).disks.map((d) => d.file))
+/** Each disk a VM running on `host` now writes to its new overlay `next` gets that as its VDI's location. */
+async function followFrozenDisks(svc: Services, host: string, uuid: string, disks: { vdi: string; sr: string; next: string }[]): Promise<void> {
+  const agent = svc.agentFor(host)
+  const inUse = new Set((await agent.call('vm.devices', { uuid })).disks.map((d) => d.file))
   for (const d of disks) {
-    if (inUse.has(await svc.agent.call('vdi.path', { ...attachedSr(svc, d.sr), location: d.next }))) await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
+    if (inUse.has(await agent.call('vdi.path', { ...attachedSr(svc, d.sr, host), location: d.next }))) await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
   }
 }
 
@@ -87,17 +89,19 @@ register('VM.checkpoint', (ctx, [ref, name]) => {
     const disks = snapshotDisks(svc, vm).map((d) => ({ ...d, location: svc.db.record('VDI', d.vdi).location, next: randomUUID(), sr: svc.db.record('VDI', d.vdi).SR }))
     const srs = new Set(disks.map((d) => d.sr))
     if (srs.size > 1) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [[...srs].join(',')])
+    const host = vmHost(svc, vm)
+    const agent = svc.agentFor(host)
     return withUndo('VM.checkpoint', async (undo) => {
-      const image = await undo.step('the suspend image', () => createSuspendVdi(svc, vm), (made) => destroyVdi(svc, made.ref))
+      const image = await undo.step('the suspend image', () => createSuspendVdi(svc, vm, host), (made) => destroyVdi(svc, made.ref))
       try {
-        const path = disks[0] ? srPath(svc, disks[0].sr) : ''
+        const path = disks[0] ? srPath(svc, disks[0].sr, host) : ''
         // A checkpoint that fails after QEMU moved disks onto their new overlays leaves them there: their records follow.
-        undo.push('the locations of the disks QEMU froze', () => followFrozenDisks(svc, vm.uuid, disks))
-        await svc.agent.call('vm.checkpoint', { uuid: vm.uuid, path, disks: disks.map((d) => ({ userdevice: d.userdevice, next: d.next })), state: image.path })
+        undo.push('the locations of the disks QEMU froze', () => followFrozenDisks(svc, host, vm.uuid, disks))
+        await agent.call('vm.checkpoint', { uuid: vm.uuid, path, disks: disks.map((d) => ({ userdevice: d.userdevice, next: d.next })), state: image.path })
         const snapshotOf = new Map<string, string>()
         for (const d of disks) {
           await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
-          const frozen = await svc.agent.call('vdi.image', { ...attachedSr(svc, d.sr), location: d.location })
+          const frozen = await agent.call('vdi.image', { ...attachedSr(svc, d.sr, host), location: d.location })
           const source = svc.db.record('VDI', d.vdi)
           const fields = { name_label: source.name_label, name_description: source.name_description, type: source.type, read_only: source.read_only, sharable: source.sharable, other_config: source.other_config, uuid: randomUUID(), is_a_snapshot: true, snapshot_of: d.vdi, snapshot_time: now() }
           snapshotOf.set(d.vbd, await undo.step(`the snapshot of VDI ${d.vdi}`, () => recordVdi(svc, d.sr, frozen, fields), (snap) => destroyVdi(svc, snap)))
@@ -125,13 +129,14 @@ register('VM.revert', async (ctx, [snapshotRef]) => {
       let suspendImage = NULL_REF
       if (snapshot.power_state === 'Suspended' && snapshot.suspend_VDI !== NULL_REF) {
         const source = svc.db.record('VDI', snapshot.suspend_VDI)
-        const copy = await undo.step('the copy of the suspend image', () => createSuspendVdi(svc, snapshot), (image) => destroyVdi(svc, image.ref))
-        await svc.agent.call('vdi.copy-raw', { path: srPath(svc, source.SR), from: source.location, to: svc.db.record('VDI', copy.ref).location })
+        const host = srHost(svc, source.SR)
+        const copy = await undo.step('the copy of the suspend image', () => createSuspendVdi(svc, snapshot, host), (image) => destroyVdi(svc, image.ref))
+        await svc.agentFor(host).call('vdi.copy-raw', { path: srPath(svc, source.SR, host), from: source.location, to: svc.db.record('VDI', copy.ref).location })
         suspendImage = copy.ref
       }
       // A running VM is stopped hard, as xapi does.
       if (vm.power_state === 'Running' || vm.power_state === 'Paused') {
-        const { nvram } = await svc.agent.call('vm.stop', { uuid: vm.uuid, clean: false })
+        const { nvram } = await svc.agentFor(vmHost(svc, vm)).call('vm.stop', { uuid: vm.uuid, clean: false })
         await svc.db.transact((tx) => markHalted(tx, vmRef, nvram))
       }
       const old = svc.db.record('VM', vmRef)

@@ -7,16 +7,17 @@ import type { VDIRecord, VMRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import type { FreezeRequest, SrLocation, SrUsage, VdiImage, VdiRef } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
+import { hostSeeingSrs, srHost, vmHost } from './forwarding.js'
 import { withSrLock, withSrLocks } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
 import { withUndo, type UndoStack } from '../lib/undo.js'
 
-/** The directory of an SR on this host, from its PBD. */
-export function srPath(svc: Services, srRef: string): string {
+/** The directory of an SR on `host`, from its PBD there. */
+export function srPath(svc: Services, srRef: string, host: string): string {
   const sr = svc.db.record('SR', srRef)
   for (const pbd of sr.PBDs) {
     const rec = svc.db.record('PBD', pbd)
-    if (rec.host === svc.hostRef) {
+    if (rec.host === host) {
       if (!rec.currently_attached) throw new XapiError('SR_NOT_ATTACHED', [srRef])
       return String(rec.device_config.path)
     }
@@ -24,21 +25,22 @@ export function srPath(svc: Services, srRef: string): string {
   throw new XapiError('SR_HAS_NO_PBDS', [srRef])
 }
 
-/** An SR plugged on this host as its driver there names it. */
-export function attachedSr(svc: Services, srRef: string): SrLocation {
-  return { type: svc.db.record('SR', srRef).type, path: srPath(svc, srRef) }
+/** An SR plugged on `host` as its driver there names it. */
+export function attachedSr(svc: Services, srRef: string, host: string): SrLocation {
+  return { type: svc.db.record('SR', srRef).type, path: srPath(svc, srRef, host) }
 }
 
-/** A VDI's image on this host, as the agent finds its file. */
-export function imageOf(svc: Services, vdiRef: string): VdiRef {
+/** A VDI's image on `host`, as the agent there finds its file. */
+export function imageOf(svc: Services, vdiRef: string, host: string): VdiRef {
   const vdi = svc.db.record('VDI', vdiRef)
   const format = vdi.sm_config['image-format'] === 'raw' ? 'raw' : 'qcow2'
-  return { sr: attachedSr(svc, vdi.SR), location: vdi.location, format }
+  return { sr: attachedSr(svc, vdi.SR, host), location: vdi.location, format }
 }
 
-/** Refreshes an SR's size figures from its host. */
+/** Refreshes an SR's size figures from a host that has it plugged. */
 export async function refreshSrUsage(svc: Services, srRef: string): Promise<void> {
-  await recordSrUsage(svc, srRef, await svc.agent.call('sr.usage', attachedSr(svc, srRef)))
+  const host = srHost(svc, srRef)
+  await recordSrUsage(svc, srRef, await svc.agentFor(host).call('sr.usage', attachedSr(svc, srRef, host)))
 }
 
 /** Writes an SR's size figures as its host reported them. */
@@ -82,7 +84,8 @@ export async function createVdi(svc: Services, args: Record<string, unknown>): P
   // The new file and its record appear together for the SR's garbage collection, which deletes
   // any image no record names.
   return withSrLock(srRef, async () => {
-    const image = await svc.agent.call('vdi.create', { ...attachedSr(svc, srRef), size, nameLabel: String(args.name_label ?? '') })
+    const host = srHost(svc, srRef)
+    const image = await svc.agentFor(host).call('vdi.create', { ...attachedSr(svc, srRef, host), size, nameLabel: String(args.name_label ?? '') })
     return recordVdi(svc, srRef, image, fields)
   })
 }
@@ -104,26 +107,43 @@ export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
     tx.delete('VDI', vdiRef)
   })
   // A qcow2 image goes with the garbage collection: snapshots or clones may still build on it.
-  if (format === 'raw') await svc.agent.call('vdi.destroy', { ...attachedSr(svc, vdi.SR), location: vdi.location })
-  else void collectSrGarbage(svc, vdi.SR)
+  if (format === 'raw') {
+    const host = srHost(svc, vdi.SR)
+    await svc.agentFor(host).call('vdi.destroy', { ...attachedSr(svc, vdi.SR, host), location: vdi.location })
+  } else void collectSrGarbage(svc, vdi.SR)
   await refreshSrUsage(svc, vdi.SR).catch(() => undefined)
 }
 
-/** The running VM disk a VDI is, if any (snapshots of it are taken live, merges into it run in QEMU). */
-function liveDisk(svc: Services, vdiRef: string): { uuid: string; userdevice: number } | undefined {
+/** The running VM whose disk a VDI is, if any (snapshots of it are taken live, merges into it run in its QEMU). */
+function runningUser(svc: Services, vdiRef: string): { vm: Readonly<VMRecord>; userdevice: number } | undefined {
   for (const vbd of svc.db.record('VDI', vdiRef).VBDs) {
     const rec = svc.db.record('VBD', vbd)
     const vm = svc.db.record('VM', rec.VM)
-    if (rec.currently_attached && (vm.power_state === 'Running' || vm.power_state === 'Paused')) return { uuid: vm.uuid, userdevice: Number(rec.userdevice) }
+    if (rec.currently_attached && (vm.power_state === 'Running' || vm.power_state === 'Paused')) return { vm, userdevice: Number(rec.userdevice) }
   }
   return undefined
 }
 
-/** How a VDI freezes, from its records: a snapshot's image is immutable already; a running VM's disk freezes live. */
-function freezeRequest(svc: Services, vdiRef: string, clone: boolean): FreezeRequest {
+/** The running VM disk a VDI is, as the agent names it. */
+function liveDisk(svc: Services, vdiRef: string): { uuid: string; userdevice: number } | undefined {
+  const user = runningUser(svc, vdiRef)
+  return user && { uuid: user.vm.uuid, userdevice: user.userdevice }
+}
+
+/** Where work on these VDIs runs: the host of a running VM using one (its QEMU holds the disk), else a host seeing all their SRs. */
+export function disksHost(svc: Services, vdiRefs: string[]): string {
+  for (const vdi of vdiRefs) {
+    const user = runningUser(svc, vdi)
+    if (user) return vmHost(svc, user.vm)
+  }
+  return hostSeeingSrs(svc, vdiRefs.map((v) => svc.db.record('VDI', v).SR))
+}
+
+/** How a VDI freezes on `host`, from its records: a snapshot's image is immutable already; a running VM's disk freezes live. */
+function freezeRequest(svc: Services, vdiRef: string, clone: boolean, host: string): FreezeRequest {
   const vdi = svc.db.record('VDI', vdiRef)
   const live = liveDisk(svc, vdiRef)
-  return { sr: attachedSr(svc, vdi.SR), location: vdi.location, next: randomUUID(), ...(vdi.is_a_snapshot ? { immutable: true } : live ? { live } : {}), ...(clone ? { clone: randomUUID() } : {}) }
+  return { sr: attachedSr(svc, vdi.SR, host), location: vdi.location, next: randomUUID(), ...(vdi.is_a_snapshot ? { immutable: true } : live ? { live } : {}), ...(clone ? { clone: randomUUID() } : {}) }
 }
 
 /**
@@ -133,14 +153,16 @@ function freezeRequest(svc: Services, vdiRef: string, clone: boolean): FreezeReq
  * is raised. The caller holds the SRs' locks.
  */
 export async function freezeVdis(svc: Services, vdiRefs: string[], clone: boolean): Promise<{ image: VdiImage; usage?: SrUsage }[]> {
-  const requests = vdiRefs.map((v) => freezeRequest(svc, v, clone))
-  const outcome = await svc.agent.call('vdi.freeze', { disks: requests })
+  const host = disksHost(svc, vdiRefs)
+  const agent = svc.agentFor(host)
+  const requests = vdiRefs.map((v) => freezeRequest(svc, v, clone, host))
+  const outcome = await agent.call('vdi.freeze', { disks: requests })
   const moved = outcome.done.flatMap((d, i) => (d.location !== requests[i]!.location ? [[vdiRefs[i]!, d.location] as const] : []))
   if (moved.length) await svc.db.transact((tx) => moved.forEach(([vdi, location]) => tx.update('VDI', vdi, { location })))
   if (outcome.failure) {
     // The frozen images are hidden bases now: the collection merges them back.
     for (const sr of new Set(outcome.done.map((_, i) => svc.db.record('VDI', vdiRefs[i]!).SR))) void collectSrGarbage(svc, sr)
-    throw svc.agent.failure(outcome.failure)
+    throw agent.failure(outcome.failure)
   }
   return outcome.done.map((d, i) => ({ image: d.image!, usage: outcome.usage[requests[i]!.sr.path] }))
 }
@@ -209,7 +231,8 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
         const disk = liveDisk(svc, v)
         if (disk) live[svc.db.record('VDI', v).location] = disk
       }
-      const { deferred } = await svc.agent.call('sr.gc', { ...attachedSr(svc, srRef), referenced: vdis.map((v) => v.location), live })
+      const host = srHost(svc, srRef)
+      const { deferred } = await svc.agentFor(host).call('sr.gc', { ...attachedSr(svc, srRef, host), referenced: vdis.map((v) => v.location), live })
       if (deferred) deferredCollections.add(srRef)
       else deferredCollections.delete(srRef)
       await finishTask(svc, task, { status: 'success', resultXml: '' })
@@ -223,7 +246,7 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
   return run
 }
 
-/** A full, independent copy, to any SR on this host. */
+/** A full, independent copy, to any SR, made on a host that sees both SRs. */
 export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   // As xapi's VM.copy: an SR reference that is not valid (NULL, '') means the disk's own SR.
@@ -231,7 +254,8 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
   const fields = constructorArgs('VDI', vdi)
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
   return withSrLock(target, async () => {
-    const image = await svc.agent.call('vdi.copy', { path: srPath(svc, target), source: imageOf(svc, vdiRef), location: randomUUID() })
+    const host = hostSeeingSrs(svc, [vdi.SR, target])
+    const image = await svc.agentFor(host).call('vdi.copy', { path: srPath(svc, target, host), source: imageOf(svc, vdiRef, host), location: randomUUID() })
     return recordVdi(svc, target, image, { ...fields, sm_config: {}, ...extra })
   })
 }
@@ -248,12 +272,14 @@ register('VDI.resize', async (ctx, [ref, size]) => {
   if (vdi.is_a_snapshot) throw new XapiError('VDI_READONLY', [ref])
   if (Number(size) < Number(vdi.virtual_size)) throw new XapiError('VDI_TOO_SMALL', [ref, String(vdi.virtual_size)])
   const live = liveDisk(ctx.svc, ref)
-  if (live) await ctx.svc.agent.call('vm.resize-disk', { ...live, size: Number(size) })
+  const host = disksHost(ctx.svc, [ref])
+  const agent = ctx.svc.agentFor(host)
+  if (live) await agent.call('vm.resize-disk', { ...live, size: Number(size) })
   else {
     await ctx.svc.db.transact((tx) => assertNotInUse(tx, ref, tx.get('VDI', ref), 'resize'))
-    await ctx.svc.agent.call('vdi.resize', { ...attachedSr(ctx.svc, vdi.SR), location: vdi.location, size: Number(size) })
+    await agent.call('vdi.resize', { ...attachedSr(ctx.svc, vdi.SR, host), location: vdi.location, size: Number(size) })
   }
-  const image = await ctx.svc.agent.call('vdi.image', { ...attachedSr(ctx.svc, vdi.SR), location: vdi.location })
+  const image = await agent.call('vdi.image', { ...attachedSr(ctx.svc, vdi.SR, host), location: vdi.location })
   await ctx.svc.db.transact((tx) => tx.update('VDI', ref, { virtual_size: image.virtualSize, physical_utilisation: image.physicalUtilisation }))
 })
 
@@ -265,7 +291,8 @@ for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 
 async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   if (isIsoSr(ctx.svc, srRef)) return scanIsoSr(ctx.svc, srRef)
   await collectSrGarbage(ctx.svc, srRef)
-  const images = await ctx.svc.agent.call('sr.scan', attachedSr(ctx.svc, srRef))
+  const host = srHost(ctx.svc, srRef)
+  const images = await ctx.svc.agentFor(host).call('sr.scan', attachedSr(ctx.svc, srRef, host))
   const known = new Set(ctx.svc.db.record('SR', srRef).VDIs.map((v) => ctx.svc.db.record('VDI', v).location))
   for (const image of images) {
     if (!known.has(image.location)) await recordVdi(ctx.svc, srRef, image, { name_label: '', type: 'user' })
@@ -279,14 +306,14 @@ register('SR.get_supported_types', (ctx) => [...srTypes(ctx.svc)])
 register('SR.set_name_label', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref, { name_label: value })))
 register('SR.set_name_description', (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('SR', ref, { name_description: value })))
 
-/** The first start's local SR: a directory inside the data dir, plugged on this host. */
+/** The first start's local SR: a directory inside the data dir, plugged on this host (the daemon's own start-of-day work). */
 export async function ensureLocalSr(svc: Services): Promise<string> {
   const pool = svc.db.first('pool')
   const existing = svc.db.record('pool', pool).default_SR
   if (existing !== NULL_REF && svc.db.tryRecord('SR', existing)) return existing
   const uuid = randomUUID()
   const path = `${svc.srRoot}/${uuid}`
-  await svc.agent.call('sr.attach', { type: 'ext', path })
+  await svc.agentFor(svc.hostRef).call('sr.attach', { type: 'ext', path })
   const sr = await svc.db.transact((tx) => {
     const ref = tx.create('SR', { uuid, name_label: 'Local storage', name_description: `Local storage in ${svc.srRoot}`, type: 'ext', content_type: 'user', shared: false, other_config: { 'i18n-key': 'local-storage' }, sm_config: { devserial: '' } })
     tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: { path }, currently_attached: true })
@@ -300,7 +327,7 @@ export async function ensureLocalSr(svc: Services): Promise<string> {
 /** SM records for the SR drivers this host's agent has, with the capabilities each declares. */
 export async function ensureStorageManagers(svc: Services): Promise<void> {
   const have = srTypes(svc)
-  const drivers = await svc.agent.call('sr.drivers')
+  const drivers = await svc.agentFor(svc.hostRef).call('sr.drivers')
   await svc.db.transact((tx) => {
     for (const d of drivers)
       if (!have.has(d.type))
@@ -311,18 +338,18 @@ export async function ensureStorageManagers(svc: Services): Promise<void> {
 /** The SR types there is a driver for: those of the SM records. */
 const srTypes = (svc: Services) => new Set([...svc.db.rows('SM')].map((r) => r.stored.type))
 
-/** A suspend image (memory and device state) for a VM, in the pool's suspend SR: a raw file the agent fills. */
-export async function createSuspendVdi(svc: Services, vm: Readonly<VMRecord>): Promise<{ ref: string; path: string }> {
+/** A suspend image (memory and device state) for a VM, in the pool's suspend SR: a raw file the agent of `host` fills. */
+export async function createSuspendVdi(svc: Services, vm: Readonly<VMRecord>, host: string): Promise<{ ref: string; path: string }> {
   const pool = svc.db.record('pool', svc.db.first('pool'))
   const srRef = pool.suspend_image_SR !== NULL_REF ? pool.suspend_image_SR : pool.default_SR
   if (srRef === NULL_REF) throw new XapiError('VM_NO_SUSPEND_SR', [vm.uuid])
-  return createSuspendImage(svc, srRef, Number(vm.memory_static_max) + 64 * 2 ** 20, { name_label: `Suspend image of ${vm.name_label}` })
+  return createSuspendImage(svc, srRef, Number(vm.memory_static_max) + 64 * 2 ** 20, { name_label: `Suspend image of ${vm.name_label}` }, host)
 }
 
-/** A VDI of type suspend in `srRef`: room for `size` bytes reserved, the raw file not made yet. */
-export async function createSuspendImage(svc: Services, srRef: string, size: number, fields: Record<string, unknown>): Promise<{ ref: string; path: string }> {
+/** A VDI of type suspend in `srRef`: room for `size` bytes reserved by `host`, its path there returned, the raw file not made yet. */
+export async function createSuspendImage(svc: Services, srRef: string, size: number, fields: Record<string, unknown>, host: string): Promise<{ ref: string; path: string }> {
   const location = randomUUID()
-  const path = await svc.agent.call('vdi.reserve-raw', { path: srPath(svc, srRef), location, size })
+  const path = await svc.agentFor(host).call('vdi.reserve-raw', { path: srPath(svc, srRef, host), location, size })
   const ref = await svc.db.transact((tx) =>
     tx.create('VDI', { other_config: {}, ...fields, uuid: location, location, SR: srRef, type: 'suspend', virtual_size: size, managed: true, sm_config: { 'image-format': 'raw' } }),
   )
@@ -337,10 +364,8 @@ export function vdiFormat(svc: Services, vdiRef: string): 'qcow2' | 'raw' {
   return isIsoSr(svc, vdi.SR) || vdi.sm_config['image-format'] === 'raw' ? 'raw' : 'qcow2'
 }
 
-/** Where an SR is on this host, plugged or not: its directory and, for device SRs, the device. */
-function placement(svc: Services, srRef: string, pbdRef?: string): SrLocation {
-  const pbd = pbdRef ?? svc.db.record('SR', srRef).PBDs.find((p) => svc.db.record('PBD', p).host === svc.hostRef)
-  if (!pbd) throw new XapiError('SR_HAS_NO_PBDS', [srRef])
+/** Where a PBD's SR is on the PBD's host, plugged or not: its directory and, for device SRs, the device. */
+function placement(svc: Services, srRef: string, pbd: string): SrLocation {
   const config = svc.db.record('PBD', pbd).device_config
   return { type: svc.db.record('SR', srRef).type, path: config.path!, ...(config.device ? { device: config.device } : {}) }
 }
@@ -348,7 +373,7 @@ function placement(svc: Services, srRef: string, pbdRef?: string): SrLocation {
 register('SR.create', async (ctx, [host, deviceConfig, , name, description, type, contentType, , smConfig]) => {
   const svc = ctx.svc
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
-  if (host !== svc.hostRef) throw new XapiError('CANNOT_CONTACT_HOST', [host])
+  const agent = svc.agentFor(host)
   const config = { ...deviceConfig }
   const uuid = randomUUID()
   if (type === 'iso' && !config.location) config.path = `${svc.srRoot}/${uuid}`
@@ -359,13 +384,13 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
   return withUndo('SR.create', async (undo) => {
     // Undone, a directory of ours goes; one the caller named stays (it may hold their files), unmounted.
     const ours = config.path === `${svc.srRoot}/${uuid}`
-    await undo.step(`the SR at ${config.path}`, () => svc.agent.call('sr.make', where), () => svc.agent.call(ours ? 'sr.remove' : 'sr.detach', where))
+    await undo.step(`the SR at ${config.path}`, () => agent.call('sr.make', where), () => agent.call(ours ? 'sr.remove' : 'sr.detach', where))
     const sr = await undo.step(
       `the SR and PBD records of ${uuid}`,
       () =>
         svc.db.transact((tx) => {
           const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: type === 'iso' ? 'iso' : contentType || 'user', shared: false, sm_config: smConfig ?? {}, other_config: {} })
-          tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: true })
+          tx.create('PBD', { host, SR: ref, device_config: config, currently_attached: true })
           return ref
         }),
       async (ref) => {
@@ -389,7 +414,7 @@ register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shar
 register('PBD.plug', async (ctx, [ref]) => {
   const pbd = ctx.svc.db.record('PBD', ref)
   if (pbd.currently_attached) return
-  await ctx.svc.agent.call('sr.attach', placement(ctx.svc, pbd.SR, ref))
+  await ctx.svc.agentFor(pbd.host).call('sr.attach', placement(ctx.svc, pbd.SR, ref))
   await ctx.svc.db.transact((tx) => tx.update('PBD', ref, { currently_attached: true }))
   await refreshSrUsage(ctx.svc, pbd.SR).catch(() => undefined)
 })
@@ -401,7 +426,7 @@ register('PBD.unplug', async (ctx, [ref]) => {
   for (const vdi of ctx.svc.db.record('SR', sr).VDIs)
     for (const vbd of ctx.svc.db.record('VDI', vdi).VBDs)
       if (ctx.svc.db.record('VM', ctx.svc.db.record('VBD', vbd).VM).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
-  await ctx.svc.agent.call('sr.detach', placement(ctx.svc, sr, ref))
+  await ctx.svc.agentFor(pbd.host).call('sr.detach', placement(ctx.svc, sr, ref))
   await ctx.svc.db.transact((tx) => tx.update('PBD', ref, { currently_attached: false }))
 })
 
@@ -430,9 +455,9 @@ register('SR.destroy', async (ctx, [ref]) => {
   for (const vdi of sr.VDIs)
     for (const vbd of svc.db.record('VDI', vdi).VBDs)
       if (svc.db.record('VM', svc.db.record('VBD', vbd).VM).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
-  const where = placement(svc, ref)
-  if (!sr.PBDs.some((p) => svc.db.record('PBD', p).currently_attached)) throw new XapiError('SR_NOT_ATTACHED', [ref])
-  await svc.agent.call('sr.remove', where)
+  const host = srHost(svc, ref)
+  const pbd = sr.PBDs.find((p) => svc.db.record('PBD', p).host === host)!
+  await svc.agentFor(host).call('sr.remove', placement(svc, ref, pbd))
   await svc.db.transact((tx) => {
     for (const pbd of tx.get('SR', ref).PBDs) tx.update('PBD', pbd, { currently_attached: false })
   })
@@ -441,7 +466,8 @@ register('SR.destroy', async (ctx, [ref]) => {
 
 /** ISO libraries: every *.iso file in the directory is a read-only VDI named after it. */
 async function scanIsoSr(svc: Services, srRef: string): Promise<void> {
-  const images = await svc.agent.call('sr.scan', attachedSr(svc, srRef))
+  const host = srHost(svc, srRef)
+  const images = await svc.agentFor(host).call('sr.scan', attachedSr(svc, srRef, host))
   const known = new Map(svc.db.record('SR', srRef).VDIs.map((v) => [svc.db.record('VDI', v).location, v]))
   await svc.db.transact((tx) => {
     for (const image of images) {

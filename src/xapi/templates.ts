@@ -89,7 +89,7 @@ export async function ensureTemplates(svc: Services, testGuestImage: string): Pr
   const sr = svc.db.record('pool', svc.db.first('pool')).default_SR
   let image: VdiImage
   try {
-    image = await svc.agent.call('vdi.import-file', { path: srPath(svc, sr), source: testGuestImage, format: 'raw', location: randomUUID() })
+    image = await svc.agentFor(svc.hostRef).call('vdi.import-file', { path: srPath(svc, sr, svc.hostRef), source: testGuestImage, format: 'raw', location: randomUUID() })
   } catch (err) {
     console.error(`flotilla: the "${TEST_GUEST_TEMPLATE}" template is not created: no usable image at ${testGuestImage} (scripts/build-test-guest.sh makes it): ${(err as Error).message}`)
     return

@@ -6,6 +6,7 @@ import { constructorArgs } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import type { Tx } from '../db/database.js'
 import { register } from './context.js'
+import { vmHost } from './forwarding.js'
 
 /** A locally administered unicast MAC derived from the VM's seed and the device number, stable across calls. */
 export function macFromSeed(seed: string, device: string): string {
@@ -120,7 +121,7 @@ register('VIF.move', async (ctx, [ref, network]) => {
     return { active, vm, old: vif.network, device: vif.device }
   })
   if (moved.active) {
-    await ctx.svc.agent.call('vm.move-nic', { uuid: moved.vm.uuid, device: moved.device, network: ctx.svc.db.record('network', network).uuid })
+    await ctx.svc.agentFor(vmHost(ctx.svc, moved.vm)).call('vm.move-nic', { uuid: moved.vm.uuid, device: moved.device, network: ctx.svc.db.record('network', network).uuid })
   }
   await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { network }))
 })

@@ -8,7 +8,8 @@ import { XapiError } from '../idl/errors.js'
 import { NULL_REF } from '../idl/index.js'
 import { register } from './context.js'
 import { importArchive } from './import.js'
-import { isIsoSr, srPath } from './storage.js'
+import { isIsoSr } from './storage.js'
+import { srHost } from './forwarding.js'
 
 /** What xapi's Open_uri accepts of a URL here: http and https (xapi also opens file: Unix sockets, which a remote caller has no business naming). */
 export function importUrl(text: string): URL {
@@ -35,7 +36,7 @@ register('VM.import', async (ctx, [urlText, sr, fullRestore, force]) => {
   const srRef = String(sr)
   if (srRef === NULL_REF || !ctx.svc.db.tryRecord('SR', srRef)) throw new XapiError('HANDLE_INVALID', ['SR', srRef])
   if (isIsoSr(ctx.svc, srRef)) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [srRef])
-  srPath(ctx.svc, srRef)
+  srHost(ctx.svc, srRef) // an SR plugged nowhere is refused before the download
   let res: Response
   try {
     res = await fetch(url, { redirect: 'manual', signal: ctx.signal })

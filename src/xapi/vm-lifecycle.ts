@@ -12,6 +12,7 @@ import { withSrLocks } from './sr-locks.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { bootSettingsError, nestedVirtStartError, pcpusError } from './vm-constraints.js'
 import { chooseHostForVm, hostRefusesVm } from './host-ops.js'
+import { hostUrl, vmHost } from './forwarding.js'
 
 type Rec = Readonly<VMRecord>
 
@@ -19,11 +20,11 @@ type Rec = Readonly<VMRecord>
 export const VM_OVERHEAD = 64 * 2 ** 20
 
 /**
- * Free memory for VMs on this host: its RAM less what resident VMs need. The control domain is
+ * Free memory for VMs on a host: its RAM less what resident VMs need. The control domain is
  * resident too: its memory is what the host keeps for itself (its daemon, etcd, page cache).
  */
-export function hostFreeMemory(svc: Services): number {
-  const host = svc.db.record('host', svc.hostRef)
+export function hostFreeMemory(svc: Services, hostRef: string): number {
+  const host = svc.db.record('host', hostRef)
   const total = Number(svc.db.record('host_metrics', host.metrics).memory_total)
   const used = host.resident_VMs.reduce((sum, ref) => {
     const vm = svc.db.record('VM', ref)
@@ -40,17 +41,21 @@ export function hostFreeMemory(svc: Services): number {
  */
 type Placement = 'choose' | 'given' | 'in-place'
 
-/** xapi's assert_can_boot_here, for this host: settings, the host (live, enabled), memory, CPUs, in its order. */
-function assertCanBootHere(svc: Services, vm: Rec, placement: Placement = 'given'): void {
-  if (placement === 'choose') chooseHostForVm(svc, vm)
+/** The host a start goes to: placement's choice, or this host (start_on, resume_on of it; a restart in place). */
+function bootHost(svc: Services, vm: Rec, placement: Placement): string {
+  return placement === 'choose' ? chooseHostForVm(svc, vm) : svc.hostRef
+}
+
+/** xapi's assert_can_boot_here: settings, the host (live, enabled), memory, CPUs, in its order. */
+function assertCanBootHere(svc: Services, vm: Rec, host: string, placement: Placement): void {
   const settings = bootSettingsError(vm)
   if (settings) throw settings
-  const refused = placement === 'in-place' ? undefined : hostRefusesVm(svc, svc.hostRef, vm)
+  const refused = placement === 'in-place' ? undefined : hostRefusesVm(svc, host, vm)
   if (refused) throw refused
   const needed = Number(vm.memory_static_max) + VM_OVERHEAD
-  const available = hostFreeMemory(svc)
+  const available = hostFreeMemory(svc, host)
   if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
-  const cpus = Number(svc.db.record('host', svc.hostRef).cpu_info.cpu_count)
+  const cpus = Number(svc.db.record('host', host).cpu_info.cpu_count)
   const pcpus = pcpusError(vm, cpus)
   if (pcpus) throw pcpus
 }
@@ -62,15 +67,15 @@ function oemStrings(bios: Record<string, string>): string[] {
     .map(([, v]) => v)
 }
 
-/** What the agent needs to start a VM, decoded from its records: disks name their images, whose files the agent finds. */
-function startRequest(svc: Services, vm: Rec, paused: boolean): StartByImage {
+/** What the agent of `host` needs to start a VM, decoded from its records: disks name their images, whose files the agent finds. */
+function startRequest(svc: Services, vm: Rec, paused: boolean, host: string): StartByImage {
   const disks: StartByImage['disks'] = []
   for (const vbd of vm.VBDs) {
     const rec = svc.db.record('VBD', vbd)
     const empty = rec.empty || rec.VDI === NULL_REF
     disks.push({
       userdevice: Number(rec.userdevice),
-      ...(empty ? {} : { image: imageOf(svc, rec.VDI) }),
+      ...(empty ? {} : { image: imageOf(svc, rec.VDI, host) }),
       format: empty ? 'qcow2' : vdiFormat(svc, rec.VDI),
       readOnly: rec.mode === 'RO',
       type: rec.type === 'CD' ? 'CD' : 'Disk',
@@ -103,23 +108,23 @@ function startRequest(svc: Services, vm: Rec, paused: boolean): StartByImage {
   }
 }
 
-/** Bookkeeping of a VM that now runs here. */
-function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean): void {
+/** Bookkeeping of a VM that now runs on `host`. */
+function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean, host: string): void {
   const vm = tx.get('VM', ref)
-  tx.update('VM', ref, { power_state: paused ? 'Paused' : 'Running', resident_on: svc.hostRef, scheduled_to_be_resident_on: NULL_REF, domid: nextDomid(tx, svc) })
+  tx.update('VM', ref, { power_state: paused ? 'Paused' : 'Running', resident_on: host, scheduled_to_be_resident_on: NULL_REF, domid: nextDomid(tx, host) })
   for (const vbd of vm.VBDs) tx.update('VBD', vbd, { currently_attached: true })
   for (const vif of vm.VIFs) tx.update('VIF', vif, { currently_attached: true })
   const metrics = vm.metrics
   if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now(), VCPUs_number: vm.VCPUs_at_startup, memory_actual: vm.memory_static_max, state: [], last_updated: now() })
   for (const protocol of ['rfb', 'vt100'] as const) {
     const uuid = randomUUID()
-    tx.create('console', { uuid, protocol, VM: ref, location: `${svc.publicUrl}/console?uuid=${uuid}`, other_config: {} })
+    tx.create('console', { uuid, protocol, VM: ref, location: `${hostUrl(svc, host)}/console?uuid=${uuid}`, other_config: {} })
   }
   refreshAllowedOperations(tx, ref)
 }
 
-function nextDomid(tx: Tx, svc: Services): number {
-  const used = tx.get('host', svc.hostRef).resident_VMs.map((v) => Number(tx.get('VM', v).domid))
+function nextDomid(tx: Tx, host: string): number {
+  const used = tx.get('host', host).resident_VMs.map((v) => Number(tx.get('VM', v).domid))
   return Math.max(0, ...used) + 1
 }
 
@@ -143,26 +148,28 @@ export function markHalted(tx: Tx, ref: string, nvram?: string): void {
 async function startVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'start', async (vm) => {
-    assertCanBootHere(svc, vm, placement)
+    const host = bootHost(svc, vm, placement)
+    assertCanBootHere(svc, vm, host, placement)
     const nested = nestedVirtStartError(vm)
     if (nested) throw nested
+    const agent = svc.agentFor(host)
     await withUndo('VM.start', async (undo) => {
-      await undo.step(`the scheduling of ${vm.uuid} here`, () => scheduleHere(svc, ref, svc.hostRef), () => scheduleHere(svc, ref, NULL_REF))
-      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.start', startRequest(svc, vm, paused))), () => hardStop(svc, vm))
-      await svc.db.transact((tx) => markRunning(tx, svc, ref, paused))
+      await undo.step(`the scheduling of ${vm.uuid} on its host`, () => scheduleOn(svc, ref, host), () => scheduleOn(svc, ref, NULL_REF))
+      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => agent.call('vm.start', startRequest(svc, vm, paused, host))), () => hardStop(svc, vm, host))
+      await svc.db.transact((tx) => markRunning(tx, svc, ref, paused, host))
     })
   })
 }
 
-const scheduleHere = (svc: Services, ref: string, host: string) => svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: host }))
+const scheduleOn = (svc: Services, ref: string, host: string) => svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: host }))
 
-/** Undoes a start whose bookkeeping failed: the QEMU goes again. */
-const hardStop = (svc: Services, vm: Rec) => svc.agent.call('vm.stop', { uuid: vm.uuid, clean: false })
+/** Undoes a start whose bookkeeping failed: the QEMU on `host` goes again. */
+const hardStop = (svc: Services, vm: Rec, host: string) => svc.agentFor(host).call('vm.stop', { uuid: vm.uuid, clean: false })
 
 async function stopVm(ctx: CallContext, ref: string, op: VmOperations, clean: boolean): Promise<void> {
   await withVmOperation(ctx, ref, op, async (vm) => {
     if (vm.power_state === 'Suspended') return discardSuspendImage(ctx.svc, ref)
-    const { nvram } = await ctx.svc.agent.call('vm.stop', { uuid: vm.uuid, clean })
+    const { nvram } = await ctx.svc.agentFor(vmHost(ctx.svc, vm)).call('vm.stop', { uuid: vm.uuid, clean })
     await ctx.svc.db.transact((tx) => markHalted(tx, ref, nvram))
   })
   collectAllGarbage(ctx.svc)
@@ -181,8 +188,9 @@ async function discardSuspendImage(svc: Services, ref: string): Promise<void> {
 register('VM.suspend', (ctx, [ref]) =>
   withVmOperation(ctx, ref, 'suspend', (vm) =>
     withUndo('VM.suspend', async (undo) => {
-      const image = await undo.step('the suspend image', () => createSuspendVdi(ctx.svc, vm), (made) => destroyVdi(ctx.svc, made.ref))
-      const { nvram } = await ctx.svc.agent.call('vm.suspend', { uuid: vm.uuid, statePath: image.path })
+      const host = vmHost(ctx.svc, vm)
+      const image = await undo.step('the suspend image', () => createSuspendVdi(ctx.svc, vm, host), (made) => destroyVdi(ctx.svc, made.ref))
+      const { nvram } = await ctx.svc.agentFor(host).call('vm.suspend', { uuid: vm.uuid, statePath: image.path })
       await ctx.svc.db.transact((tx) => {
         markHalted(tx, ref, nvram)
         tx.update('VM', ref, { power_state: 'Suspended', suspend_VDI: image.ref })
@@ -197,13 +205,15 @@ register('VM.suspend', (ctx, [ref]) =>
 async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'resume', async (vm) => {
-    assertCanBootHere(svc, vm, placement)
+    const host = bootHost(svc, vm, placement)
+    assertCanBootHere(svc, vm, host, placement)
     const image = vm.suspend_VDI
     if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
+    const agent = svc.agentFor(host)
     await withUndo('VM.resume', async (undo) => {
-      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => svc.agent.call('vm.resume', { request: startRequest(svc, vm, paused), state: imageOf(svc, image) })), () => hardStop(svc, vm))
+      await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => agent.call('vm.resume', { request: startRequest(svc, vm, paused, host), state: imageOf(svc, image, host) })), () => hardStop(svc, vm, host))
       await svc.db.transact((tx) => {
-        markRunning(tx, svc, ref, paused)
+        markRunning(tx, svc, ref, paused, host)
         tx.update('VM', ref, { suspend_VDI: NULL_REF })
       })
     })
@@ -231,17 +241,20 @@ register('VM.shutdown', (ctx, [ref]) => stopVm(ctx, ref, 'shutdown', true).catch
 
 register('VM.clean_reboot', (ctx, [ref]) =>
   withVmOperation(ctx, ref, 'clean_reboot', async (vm) => {
-    const { nvram } = await ctx.svc.agent.call('vm.stop', { uuid: vm.uuid, clean: true })
+    // The VM comes back on the host it ran on.
+    const host = vmHost(ctx.svc, vm)
+    const agent = ctx.svc.agentFor(host)
+    const { nvram } = await agent.call('vm.stop', { uuid: vm.uuid, clean: true })
     await ctx.svc.db.transact((tx) => markHalted(tx, ref, nvram))
     const fresh = ctx.svc.db.record('VM', ref)
-    await ctx.svc.agent.call('vm.start', startRequest(ctx.svc, fresh, false))
-    await ctx.svc.db.transact((tx) => markRunning(tx, ctx.svc, ref, false))
+    await agent.call('vm.start', startRequest(ctx.svc, fresh, false, host))
+    await ctx.svc.db.transact((tx) => markRunning(tx, ctx.svc, ref, false, host))
   }),
 )
 
 register('VM.hard_reboot', (ctx, [ref]) =>
   withVmOperation(ctx, ref, 'hard_reboot', async (vm) => {
-    await ctx.svc.agent.call('vm.reset', { uuid: vm.uuid })
+    await ctx.svc.agentFor(vmHost(ctx.svc, vm)).call('vm.reset', { uuid: vm.uuid })
     await ctx.svc.db.transact((tx) => {
       const metrics = tx.get('VM', ref).metrics
       if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now() })
@@ -252,14 +265,14 @@ register('VM.hard_reboot', (ctx, [ref]) =>
 
 register('VM.pause', (ctx, [ref]) =>
   withVmOperation(ctx, ref, 'pause', async (vm) => {
-    await ctx.svc.agent.call('vm.pause', { uuid: vm.uuid })
+    await ctx.svc.agentFor(vmHost(ctx.svc, vm)).call('vm.pause', { uuid: vm.uuid })
     await ctx.svc.db.transact((tx) => tx.update('VM', ref, { power_state: 'Paused' }))
   }),
 )
 
 register('VM.unpause', (ctx, [ref]) =>
   withVmOperation(ctx, ref, 'unpause', async (vm) => {
-    await ctx.svc.agent.call('vm.unpause', { uuid: vm.uuid })
+    await ctx.svc.agentFor(vmHost(ctx.svc, vm)).call('vm.unpause', { uuid: vm.uuid })
     await ctx.svc.db.transact((tx) => tx.update('VM', ref, { power_state: 'Running' }))
   }),
 )
@@ -286,11 +299,11 @@ export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: Sto
   }
 }
 
-/** After a daemon restart: VMs whose QEMU still runs stay Running; the others are Halted; auto_poweron VMs start. */
+/** After a daemon restart: this host's VMs whose QEMU still runs stay Running; the others are Halted; auto_poweron VMs start. */
 export async function reconcileVms(svc: Services): Promise<void> {
   const mine = [...svc.db.rows('VM')].filter((r) => r.stored.resident_on === svc.hostRef && !r.stored.is_control_domain && r.stored.power_state !== 'Halted' && r.stored.power_state !== 'Suspended')
   const list = mine.map((r) => ({ uuid: r.stored.uuid, devices: svc.db.record('VM', r.ref).VIFs.map((v) => svc.db.record('VIF', v).device) }))
-  const alive = new Set(await svc.agent.call('vm.reattach', { vms: list }))
+  const alive = new Set(await svc.agentFor(svc.hostRef).call('vm.reattach', { vms: list }))
   for (const row of mine) if (!alive.has(row.stored.uuid)) await svc.db.transact((tx) => markHalted(tx, row.ref))
   for (const row of [...svc.db.rows('VM')]) {
     const s = row.stored

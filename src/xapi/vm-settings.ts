@@ -7,6 +7,7 @@ import type { VMRecord, VmOperations } from '../idl/records.js'
 import { register, type CallContext } from './context.js'
 import { liveVcpusError, memoryConstraintError, memoryOf, vcpusAtStartupError, vcpusMaxError, type MemoryConstraints } from './vm-constraints.js'
 import { withVmOperation } from './vm.js'
+import { vmHost } from './forwarding.js'
 
 type Rec = Readonly<VMRecord>
 
@@ -92,7 +93,7 @@ register('VM.set_VCPUs_number_live', (ctx, [ref, count]) =>
   withVmOperation(ctx, ref, 'changing_VCPUs_live', async (rec) => {
     const err = liveVcpusError(rec, count as number)
     if (err) throw err
-    await ctx.svc.agent.call('vm.set-vcpus', { uuid: rec.uuid, count: count as number })
+    await ctx.svc.agentFor(vmHost(ctx.svc, rec)).call('vm.set-vcpus', { uuid: rec.uuid, count: count as number })
     await ctx.svc.db.transact((tx) => {
       tx.update('VM', ref, { VCPUs_at_startup: count })
       const metrics = tx.get('VM', ref).metrics

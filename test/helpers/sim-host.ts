@@ -19,7 +19,7 @@ import { bootstrap, loadIdentity } from '../../src/daemon/bootstrap.js'
 import type { Database } from '../../src/db/database.js'
 import { handleJsonRpc } from '../../src/http/rpc.js'
 import { Dispatcher } from '../../src/xapi/dispatch.js'
-import { DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services } from '../../src/xapi/index.js'
+import { DEFAULT_SETTINGS, ownAgentOnly, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services } from '../../src/xapi/index.js'
 import { memoryPoolDatabase } from './memory-db.js'
 
 const GiB = 2 ** 30
@@ -63,6 +63,8 @@ export interface SimHost {
   readonly network: SimNetwork
   readonly db: Database
   readonly svc: Services
+  /** This host's agent client (what svc.agentFor(svc.hostRef) answers): tests wrap its calls to count or fail them. */
+  readonly agent: AgentClient
   readonly dataDir: string
   /** Waits until what VMs did on their own (stops, pauses) has been reported and the API layer has acted on it. */
   settled(): Promise<void>
@@ -106,7 +108,7 @@ export async function startSimHost(): Promise<SimHost> {
   const agent = new AgentClient(socketTransport(socket, identity.agentSecret), streams.stream)
   const { generatedPassword } = await bootstrap(db, identity, FACTS, '192.0.2.10')
   const publicUrl = 'https://192.0.2.10'
-  svc = { db, agent, hostRef: identity.hostRef, settings: DEFAULT_SETTINGS, publicUrl, srRoot: join(dataDir, 'sr') }
+  svc = { db, agentFor: ownAgentOnly(identity.hostRef, agent), hostRef: identity.hostRef, settings: DEFAULT_SETTINGS, publicUrl, srRoot: join(dataDir, 'sr') }
   const guestImage = join(dataDir, 'test-guest.img')
   await writeFile(guestImage, '')
   await truncate(guestImage, 64 * 2 ** 20)
@@ -141,6 +143,7 @@ export async function startSimHost(): Promise<SimHost> {
     network,
     db,
     svc: host,
+    agent,
     dataDir,
     settled,
     async dispose() {

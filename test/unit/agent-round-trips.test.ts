@@ -33,7 +33,7 @@ async function guestWithDisks(name: string, extra: number): Promise<string> {
 describe('agent round trips', () => {
   before(async () => {
     host = await startSimHost()
-    const agent = host.svc.agent
+    const agent = host.agent
     const call = agent.call.bind(agent)
     agent.call = (method, ...args) => {
       calls.push(method)

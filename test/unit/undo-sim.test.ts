@@ -19,7 +19,7 @@ const injected = (method: string) => (err: unknown) => err instanceof XapiCallEr
 
 /** Makes the agent calls named fail, each at its `nth` call from now, as a host whose step fails would. */
 function failAgentCalls(failures: Record<string, number>): void {
-  const agent = host.svc.agent
+  const agent = host.agent
   const real = agent.call
   const untyped = real as unknown as (this: typeof agent, name: string, args?: unknown) => Promise<unknown>
   const seen = new Map<string, number>()
@@ -38,7 +38,7 @@ const failAgentCall = (method: string, nth = 1) => failAgentCalls({ [method]: nt
 
 /** Makes the next vdi.freeze (all of a VM's disks in one call) fail at its `nth` disk, as the agent reports it: the disks before it frozen, then the failure. */
 function failFreezeAt(nth: number): void {
-  const agent = host.svc.agent
+  const agent = host.agent
   const real = agent.call
   const untyped = real as unknown as (this: typeof agent, name: string, args?: unknown) => Promise<unknown>
   restoreAgent = () => (agent.call = real)
@@ -53,7 +53,7 @@ function failFreezeAt(nth: number): void {
 
 /** Passes the next call of the agent method `method` on with its arguments changed by `change`. */
 function alterAgentCall(method: string, change: (args: any) => unknown): void {
-  const agent = host.svc.agent
+  const agent = host.agent
   const real = agent.call
   const untyped = real as unknown as (this: typeof agent, name: string, args?: unknown) => Promise<unknown>
   restoreAgent = () => (agent.call = real)
@@ -165,7 +165,7 @@ describe('a failing step undone, on the simulated host', () => {
     await assert.rejects(c('VM.checkpoint', vm.ref, 'never'), (err: unknown) => err instanceof XapiCallError && err.code === 'VM_CHECKPOINT_SUSPEND_FAILED')
     assert.deepEqual(await state(vm.ref), was)
     assert.deepEqual(await srVdis(), vdis)
-    const files = (await host.svc.agent.call('vm.devices', { uuid: vm.uuid })).disks.map((d) => d.file ?? '')
+    const files = (await host.agent.call('vm.devices', { uuid: vm.uuid })).disks.map((d) => d.file ?? '')
     for (const vbd of await c<string[]>('VM.get_VBDs', vm.ref)) {
       const location = await c<string>('VDI.get_location', await c<string>('VBD.get_VDI', vbd))
       const file = files.find((f) => f.endsWith(`/${location}.qcow2`))

@@ -131,7 +131,7 @@ describe('SR.create undone (in-memory pool, a stand-in agent)', () => {
         return method === 'sr.usage' ? { physicalSize: 1, physicalUtilisation: 0 } : method === 'sr.scan' ? [] : undefined
       },
     }
-    const svc = { db, agent, hostRef: HOST, settings: DEFAULT_SETTINGS, srRoot: '/srv/flotilla', publicUrl: '' } as unknown as Services
+    const svc = { db, agentFor: () => agent, hostRef: HOST, settings: DEFAULT_SETTINGS, srRoot: '/srv/flotilla', publicUrl: '' } as unknown as Services
     const create = (config: Record<string, string>, type = 'ext') => handlers.get('SR.create')!({ svc, sessionRef: '', session: {}, wireName: 'SR.create' }, [HOST, config, 0, 'sr', '', type, 'user', false, {}]) as Promise<string>
     const records = () => ({ SR: db.refs('SR').length, PBD: db.refs('PBD').length })
     return { calls, failure, create, records }

@@ -15,7 +15,7 @@ const c = <T = any>(method: string, ...params: unknown[]) => host.c<T>(method, .
 const record = (cls: string, ref: string) => c(`${cls}.get_record`, ref)
 const powerState = (ref: string) => c<string>('VM.get_power_state', ref)
 const failsWith = (code: string) => (err: unknown) => err instanceof XapiCallError && err.code === code
-const devices = (uuid: string) => host.svc.agent.call('vm.devices', { uuid })
+const devices = (uuid: string) => host.agent.call('vm.devices', { uuid })
 
 /** A VM as a user makes one: a clone of the test guest template, provisioned. */
 async function newGuest(name: string): Promise<{ ref: string; uuid: string }> {
