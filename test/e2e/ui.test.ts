@@ -117,6 +117,38 @@ describe('web UI', { timeout: 180_000 }, () => {
     await page.getByLabel('Filter VMs').fill('')
   })
 
+  it('shows the pool: each host with its address, state, memory and VMs, the master marked; starts a halted VM on a picked host', async () => {
+    await page.getByRole('link', { name: 'Dashboard', exact: true }).click()
+    const [host] = await c<string[]>('host.get_all')
+    const rec = await c('host.get_record', host)
+    const row = page.getByTestId('host-row').filter({ hasText: rec.name_label })
+    await row.waitFor()
+    assert.equal(await page.getByTestId('host-row').count(), 1, 'a standalone host is a pool of one')
+    assert.equal(await row.getByTestId('master-badge').innerText(), 'master')
+    assert.equal(await row.getByTestId('host-address').innerText(), rec.address)
+    assert.equal(await row.getByTestId('host-live').innerText(), 'Live')
+    assert.equal(await row.getByTestId('host-enabled').innerText(), 'Enabled')
+    assert.match((await row.getByTestId('host-memory').innerText()).trim(), /^[\d.]+ \w+ \/ [\d.]+ \w+$/)
+    assert.match(await page.locator('.tree').innerText(), new RegExp(`${rec.name_label} \\(master\\)`))
+    await c('host.disable', host)
+    await waitFor('Disabled on the page', async () => (await row.getByTestId('host-enabled').innerText()) === 'Disabled')
+    await c('host.enable', host)
+    await waitFor('Enabled again', async () => (await row.getByTestId('host-enabled').innerText()) === 'Enabled')
+
+    await page.getByTestId('dashboard-vm').getByRole('link', { name: 'renamed outside' }).click()
+    await page.locator('[data-action=start_on]').click()
+    const dialog = page.locator('dialog')
+    await dialog.locator('select').selectOption({ label: `${rec.name_label} (master)` })
+    await dialog.getByRole('button', { name: 'Start' }).click()
+    await waitFor('Running on the page', async () => (await powerState().innerText()) === 'Running', 60_000)
+    assert.equal(await c('VM.get_resident_on', outsideVm), host)
+    assert.ok(daemon.requests().includes('POST /jsonrpc Async.VM.start_on'), 'started with VM.start_on')
+    await page.getByRole('link', { name: 'Dashboard', exact: true }).click()
+    await row.getByTestId('host-vms').getByRole('link', { name: 'renamed outside' }).waitFor()
+    await c('VM.hard_shutdown', outsideVm)
+    await waitFor('no VM on the host', async () => (await row.getByTestId('host-vms').innerText()) === 'none', 60_000)
+  })
+
   it('creates a VM with the wizard, using each of its options, and starts it', async () => {
     await page.getByRole('link', { name: 'New VM' }).first().click()
     const form = page.locator('form.wizard')
@@ -192,7 +224,7 @@ describe('web UI', { timeout: 180_000 }, () => {
     await page.locator('dialog').getByRole('button', { name: 'Revert' }).click()
     // A snapshot (without memory) reverts to a halted VM.
     await waitFor('Halted after revert', async () => (await powerState().innerText()) === 'Halted', 60_000)
-    await page.getByRole('button', { name: 'Start' }).click()
+    await page.getByRole('button', { name: 'Start', exact: true }).click()
     await waitFor('Running again', async () => (await powerState().innerText()) === 'Running', 60_000)
   })
 
@@ -248,5 +280,24 @@ describe('web UI', { timeout: 180_000 }, () => {
     assert.ok(lines.length >= 1, 'the page called event.from')
     assert.deepEqual([...new Set(lines)], ['POST /jsonrpc event.from'])
     assert.deepEqual(problems, [])
+  })
+
+  it('sends the browser from a pool member to its master, keeping the scheme and port of the page', async () => {
+    // The daemon plays both: the member at 127.0.0.1 (its login answered HOST_IS_SLAVE here), the master at localhost.
+    await page.goto(daemon.url)
+    await page.getByRole('button', { name: 'Log out' }).click()
+    await page.route('**/jsonrpc', async (route) => {
+      const body = route.request().postDataJSON() as { method: string; id: number }
+      if (body.method !== 'session.login_with_password') return route.continue()
+      await route.fulfill({ contentType: 'application/json', body: JSON.stringify({ jsonrpc: '2.0', id: body.id, error: { code: 1, message: 'HOST_IS_SLAVE', data: ['localhost'] } }) })
+    })
+    await page.getByLabel('Password').fill(PASSWORD)
+    await page.getByLabel('Password').press('Enter')
+    await page.waitForURL(`http://localhost:${daemon.httpPort}/?from_member=127.0.0.1`)
+    await page.unroute('**/jsonrpc')
+    assert.match(await page.getByTestId('from-member').innerText(), /^127\.0\.0\.1 is a member of this pool: the pool is managed here, on its master\.$/)
+    await page.getByLabel('Password').fill(PASSWORD)
+    await page.getByLabel('Password').press('Enter')
+    await page.getByTestId('host-row').first().waitFor()
   })
 })

@@ -2,6 +2,7 @@
 // `event.from` long-poll loop, the tasks this page started, notices and the modal dialog.
 import { computed, reactive, shallowReactive } from 'vue'
 import { NULL_REF, refsOfResult, rpc, XapiError } from './api'
+import { goToMaster } from './master'
 
 export type Rec = Readonly<Record<string, any>> & { readonly $ref: string }
 
@@ -45,6 +46,8 @@ export const state = reactive({
   /** The event loop reached the server on its last try. */
   online: true,
   loginMessage: '',
+  /** The pool master's address, once a member answered HOST_IS_SLAVE: the browser is on its way there. */
+  leavingFor: '',
   notices: [] as Notice[],
   /** Tasks started from this page, newest first. */
   myTasks: [] as string[],
@@ -57,6 +60,15 @@ const byName = (a: Rec, b: Rec) => String(a.name_label).localeCompare(String(b.n
 export const pool = computed(() => values('pool')[0])
 export const hosts = computed(() => values('host').sort(byName))
 export const vms = computed(() => values('vm').filter((v) => !v.is_a_template && !v.is_a_snapshot && !v.is_control_domain).sort(byName))
+export const master = computed(() => get('host', pool.value?.master))
+/** Whether the pool hears from the host (its host_metrics.live). */
+export const isLive = (host: Rec) => get('host_metrics', host.metrics)?.live === true
+/** A host's memory: total and used, in bytes (none before its metrics arrive). */
+export function hostMemory(host: Rec): { total: number; used: number } | undefined {
+  const m = get('host_metrics', host.metrics)
+  return m && { total: Number(m.memory_total), used: Number(m.memory_total) - Number(m.memory_free) }
+}
+export const residentVms = (host: Rec) => vms.value.filter((v) => v.resident_on === host.$ref)
 export const templates = computed(() => values('vm').filter((v) => v.is_a_template && !v.is_a_snapshot).sort(byName))
 export const srs = computed(() => values('sr').sort(byName))
 export const networks = computed(() => values('network').sort(byName))
@@ -72,7 +84,10 @@ let abort = new AbortController()
 const STORAGE_KEY = 'flotilla-session'
 
 export async function login(user: string, password: string): Promise<void> {
-  const session = await rpc<string>('session.login_with_password', [user, password, '1.0', 'Flotilla web UI'])
+  const session = await rpc<string>('session.login_with_password', [user, password, '1.0', 'Flotilla web UI']).catch((err) => {
+    if (err instanceof XapiError && err.code === 'HOST_IS_SLAVE' && err.params[0]) leaveFor(err.params[0])
+    throw err
+  })
   sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ session, user }))
   begin(session, user)
 }
@@ -98,6 +113,12 @@ function begin(session: string, user: string): void {
   Object.assign(state, { session, user, loaded: false, online: true, loginMessage: '' })
   abort = new AbortController()
   void eventLoop(++generation, abort.signal)
+}
+
+/** A member answered HOST_IS_SLAVE [master]: the UI lives on the master. */
+function leaveFor(address: string): void {
+  state.leavingFor = address
+  goToMaster(address)
 }
 
 function end(message: string): void {
@@ -135,6 +156,8 @@ async function eventLoop(gen: number, signal: AbortSignal): Promise<void> {
       if (gen !== generation || signal.aborted) return
       const code = (err as XapiError).code
       if (code === 'SESSION_INVALID') return end('Your session has ended; please log in again.')
+      // This host became a member (another host is master now): the pool is managed there.
+      if (code === 'HOST_IS_SLAVE' && (err as XapiError).params[0]) return end(''), leaveFor((err as XapiError).params[0]!)
       if (code === 'EVENTS_LOST' || code === 'EVENT_FROM_TOKEN_PARSE_FAILURE') {
         token = '' // resynchronise with a full dump
         continue

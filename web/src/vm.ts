@@ -1,6 +1,6 @@
 // VM actions as the UI offers them, each an Async. call watched to its end.
 import { NULL_REF } from './api'
-import { act, ask, call, get, objects, run, srs, pool, type Rec } from './store'
+import { act, ask, call, get, hosts, isLive, master, objects, run, srs, pool, type Rec } from './store'
 import { go } from './router'
 
 export interface Action {
@@ -24,6 +24,14 @@ export const POWER_ACTIONS: Action[] = [
   simple('pause', 'Pause', 'pause', 'pause'),
   simple('unpause', 'Unpause', 'unpause', 'unpause'),
 ]
+
+/** Start on a host the user picks (VM.start_on); only the hosts that can take a VM are offered. */
+export async function startOn(vm: Rec): Promise<void> {
+  const candidates = hosts.value.filter((h) => isLive(h) && h.enabled)
+  const options = candidates.map((h) => ({ value: h.$ref, label: h.$ref === master.value?.$ref ? `${h.name_label} (master)` : h.name_label }))
+  const v = await ask({ title: `Start ${vm.name_label} on…`, message: 'Hosts that are disabled or not live are not offered.', fields: [{ key: 'host', label: 'Host', type: 'select', value: options[0]?.value ?? '', options }], confirm: 'Start' })
+  if (v?.host) await run(`Start ${vm.name_label}`, () => act('VM.start_on', vm.$ref, v.host, false, false))
+}
 
 export const allowed = (vm: Rec, op: string) => (vm.allowed_operations as string[]).includes(op)
 
