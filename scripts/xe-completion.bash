@@ -6,7 +6,7 @@ _flotilla_xe() {
   if [ "$COMP_CWORD" -eq 1 ] || [[ ${COMP_WORDS[COMP_CWORD-1]} == -* && $COMP_CWORD -eq 3 ]]; then
     COMPREPLY=($(compgen -W "$(xe help-commands 2>/dev/null)" -- "$cur"))
   else
-    COMPREPLY=($(compgen -W "uuid= vm= name-label= new-name-label= params= param-name= param-key= sr-uuid= vdi-uuid= vm-uuid= network-uuid= device= filename= --minimal --force" -- "$cur"))
+    COMPREPLY=($(compgen -W "uuid= vm= name-label= new-name-label= params= param-name= param-key= sr-uuid= vdi-uuid= vm-uuid= network-uuid= device= filename= host= host-uuid= on= master-address= master-username= master-password= --minimal --force --multiple" -- "$cur"))
   fi
 }
 complete -o nospace -F _flotilla_xe xe
