@@ -1,12 +1,13 @@
-// host.disable/enable and host.allowed_operations (xapi_host.ml, xapi_host_helpers.ml,
-// message_forwarding.ml), where a VM may be placed (xapi_vm_helpers.ml's host checks), and
-// host.get/set_sched_gran.
+// host.disable/enable, host.declare_dead and host.destroy, host.allowed_operations (xapi_host.ml,
+// xapi_host_helpers.ml, message_forwarding.ml) and host.get/set_sched_gran. Where a VM may be
+// placed is placement.ts.
 import { enumValues } from '../idl/index.js'
 import { XapiError, type ErrorCode } from '../idl/errors.js'
-import type { HostAllowedOperations, HostRecord, VMRecord } from '../idl/records.js'
+import type { HostAllowedOperations, HostRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import { register, type CallContext, type Services } from './context.js'
 import { withOperation } from './operations.js'
+import { markHalted } from './vm-lifecycle.js'
 
 type Host = Readonly<HostRecord>
 type Op = HostAllowedOperations
@@ -75,6 +76,11 @@ function withHostOperation<T>(ctx: CallContext, ref: string, op: Op, fn: () => P
   return withOperation(ctx, { cls: 'host', check, refresh: refreshHostAllowedOperations }, ref, op, fn)
 }
 
+/** host.disable and host.enable run on the host itself (xapi forwards them there): HOST_OFFLINE [host] while it is not live. */
+function assertReachable(tx: Tx, ref: string, host: Host): void {
+  if (!hostLive(tx, host)) throw new XapiError('HOST_OFFLINE', [ref])
+}
+
 /**
  * host.disable: the host takes no new VMs (VM.start/resume/migrate place nothing there) until
  * host.enable or the daemon's next start (xapi re-enables a host when its toolstack starts,
@@ -85,6 +91,7 @@ function withHostOperation<T>(ctx: CallContext, ref: string, op: Op, fn: () => P
 register('host.disable', (ctx, [ref]) =>
   ctx.svc.db.transact((tx) => {
     const host = tx.get('host', ref)
+    assertReachable(tx, ref, host)
     if (host.enabled) tx.update('host', ref, { enabled: false })
     refreshHostAllowedOperations(tx, ref)
   }),
@@ -95,6 +102,7 @@ register('host.enable', (ctx, [ref]) =>
   withHostOperation(ctx, ref, 'enable', () =>
     ctx.svc.db.transact((tx) => {
       const host = tx.get('host', ref)
+      assertReachable(tx, ref, host)
       if (host.enabled) return
       if (host.pending_guidances.length > 0) throw new XapiError('HOST_PENDING_MANDATORY_GUIDANCE_NOT_EMPTY', [ref])
       tx.update('host', ref, { enabled: true })
@@ -103,27 +111,61 @@ register('host.enable', (ctx, [ref]) =>
 )
 
 /**
- * The host checks of xapi's assert_can_boot_here for a new VM on `hostRef`: the host is live,
- * and enabled (a control domain starts on a disabled host too). Undefined when it may run there.
+ * What host.declare_dead and host.destroy check first (precheck_destroy_declare_dead): the host
+ * is not live, and is not this host (the master cannot declare itself dead). xapi asks a host
+ * marked live whether it still answers; here host_metrics.live, which follows the host's lease
+ * on the pool database, is the answer.
  */
-export function hostRefusesVm(svc: Services, hostRef: string, vm: Readonly<VMRecord>): XapiError | undefined {
-  const host = svc.db.record('host', hostRef)
-  const metrics = svc.db.tryRecord('host_metrics', host.metrics)
-  if (!metrics?.live) return new XapiError('HOST_NOT_LIVE', [])
-  if (!vm.is_control_domain && !host.enabled) return new XapiError('HOST_DISABLED', [hostRef])
-  return undefined
+function assertDead(tx: Tx, svc: Services, ref: string, host: Host): void {
+  if (hostLive(tx, host) || ref === svc.hostRef) throw new XapiError('HOST_IS_LIVE', [ref])
 }
 
+/** The host's resident VMs that are not its control domains. */
+const guestsOn = (tx: Tx, host: Host) => host.resident_VMs.filter((vm) => tx.exists('VM', vm) && !tx.get('VM', vm).is_control_domain)
+
 /**
- * Where VM.start/VM.resume without a host put a VM: the first candidate host that accepts it,
- * else NO_HOSTS_AVAILABLE (xapi's choose_host_for_vm). Today the candidates are this host only,
- * the one whose agent runs VMs; the pools work adds every member.
+ * host.declare_dead: a host known to be gone (powered off, cut off for good) gives up its VMs:
+ * each resident VM but its control domain is reset to Halted (VM.power_state_reset), so that it
+ * can start elsewhere, and the host is disabled.
  */
-export function chooseHostForVm(svc: Services, vm: Readonly<VMRecord>, candidates: string[] = [svc.hostRef]): string {
-  const host = candidates.find((h) => hostRefusesVm(svc, h, vm) === undefined)
-  if (host === undefined) throw new XapiError('NO_HOSTS_AVAILABLE', [])
-  return host
-}
+register('host.declare_dead', (ctx, [ref]) =>
+  ctx.svc.db.transact((tx) => {
+    const host = tx.get('host', ref)
+    assertDead(tx, ctx.svc, ref, host)
+    for (const vm of guestsOn(tx, host)) markHalted(tx, vm)
+    tx.update('host', ref, { enabled: false })
+    refreshHostAllowedOperations(tx, ref)
+  }),
+)
+
+/**
+ * host.destroy (xe host-forget): a dead host with no VMs resident leaves the pool's records: the
+ * host, its control domain (and that VM's consoles and metrics), its host_metrics, CPUs, PIFs
+ * and PBDs. As in xapi, the SRs its PBDs served and its halted VMs stay.
+ */
+register('host.destroy', (ctx, [ref]) =>
+  ctx.svc.db.transact((tx) => {
+    const host = tx.get('host', ref)
+    assertDead(tx, ctx.svc, ref, host)
+    if (tx.get('pool', ctx.svc.db.first('pool')).ha_enabled) throw new XapiError('HA_IS_ENABLED', [])
+    if (guestsOn(tx, host).length > 0) throw new XapiError('HOST_HAS_RESIDENT_VMS', [ref])
+    const controlDomains = new Set([host.control_domain, ...host.resident_VMs].filter((vm) => tx.exists('VM', vm) && tx.get('VM', vm).is_control_domain))
+    for (const vm of controlDomains) {
+      const rec = tx.get('VM', vm)
+      for (const console of rec.consoles) if (tx.exists('console', console)) tx.delete('console', console)
+      if (tx.exists('VM_metrics', rec.metrics)) tx.delete('VM_metrics', rec.metrics)
+      tx.delete('VM', vm)
+    }
+    for (const pif of host.PIFs) {
+      if (!tx.exists('PIF', pif)) continue
+      const metrics = tx.get('PIF', pif).metrics
+      if (tx.exists('PIF_metrics', metrics)) tx.delete('PIF_metrics', metrics)
+      tx.delete('PIF', pif)
+    }
+    for (const [cls, refs] of [['PBD', host.PBDs], ['host_cpu', host.host_CPUs], ['host_metrics', [host.metrics]]] as const) for (const r of refs) if (tx.exists(cls, r)) tx.delete(cls, r)
+    tx.delete('host', ref)
+  }),
+)
 
 /**
  * host.get_sched_gran reads Xen's sched-gran boot option, and answers `cpu` (Xen's default)

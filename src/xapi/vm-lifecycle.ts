@@ -10,55 +10,11 @@ import { now, register, type CallContext, type Services } from './context.js'
 import { collectAllGarbage, createSuspendVdi, destroyVdi, imageOf, srsOfVm, vdiFormat } from './storage.js'
 import { withSrLocks } from './sr-locks.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
-import { bootSettingsError, nestedVirtStartError, pcpusError } from './vm-constraints.js'
-import { chooseHostForVm, hostRefusesVm } from './host-ops.js'
+import { nestedVirtStartError } from './vm-constraints.js'
 import { hostUrl, vmHost } from './forwarding.js'
+import { releaseHost, reserveHost, type Placement } from './vm-placement.js'
 
 type Rec = Readonly<VMRecord>
-
-/** QEMU's own overhead per VM beyond guest RAM (reference/qemu-lab.md §2: about 50 MiB). */
-export const VM_OVERHEAD = 64 * 2 ** 20
-
-/**
- * Free memory for VMs on a host: its RAM less what resident VMs need. The control domain is
- * resident too: its memory is what the host keeps for itself (its daemon, etcd, page cache).
- */
-export function hostFreeMemory(svc: Services, hostRef: string): number {
-  const host = svc.db.record('host', hostRef)
-  const total = Number(svc.db.record('host_metrics', host.metrics).memory_total)
-  const used = host.resident_VMs.reduce((sum, ref) => {
-    const vm = svc.db.record('VM', ref)
-    return sum + Number(vm.memory_static_max) + (vm.is_control_domain ? 0 : VM_OVERHEAD)
-  }, 0)
-  return Math.max(0, total - used)
-}
-
-/**
- * How a start finds its host: `choose` (VM.start, VM.resume: placement, and a host that refuses
- * the VM leaves none: NO_HOSTS_AVAILABLE), `given` (start_on, resume_on: that host's refusal is
- * the error), `in-place` (a VM restarting after its guest rebooted it stays where it ran, as a
- * Xen domain's reboot does, also on a disabled host).
- */
-type Placement = 'choose' | 'given' | 'in-place'
-
-/** The host a start goes to: placement's choice, or this host (start_on, resume_on of it; a restart in place). */
-function bootHost(svc: Services, vm: Rec, placement: Placement): string {
-  return placement === 'choose' ? chooseHostForVm(svc, vm) : svc.hostRef
-}
-
-/** xapi's assert_can_boot_here: settings, the host (live, enabled), memory, CPUs, in its order. */
-function assertCanBootHere(svc: Services, vm: Rec, host: string, placement: Placement): void {
-  const settings = bootSettingsError(vm)
-  if (settings) throw settings
-  const refused = placement === 'in-place' ? undefined : hostRefusesVm(svc, host, vm)
-  if (refused) throw refused
-  const needed = Number(vm.memory_static_max) + VM_OVERHEAD
-  const available = hostFreeMemory(svc, host)
-  if (needed > available) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [needed, available])
-  const cpus = Number(svc.db.record('host', host).cpu_info.cpu_count)
-  const pcpus = pcpusError(vm, cpus)
-  if (pcpus) throw pcpus
-}
 
 function oemStrings(bios: Record<string, string>): string[] {
   return Object.entries(bios)
@@ -148,20 +104,17 @@ export function markHalted(tx: Tx, ref: string, nvram?: string): void {
 async function startVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'start', async (vm) => {
-    const host = bootHost(svc, vm, placement)
-    assertCanBootHere(svc, vm, host, placement)
-    const nested = nestedVirtStartError(vm)
-    if (nested) throw nested
-    const agent = svc.agentFor(host)
     await withUndo('VM.start', async (undo) => {
-      await undo.step(`the scheduling of ${vm.uuid} on its host`, () => scheduleOn(svc, ref, host), () => scheduleOn(svc, ref, NULL_REF))
+      // An in-place restart is reported by this host's agent: the VM ran here.
+      const host = await undo.step(`the reservation of ${vm.uuid} on a host`, () => reserveHost(svc, ref, placement, svc.hostRef), () => releaseHost(svc, ref))
+      const nested = nestedVirtStartError(vm)
+      if (nested) throw nested
+      const agent = svc.agentFor(host)
       await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => agent.call('vm.start', startRequest(svc, vm, paused, host))), () => hardStop(svc, vm, host))
       await svc.db.transact((tx) => markRunning(tx, svc, ref, paused, host))
     })
   })
 }
-
-const scheduleOn = (svc: Services, ref: string, host: string) => svc.db.transact((tx) => tx.update('VM', ref, { scheduled_to_be_resident_on: host }))
 
 /** Undoes a start whose bookkeeping failed: the QEMU on `host` goes again. */
 const hardStop = (svc: Services, vm: Rec, host: string) => svc.agentFor(host).call('vm.stop', { uuid: vm.uuid, clean: false })
@@ -205,12 +158,11 @@ register('VM.suspend', (ctx, [ref]) =>
 async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'resume', async (vm) => {
-    const host = bootHost(svc, vm, placement)
-    assertCanBootHere(svc, vm, host, placement)
     const image = vm.suspend_VDI
-    if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
-    const agent = svc.agentFor(host)
     await withUndo('VM.resume', async (undo) => {
+      const host = await undo.step(`the reservation of ${vm.uuid} on a host`, () => reserveHost(svc, ref, placement, svc.hostRef), () => releaseHost(svc, ref))
+      if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
+      const agent = svc.agentFor(host)
       await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => agent.call('vm.resume', { request: startRequest(svc, vm, paused, host), state: imageOf(svc, image, host) })), () => hardStop(svc, vm, host))
       await svc.db.transact((tx) => {
         markRunning(tx, svc, ref, paused, host)
@@ -223,17 +175,11 @@ async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placemen
 
 register('VM.resume', (ctx, [ref, paused]) => resumeVm(ctx, ref, Boolean(paused)))
 
-register('VM.resume_on', (ctx, [ref, host, paused]) => {
-  if (host !== ctx.svc.hostRef) throw new XapiError('VM_REQUIRES_SR', [ref, NULL_REF])
-  return resumeVm(ctx, ref, Boolean(paused), 'given')
-})
+register('VM.resume_on', (ctx, [ref, host, paused]) => resumeVm(ctx, ref, Boolean(paused), { on: host }))
 
 register('VM.start', (ctx, [ref, paused]) => startVm(ctx, ref, Boolean(paused)))
 
-register('VM.start_on', (ctx, [ref, host, paused]) => {
-  if (host !== ctx.svc.hostRef) throw new XapiError('VM_REQUIRES_SR', [ref, NULL_REF])
-  return startVm(ctx, ref, Boolean(paused), 'given')
-})
+register('VM.start_on', (ctx, [ref, host, paused]) => startVm(ctx, ref, Boolean(paused), { on: host }))
 
 register('VM.clean_shutdown', (ctx, [ref]) => stopVm(ctx, ref, 'clean_shutdown', true))
 register('VM.hard_shutdown', (ctx, [ref]) => stopVm(ctx, ref, 'hard_shutdown', false))

@@ -20,7 +20,6 @@ const KNOWN_CORE_GAPS = new Set<string>([
   'PIF.unplug',
   'PUSB.scan',
   'SR.probe',
-  'VM.assert_can_boot_here',
   'VM.restart_device_models',
   'VUSB.unplug',
   'host.apply_updates',
