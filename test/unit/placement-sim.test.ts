@@ -117,6 +117,25 @@ describe('placement on a pool of the sim host and a member record', () => {
     }
   })
 
+  it('VM.resume_on checks the host given, the suspend image SR included', async () => {
+    const vm = await newVm('suspended')
+    await c('VM.start', vm, false, false)
+    await c('VM.suspend', vm)
+    const imageSr = await c<string>('VDI.get_SR', await c<string>('VM.get_suspend_VDI', vm))
+    const dead = await addHost({ live: false, memory: 64 * GiB })
+    const member = await addHost({ live: true, memory: 64 * GiB })
+    try {
+      assert.deepEqual(await failure(c('VM.resume_on', vm, dead, false, false)), ['HOST_NOT_LIVE'])
+      assert.deepEqual(await failure(c('VM.resume_on', vm, member, false, false)), ['VM_REQUIRES_SR', vm, imageSr])
+      assert.deepEqual(await c('VM.get_possible_hosts', vm), [here])
+      await c('VM.resume_on', vm, here, false, false)
+      assert.equal(await c('VM.get_resident_on', vm), here)
+      await c('VM.hard_shutdown', vm)
+    } finally {
+      for (const h of [dead, member]) await forget(h)
+    }
+  })
+
   it('VM.start picks the affinity host, else the live enabled host with the most free memory that sees the disks', async () => {
     const diskless = await newVm('placed')
     const onLocal = await newVm('placed on local storage', { sr: localSr })
