@@ -215,6 +215,20 @@ export function exportDone(svc: Services): void {
 /** A collection queued but not started yet, per SR: later requests join it. */
 const queuedCollections = new Map<string, Promise<void>>()
 
+/**
+ * Where an SR's collection runs: merges into a running VM's disk run in that VM's QEMU, so on its
+ * host; with no disk in use, where the SR is plugged. Undefined while VMs on several hosts use
+ * the SR's disks: no one host can make all the merges, and the collection waits for a VM to stop.
+ */
+function gcHost(svc: Services, srRef: string): string | undefined {
+  const users = new Set(svc.db.record('SR', srRef).VDIs.flatMap((v) => {
+    const user = runningUser(svc, v)
+    return user ? [vmHost(svc, user.vm)] : []
+  }))
+  if (users.size > 1) return undefined
+  return [...users][0] ?? srHost(svc, srRef)
+}
+
 /** Normalises an SR's image tree in the background, as a task; returns when a run that started after this call is done. */
 export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
   const queued = queuedCollections.get(srRef)
@@ -225,13 +239,14 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
     if (sr.type === 'iso') return
     const task = await createTask(svc, `SR.gc ${sr.name_label}`, 'Removes images nothing needs and merges chain links')
     try {
+      const host = gcHost(svc, srRef)
+      if (host === undefined) return await finishTask(svc, task, { status: 'success', resultXml: '' })
       const vdis = sr.VDIs.map((v) => svc.db.record('VDI', v))
       const live: Record<string, { uuid: string; userdevice: number }> = {}
       for (const v of sr.VDIs) {
         const disk = liveDisk(svc, v)
         if (disk) live[svc.db.record('VDI', v).location] = disk
       }
-      const host = srHost(svc, srRef)
       const { deferred } = await svc.agentFor(host).call('sr.gc', { ...attachedSr(svc, srRef, host), referenced: vdis.map((v) => v.location), live })
       if (deferred) deferredCollections.add(srRef)
       else deferredCollections.delete(srRef)
