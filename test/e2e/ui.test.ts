@@ -149,6 +149,39 @@ describe('web UI', { timeout: 180_000 }, () => {
     await waitFor('no VM on the host', async () => (await row.getByTestId('host-vms').innerText()) === 'none', 60_000)
   })
 
+  it('shows a member that is not live and disabled as such, and offers only live, enabled hosts to Start on…', async () => {
+    // A second host put into the page's first event.from answer: the page shows what the pool database says.
+    await page.route('**/jsonrpc', async (route) => {
+      const body = route.request().postDataJSON() as { method: string; params: unknown[] }
+      if (body.method !== 'event.from' || body.params[2] !== '') return route.continue()
+      const response = await route.fetch()
+      const reply = await response.json()
+      reply.result.events.push(
+        { class: 'host', operation: 'add', ref: 'OpaqueRef:member', snapshot: { uuid: 'member-uuid', name_label: 'member two', address: '192.0.2.2', enabled: false, metrics: 'OpaqueRef:member-metrics' } },
+        { class: 'host_metrics', operation: 'add', ref: 'OpaqueRef:member-metrics', snapshot: { live: false, memory_total: 8 * 2 ** 30, memory_free: 6 * 2 ** 30 } },
+      )
+      await route.fulfill({ response, json: reply })
+    })
+    await page.reload()
+    const row = page.getByTestId('host-row').filter({ hasText: 'member two' })
+    await row.waitFor()
+    assert.equal(await page.getByTestId('host-row').count(), 2)
+    assert.equal(await row.getByTestId('master-badge').count(), 0)
+    assert.equal(await page.getByTestId('master-badge').count(), 1)
+    assert.equal(await row.getByTestId('host-address').innerText(), '192.0.2.2')
+    assert.equal(await row.getByTestId('host-live').innerText(), 'Not live')
+    assert.equal(await row.getByTestId('host-enabled').innerText(), 'Disabled')
+    assert.equal((await row.getByTestId('host-memory').innerText()).trim(), '2.00 GiB / 8.00 GiB')
+    const masterName = await c<string>('host.get_name_label', (await c<string[]>('host.get_all'))[0])
+    await page.getByTestId('dashboard-vm').getByRole('link', { name: 'renamed outside' }).click()
+    await page.locator('[data-action=start_on]').click()
+    assert.deepEqual(await page.locator('dialog option').allInnerTexts(), [`${masterName} (master)`])
+    await page.locator('dialog').getByRole('button', { name: 'Cancel' }).click()
+    await page.unroute('**/jsonrpc')
+    await page.reload()
+    await page.locator('[data-action=start_on]').waitFor()
+  })
+
   it('creates a VM with the wizard, using each of its options, and starts it', async () => {
     await page.getByRole('link', { name: 'New VM' }).first().click()
     const form = page.locator('form.wizard')
