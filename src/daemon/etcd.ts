@@ -41,7 +41,7 @@ export interface EtcdPlace {
   tls: EtcdTlsFiles
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer()
     s.once('error', reject)
@@ -205,7 +205,7 @@ export class EtcdSupervisor {
 
   /** Notes where the pool's voters are now, for the daemon's next start. */
   noteEndpoints(endpoints: string[]): void {
-    if (endpoints.length === 0) return
+    if (endpoints.length === 0 || JSON.stringify(endpoints) === JSON.stringify(this.membership.endpoints)) return
     this.membership = { ...this.membership, endpoints }
     writeMembership(this.dataDir, this.membership)
   }

@@ -23,9 +23,8 @@ program
   .option('--address <addr>', "the host's management address (default: the default route's interface); also the only address listened on")
   .option('--http-port <n>', 'HTTP port', port, 80)
   .option('--https-port <n>', 'HTTPS port', port, 443)
-  .option('--etcd-endpoints <urls>', 'use this etcd cluster (comma-separated URLs) instead of a local one')
   .option('--request-log <file>', 'append one line per HTTP request (method, path, RPC method) to this file')
-  .action(async (o: { dataDir: string; address?: string; httpPort: number; httpsPort: number; etcdEndpoints?: string; requestLog?: string }) => {
+  .action(async (o: { dataDir: string; address?: string; httpPort: number; httpsPort: number; requestLog?: string }) => {
     // Disk transfers allocate a buffer for every packet they receive; V8 answers that external
     // memory with incremental marking, which cost an XVA import more CPU than the rest of the
     // daemon's work (4.7 s of user time for 2 GiB, 2.1 s without). The heap is small, so full

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { alive } from '../lib/process.js'
 import { AgentClient } from '../agent/client.js'
 import { socketTransport } from '../agent/socket-transport.js'
-import { agentMethods, startAgentServer } from '../agent/server.js'
+import { agentMethods, startAgentServer, startAgentTlsServer } from '../agent/server.js'
 import type { ServerTls } from '../agent/certificate.js'
 import { readHostFacts } from '../agent/facts.js'
 import { VmRuntime } from '../agent/vms.js'
@@ -20,15 +20,15 @@ import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, reloadCertificate, type HttpOptions } from '../http/server.js'
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../xapi/dispatch.js'
-import { collectAllGarbage, memberKey, runPoolDuties, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, ownAgentOnly, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { agentUrlKey, collectAllGarbage, memberKey, runPoolDuties, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
-import { EtcdSupervisor, etcdPorts, localClientUrl, readMembership, type EtcdPlace } from './etcd.js'
+import { EtcdSupervisor, etcdPorts, freePort, localClientUrl, readMembership, type EtcdPlace } from './etcd.js'
 import { HostPresence, DEFAULT_PRESENCE } from '../db/presence.js'
-import { listMembers, voterUrls } from '../db/cluster.js'
 import { XapiError } from '../idl/errors.js'
 import { ensurePoolTrust } from './pool-ca.js'
 import { poolMembership } from './pool-host.js'
+import { poolAgents } from './pool-agents.js'
 import { poolSecretRoute } from '../http/pool.js'
 import { ensureCertificate } from './tls.js'
 
@@ -110,6 +110,15 @@ function storeEndpoints(dataDir: string, place: EtcdPlace, hostUuid: string): st
   return given && given.length > 0 ? given : [localClientUrl(place)]
 }
 
+/** The port this data dir's agent serves the other hosts on: chosen once, then kept. */
+async function agentPort(dataDir: string): Promise<number> {
+  const file = join(dataDir, 'agent-port.json')
+  if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { port: number }).port
+  const port = await freePort()
+  writeFileSync(file, JSON.stringify({ port }))
+  return port
+}
+
 interface Ended {
   next: 'restart' | 'stop'
   etcd: EtcdSupervisor
@@ -162,6 +171,10 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   const streams = agentStreams(vms, hostConsole)
   const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms, serverTls), streams)
   const agent = new AgentClient(socketTransport(agentSocket, identity.agentSecret), streams.stream)
+  // The same agent for the pool's other hosts, over mutual TLS with the pool CA.
+  const port = await agentPort(opts.dataDir)
+  const poolAgentServer = await startAgentTlsServer({ host: listenAddress, port, tls: trust }, agentMethods(vms, serverTls), streams)
+  const agentUrl = `https://${address.includes(':') ? `[${address}]` : address}:${port}`
   const facts = await agent.call('host.facts')
   const initialPasswordFile = join(opts.dataDir, 'initial-root-password')
   const { generatedPassword } = await bootstrap(db, identity, facts, address)
@@ -169,13 +182,13 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     writeFileSync(initialPasswordFile, `${generatedPassword}\n`, { mode: 0o600 })
     console.log(`root password (shown once; also in ${initialPasswordFile} until changed): ${generatedPassword}`)
   }
-  // Which etcd member is this host's (the master's membership upkeep reads it).
-  await db.transact((tx) => tx.readRaw(memberKey(identity.hostRef)) !== etcd.name && tx.writeRaw(memberKey(identity.hostRef), etcd.name))
-  // Keep the database client's member list current: a join or a promotion elsewhere changes who votes.
-  await listMembers(store)
-    .then((members) => etcd.noteEndpoints(voterUrls(members)))
-    .catch((e: Error) => console.error(`pool database members: ${e.message}`))
+  // Which etcd member is this host's (the master's membership upkeep reads it), and where its agent is.
+  await db.transact((tx) => {
+    if (tx.readRaw(memberKey(identity.hostRef)) !== etcd.name) tx.writeRaw(memberKey(identity.hostRef), etcd.name)
+    if (tx.readRaw(agentUrlKey(identity.hostRef)) !== agentUrl) tx.writeRaw(agentUrlKey(identity.hostRef), agentUrl)
+  })
 
+  const agents = poolAgents(db, identity.hostRef, agent, trust)
   let restartRequested: (() => void) | undefined
   const restart = new Promise<void>((resolve) => (restartRequested = resolve))
   const publicHost = opts.address ?? address
@@ -183,7 +196,7 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   svc = {
     db,
     pool: { isMaster: () => presence.isMaster(), inContact: () => presence.leaseFresh, masterRef: () => presence.masterRef() },
-    agentFor: ownAgentOnly(identity.hostRef, agent),
+    agentFor: agents.agentFor,
     hostRef: identity.hostRef,
     settings: settingsFromEnv(),
     onRootPasswordChanged: () => rm(initialPasswordFile, { force: true }),
@@ -208,7 +221,7 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     void collectTasks(svc!).catch((e: Error) => console.error(`task collection: ${e.message}`))
     void collectIdleSessions(svc!).catch((e: Error) => console.error(`session collection: ${e.message}`))
   }, Number(process.env.FLOTILLA_HOUSEKEEPING_SECONDS ?? 30) * 1000)
-  const masterDuties = runPoolDuties(svc, store, presence)
+  const masterDuties = runPoolDuties(svc, store, presence, (urls) => etcd.noteEndpoints(urls))
 
   const host = listenAddress === '0.0.0.0' ? address : listenAddress
   console.log(`flotilla ready: https://${host}:${opts.httpsPort}/ and http://${host}:${opts.httpPort}/ (host ${identity.hostRef}, data ${opts.dataDir})`)
@@ -228,6 +241,9 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   await vms.detachAll()
   await hostConsole.shutdown()
   agentServer.close()
+  poolAgentServer.close()
+  poolAgentServer.closeAllConnections()
+  agents.close()
   await store.close()
   return { next, etcd }
 }

@@ -45,6 +45,14 @@ export interface StoreTls {
   key: string
 }
 
+/** etcd3's per-member connection (connection-pool.js: Host), as much of it as addEndpoints uses. */
+interface EtcdHost {
+  host: string
+  channelCredentials: unknown
+  channelOptions: unknown
+}
+type EtcdHostClass = new (url: string, credentials: unknown, options: unknown, policy: unknown) => EtcdHost
+
 /** How long one etcd call may take before it is tried again (on another member when there are several). */
 export const CALL_DEADLINE_MS = 2500
 
@@ -64,10 +72,29 @@ export class EtcdStore {
       faultHandling: {
         // No per-member circuit breaker: with one voter it would turn a 1 s hiccup into 5 s of refusals.
         host: () => noop,
-        global: retry(handleAll, { maxAttempts: 2, backoff: new ConstantBackoff(100) }),
+        global: retry(handleAll, { maxAttempts: 3, backoff: new ConstantBackoff(100) }),
         watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }).next(),
       },
     })
+  }
+
+  /**
+   * Adds members the client does not know yet (voters promoted after this host joined), so that
+   * it still reaches the pool database when the members it started with are gone. etcd3 1.1.2
+   * (pinned) fixes its hosts at construction; a new host is made like the first one, with the
+   * same credentials and channel options, and the pool picks among all of them for each call.
+   */
+  addEndpoints(urls: string[]): void {
+    const pool = (this.client as unknown as { pool: { hosts: EtcdHost[] } }).pool
+    const first = pool.hosts[0]!
+    const known = new Set(pool.hosts.map((h) => h.host))
+    for (const url of urls) {
+      const host = url.replace(/^https?:\/\//, '')
+      if (known.has(host)) continue
+      known.add(host)
+      pool.hosts.push(new (first.constructor as EtcdHostClass)(url, first.channelCredentials, first.channelOptions, noop))
+      this.endpoints.push(url)
+    }
   }
 
   /** Waits until etcd answers, for up to `ms`. */

@@ -1,7 +1,7 @@
 // What the master keeps true about the pool, once a second, and what every host watches for
 // itself: pool.master names the election's holder; host_metrics.live follows each host's lease;
 // the pool database's voters follow the pool's size; a host the master ejected leaves.
-import { listMembers, nextMembershipChange, promote, removeMember } from '../db/cluster.js'
+import { listMembers, nextMembershipChange, promote, removeMember, voterUrls } from '../db/cluster.js'
 import type { EtcdStore } from '../db/etcd.js'
 import { PREFIX } from '../db/etcd.js'
 import { DESIGNATED_KEY, liveKey, type HostPresence } from '../db/presence.js'
@@ -13,6 +13,8 @@ import { masterAddress } from './pool-join.js'
 /** Set by the master on a host it ejects: the host leaves the pool when it sees it. */
 export const ejectedKey = (hostRef: string) => `${PREFIX}ejected/${hostRef}`
 export const memberKey = (hostRef: string) => `${PREFIX}member/${hostRef}`
+/** Where a host's agent is reached by the other hosts of its pool (https://address:port). */
+export const agentUrlKey = (hostRef: string) => `${PREFIX}agent-url/${hostRef}`
 
 const TICK_MS = 1000
 /** Membership is looked at every this many ticks (a linearizable member list each time). */
@@ -46,7 +48,14 @@ async function keepMembership(svc: Services, store: EtcdStore): Promise<void> {
   if (change?.kind === 'remove') await removeMember(store, change.member.id)
 }
 
-export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPresence): { stop(): void } {
+/** Every host follows who votes: its database client learns new voters (and the daemon notes them for its next start). */
+async function followVoters(store: EtcdStore, onVoters: (urls: string[]) => void): Promise<void> {
+  const urls = voterUrls(await listMembers(store))
+  store.addEndpoints(urls)
+  onVoters(urls)
+}
+
+export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPresence, onVoters: (urls: string[]) => void): { stop(): void } {
   let ticks = 0
   let busy = false
   let leaving = false
@@ -61,9 +70,11 @@ export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPre
           await svc.membership.leave()
           return
         }
+        const membershipTick = ++ticks % MEMBERSHIP_EVERY === 0
+        if (membershipTick) await followVoters(store, onVoters)
         if (!presence.isMaster()) return
         await keepPoolRecords(svc)
-        if (++ticks % MEMBERSHIP_EVERY === 0) await keepMembership(svc, store)
+        if (membershipTick) await keepMembership(svc, store)
       } catch (err) {
         console.error(`pool duties: ${(err as Error).message}`)
       } finally {

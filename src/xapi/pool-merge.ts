@@ -48,8 +48,9 @@ function remapRefs(def: ClassDef, stored: Stored, map: Map<string, string>): Sto
   return out
 }
 
-/** Whether an object hangs off a VM left behind (a default template's VBDs, VIFs, consoles). */
+/** Whether an object hangs off a VM left behind (a default template's VBDs, VIFs, consoles; not a VM cloned from it). */
 const refersToLeftVm = (def: ClassDef, stored: Stored, left: Set<string>) =>
+  def.name !== 'VM' &&
   def.storedFields.some((f) => f.type.kind === 'ref' && f.type.cls === 'VM' && left.has(stored[f.name] as string))
 
 /** The keys and JSON values the joiner writes into the pool's database. */

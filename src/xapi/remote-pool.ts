@@ -38,11 +38,8 @@ export class RemotePool {
       throw new XapiError('JOINING_HOST_CONNECTION_FAILED', [(err as Error).message])
     }
     if (answer.status !== 200) throw new XapiError('JOINING_HOST_SERVICE_FAILED', [])
-    const parsed = JSON.parse(answer.text) as { result?: T; error?: { data?: string[] } }
-    if (parsed.error) {
-      const [code, ...rest] = parsed.error.data ?? ['INTERNAL_ERROR']
-      throw XapiError.relayed(code!, rest)
-    }
+    const parsed = JSON.parse(answer.text) as { result?: T; error?: { message: string; data?: string[] } }
+    if (parsed.error) throw XapiError.relayed(parsed.error.message, parsed.error.data ?? [])
     return parsed.result as T
   }
 

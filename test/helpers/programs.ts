@@ -20,4 +20,6 @@ export const TEST_PROGRAMS: Record<string, string> = {
   unshare: 'util-linux',
   sh: 'dash',
   hostname: 'hostname',
+  // the pool database's members as etcd lists them (test/integration/pool.test.ts)
+  etcdctl: 'etcd-client',
 }
