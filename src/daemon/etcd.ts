@@ -185,22 +185,43 @@ export class EtcdSupervisor {
     if (alive(pid)) process.kill(pid, 'SIGKILL')
   }
 
-  /**
-   * Stops this member and starts it again as a new member of another cluster (a join): the old
-   * data dir is kept aside until the daemon's next start, in case the join has to be undone.
-   */
-  async restartAs(membership: EtcdMembership): Promise<void> {
+  /** Stops this member, changes its data dir as `arrange` does, and starts it again as `membership` says. */
+  private async relaunch(membership: EtcdMembership, arrange: (data: string, aside: string) => void): Promise<void> {
     await this.stop()
-    const data = join(this.dataDir, 'etcd')
-    const aside = join(this.dataDir, 'etcd.previous')
-    rmSync(aside, { recursive: true, force: true })
-    if (existsSync(data)) renameSync(data, aside)
+    arrange(join(this.dataDir, 'etcd'), join(this.dataDir, 'etcd.previous'))
     this.membership = membership
     writeMembership(this.dataDir, membership)
     this.stopping = false
     this.child = undefined
     this.adoptedPid = undefined
     await this.launch()
+  }
+
+  /**
+   * Stops this member and starts it again as a new member of another cluster (a join): the old
+   * data dir is kept aside until the daemon's next start, in case the join has to be undone.
+   */
+  restartAs(membership: EtcdMembership): Promise<void> {
+    return this.relaunch(membership, (data, aside) => {
+      rmSync(aside, { recursive: true, force: true })
+      if (existsSync(data)) renameSync(data, aside)
+    })
+  }
+
+  /** Undoes restartAs: the member of before, on its own data again. */
+  restoreAside(membership: EtcdMembership): Promise<void> {
+    return this.relaunch(membership, (data, aside) => {
+      if (!existsSync(aside)) return
+      rmSync(data, { recursive: true, force: true })
+      renameSync(aside, data)
+    })
+  }
+
+  /** A fresh cluster of one on an empty data dir (after an eject). */
+  restartFresh(membership: EtcdMembership): Promise<void> {
+    return this.relaunch(membership, (data, aside) => {
+      for (const dir of [data, aside]) rmSync(dir, { recursive: true, force: true })
+    })
   }
 
   /** Notes where the pool's voters are now, for the daemon's next start. */
@@ -208,35 +229,5 @@ export class EtcdSupervisor {
     if (endpoints.length === 0 || JSON.stringify(endpoints) === JSON.stringify(this.membership.endpoints)) return
     this.membership = { ...this.membership, endpoints }
     writeMembership(this.dataDir, this.membership)
-  }
-
-  /** A fresh cluster of one on an empty data dir (after an eject). */
-  async restartFresh(membership: EtcdMembership): Promise<void> {
-    await this.stop()
-    rmSync(join(this.dataDir, 'etcd'), { recursive: true, force: true })
-    rmSync(join(this.dataDir, 'etcd.previous'), { recursive: true, force: true })
-    this.membership = membership
-    writeMembership(this.dataDir, membership)
-    this.stopping = false
-    this.child = undefined
-    this.adoptedPid = undefined
-    await this.launch()
-  }
-
-  /** Undoes restartAs: the member of before, on its own data again. */
-  async restoreAside(membership: EtcdMembership): Promise<void> {
-    await this.stop()
-    const data = join(this.dataDir, 'etcd')
-    const aside = join(this.dataDir, 'etcd.previous')
-    if (existsSync(aside)) {
-      rmSync(data, { recursive: true, force: true })
-      renameSync(aside, data)
-    }
-    this.membership = membership
-    writeMembership(this.dataDir, membership)
-    this.stopping = false
-    this.child = undefined
-    this.adoptedPid = undefined
-    await this.launch()
   }
 }
