@@ -31,6 +31,8 @@ export class HostPresence {
   private campaigning = false
   /** The mod_revision of the master key this host created, while it holds it. */
   private heldRev = 0
+  /** Whether onRoleChange last said master. */
+  private wasMaster = false
   /** Called when this host becomes master or stops being it. */
   onRoleChange: (master: boolean) => void = () => undefined
 
@@ -79,8 +81,6 @@ export class HostPresence {
   guard(): { key: string; modRev: number } | undefined {
     return this.heldRev ? { key: MASTER_KEY, modRev: this.heldRev } : undefined
   }
-
-  private wasMaster = false
 
   private async tick(): Promise<void> {
     if (this.closed) return
