@@ -11,6 +11,7 @@ import { accountKey, hashPassword } from '../xapi/accounts.js'
 import { ensureControlDomain } from '../xapi/host.js'
 import { refreshHostAllowedOperations } from '../xapi/host-ops.js'
 import { syncPifs } from '../xapi/pif.js'
+import { hostCpuFeatures, poolCpuInfo } from '../xapi/cpu-levelling.js'
 
 export const FLOTILLA_VERSION = '0.1.0'
 
@@ -75,6 +76,7 @@ function cpuInfo(facts: HostFacts): Record<string, string> {
     features: '',
     features_hvm: '',
     features_pv: '',
+    ...hostCpuFeatures(cpu?.flags ?? ''),
   }
 }
 
@@ -137,7 +139,7 @@ export async function bootstrap(db: Database, identity: Identity, facts: HostFac
         name_label: '',
         master: hostRef,
         restrictions: { restrict_vtpm: 'false', restrict_vlan: 'false', restrict_pool_attached_storage: 'false', restrict_ha: 'false', restrict_marathon: 'false' },
-        cpu_info: { cpu_count: String(facts.cpuCount), socket_count: String(facts.socketCount), vendor: facts.cpus[0]?.vendor ?? '' },
+        cpu_info: poolCpuInfo(facts.cpus[0]?.vendor ?? '', [cpuInfo(facts)]),
       })
     }
   })

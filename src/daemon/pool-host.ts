@@ -9,7 +9,7 @@ import { EtcdStore, type StoreTls } from '../db/etcd.js'
 import { memberKey } from '../xapi/pool-master.js'
 import { OBJ_PREFIX } from '../db/replica.js'
 import type { HostPresence } from '../db/presence.js'
-import { DESIGNATED_KEY } from '../db/presence.js'
+import { DESIGNATED_KEY, DESIGNATION_SECONDS } from '../db/presence.js'
 import { XapiError } from '../idl/errors.js'
 import { fromJson } from '../lib/int64.js'
 import { UndoStack } from '../lib/undo.js'
@@ -121,7 +121,8 @@ export function poolMembership(ctx: PoolHostContext): PoolMembership {
     },
 
     resign: async (successor: string) => {
-      await ctx.store.txn({ compares: [], puts: [{ key: DESIGNATED_KEY, value: JSON.stringify({ host: successor, until: Date.now() + 15_000 }) }], deletes: [] })
+      const designation = ctx.store.client.lease(DESIGNATION_SECONDS, { autoKeepAlive: false })
+      await ctx.store.txn({ compares: [], puts: [{ key: DESIGNATED_KEY, value: successor, lease: await designation.grant() }], deletes: [] })
       await ctx.presence.resign()
     },
   }

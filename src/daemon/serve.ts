@@ -20,7 +20,7 @@ import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, reloadCertificate, type HttpOptions } from '../http/server.js'
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../xapi/dispatch.js'
-import { agentUrlKey, collectAllGarbage, memberKey, runPoolDuties, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { agentUrlKey, collectAllGarbage, keepPoolRecords, memberKey, runPoolDuties, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
 import { EtcdSupervisor, etcdPorts, freePort, localClientUrl, readMembership, type EtcdPlace } from './etcd.js'
@@ -151,6 +151,7 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     return (master && db.tryRecord('host', master)?.address) || ''
   }
   db.guard = { current: () => presence.guard(), lost: () => new XapiError('HOST_IS_SLAVE', [masterAddress()]) }
+  presence.onElected = () => keepPoolRecords(db, identity.hostRef)
   await presence.start()
 
   const agentSocket = join(runDir, 'agent.sock')

@@ -9,8 +9,10 @@ import { PREFIX, type EtcdStore } from './etcd.js'
 import type { Replica } from './replica.js'
 
 export const MASTER_KEY = `${PREFIX}master`
-/** Set by designate_new_master: only the named host may take the master key while it exists. */
+/** Set by designate_new_master to the successor's ref, on a lease of its own that is never renewed:
+ * only the named host may take the master key while it exists, and if it never does, the key goes. */
 export const DESIGNATED_KEY = `${PREFIX}designated-master`
+export const DESIGNATION_SECONDS = 15
 export const liveKey = (hostRef: string) => `${PREFIX}live/${hostRef}`
 
 export interface PresenceTiming {
@@ -28,13 +30,19 @@ export class HostPresence {
   private lastRenewal = 0
   private timer: NodeJS.Timeout | undefined
   private closed = false
-  private campaigning = false
+  /** A tick still running: the next one waits, or a slow lease grant would make a second lease. */
+  private ticking = false
+  /** Set once onElected has run for the key held: until then this host does not answer as master. */
+  private inOffice = false
   /** The mod_revision of the master key this host created, while it holds it. */
   private heldRev = 0
   /** Whether onRoleChange last said master. */
   private wasMaster = false
   /** Called when this host becomes master or stops being it. */
   onRoleChange: (master: boolean) => void = () => undefined
+  /** Runs once the master key is won and before this host answers as master (it writes pool.master,
+   * so no client is ever sent to a master that pool.master does not name yet). */
+  onElected: () => Promise<void> = async () => undefined
 
   constructor(
     private readonly store: EtcdStore,
@@ -52,14 +60,24 @@ export class HostPresence {
 
   private async renewLease(): Promise<void> {
     const lease = this.store.client.lease(this.timing.ttlSeconds)
-    lease.on('keepaliveSucceeded', () => (this.lastRenewal = Date.now()))
+    // Renewals count only for the lease in use: an older one's would make a dead lease look fresh.
+    lease.on('keepaliveSucceeded', () => {
+      if (this.lease === lease) this.lastRenewal = Date.now()
+    })
     lease.on('lost', () => {
       if (this.lease === lease) this.lease = undefined
     })
-    this.leaseId = await lease.grant()
-    this.lastRenewal = Date.now()
-    this.lease = lease
-    await this.store.txn({ compares: [], puts: [{ key: liveKey(this.hostRef), value: JSON.stringify({ since: new Date().toISOString() }), lease: this.leaseId }], deletes: [] })
+    try {
+      const id = await lease.grant()
+      await this.store.txn({ compares: [], puts: [{ key: liveKey(this.hostRef), value: JSON.stringify({ since: new Date().toISOString() }), lease: id }], deletes: [] })
+      // The lease counts only once the others can see it (its liveness key is written).
+      this.leaseId = id
+      this.lastRenewal = Date.now()
+      this.lease = lease
+    } catch (err) {
+      await lease.revoke().catch(() => undefined)
+      throw err
+    }
   }
 
   /** Whether this host's lease can still be alive as far as the others are concerned. */
@@ -74,7 +92,7 @@ export class HostPresence {
 
   isMaster(): boolean {
     const key = this.replica.misc.get(MASTER_KEY)
-    return this.heldRev !== 0 && key?.modRev === this.heldRev && this.leaseFresh
+    return this.inOffice && this.heldRev !== 0 && key?.modRev === this.heldRev && this.leaseFresh
   }
 
   /** The condition every write made as master carries. */
@@ -83,15 +101,28 @@ export class HostPresence {
   }
 
   private async tick(): Promise<void> {
-    if (this.closed) return
+    if (this.closed || this.ticking) return
+    this.ticking = true
+    try {
+      await this.step()
+    } finally {
+      this.ticking = false
+    }
+  }
+
+  private async step(): Promise<void> {
     try {
       if (!this.lease) await this.renewLease()
       const key = this.replica.misc.get(MASTER_KEY)
-      if (this.heldRev && key?.modRev !== this.heldRev) this.heldRev = 0
+      if (this.heldRev && key?.modRev !== this.heldRev) this.lose()
       const designated = this.replica.misc.get(DESIGNATED_KEY)?.value
       // The key of this host's previous run (a daemon restart) is taken over at once, not waited out.
       const free = !key || (key.value === this.hostRef && key.modRev !== this.heldRev)
-      if (free && !this.campaigning && this.leaseFresh && (!designated || designated === this.hostRef)) await this.campaign(key?.modRev ?? 0)
+      if (free && this.leaseFresh && (!designated || designated === this.hostRef)) await this.campaign(key?.modRev ?? 0)
+      if (this.heldRev && !this.inOffice) {
+        await this.onElected()
+        this.inOffice = true
+      }
     } catch (err) {
       console.error(`pool presence: ${(err as Error).message}`)
     }
@@ -103,22 +134,22 @@ export class HostPresence {
   }
 
   private async campaign(seenRev: number): Promise<void> {
-    this.campaigning = true
-    try {
-      const { ok, rev } = await this.store.txn({ compares: [{ key: MASTER_KEY, modRev: seenRev }], puts: [{ key: MASTER_KEY, value: this.hostRef, lease: this.leaseId }], deletes: [] })
-      if (ok) {
-        await this.replica.waitForRev(rev)
-        this.heldRev = rev
-      }
-    } finally {
-      this.campaigning = false
+    const { ok, rev } = await this.store.txn({ compares: [{ key: MASTER_KEY, modRev: seenRev }], puts: [{ key: MASTER_KEY, value: this.hostRef, lease: this.leaseId }], deletes: [] })
+    if (ok) {
+      await this.replica.waitForRev(rev)
+      this.heldRev = rev
     }
+  }
+
+  private lose(): void {
+    this.heldRev = 0
+    this.inOffice = false
   }
 
   /** Gives the master key up (designate_new_master): another host takes it. */
   async resign(): Promise<void> {
     const held = this.heldRev
-    this.heldRev = 0
+    this.lose()
     if (held) await this.store.txn({ compares: [{ key: MASTER_KEY, modRev: held }], puts: [], deletes: [MASTER_KEY] })
   }
 

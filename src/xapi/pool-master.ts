@@ -1,13 +1,16 @@
 // What the master keeps true about the pool, once a second, and what every host watches for
 // itself: pool.master names the election's holder; host_metrics.live follows each host's lease;
 // the pool database's voters follow the pool's size; a host the master ejected leaves.
+import { isDeepStrictEqual } from 'node:util'
 import { listMembers, nextMembershipChange, promote, removeMember, voterUrls } from '../db/cluster.js'
+import type { Database } from '../db/database.js'
 import type { EtcdStore } from '../db/etcd.js'
 import { PREFIX } from '../db/etcd.js'
 import { DESIGNATED_KEY, liveKey, type HostPresence } from '../db/presence.js'
 import { XapiError } from '../idl/errors.js'
 import { NULL_REF } from '../idl/index.js'
 import { register, type Services } from './context.js'
+import { poolCpuInfo } from './cpu-levelling.js'
 import { masterAddress } from './pool-join.js'
 
 /** Set by the master on a host it ejects: the host leaves the pool when it sees it. */
@@ -20,15 +23,21 @@ const TICK_MS = 1000
 /** Membership is looked at every this many ticks (a linearizable member list each time). */
 const MEMBERSHIP_EVERY = 3
 
-async function keepPoolRecords(svc: Services): Promise<void> {
-  await svc.db.transact((tx) => {
-    const pool = svc.db.first('pool')
-    if (tx.get('pool', pool).master !== svc.hostRef) tx.update('pool', pool, { master: svc.hostRef })
-    const designated = tx.readRaw(DESIGNATED_KEY)
-    if (designated !== undefined && (JSON.parse(designated) as { host: string }).host === svc.hostRef) tx.writeRaw(DESIGNATED_KEY, null)
-    for (const host of svc.db.refs('host')) {
+/** Also run by a newly elected master before it answers as one (HostPresence.onElected), which on a
+ * host's first start is before the pool's records exist. */
+export async function keepPoolRecords(db: Database, hostRef: string): Promise<void> {
+  await db.transact((tx) => {
+    const pool = db.refs('pool')[0]
+    if (pool && tx.get('pool', pool).master !== hostRef) tx.update('pool', pool, { master: hostRef })
+    if (pool) {
+      const hosts = db.refs('host').map((h) => tx.get('host', h).cpu_info)
+      const cpuInfo = poolCpuInfo(tx.get('host', hostRef).cpu_info.vendor ?? '', hosts)
+      if (!isDeepStrictEqual(tx.get('pool', pool).cpu_info, cpuInfo)) tx.update('pool', pool, { cpu_info: cpuInfo })
+    }
+    if (tx.readRaw(DESIGNATED_KEY) === hostRef) tx.writeRaw(DESIGNATED_KEY, null)
+    for (const host of db.refs('host')) {
       const metrics = String(tx.get('host', host).metrics)
-      const live = host === svc.hostRef || svc.db.raw(liveKey(host)) !== undefined
+      const live = host === hostRef || db.raw(liveKey(host)) !== undefined
       if (metrics !== NULL_REF && tx.exists('host_metrics', metrics) && tx.get('host_metrics', metrics).live !== live) tx.update('host_metrics', metrics, { live })
     }
   })
@@ -73,7 +82,7 @@ export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPre
         const membershipTick = ++ticks % MEMBERSHIP_EVERY === 0
         if (membershipTick) await followVoters(store, onVoters)
         if (!presence.isMaster()) return
-        await keepPoolRecords(svc)
+        await keepPoolRecords(svc.db, svc.hostRef)
         if (membershipTick) await keepMembership(svc, store)
       } catch (err) {
         console.error(`pool duties: ${(err as Error).message}`)

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { nextMembershipChange, voterTarget, type Member } from '../../src/db/cluster.js'
 import { objectKey } from '../../src/db/replica.js'
+import { poolCpuInfo } from '../../src/xapi/cpu-levelling.js'
 import { checkAgainstMaster } from '../../src/xapi/pool-join.js'
 import { matchNetworks, recordsForPool, type Objects } from '../../src/xapi/pool-merge.js'
 
@@ -103,5 +104,17 @@ describe('the join\'s checks against the master', () => {
     const newer = host('b', { software_version: { ...host('b').software_version, flotilla: '0.2.0' } })
     assert.equal(code(() => checkAgainstMaster(host('a'), newer, pool, false)), 'HOSTS_NOT_HOMOGENEOUS Software version differs')
     assert.equal(code(() => checkAgainstMaster(host('a'), host('b', { API_version_minor: 20 }), pool, true)), 'POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION 2.16 2.20')
+  })
+})
+
+describe('the pool\'s CPU (pool.cpu_info)', () => {
+  const host = (cpus: number, flags: string) => ({ cpu_count: String(cpus), socket_count: '1', vendor: 'GenuineIntel', features_hvm_host: flags, features_pv_host: flags })
+  it('sums the hosts\' CPUs and sockets and keeps only the features every host has', () => {
+    const info = poolCpuInfo('GenuineIntel', [host(4, 'fpu vme sse2 avx2 vmx'), host(2, 'fpu sse2 vmx avx512f'), host(8, 'vmx fpu sse2 avx2')])
+    assert.deepEqual(info, { vendor: 'GenuineIntel', cpu_count: '14', socket_count: '3', features_hvm_host: 'fpu sse2 vmx', features_pv_host: 'fpu sse2 vmx' })
+  })
+  it('is the host itself in a pool of one, and falls back on the flags of hosts recorded before features', () => {
+    assert.deepEqual(poolCpuInfo('AuthenticAMD', [host(2, 'fpu svm')]).features_hvm_host, 'fpu svm')
+    assert.equal(poolCpuInfo('x', [{ cpu_count: '2', flags: 'a b' }, host(1, 'b c')]).features_hvm_host, 'b')
   })
 })
