@@ -67,6 +67,10 @@ export class EtcdStore {
     this.client = new Etcd3({
       hosts: endpoints,
       dialTimeout: 5000,
+      // A member cut off drops packets: without pings a watch or lease stream on it hangs for good
+      // (a cut-off master's lease then never looks expired to the others). etcd allows a ping every
+      // 5 s on a connection with streams (--grpc-keepalive-min-time), so: a ping each 6 s, dead after 2 s.
+      grpcOptions: { 'grpc.keepalive_time_ms': 6000, 'grpc.keepalive_timeout_ms': 2000 },
       credentials: tls && { rootCertificate: Buffer.from(tls.ca), certChain: Buffer.from(tls.cert), privateKey: Buffer.from(tls.key) },
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
       faultHandling: {
