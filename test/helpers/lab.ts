@@ -6,7 +6,7 @@
 // switch. Everything a lab makes is written to a state file before it is made, so that down()
 // removes it from any process, also after a failed test or an interrupted run.
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { alive } from '../../src/lib/process.js'
@@ -347,6 +347,9 @@ export class Lab {
     process.off('SIGINT', this.onSignal)
     process.off('SIGTERM', this.onSignal)
     for (const h of this.hosts) h.daemon.expectExit()
+    // FLOTILLA_LAB_LOGS=<dir> keeps the daemons' logs (lab<N>-h<i>.log) for a failure to be read after.
+    const keep = process.env.FLOTILLA_LAB_LOGS
+    if (keep) for (const h of this.hosts) if (existsSync(h.log)) copyFileSync(h.log, join(keep, `lab${this.state.number}-${h.hostname}.log`))
     teardown(this.state)
   }
 }
