@@ -238,8 +238,19 @@ describe('snapshots with Xen Orchestra, resizes, and crashes during merges', () 
     const sr = await c2<string>('pool.get_default_SR', (await c2<string[]>('pool.get_all'))[0])
     const data = await c2<string>('VDI.create', { SR: sr, virtual_size: 512 * MiB, name_label: 'crashy', type: 'user', sharable: false, read_only: false, other_config: {} })
     const upload = async (bytes: Buffer) => {
-      const task = await c2<string>('task.create', 'upload', '')
-      await (await fetch(`${d.url}/import_raw_vdi?vdi=${data}&format=raw&session_id=${s2}&task_id=${task}`, { method: 'PUT', body: new Uint8Array(bytes), headers: { 'content-length': String(bytes.length) } })).arrayBuffer()
+      let task = ''
+      for (let attempt = 1; ; attempt++) {
+        task = await c2<string>('task.create', 'upload', '')
+        try {
+          await (await fetch(`${d.url}/import_raw_vdi?vdi=${data}&format=raw&session_id=${s2}&task_id=${task}`, { method: 'PUT', body: new Uint8Array(bytes), headers: { 'content-length': String(bytes.length) } })).arrayBuffer()
+          break
+        } catch (err) {
+          // Seen under load: the upload's connection breaks (EPIPE) before any answer. Say what the task knew, and send it again.
+          const known = `${String(await c2('task.get_status', task))} ${JSON.stringify(await c2('task.get_error_info', task))}`
+          process.stderr.write(`upload attempt ${attempt} broke: ${String((err as Error & { cause?: Error }).cause ?? err)}; its task: ${known}\n`)
+          if (attempt === 3) throw err
+        }
+      }
       await waitFor('upload', async () => (await c2('task.get_status', task)) !== 'pending')
       assert.equal(await c2('task.get_status', task), 'success', JSON.stringify(await c2('task.get_error_info', task)))
     }
