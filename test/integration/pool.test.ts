@@ -163,6 +163,21 @@ describe('a pool of three hosts', () => {
     assert.deepEqual(rest, [lab.host(1).address])
   })
 
+  it("Xen Orchestra's xen-api pointed at a member ends on the master and sees the whole pool (xo-compat scenario 10)", async () => {
+    const { Xapi } = (await import('@xen-orchestra/xapi')) as { Xapi: new (opts: object) => { connect(): Promise<void>; disconnect(): Promise<void>; objectsFetched: Promise<void>; pool: { master: string }; objects: { all: Record<string, { $type: string; address?: string; $ref: string }> }; _url: { hostname: string } } }
+    const xo = new Xapi({ url: lab.host(2).url, auth: { user: 'root', password: lab.password }, allowUnauthorized: true, callTimeout: 30e3 })
+    try {
+      await xo.connect()
+      await xo.objectsFetched
+      assert.equal(xo._url.hostname, lab.host(1).address)
+      const hosts = Object.values(xo.objects.all).filter((o) => o.$type === 'host')
+      assert.deepEqual(hosts.map((h) => h.address).sort(), [1, 2, 3].map((i) => lab.host(i).address).sort())
+      assert.equal(hosts.find((h) => h.$ref === xo.pool.master)?.address, lab.host(1).address)
+    } finally {
+      await xo.disconnect()
+    }
+  })
+
   it("the master starts each member's guest on it: its QEMU runs in that host's namespace, its console answers through the master's URL", async () => {
     const s = await login(1)
     const hostsByAddress = new Map<string, string>()
