@@ -20,7 +20,7 @@ import { EtcdStore } from '../db/etcd.js'
 import { closeListeners, listen, reloadCertificate, type HttpOptions } from '../http/server.js'
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../xapi/dispatch.js'
-import { agentUrlKey, collectAllGarbage, keepPoolRecords, memberKey, runPoolDuties, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { agentUrlKey, collectAllGarbage, keepPoolRecords, memberKey, runPoolDuties, srRootKey, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
 import { EtcdSupervisor, etcdPorts, freePort, localClientUrl, readMembership, type EtcdPlace } from './etcd.js'
@@ -183,10 +183,12 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     writeFileSync(initialPasswordFile, `${generatedPassword}\n`, { mode: 0o600 })
     console.log(`root password (shown once; also in ${initialPasswordFile} until changed): ${generatedPassword}`)
   }
+  const srRoot = join(opts.dataDir, 'sr')
   // Which etcd member is this host's (the master's membership upkeep reads it), and where its agent is.
   await db.transact((tx) => {
     if (tx.readRaw(memberKey(identity.hostRef)) !== etcd.name) tx.writeRaw(memberKey(identity.hostRef), etcd.name)
     if (tx.readRaw(agentUrlKey(identity.hostRef)) !== agentUrl) tx.writeRaw(agentUrlKey(identity.hostRef), agentUrl)
+    if (tx.readRaw(srRootKey(identity.hostRef)) !== srRoot) tx.writeRaw(srRootKey(identity.hostRef), srRoot)
   })
 
   const agents = poolAgents(db, identity.hostRef, agent, trust)
@@ -202,7 +204,7 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     settings: settingsFromEnv(),
     onRootPasswordChanged: () => rm(initialPasswordFile, { force: true }),
     publicUrl,
-    srRoot: join(opts.dataDir, 'sr'),
+    srRoot,
   }
   svc.membership = poolMembership({ dataDir: opts.dataDir, poolDir, etcd, place, store, presence, identity, hostname: localFacts.hostname, address, restart: () => restartRequested?.() })
   await startOfDay(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)

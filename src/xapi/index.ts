@@ -30,6 +30,6 @@ export { collectAllGarbage, ensureLocalSr, ensureStorageManagers } from './stora
 export { ensureInternalNetwork, plugAllBridges } from './network.js'
 export { ensureTemplates } from './templates.js'
 export { startOfDay } from './start-of-day.js'
-export { agentUrlKey, keepPoolRecords, memberKey, runPoolDuties } from './pool-master.js'
+export { agentUrlKey, keepPoolRecords, memberKey, runPoolDuties, srRootKey } from './pool-master.js'
 export { poolSecretFor } from './pool-join.js'
 export { reconcileVms, vmPausedOnIoError, vmStoppedOnItsOwn } from './vm-lifecycle.js'

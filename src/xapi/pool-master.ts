@@ -18,6 +18,8 @@ export const ejectedKey = (hostRef: string) => `${PREFIX}ejected/${hostRef}`
 export const memberKey = (hostRef: string) => `${PREFIX}member/${hostRef}`
 /** Where a host's agent is reached by the other hosts of its pool (https://address:port). */
 export const agentUrlKey = (hostRef: string) => `${PREFIX}agent-url/${hostRef}`
+/** The directory a host keeps its SRs in by default (hosts of a lab on one machine each have their own). */
+export const srRootKey = (hostRef: string) => `${PREFIX}sr-root/${hostRef}`
 
 const TICK_MS = 1000
 /** Membership is looked at every this many ticks (a linearizable member list each time). */
@@ -142,8 +144,7 @@ export async function forgetHost(svc: Services, host: string): Promise<void> {
     }
     if (tx.exists('host_metrics', String(record.metrics))) tx.delete('host_metrics', String(record.metrics))
     tx.delete('host', host)
-    tx.writeRaw(memberKey(host), null)
-    tx.writeRaw(ejectedKey(host), null)
+    for (const key of [memberKey(host), ejectedKey(host), agentUrlKey(host), srRootKey(host)]) tx.writeRaw(key, null)
   })
 }
 

@@ -7,6 +7,7 @@ import type { VDIRecord, VMRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import type { FreezeRequest, SrLocation, SrUsage, VdiImage, VdiRef } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
+import { srRootKey } from './pool-master.js'
 import { hostSeeingSrs, srHost, vmHost } from './forwarding.js'
 import { withSrLock, withSrLocks } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
@@ -385,20 +386,24 @@ function placement(svc: Services, srRef: string, pbd: string): SrLocation {
   return { type: svc.db.record('SR', srRef).type, path: config.path!, ...(config.device ? { device: config.device } : {}) }
 }
 
+/** Where SRs go by default on a host: its own root, as it recorded it at its start. */
+const srRootOf = (svc: Services, host: string) => (host === svc.hostRef ? svc.srRoot : (svc.db.raw(srRootKey(host))?.value ?? svc.srRoot))
+
 register('SR.create', async (ctx, [host, deviceConfig, , name, description, type, contentType, , smConfig]) => {
   const svc = ctx.svc
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
   const agent = svc.agentFor(host)
   const config = { ...deviceConfig }
   const uuid = randomUUID()
-  if (type === 'iso' && !config.location) config.path = `${svc.srRoot}/${uuid}`
+  const root = srRootOf(svc, host)
+  if (type === 'iso' && !config.location) config.path = `${root}/${uuid}`
   else if (type === 'iso') config.path = config.location!
   else if (!config.device && !config.path) throw new XapiError('SR_BACKEND_FAILURE', ['1', '', 'device_config needs device (a block device to format) or path (a directory)'])
-  config.path ??= `${svc.srRoot}/${uuid}`
+  config.path ??= `${root}/${uuid}`
   const where: SrLocation = { type: String(type), path: config.path, ...(config.device ? { device: config.device } : {}) }
   return withUndo('SR.create', async (undo) => {
     // Undone, a directory of ours goes; one the caller named stays (it may hold their files), unmounted.
-    const ours = config.path === `${svc.srRoot}/${uuid}`
+    const ours = config.path === `${root}/${uuid}`
     await undo.step(`the SR at ${config.path}`, () => agent.call('sr.make', where), () => agent.call(ours ? 'sr.remove' : 'sr.detach', where))
     const sr = await undo.step(
       `the SR and PBD records of ${uuid}`,

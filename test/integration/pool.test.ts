@@ -178,6 +178,19 @@ describe('a pool of three hosts', () => {
     }
   })
 
+  it('SR.create for a member, called on the master, makes the SR in that member\'s own SR directory', async () => {
+    const s = await login(1)
+    const byAddress = new Map(await Promise.all((await c<string[]>(1, s, 'host.get_all')).map(async (h) => [await c<string>(1, s, 'host.get_address', h), h] as const)))
+    const member = byAddress.get(lab.host(2).address)!
+    const sr = await c<string>(1, s, 'SR.create', member, {}, 0, 'ISOs of host 2', '', 'iso', 'iso', false, {})
+    const [pbd] = await c<string[]>(1, s, 'SR.get_PBDs', sr)
+    const path = (await c<Record<string, string>>(1, s, 'PBD.get_device_config', pbd)).path!
+    assert.ok(path.startsWith(`${lab.host(2).dataDir}/sr/`), path)
+    assert.ok(existsSync(path))
+    await c(1, s, 'SR.destroy', sr)
+    assert.ok(!existsSync(path), 'SR.destroy, sent to the master, removed the directory on the member')
+  })
+
   it("the master starts each member's guest on it: its QEMU runs in that host's namespace, its console answers through the master's URL", async () => {
     const s = await login(1)
     const hostsByAddress = new Map<string, string>()
