@@ -4,8 +4,11 @@
 // while no acknowledged write is lost, hand-over and eject.
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { chromium } from 'playwright-core'
 import { call, jsonrpc, waitFor } from '../helpers/daemon.js'
 import { newGuest } from '../helpers/guest.js'
 import { Lab } from '../helpers/lab.js'
@@ -191,13 +194,48 @@ describe('a pool of three hosts', () => {
     assert.ok(!existsSync(path), 'SR.destroy, sent to the master, removed the directory on the member')
   })
 
+  it("the web UI opened on a member goes to the master, shows the three hosts, and starts host 3's guest there (Start on…)", async () => {
+    const userDataDir = mkdtempSync(join(tmpdir(), 'flotilla-chromium-'))
+    const context = await chromium.launchPersistentContext(userDataDir, { executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] })
+    try {
+      const page = context.pages()[0] ?? (await context.newPage())
+      page.setDefaultTimeout(30_000)
+      await page.goto(lab.host(2).url)
+      await page.getByLabel('Password').fill(lab.password)
+      await page.getByLabel('Password').press('Enter')
+      await page.waitForURL(`${lab.host(1).url}/?from_member=${lab.host(2).address}`)
+      await page.getByLabel('Password').fill(lab.password)
+      await page.getByLabel('Password').press('Enter')
+      await waitFor('three hosts on the dashboard', async () => (await page.getByTestId('host-row').count()) === 3 || undefined)
+      const masterRow = page.getByTestId('host-row').filter({ has: page.getByTestId('master-badge') })
+      assert.equal(await masterRow.count(), 1)
+      assert.equal(await masterRow.getByTestId('host-address').innerText(), lab.host(1).address)
+      const onHost3 = guests.find((g) => g.host === 3)!
+      await page.getByTestId('dashboard-vm').getByRole('link', { name: 'running on host 3' }).click()
+      await page.locator('[data-action=start_on]').click()
+      const dialog = page.locator('dialog')
+      assert.deepEqual((await dialog.locator('option').allInnerTexts()).sort(), ['h1 (master)', 'h2', 'h3'])
+      await dialog.locator('select').selectOption({ label: 'h3' })
+      await dialog.getByRole('button', { name: 'Start' }).click()
+      await waitFor('Running on the page', async () => (await page.locator('.title-row [data-testid=power-state]').innerText()) === 'Running' || undefined, 120_000)
+      assert.ok(qemuPid(3, onHost3.vm.uuid), "the guest's QEMU runs in host 3's namespace")
+      const hostRow3 = page.getByTestId('host-row').filter({ hasText: lab.host(3).address })
+      await page.getByRole('link', { name: 'Dashboard', exact: true }).click()
+      await hostRow3.getByTestId('host-vms').getByRole('link', { name: 'running on host 3' }).waitFor()
+    } finally {
+      await context.close().catch(() => undefined)
+      rmSync(userDataDir, { recursive: true, force: true })
+    }
+  })
+
   it("the master starts each member's guest on it: its QEMU runs in that host's namespace, its console answers through the master's URL", async () => {
     const s = await login(1)
     const hostsByAddress = new Map<string, string>()
     for (const h of await c<string[]>(1, s, 'host.get_all')) hostsByAddress.set(await c<string>(1, s, 'host.get_address', h), h)
     for (const g of guests) {
       const host = hostsByAddress.get(lab.host(g.host).address)!
-      await c(1, s, 'VM.start_on', g.vm.ref, host, false, false)
+      // host 3's guest was started from the web UI above
+      if ((await c(1, s, 'VM.get_power_state', g.vm.ref)) !== 'Running') await c(1, s, 'VM.start_on', g.vm.ref, host, false, false)
       assert.equal(await c(1, s, 'VM.get_resident_on', g.vm.ref), host)
       g.pid = qemuPid(g.host, g.vm.uuid)
       assert.ok(g.pid, `a QEMU for the guest in host ${g.host}'s namespace`)
