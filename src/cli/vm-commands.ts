@@ -84,7 +84,9 @@ const install: Operation = async (conn, inv, out) => {
   const wanted = inv.params.get('sr-uuid') ?? inv.params.get('sr-name-label')
   const sr = wanted ? Object.entries(srs).find(([, r]) => r.uuid === wanted || r.name_label === wanted)?.[0] : pool.default_SR
   if (!sr || !srs[sr]) throw new CliError(wanted ? `No SR found: ${wanted}` : 'The pool has no default SR: give sr-uuid=')
-  const vm = await conn.call<string>('VM.clone', template, name)
+  // As xapi's vm_install: an SR given copies the template's disks there (from another host's SR too), else a clone.
+  const vm = await conn.call<string>(wanted ? 'VM.copy' : 'VM.clone', template, name, ...(wanted ? [sr] : []))
+  if (wanted) await conn.call('VM.set_suspend_SR', vm, sr)
   const disks = (await conn.call<Rec>('VM.get_other_config', vm)).disks as string | undefined
   if (disks) {
     await conn.call('VM.remove_from_other_config', vm, 'disks')

@@ -7,7 +7,7 @@ import { request as httpsRequest } from 'node:https'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { classes, parseType, type ClassDef } from '../idl/index.js'
-import { apiName, formatRecord, formatValue, xeClass, xeName } from './format.js'
+import { apiName, columnOf, formatRecord, matches, xeClass, xeName } from './format.js'
 import { checkRequired, describeCommand, MEMBER_COMMANDS, POOL_COMMANDS } from './pool-commands.js'
 import { OPERATIONS } from './vm-commands.js'
 
@@ -171,10 +171,21 @@ function splitCommand(command: string): { cls: ClassDef; verb: string; alias?: s
   return undefined
 }
 
-const DEFAULT_LIST_FIELDS: Record<string, string[]> = {
-  VM: ['uuid', 'name_label', 'power_state'],
-  SR: ['uuid', 'name_label', 'name_description', 'type', 'content_type'],
-  pool: ['uuid', 'name_label', 'name_description', 'master', 'default_SR'],
+/** The columns `xe <class>-list` shows without params=, as xapi's cli_operations.ml lists them. */
+const DEFAULT_LIST_COLUMNS: Record<string, string[]> = {
+  VM: ['uuid', 'name-label', 'power-state'],
+  SR: ['uuid', 'name-label', 'name-description', 'host', 'type', 'content-type'],
+  pool: ['uuid', 'name-label', 'name-description', 'master', 'default-SR'],
+  PBD: ['uuid', 'host-uuid', 'sr-uuid', 'device-config', 'currently-attached'],
+  VBD: ['uuid', 'vm-uuid', 'vm-name-label', 'vdi-uuid', 'device', 'empty'],
+  VDI: ['uuid', 'name-label', 'name-description', 'sr-uuid', 'virtual-size', 'sharable', 'read-only'],
+  VIF: ['uuid', 'vm-uuid', 'device', 'network-uuid'],
+  PIF: ['uuid', 'device', 'MAC', 'currently-attached', 'VLAN', 'network-uuid', 'host-uuid'],
+  network: ['uuid', 'name-label', 'name-description', 'bridge'],
+  console: ['uuid', 'vm-uuid', 'vm-name-label', 'protocol', 'location'],
+  task: ['uuid', 'name-label', 'name-description', 'status', 'progress'],
+  host_cpu: ['uuid', 'number', 'vendor', 'speed', 'utilisation'],
+  VLAN: ['uuid', 'tagged-PIF', 'untagged-PIF', 'tag'],
 }
 
 type Rec = Record<string, unknown>
@@ -211,16 +222,26 @@ export async function run(inv: Invocation, out: (s: string) => void): Promise<vo
   const conn = new Connection(inv)
   await conn.login()
   try {
-    const uuids = new Map<string, Map<string, string>>()
-    const all = async (cls: string) => conn.call<Record<string, Rec>>(`${cls}.get_all_records`)
-    const uuidOf = (cls: string, ref: string) => uuids.get(cls)?.get(ref)
     const { cls, verb } = target
-    const records = await all(cls.name)
-    for (const c of new Set(cls.fieldList.flatMap((f) => (f.type.kind === 'ref' ? [f.type.cls] : f.type.kind === 'set' && f.type.of.kind === 'ref' ? [f.type.of.cls] : [])))) {
-      if (!classes.get(c)?.listable) continue
-      const recs = await all(c).catch(() => ({}))
-      uuids.set(c, new Map(Object.entries(recs).map(([ref, r]) => [ref, String(r.uuid)])))
+    const column = (xe: string) => {
+      const found = columnOf(cls, xe)
+      if (!found) throw new CliError(`Unknown field: ${xe}`)
+      return found
     }
+    const control = new Set(['params', 'minimal', 'uuid', 'param-name', 'param-key'])
+    const wanted = inv.params.get('params')
+    const columns =
+      verb !== 'list' ? [] : wanted === 'all' ? cls.fieldList.map((f) => column(xeName(f.name))) : (wanted?.split(',') ?? DEFAULT_LIST_COLUMNS[cls.name] ?? ['uuid', ...(cls.hasNameLabel ? ['name-label', 'name-description'] : [])]).map(column)
+    const filters = verb !== 'list' ? [] : [...inv.params].filter(([key]) => !control.has(key) || key === 'uuid').map(([key, value]) => [column(key), value] as const)
+    const asked = verb === 'param-get' ? [column(inv.params.get('param-name') ?? '(missing param-name=)')] : []
+    // Every class a reference field points at (their uuids stand for the refs), and what derived columns read.
+    const referenced = cls.fieldList.flatMap((f) => (f.type.kind === 'ref' ? [f.type.cls] : f.type.kind === 'set' && f.type.of.kind === 'ref' ? [f.type.of.cls] : []))
+    const fetched = new Map<string, Record<string, Rec>>([[cls.name, await conn.call<Record<string, Rec>>(`${cls.name}.get_all_records`)]])
+    for (const c of new Set([...referenced, ...[...columns, ...asked, ...filters.map(([col]) => col)].flatMap((col) => col.reads)])) {
+      if (!fetched.has(c) && classes.get(c)?.listable) fetched.set(c, await conn.call<Record<string, Rec>>(`${c}.get_all_records`).catch(() => ({})))
+    }
+    const records = fetched.get(cls.name)!
+    const uuidOf = (c: string, ref: string) => fetched.get(c)?.[ref]?.uuid as string | undefined
     const selectByUuid = () => {
       const uuid = inv.params.get('uuid')
       if (!uuid) throw new CliError('This command needs the parameter uuid=')
@@ -229,37 +250,26 @@ export async function run(inv: Invocation, out: (s: string) => void): Promise<vo
       return hit
     }
     if (verb === 'list') {
-      const control = new Set(['params', 'minimal'])
       let rows = Object.values(records)
       if (cls.name === 'VM' && target.alias === 'snapshot') rows = rows.filter((r) => r.is_a_snapshot)
       else if (cls.name === 'VM' && target.alias === 'template') rows = rows.filter((r) => r.is_a_template && !r.is_a_snapshot)
       else if (cls.name === 'VM' && !inv.params.has('is-a-template')) rows = rows.filter((r) => !r.is_a_template && !r.is_control_domain)
-      for (const [key, value] of inv.params) {
-        if (control.has(key)) continue
-        const field = cls.fields.get(apiName(key))
-        if (!field) throw new CliError(`Unknown field: ${key}`)
-        rows = rows.filter((r) => formatValue(r[field.name], field.type, uuidOf) === value)
-      }
-      const wanted = inv.params.get('params')
-      const fields = wanted === 'all' ? cls.fieldList.map((f) => f.name) : wanted ? wanted.split(',').map(apiName) : (DEFAULT_LIST_FIELDS[cls.name] ?? ['uuid', ...(cls.hasNameLabel ? ['name_label', 'name_description'] : [])])
-      for (const f of fields) if (!cls.fields.has(f)) throw new CliError(`Unknown field: ${xeName(f)}`)
-      if (inv.flags.has('minimal')) out(rows.map((r) => formatValue(r[fields[0]!], cls.fields.get(fields[0]!)!.type, uuidOf)).join(','))
-      else out(rows.map((r) => formatRecord(cls, r, fields, uuidOf) + '\n\n').join('').replace(/\n$/, ''))
+      for (const [col, value] of filters) rows = rows.filter((r) => matches(col, r, value, fetched, uuidOf))
+      if (inv.flags.has('minimal')) out(rows.map((r) => columns[0]!.render(r, fetched, uuidOf)).join(','))
+      else out(rows.map((r) => formatRecord(r, columns, fetched, uuidOf) + '\n\n').join('').replace(/\n$/, ''))
       return
     }
     const [ref, rec] = selectByUuid()
-    if (verb === 'param-list') return out(formatRecord(cls, rec, cls.fieldList.map((f) => f.name), uuidOf))
+    if (verb === 'param-list') return out(formatRecord(rec, cls.fieldList.map((f) => column(xeName(f.name))), fetched, uuidOf))
     if (verb === 'param-get') {
-      const name = inv.params.get('param-name')
-      const field = name ? cls.fields.get(apiName(name)) : undefined
-      if (!field) throw new CliError(`Unknown field: ${name ?? '(missing param-name=)'}`)
+      const field = cls.fields.get(apiName(asked[0]!.name))
       const key = inv.params.get('param-key')
-      if (key !== undefined) {
+      if (key !== undefined && field) {
         const map = rec[field.name] as Record<string, unknown>
         if (!(key in map)) throw new CliError(`Key ${key} not found in map`)
         return out(String(map[key]))
       }
-      return out(formatValue(rec[field.name], field.type, uuidOf))
+      return out(asked[0]!.render(rec, fetched, uuidOf))
     }
     if (verb === 'param-set') {
       for (const [key, value] of inv.params) {

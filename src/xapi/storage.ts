@@ -1,6 +1,7 @@
 // SR and VDI messages: records here, the work (files, qemu-img) in the host agent that has
 // the SR plugged.
 import { randomUUID } from 'node:crypto'
+import { finished } from 'node:stream/promises'
 import { constructorArgs, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
 import type { VDIRecord, VMRecord } from '../idl/records.js'
@@ -262,7 +263,11 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
   return run
 }
 
-/** A full, independent copy, to any SR, made on a host that sees both SRs. */
+/**
+ * A full, independent copy, to any SR: made on a host that sees both SRs, else (two hosts' local
+ * SRs) streamed from the host that has the disk into a new image on the host that has the SR,
+ * through this host, as xapi's VDI.copy falls back to a host seeing the source only.
+ */
 export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extra: Record<string, unknown> = {}): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   // As xapi's VM.copy: an SR reference that is not valid (NULL, '') means the disk's own SR.
@@ -270,9 +275,36 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extr
   const fields = constructorArgs('VDI', vdi)
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
   return withSrLock(target, async () => {
-    const host = hostSeeingSrs(svc, [vdi.SR, target])
-    const image = await svc.agentFor(host).call('vdi.copy', { path: srPath(svc, target, host), source: imageOf(svc, vdiRef, host), location: randomUUID() })
+    const image = await copyImage(svc, vdiRef, target)
     return recordVdi(svc, target, image, { ...fields, sm_config: {}, ...extra })
+  })
+}
+
+async function copyImage(svc: Services, vdiRef: string, target: string): Promise<VdiImage> {
+  const vdi = svc.db.record('VDI', vdiRef)
+  let host: string | undefined
+  try {
+    host = hostSeeingSrs(svc, [vdi.SR, target])
+  } catch (err) {
+    if (!(err instanceof XapiError && err.code === 'NO_HOSTS_AVAILABLE')) throw err
+  }
+  if (host !== undefined) return svc.agentFor(host).call('vdi.copy', { path: srPath(svc, target, host), source: imageOf(svc, vdiRef, host), location: randomUUID() })
+  const from = disksHost(svc, [vdiRef])
+  const to = srHost(svc, target)
+  return withUndo('VDI.copy between hosts', async (undo) => {
+    const dest = attachedSr(svc, target, to)
+    const image = await undo.step(
+      `the new image on ${to}`,
+      () => svc.agentFor(to).call('vdi.create', { ...dest, size: Number(vdi.virtual_size), nameLabel: vdi.name_label }),
+      (made) => svc.agentFor(to).call('vdi.destroy', { ...dest, location: made.location }),
+    )
+    const format = imageOf(svc, vdiRef, from).format === 'raw' ? 'raw' : 'qcow2'
+    const source = await withSrLocks([vdi.SR], () => svc.agentFor(from).stream('vdi.export', { sr: srPath(svc, vdi.SR, from), location: vdi.location, format }))
+    // The length the export announces lets the import tell a cut stream from a complete one.
+    const length = Number(source.headers['content-length'])
+    const answer = await svc.agentFor(to).stream('vdi.import', { sr: dest.path, location: image.location, format, expected: Number.isSafeInteger(length) ? length : null }, source)
+    await finished(answer.resume())
+    return svc.agentFor(to).call('vdi.image', { ...dest, location: image.location })
   })
 }
 

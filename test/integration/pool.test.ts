@@ -9,7 +9,9 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-import { call, jsonrpc, waitFor } from '../helpers/daemon.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { call, jsonrpc, ROOT, waitFor } from '../helpers/daemon.js'
 import { newGuest } from '../helpers/guest.js'
 import { Lab } from '../helpers/lab.js'
 
@@ -29,6 +31,8 @@ async function loginAnswer(i: number): Promise<string[]> {
     return ['UNREACHABLE', (err as Error).message]
   }
 }
+/** xe pointed at host i, as an administrator runs it. */
+const xe = async (i: number, ...args: string[]) => (await promisify(execFile)(process.execPath, [join(ROOT, 'bin', 'xe.js'), '-s', lab.host(i).address, '-u', 'root', '-pw', lab.password, ...args], { timeout: 120_000 })).stdout.trim()
 const c = <T = any>(i: number, s: string, method: string, ...params: unknown[]) => call<T>(lab.host(i).url, method, s, ...params)
 /** A JSON-RPC answer as xapi's error description ([code, params…]), or ['ok']. */
 const failure = (r: { error?: { message: string; data: string[] } }) => (r.error ? [r.error.message, ...r.error.data] : ['ok'])
@@ -192,6 +196,20 @@ describe('a pool of three hosts', () => {
     assert.ok(existsSync(path))
     await c(1, s, 'SR.destroy', sr)
     assert.ok(!existsSync(path), 'SR.destroy, sent to the master, removed the directory on the member')
+  })
+
+  it("xe vm-install sr-uuid=<host 3's local SR> on the master copies the template's disk to host 3, and the VM starts there", async () => {
+    const sr = await xe(1, 'sr-list', 'host=h3', '--minimal')
+    assert.match(sr, /^[0-9a-f-]{36}$/, 'one local SR on h3, found by its host column')
+    const vm = await xe(1, 'vm-install', 'template=Flotilla test guest', 'new-name-label=installed on h3', `sr-uuid=${sr}`)
+    const vdi = await xe(1, 'vbd-list', `vm-uuid=${vm}`, 'type=Disk', 'params=vdi-uuid', '--minimal')
+    assert.equal(await xe(1, 'vdi-list', `uuid=${vdi}`, 'params=sr-uuid', '--minimal'), sr)
+    const [pbdPath] = (await xe(1, 'pbd-list', `sr-uuid=${sr}`, 'params=device-config', '--minimal')).match(/\/\S+/) ?? []
+    assert.ok(pbdPath?.startsWith(`${lab.host(3).dataDir}/`), `host 3's SR lives in its data dir: ${pbdPath}`)
+    await xe(1, 'vm-start', `uuid=${vm}`)
+    assert.equal(await xe(1, 'vm-list', `uuid=${vm}`, 'params=resident-on', '--minimal'), await xe(1, 'host-list', 'name-label=h3', '--minimal'))
+    assert.ok(qemuPid(3, vm), "its QEMU runs in host 3's namespace")
+    await xe(1, 'vm-uninstall', `uuid=${vm}`, '--force')
   })
 
   it("the web UI opened on a member goes to the master, shows the three hosts, and starts host 3's guest there (Start on…)", async () => {
