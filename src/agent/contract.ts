@@ -241,6 +241,9 @@ export interface ConsoleTarget {
 // ---- the tables ----
 
 /** One JSON call: its argument (void: none) and result (void: none). */
+/** What host.power does to the host's daemon: host.shutdown stops it; host.reboot and host.restart_agent start it again. */
+export type HostPowerAction = 'stop' | 'restart'
+
 interface Call<Args, Result> {
   args: Args
   result: Result
@@ -250,6 +253,8 @@ export interface AgentCalls {
   'host.facts': Call<void, HostFacts>
   'host.server-certificate': Call<void, string>
   'host.install-server-certificate': Call<{ key: string; cert: string; chain: string[] }, void>
+  /** This host's daemon stops, or starts again, shortly after answering. */
+  'host.power': Call<{ action: HostPowerAction }, void>
 
   /** The SR drivers of this host, with the capabilities each declares (the SM records). */
   'sr.drivers': Call<void, SrDriverInfo[]>

@@ -15,14 +15,24 @@ import { FileSr } from '../storage/file-sr.js'
 import { bridgeName } from '../net/bridge.js'
 import type { VmRuntime } from './vms.js'
 import { installServerCertificate, serverCertificate, type ServerTls } from './certificate.js'
-import type { AgentContract, CallHandlers, ConnectHandlers, Contract, StreamHandlers } from './contract.js'
+import type { AgentContract, CallHandlers, ConnectHandlers, Contract, HostPowerAction, StreamHandlers } from './contract.js'
 import { encodeFailure } from './failure.js'
 import { SECRET_HEADER } from './socket-transport.js'
 import type { AgentTls } from './tls-transport.js'
 
-export function agentMethods(vms: VmRuntime, tls?: ServerTls): CallHandlers {
+/** What stops or restarts this host's daemon (host.power); absent, the host cannot be powered off through its agent. */
+export type PowerControl = (action: HostPowerAction) => void
+
+/** How long host.power waits before acting, so that its answer reaches the caller first. */
+const POWER_DELAY_MS = 500
+
+export function agentMethods(vms: VmRuntime, tls?: ServerTls, power?: PowerControl): CallHandlers {
   const noTls = () => Promise.reject(new Error('this agent serves no TLS certificate'))
   return {
+    'host.power': async ({ action }) => {
+      if (!power) throw new Error(`this host's daemon cannot ${action} through its agent`)
+      setTimeout(() => power(action), POWER_DELAY_MS).unref()
+    },
     'host.facts': () => readHostFacts(),
     'host.server-certificate': () => (tls ? serverCertificate(tls) : noTls()),
     'host.install-server-certificate': (args) => (tls ? installServerCertificate(tls, args) : noTls()),

@@ -164,6 +164,22 @@ export const POOL_COMMANDS: Record<string, CommandSpec> = {
       for (const host of await selectHosts(conn, inv)) await conn.call('host.disable', host)
     },
   },
+  'host-shutdown': {
+    reqd: [],
+    optn: [],
+    help: 'Shutdown the XE host.',
+    run: async (conn, inv) => {
+      for (const host of await selectHosts(conn, inv)) await conn.call('host.shutdown', host)
+    },
+  },
+  'host-reboot': {
+    reqd: [],
+    optn: [],
+    help: 'Reboot the XE host.',
+    run: async (conn, inv) => {
+      for (const host of await selectHosts(conn, inv)) await conn.call('host.reboot', host)
+    },
+  },
   'host-enable': {
     reqd: [],
     optn: [],

@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { alive } from '../lib/process.js'
 import { AgentClient } from '../agent/client.js'
 import { socketTransport } from '../agent/socket-transport.js'
-import { agentMethods, startAgentServer, startAgentTlsServer } from '../agent/server.js'
+import { agentMethods, startAgentServer, startAgentTlsServer, type PowerControl } from '../agent/server.js'
+import type { HostPowerAction } from '../agent/contract.js'
 import type { ServerTls } from '../agent/certificate.js'
 import { readHostFacts } from '../agent/facts.js'
 import { VmRuntime } from '../agent/vms.js'
@@ -170,11 +171,15 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   const hostConsole = new HostConsole({ dir: join(runDir, 'console'), name: localFacts.hostname, idleMs: seconds('FLOTILLA_HOST_CONSOLE_IDLE_SECONDS', DEFAULT_IDLE_MS) })
   await hostConsole.stopLeftovers()
   const streams = agentStreams(vms, hostConsole)
-  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms, serverTls), streams)
+  // host.shutdown stops this daemon, host.reboot starts it again (the machine itself stays up).
+  let powerRequested: PowerControl = () => undefined
+  const powered = new Promise<HostPowerAction>((resolve) => (powerRequested = resolve))
+  const power: PowerControl = (action) => powerRequested(action)
+  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms, serverTls, power), streams)
   const agent = new AgentClient(socketTransport(agentSocket, identity.agentSecret), streams.stream)
   // The same agent for the pool's other hosts, over mutual TLS with the pool CA.
   const port = await agentPort(opts.dataDir)
-  const poolAgentServer = await startAgentTlsServer({ host: listenAddress, port, tls: trust }, agentMethods(vms, serverTls), streams)
+  const poolAgentServer = await startAgentTlsServer({ host: listenAddress, port, tls: trust }, agentMethods(vms, serverTls, power), streams)
   const agentUrl = `https://${address.includes(':') ? `[${address}]` : address}:${port}`
   const facts = await agent.call('host.facts')
   const initialPasswordFile = join(opts.dataDir, 'initial-root-password')
@@ -233,7 +238,8 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     process.once('SIGTERM', resolve)
     process.once('SIGINT', resolve)
   })
-  const next = await Promise.race([stopRequested.then(() => 'stop' as const), restart.then(() => 'restart' as const)])
+  const next = await Promise.race([stopRequested.then(() => 'stop' as const), restart.then(() => 'restart' as const), powered])
+  if (next === 'stop') console.log('flotilla stopping')
   clearInterval(housekeeping)
   masterDuties.stop()
   // The call that asked for a restart (pool.join) is still being answered.

@@ -111,6 +111,34 @@ register('host.enable', (ctx, [ref]) =>
 )
 
 /**
+ * host.shutdown and host.reboot (xapi's shutdown_and_reboot_common): the host must be disabled
+ * (HOST_NOT_DISABLED) and run no guest (HOST_IN_USE [host, "vm", vm], as xapi's bacon test; xapi
+ * would evacuate them, Flotilla leaves that choice to the caller). The host's agent then stops
+ * its daemon, or starts it again, once it has answered; the machine itself stays up.
+ */
+function powerHost(ctx: CallContext, ref: string, op: 'shutdown' | 'reboot'): Promise<void> {
+  return withHostOperation(ctx, ref, op, async () => {
+    const running = ctx.svc.db.transact((tx) => {
+      const host = tx.get('host', ref)
+      assertReachable(tx, ref, host)
+      return guestsOn(tx, host).find((vm) => ['Running', 'Paused'].includes(tx.get('VM', vm).power_state))
+    })
+    const vm = await running
+    if (vm) throw new XapiError('HOST_IN_USE', [ref, 'vm', vm])
+    await ctx.svc.agentFor(ref).call('host.power', { action: op === 'reboot' ? 'restart' : 'stop' })
+  })
+}
+
+register('host.shutdown', (ctx, [ref]) => powerHost(ctx, ref, 'shutdown'))
+register('host.reboot', (ctx, [ref]) => powerHost(ctx, ref, 'reboot'))
+
+/** host.restart_agent: the host's daemon starts again; its VMs keep running and are taken up again. */
+register('host.restart_agent', async (ctx, [ref]) => {
+  await ctx.svc.db.transact((tx) => assertReachable(tx, ref, tx.get('host', ref)))
+  await ctx.svc.agentFor(ref).call('host.power', { action: 'restart' })
+})
+
+/**
  * What host.declare_dead and host.destroy check first (precheck_destroy_declare_dead): the host
  * is not live, and is not this host (the master cannot declare itself dead). xapi asks a host
  * marked live whether it still answers; here host_metrics.live, which follows the host's lease

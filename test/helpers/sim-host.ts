@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { AgentClient } from '../../src/agent/client.js'
-import type { HostFacts } from '../../src/agent/contract.js'
+import type { HostFacts, HostPowerAction } from '../../src/agent/contract.js'
 import { agentMethods, startAgentServer } from '../../src/agent/server.js'
 import { socketTransport } from '../../src/agent/socket-transport.js'
 import { SimBackend } from '../../src/agent/sim/backend.js'
@@ -66,6 +66,8 @@ export interface SimHost {
   /** This host's agent client (what svc.agentFor(svc.hostRef) answers): tests wrap its calls to count or fail them. */
   readonly agent: AgentClient
   readonly dataDir: string
+  /** What host.power asked of this host's daemon (stop, restart), in order. */
+  readonly powerRequests: HostPowerAction[]
   /** Waits until what VMs did on their own (stops, pauses) has been reported and the API layer has acted on it. */
   settled(): Promise<void>
   /** Stops the agent and removes the data dir; simulated VMs are forgotten. */
@@ -104,7 +106,8 @@ export async function startSimHost(): Promise<SimHost> {
   )
   const streams = agentStreams(vms)
   const socket = join(dataDir, 'agent.sock')
-  const agentServer = await startAgentServer(socket, identity.agentSecret, agentMethods(vms), streams)
+  const powerRequests: HostPowerAction[] = []
+  const agentServer = await startAgentServer(socket, identity.agentSecret, agentMethods(vms, undefined, (action) => powerRequests.push(action)), streams)
   const agent = new AgentClient(socketTransport(socket, identity.agentSecret), streams.stream)
   const { generatedPassword } = await bootstrap(db, identity, FACTS, '192.0.2.10')
   const publicUrl = 'https://192.0.2.10'
@@ -136,6 +139,7 @@ export async function startSimHost(): Promise<SimHost> {
   }
 
   return {
+    powerRequests,
     call,
     c: (method, ...params) => call(method, session, ...params),
     session,

@@ -344,6 +344,49 @@ describe('a pool of three hosts', () => {
     assert.equal((await call<Record<string, string>>(lab.host(await masterIndex()).url, 'pool.get_other_config', s3, pool))['from-the-cut-off-master'], undefined)
   })
 
+  it('host.shutdown and host.reboot: refused while enabled or running a guest; host 1 (no guest) reboots, back enabled, then shuts down, not live', async () => {
+    /** A session on the current master, and the pool's host refs by lab index. */
+    const onMaster = async () => {
+      const m = await masterIndex()
+      const s = await login(m)
+      const refs = new Map<number, string>()
+      for (const h of await c<string[]>(m, s, 'host.get_all')) {
+        const address = await c<string>(m, s, 'host.get_address', h)
+        refs.set([1, 2, 3].find((i) => lab.host(i).address === address)!, h)
+      }
+      return { m, s, ref: (i: number) => refs.get(i)! }
+    }
+    const fails = async (m: number, s: string, method: string, ...params: unknown[]) => failure(await jsonrpc(lab.host(m).url, method, [s, ...params], { resend: false }))
+    let { m, s, ref } = await onMaster()
+    const live = async (i: number) => c<boolean>(m, s, 'host_metrics.get_live', await c<string>(m, s, 'host.get_metrics', ref(i)))
+    // The host cut off last is live again once its lease is.
+    await waitFor('every host live', async () => ((await live(1)) && (await live(2)) && (await live(3))) || undefined, 60_000)
+    const guest2 = guests.find((g) => g.host === 2)!
+    assert.deepEqual(await fails(m, s, 'host.shutdown', ref(2)), ['HOST_NOT_DISABLED'])
+    await c(m, s, 'host.disable', ref(2))
+    assert.deepEqual(await fails(m, s, 'host.reboot', ref(2)), ['HOST_IN_USE', ref(2), 'vm', guest2.vm.ref])
+    await c(m, s, 'host.enable', ref(2))
+
+    await c(m, s, 'host.disable', ref(1))
+    await c(m, s, 'host.reboot', ref(1))
+    // Its daemon starts again, which enables the host again (xapi's start of day).
+    await waitFor('host 1 enabled again after its reboot', async () => {
+      ;({ m, s, ref } = await onMaster())
+      return (await c<boolean>(m, s, 'host.get_enabled', ref(1))) || undefined
+    }, 90_000)
+    const daemon = lab.host(1).daemonPid!
+    await c(m, s, 'host.disable', ref(1))
+    await c(m, s, 'host.shutdown', ref(1))
+    await waitFor("host 1's daemon gone", () => !lab.host(1).pids().includes(daemon) || undefined, 60_000)
+    await waitFor('host 1 not live', async () => {
+      ;({ m, s, ref } = await onMaster())
+      return !(await live(1)) || undefined
+    }, 90_000)
+    await assertGuestsRunOn(1)
+    await lab.restart(1)
+    await waitFor('host 1 back as a member', async () => (await loginAnswer(1))[0] === 'HOST_IS_SLAVE' || undefined, 90_000)
+  })
+
   it('designate_new_master hands the role over, and eject makes a host standalone again', async () => {
     const old = await masterIndex()
     const s = await login(old)

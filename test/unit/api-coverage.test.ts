@@ -26,9 +26,6 @@ const KNOWN_CORE_GAPS = new Set<string>([
   'host.management_disable',
   'host.management_reconfigure',
   'host.power_on',
-  'host.reboot',
-  'host.restart_agent',
-  'host.shutdown',
   'host.syslog_reconfigure',
   'pool_update.introduce',
 ])

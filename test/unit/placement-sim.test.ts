@@ -217,3 +217,37 @@ describe('host.declare_dead and host.destroy', () => {
     await c('VM.hard_shutdown', vm)
   })
 })
+
+describe('host.shutdown, host.reboot and host.restart_agent', () => {
+  before(async () => {
+    host = await startSimHost()
+    here = host.svc.hostRef
+  })
+  after(() => host?.dispose())
+
+  it('refuse an enabled host (HOST_NOT_DISABLED), one running a guest (HOST_IN_USE) and an offline one; then ask the host to stop or restart', async () => {
+    for (const call of ['host.shutdown', 'host.reboot']) assert.deepEqual(await failure(c(call, here)), ['HOST_NOT_DISABLED'])
+    const vm = await newVm('keeps the host busy')
+    await c('VM.start', vm, false, false)
+    await c('host.disable', here)
+    for (const call of ['host.shutdown', 'host.reboot']) assert.deepEqual(await failure(c(call, here)), ['HOST_IN_USE', here, 'vm', vm])
+    assert.deepEqual(host.powerRequests, [], 'nothing asked of the daemon')
+    // restart_agent keeps the VMs running: it is allowed with one
+    await c('host.restart_agent', here)
+    await c('VM.hard_shutdown', vm)
+    await c('host.reboot', here)
+    await c('host.shutdown', here)
+    await waitForRequests(3)
+    assert.deepEqual(host.powerRequests, ['restart', 'restart', 'stop'])
+    assert.deepEqual(await c('host.get_current_operations', here), {}, 'the operations ended with the calls')
+    const lost = await addHost({ live: false, memory: 8 * GiB, enabled: false })
+    for (const call of ['host.shutdown', 'host.reboot', 'host.restart_agent']) assert.deepEqual(await failure(c(call, lost)), ['HOST_OFFLINE', lost])
+    await c('host.enable', here)
+    await forget(lost)
+  })
+})
+
+/** host.power acts shortly after it answered: until then the request is not recorded. */
+async function waitForRequests(n: number): Promise<void> {
+  for (let i = 0; i < 100 && host.powerRequests.length < n; i++) await new Promise((r) => setTimeout(r, 50))
+}

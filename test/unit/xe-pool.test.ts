@@ -185,6 +185,16 @@ describe('xe pool and host commands', () => {
     ])
   })
 
+  it('host-shutdown and host-reboot take the host selectors too', async () => {
+    await assert.rejects(xe(master, 'host-shutdown'), /Multiple matching hosts found\. --multiple required/)
+    await xe(master, 'host-shutdown', 'host=beta')
+    await xe(master, 'host-reboot', 'uuid=uuid-h1')
+    assert.deepEqual(master.sent, [
+      { method: 'host.shutdown', params: ['OpaqueRef:session', 'OpaqueRef:h2'] },
+      { method: 'host.reboot', params: ['OpaqueRef:session', 'OpaqueRef:h1'] },
+    ])
+  })
+
   it('vm-start on=<host name or uuid> starts on that host; without it, VM.start', async () => {
     await xe(master, 'vm-start', 'vm=web', 'on=beta')
     await xe(master, 'vm-start', 'uuid=uuid-vm', 'on=uuid-h1')
