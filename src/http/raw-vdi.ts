@@ -9,6 +9,7 @@ import type { VDIRecord } from '../idl/records.js'
 import type { Services } from '../xapi/context.js'
 import { disksHost, exportDone, srPath, vdiContentReplaced } from '../xapi/storage.js'
 import { withSrLocks } from '../xapi/sr-locks.js'
+import { markTaskForwarded } from '../xapi/task.js'
 import { adoptTask, answeredProbe, authenticated, bodyUntilClose, HandlerTask, precheck, queryOf, refuse, relayToClient, throttledProgress } from './handler.js'
 import type { HttpRoute } from './server.js'
 
@@ -117,6 +118,7 @@ async function importRawVdi(svc: Services, req: IncomingMessage, res: ServerResp
       importing.add(vdiRef)
       mine = true
       const host = disksHost(svc, [vdiRef])
+      await markTaskForwarded(svc, task.ref, host)
       const args = { sr: srPath(svc, vdi.SR, host), location: vdi.location, format, expected }
       await withSrLocks([vdi.SR], async () => jsonOf(await svc.agentFor(host).stream('vdi.import', args, body)))
       await vdiContentReplaced(svc, vdiRef, format === 'qcow2' ? 'qcow2' : 'raw')
@@ -167,9 +169,10 @@ async function streamExport(svc: Services, req: IncomingMessage, res: ServerResp
   try {
     // The chain is opened while no snapshot, clone or merge changes it; once open, what is read
     // stays as it was (the agent reads files it opened, or qemu-nbd holds them) and the SR is free.
-    source = await withSrLocks([vdi.SR], () => {
+    source = await withSrLocks([vdi.SR], async () => {
       const current = svc.db.record('VDI', vdiRef)
       const host = disksHost(svc, [vdiRef])
+      await markTaskForwarded(svc, task.ref, host)
       const args = { sr: srPath(svc, current.SR, host), location: current.location, format, ...(format === 'vhd' ? { uuid: current.uuid, base: baseArg(svc, baseRef) } : {}) }
       return svc.agentFor(host).stream('vdi.export', args)
     })

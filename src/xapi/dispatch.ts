@@ -5,7 +5,7 @@ import { asXapiError, XapiError } from '../idl/errors.js'
 import { handlers, type CallContext, type Client, type Handler, type Services } from './context.js'
 import { genericHandler } from './generic.js'
 import { validSession } from './session.js'
-import { createTask, finishTask, trackTask } from './task.js'
+import { createTask, finishTask, forwardingServices, trackTask } from './task.js'
 import { toXml, unmarshal } from '../rpc/marshal.js'
 import type { Wire } from '../rpc/wire.js'
 
@@ -136,7 +136,7 @@ export class Dispatcher {
     const signal = trackTask(taskRef)
     void (async () => {
       try {
-        const value = await handler({ ...ctx, taskRef, signal }, args)
+        const value = await handler({ ...ctx, svc: forwardingServices(this.svc, taskRef), taskRef, signal }, args)
         const type = msg.result.kind === 'ref' ? msg.result.cls : ''
         await finishTask(this.svc, taskRef, { status: 'success', resultXml: taskResultXml(value, msg.result), type })
       } catch (err) {

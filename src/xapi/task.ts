@@ -25,6 +25,29 @@ export async function createTask(svc: Services, label: string, description = '',
   )
 }
 
+/**
+ * Marks a task as running its work on another host, as xapi's set_forwarding_on_task does with
+ * resident_on (its forwarded and forwarded_to are internal fields, not in the API: the task and
+ * its cancellation stay with this host, which drives the other host's agent). The first host the
+ * work went to stays named.
+ */
+export async function markTaskForwarded(svc: Services, ref: string, host: string): Promise<void> {
+  if (host === svc.hostRef) return
+  await svc.db.transact((tx) => {
+    if (tx.exists('task', ref) && tx.get('task', ref).resident_on === svc.hostRef) tx.update('task', ref, { resident_on: host })
+  })
+}
+
+/** The services a task's handler runs with: its first call to another host's agent marks the task forwarded there. */
+export function forwardingServices(svc: Services, taskRef: string): Services {
+  const agentFor = (host: string) => {
+    const agent = svc.agentFor(host)
+    if (host !== svc.hostRef) void markTaskForwarded(svc, taskRef, host).catch(() => undefined)
+    return agent
+  }
+  return new Proxy(svc, { get: (target, key) => (key === 'agentFor' ? agentFor : Reflect.get(target, key)) })
+}
+
 /** Registers a task as running here, so task.cancel can reach it. */
 export function trackTask(ref: string): AbortSignal {
   const controller = new AbortController()

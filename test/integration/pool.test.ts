@@ -253,7 +253,16 @@ describe('a pool of three hosts', () => {
     for (const g of guests) {
       const host = hostsByAddress.get(lab.host(g.host).address)!
       // host 3's guest was started from the web UI above
-      if ((await c(1, s, 'VM.get_power_state', g.vm.ref)) !== 'Running') await c(1, s, 'VM.start_on', g.vm.ref, host, false, false)
+      if ((await c(1, s, 'VM.get_power_state', g.vm.ref)) !== 'Running') {
+        // As a task: it shows the member it ran on (xapi's forwarding sets resident_on)
+        const task = await c<string>(1, s, 'Async.VM.start_on', g.vm.ref, host, false, false)
+        const status = await waitFor('the start task to end', async () => {
+          const now = await c<string>(1, s, 'task.get_status', task)
+          return now === 'pending' ? undefined : now
+        }, 120_000)
+        assert.equal(status, 'success', JSON.stringify(await c(1, s, 'task.get_error_info', task)))
+        assert.equal(await c(1, s, 'task.get_resident_on', task), host)
+      }
       assert.equal(await c(1, s, 'VM.get_resident_on', g.vm.ref), host)
       g.pid = qemuPid(g.host, g.vm.uuid)
       assert.ok(g.pid, `a QEMU for the guest in host ${g.host}'s namespace`)
