@@ -253,6 +253,8 @@ export interface AgentCalls {
   'host.facts': Call<void, HostFacts>
   'host.server-certificate': Call<void, string>
   'host.install-server-certificate': Call<{ key: string; cert: string; chain: string[] }, void>
+  /** This host's clock (ms since the epoch): the master compares it with its own. */
+  'host.clock': Call<void, number>
   /** This host's daemon stops, or starts again, shortly after answering. */
   'host.power': Call<{ action: HostPowerAction }, void>
 

@@ -29,6 +29,7 @@ const POWER_DELAY_MS = 500
 export function agentMethods(vms: VmRuntime, tls?: ServerTls, power?: PowerControl): CallHandlers {
   const noTls = () => Promise.reject(new Error('this agent serves no TLS certificate'))
   return {
+    'host.clock': async () => Date.now(),
     'host.power': async ({ action }) => {
       if (!power) throw new Error(`this host's daemon cannot ${action} through its agent`)
       setTimeout(() => power(action), POWER_DELAY_MS).unref()

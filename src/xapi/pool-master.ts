@@ -12,6 +12,7 @@ import { NULL_REF } from '../idl/index.js'
 import { register, type Services } from './context.js'
 import { poolCpuInfo } from './cpu-levelling.js'
 import { masterAddress } from './pool-join.js'
+import { checkClockSkew } from './clock-skew.js'
 
 /** Set by the master on a host it ejects: the host leaves the pool when it sees it. */
 export const ejectedKey = (hostRef: string) => `${PREFIX}ejected/${hostRef}`
@@ -24,6 +25,8 @@ export const srRootKey = (hostRef: string) => `${PREFIX}sr-root/${hostRef}`
 const TICK_MS = 1000
 /** Membership is looked at every this many ticks (a linearizable member list each time). */
 const MEMBERSHIP_EVERY = 3
+/** The members' clocks are compared with the master's every this many ticks. */
+const CLOCKS_EVERY = 30
 
 /** Also run by a newly elected master before it answers as one (HostPresence.onElected), which on a
  * host's first start is before the pool's records exist. */
@@ -70,6 +73,7 @@ export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPre
   let ticks = 0
   let busy = false
   let leaving = false
+  let comparingClocks = false
   const timer = setInterval(() => {
     if (busy) return
     busy = true
@@ -86,6 +90,13 @@ export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPre
         if (!presence.isMaster()) return
         await keepPoolRecords(svc.db, svc.hostRef)
         if (membershipTick) await keepMembership(svc, store)
+        // Apart from the ticks: a member that stopped answering must not hold them up.
+        if (ticks % CLOCKS_EVERY === 5 && !comparingClocks) {
+          comparingClocks = true
+          void checkClockSkew(svc)
+            .catch((err: Error) => console.error(`clock comparison: ${err.message}`))
+            .finally(() => (comparingClocks = false))
+        }
       } catch (err) {
         console.error(`pool duties: ${(err as Error).message}`)
       } finally {
