@@ -8,7 +8,7 @@ import { openSync, closeSync, existsSync, readFileSync, writeFileSync, renameSyn
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { alive } from '../lib/process.js'
-import { programPath } from '../lib/programs.js'
+import { programPath, runProgram } from '../lib/programs.js'
 
 export interface EtcdPorts {
   client: number
@@ -214,6 +214,34 @@ export class EtcdSupervisor {
       if (!existsSync(aside)) return
       rmSync(data, { recursive: true, force: true })
       renameSync(aside, data)
+    })
+  }
+
+  /**
+   * Makes this member a cluster of one on its own data, every other member dropped
+   * (emergency_transition_to_master, the pool's voters gone). etcd 3.4's --force-new-cluster
+   * panics on a learner ("removed all voters"), so the member's backend file is restored as a new
+   * cluster instead: keys, revisions and leases are kept (the last ~100 ms of applied changes,
+   * not yet in the file, can be lost). A stopped member's file has no snapshot hash, hence
+   * --skip-hash-check. The old data dir is kept aside, for restoreAside.
+   */
+  async restartAlone(): Promise<void> {
+    const membership = { name: this.membership.name }
+    const restored = join(this.dataDir, 'etcd.restored')
+    await this.stop()
+    rmSync(restored, { recursive: true, force: true })
+    try {
+      const peer = peerUrl(this.place)
+      await runProgram('etcdctl', ['snapshot', 'restore', join(this.dataDir, 'etcd', 'member', 'snap', 'db'), '--skip-hash-check', '--name', membership.name, '--initial-cluster', `${membership.name}=${peer}`, '--initial-advertise-peer-urls', peer, '--data-dir', restored])
+    } catch (err) {
+      // The member of before, on its data as it was.
+      await this.relaunch(this.membership, () => rmSync(restored, { recursive: true, force: true }))
+      throw err
+    }
+    await this.relaunch(membership, (data, aside) => {
+      rmSync(aside, { recursive: true, force: true })
+      renameSync(data, aside)
+      renameSync(restored, data)
     })
   }
 

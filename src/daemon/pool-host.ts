@@ -6,15 +6,16 @@ import { existsSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { listMembers, addLearner, removeMember, voterUrls } from '../db/cluster.js'
 import { EtcdStore, type StoreTls } from '../db/etcd.js'
+import { peekRole } from '../xapi/remote-pool.js'
 import { memberKey } from '../xapi/pool-master.js'
 import { OBJ_PREFIX } from '../db/replica.js'
 import type { HostPresence } from '../db/presence.js'
-import { DESIGNATED_KEY, DESIGNATION_SECONDS } from '../db/presence.js'
+import { DESIGNATED_KEY, DESIGNATION_SECONDS, MASTER_KEY } from '../db/presence.js'
 import { XapiError } from '../idl/errors.js'
 import { fromJson } from '../lib/int64.js'
 import { UndoStack } from '../lib/undo.js'
 import type { PoolMembership, PoolSecret, PoolView } from '../xapi/context.js'
-import { peerUrl, type EtcdPlace, type EtcdSupervisor } from './etcd.js'
+import { localClientUrl, peerUrl, readMembership, type EtcdPlace, type EtcdSupervisor } from './etcd.js'
 import { adoptPoolCa, ensurePoolTrust, readPoolCa } from './pool-ca.js'
 import type { Identity } from './bootstrap.js'
 
@@ -26,6 +27,8 @@ export interface PoolHostContext {
   place: EtcdPlace
   store: EtcdStore
   presence: HostPresence
+  /** This host's pool certificates, for clients of other pool databases than `store`'s. */
+  trust: StoreTls
   identity: Identity
   hostname: string
   address: string
@@ -117,6 +120,63 @@ export function poolMembership(ctx: PoolHostContext): PoolMembership {
       for (const dir of [ctx.poolDir, join(ctx.dataDir, 'sr')]) if (existsSync(dir)) rmSync(dir, { recursive: true, force: true })
       await ensurePoolTrust(ctx.poolDir, ctx.hostname, ctx.address)
       await ctx.etcd.restartFresh({ name: ctx.identity.hostUuid })
+      ctx.restart()
+    },
+
+    voters: async () => voterUrls(await listMembers(ctx.store)),
+
+    transitionToMaster: async () => {
+      const undo = new UndoStack('pool.emergency_transition_to_master')
+      const before = readMembership(ctx.dataDir, ctx.identity.hostUuid)
+      try {
+        // Its lease went with the quorum; closing does not wait for the unreachable database.
+        await ctx.presence.close()
+        await ctx.etcd.restartAlone()
+        undo.push('the member of the pool database', () => ctx.etcd.restoreAside(before))
+        const alone = new EtcdStore([localClientUrl(ctx.place)], ctx.trust)
+        try {
+          await alone.waitReady(30_000)
+          // Every lease is of the pool of before (the dead master's, this host's old one): revoked,
+          // the dead master shows not live at once and the master key is free for this host.
+          const { leases } = await alone.client.leaseClient.leaseLeases()
+          for (const lease of leases) await alone.client.leaseClient.leaseRevoke({ ID: lease.ID })
+          await alone.txn({ compares: [], puts: [], deletes: [MASTER_KEY, DESIGNATED_KEY] })
+        } finally {
+          await alone.close()
+        }
+        undo.commit()
+      } catch (err) {
+        await undo.rollback()
+        throw err
+      }
+      ctx.restart()
+    },
+
+    resetMaster: async (address: string) => {
+      const role = await peekRole(address, 10_000)
+      if (!role) throw new XapiError('CANNOT_CONTACT_HOST', [address])
+      if (!role.master || role.etcdUrls.length === 0) throw new XapiError('HOST_IS_SLAVE', [address])
+      if (role.host === ctx.identity.hostRef) return
+      const undo = new UndoStack('pool.emergency_reset_master')
+      const before = readMembership(ctx.dataDir, ctx.identity.hostUuid)
+      const pool = new EtcdStore(role.etcdUrls, ctx.trust)
+      try {
+        await pool.waitReady(10_000)
+        // A member of this host's from before (a learner the master's database was made from) goes first.
+        for (const m of await listMembers(pool)) if (m.name === ctx.etcd.name) await removeMember(pool, m.id)
+        const learner = await addLearner(pool, ctx.etcd.name, peerUrl(ctx.place))
+        undo.push('the new pool database member', () => removeMember(pool, learner.id).then(() => undefined))
+        await ctx.presence.close()
+        await ctx.etcd.restartAs({ name: ctx.etcd.name, joining: learner.initialCluster, endpoints: role.etcdUrls })
+        undo.push('the pool database of before', () => ctx.etcd.restoreAside(before))
+        await waitStarted(pool, learner.id, 30_000)
+        undo.commit()
+      } catch (err) {
+        await undo.rollback()
+        throw err
+      } finally {
+        await pool.close()
+      }
       ctx.restart()
     },
 

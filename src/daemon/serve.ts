@@ -17,23 +17,33 @@ import { agentStreams } from '../agent/streams.js'
 import { DEFAULT_IDLE_MS, HostConsole } from '../agent/host-console.js'
 import { bulkRoutes } from '../http/routes.js'
 import { Database } from '../db/database.js'
-import { EtcdStore } from '../db/etcd.js'
+import { noQuorumStore, readCopy, replicaOf, saveCopy, type DatabaseCopy } from '../db/copy.js'
+import { EtcdStore, type StoreTls } from '../db/etcd.js'
 import { closeListeners, listen, reloadCertificate, type HttpOptions } from '../http/server.js'
 import { DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from '../http/connections.js'
 import { Dispatcher } from '../xapi/dispatch.js'
-import { agentUrlKey, collectAllGarbage, keepPoolRecords, memberKey, runPoolDuties, srRootKey, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { agentUrlKey, collectAllGarbage, keepPoolRecords, memberKey, otherMaster, runPoolDuties, srRootKey, collectIdleSessions, collectTasks, DEFAULT_SETTINGS, startOfDay, vmPausedOnIoError, vmStoppedOnItsOwn, type Services, type Settings } from '../xapi/index.js'
+import { peekRole } from '../xapi/remote-pool.js'
 import { defaultAddress } from './address.js'
 import { bootstrap, loadIdentity } from './bootstrap.js'
 import { EtcdSupervisor, etcdPorts, freePort, localClientUrl, readMembership, type EtcdPlace } from './etcd.js'
-import { HostPresence, DEFAULT_PRESENCE } from '../db/presence.js'
+import { HostPresence, DEFAULT_PRESENCE, MASTER_KEY } from '../db/presence.js'
 import { XapiError } from '../idl/errors.js'
 import { ensurePoolTrust } from './pool-ca.js'
 import { poolMembership } from './pool-host.js'
 import { poolAgents } from './pool-agents.js'
-import { poolSecretRoute } from '../http/pool.js'
+import { poolRoleRoute, poolSecretRoute } from '../http/pool.js'
 import { ensureCertificate } from './tls.js'
 
 const OVMF_DIR = '/usr/share/OVMF'
+/** A member's copy of the pool database (db/copy.ts), in its data dir. */
+const DB_COPY = 'pool-db-copy.json'
+/** How long a member with a copy waits for its pool database at start before it serves the copy. */
+const NO_QUORUM_START_MS = 4000
+/** How often a member saves its copy (when the database changed). */
+const COPY_EVERY_MS = 5000
+/** How long a host starting as master waits for each other host to say whether it is master. */
+const ROLE_PROBE_MS = 2000
 /** Where scripts/build-test-guest.sh caches the test guest (outside any data dir). */
 const DEFAULT_TEST_GUEST_IMAGE = '/var/cache/flotilla/test-guest/test-guest.img'
 
@@ -141,7 +151,16 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   }
   const etcd = runningEtcd ?? (await EtcdSupervisor.start(opts.dataDir, place, readMembership(opts.dataDir, identity.hostUuid)))
   const store = new EtcdStore(storeEndpoints(opts.dataDir, place, identity.hostUuid), trust)
-  await store.waitReady(60_000)
+  // A member reaches the pool database through the voters; with none reachable it serves its copy.
+  const copyFile = join(opts.dataDir, DB_COPY)
+  const copy = readMembership(opts.dataDir, identity.hostUuid).endpoints?.length ? readCopy(copyFile) : undefined
+  try {
+    await store.waitReady(copy ? NO_QUORUM_START_MS : 60_000)
+  } catch (err) {
+    if (!copy) throw err
+    console.error(`the pool database does not answer (${(err as Error).message}): serving its copy read-only`)
+    return runFromCopy(opts, { copy, etcd, place, trust, store, identity, hostname: localFacts.hostname, address, poolDir })
+  }
   const db = await Database.open(store, (err) => {
     console.error(`pool database watch failed: ${err.message}`)
     process.exit(1)
@@ -153,6 +172,11 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   }
   db.guard = { current: () => presence.guard(), lost: () => new XapiError('HOST_IS_SLAVE', [masterAddress()]) }
   presence.onElected = () => keepPoolRecords(db, identity.hostRef)
+  const follow = await masterElsewhere(db, identity.hostRef)
+  if (follow) {
+    console.error(`host ${follow} was made master while this host was away: this host becomes its member`)
+    presence.standAside = true
+  }
   await presence.start()
 
   const agentSocket = join(runDir, 'agent.sock')
@@ -211,14 +235,15 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     publicUrl,
     srRoot,
   }
-  svc.membership = poolMembership({ dataDir: opts.dataDir, poolDir, etcd, place, store, presence, identity, hostname: localFacts.hostname, address, restart: () => restartRequested?.() })
+  svc.membership = poolMembership({ dataDir: opts.dataDir, poolDir, etcd, place, store, presence, trust, identity, hostname: localFacts.hostname, address, restart: () => restartRequested?.() })
+  if (follow) void svc.membership.resetMaster(follow).catch((e: Error) => console.error(`becoming a member of ${follow}: ${e.message} (this host stays out of the pool: pool.emergency_reset_master retries)`))
   await startOfDay(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)
   collectAllGarbage(svc)
   const tls = await ensureCertificate(join(opts.dataDir, 'tls'), facts.hostname, address)
   const requestLog = opts.requestLog
   const http: HttpOptions = {
     dispatcher: new Dispatcher(svc),
-    routes: bulkRoutes(svc).set('/pool_secret', poolSecretRoute(svc)),
+    routes: bulkRoutes(svc).set('/pool_secret', poolSecretRoute(svc)).set('/pool_role', poolRoleRoute(svc)),
     requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined,
     limits: connectionLimitsFromEnv(),
   }
@@ -229,6 +254,17 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     void collectTasks(svc!).catch((e: Error) => console.error(`task collection: ${e.message}`))
     void collectIdleSessions(svc!).catch((e: Error) => console.error(`session collection: ${e.message}`))
   }, Number(process.env.FLOTILLA_HOUSEKEEPING_SECONDS ?? 30) * 1000)
+  // A member keeps a copy of the pool database, for a start while the database has no quorum.
+  let savedRev = -1
+  const copying = setInterval(() => {
+    if (presence.isMaster() || db.replica.appliedRev === savedRev) return
+    savedRev = db.replica.appliedRev
+    try {
+      saveCopy(copyFile, db.replica)
+    } catch (e) {
+      console.error(`saving the copy of the pool database: ${(e as Error).message}`)
+    }
+  }, COPY_EVERY_MS)
   const masterDuties = runPoolDuties(svc, store, presence, (urls) => etcd.noteEndpoints(urls))
 
   const host = listenAddress === '0.0.0.0' ? address : listenAddress
@@ -241,6 +277,7 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   const next = await Promise.race([stopRequested.then(() => 'stop' as const), restart.then(() => 'restart' as const), powered])
   if (next === 'stop') console.log('flotilla stopping')
   clearInterval(housekeeping)
+  clearInterval(copying)
   masterDuties.stop()
   // The call that asked for a restart (pool.join) is still being answered.
   if (next === 'restart') await new Promise((r) => setTimeout(r, 500))
@@ -255,4 +292,93 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   agents.close()
   await store.close()
   return { next, etcd }
+}
+
+/**
+ * The other host to follow when this one starts as master (its database's master key is absent
+ * or its own) while another host of its pool answers as master: one made master by
+ * emergency_transition_to_master while this host was away (xapi checks for other masters at start).
+ */
+async function masterElsewhere(db: Database, me: string): Promise<string | undefined> {
+  const held = db.raw(MASTER_KEY)?.value
+  const others = db.refs('host').filter((h) => h !== me)
+  if (others.length === 0 || (held !== undefined && held !== me)) return undefined
+  const answers = await Promise.all(
+    others.map(async (h) => {
+      const address = String(db.tryRecord('host', h)?.address ?? '')
+      return { address, answer: address ? await peekRole(address, ROLE_PROBE_MS) : undefined }
+    }),
+  )
+  return otherMaster(me, held, answers)
+}
+
+interface CopyStart {
+  copy: DatabaseCopy
+  etcd: EtcdSupervisor
+  place: EtcdPlace
+  trust: StoreTls
+  store: EtcdStore
+  identity: ReturnType<typeof loadIdentity>
+  hostname: string
+  address: string
+  poolDir: string
+}
+
+/**
+ * A member whose pool database has no quorum at start (its master is gone, and with it the only
+ * voter): the API serves the member's copy of the database, read-only, to slave_local sessions;
+ * everything else answers HOST_IN_EMERGENCY_MODE. The host agent is not started (the QEMUs run on
+ * by themselves, adopted at the next normal start). The host starts normally as soon as the
+ * database answers, or as master after emergency_transition_to_master.
+ */
+async function runFromCopy(opts: ServeOptions, h: CopyStart): Promise<Ended> {
+  const db = new Database(noQuorumStore, replicaOf(h.copy))
+  // Never started: it holds no lease and never campaigns; it names the master of the copy.
+  const presence = new HostPresence(h.store, db.replica, h.identity.hostRef)
+  let restartRequested: (() => void) | undefined
+  const restart = new Promise<void>((resolve) => (restartRequested = resolve))
+  const publicHost = opts.address ?? h.address
+  const svc: Services = {
+    db,
+    pool: { isMaster: () => false, inContact: () => false, masterRef: () => presence.masterRef() },
+    agentFor: () => {
+      throw new XapiError('HOST_IN_EMERGENCY_MODE')
+    },
+    hostRef: h.identity.hostRef,
+    settings: settingsFromEnv(),
+    publicUrl: opts.httpsPort === 443 ? `https://${publicHost}` : `https://${publicHost}:${opts.httpsPort}`,
+    srRoot: join(opts.dataDir, 'sr'),
+  }
+  svc.membership = poolMembership({ dataDir: opts.dataDir, poolDir: h.poolDir, etcd: h.etcd, place: h.place, store: h.store, presence, trust: h.trust, identity: h.identity, hostname: h.hostname, address: h.address, restart: () => restartRequested?.() })
+  const listenAddress = opts.address ?? '0.0.0.0'
+  const tls = await ensureCertificate(join(opts.dataDir, 'tls'), h.hostname, h.address)
+  const requestLog = opts.requestLog
+  const http: HttpOptions = {
+    dispatcher: new Dispatcher(svc),
+    routes: new Map([['/pool_role', poolRoleRoute(svc)]]),
+    requestLog: requestLog ? (line) => appendFileSync(requestLog, `${line}\n`) : undefined,
+    limits: connectionLimitsFromEnv(),
+  }
+  const listeners = await listen(http, listenAddress, opts.httpPort, { port: opts.httpsPort, key: tls.key, cert: tls.cert })
+  console.log(`flotilla ready, in emergency mode (no pool database quorum: serving the copy of revision ${h.copy.rev} read-only): https://${h.address}:${opts.httpsPort}/ (host ${h.identity.hostRef}, data ${opts.dataDir})`)
+  // Back to a normal start as soon as the pool database answers.
+  let probing = false
+  const probe = setInterval(() => {
+    if (probing) return
+    probing = true
+    void h.store.waitReady(1000).then(
+      () => restartRequested?.(),
+      () => (probing = false),
+    )
+  }, 2000)
+  const stopRequested = new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
+  })
+  const next = await Promise.race([stopRequested.then(() => 'stop' as const), restart.then(() => 'restart' as const)])
+  clearInterval(probe)
+  if (next === 'restart') await new Promise((r) => setTimeout(r, 500))
+  await closeListeners(listeners)
+  await h.store.close()
+  return { next, etcd: h.etcd }
 }

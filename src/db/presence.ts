@@ -38,6 +38,8 @@ export class HostPresence {
   private heldRev = 0
   /** Whether onRoleChange last said master. */
   private wasMaster = false
+  /** Set on a host that must not take the master key: another host was made master while it was away. */
+  standAside = false
   /** Called when this host becomes master or stops being it. */
   onRoleChange: (master: boolean) => void = () => undefined
   /** Runs once the master key is won and before this host answers as master (it writes pool.master,
@@ -118,7 +120,7 @@ export class HostPresence {
       const designated = this.replica.misc.get(DESIGNATED_KEY)?.value
       // The key of this host's previous run (a daemon restart) is taken over at once, not waited out.
       const free = !key || (key.value === this.hostRef && key.modRev !== this.heldRev)
-      if (free && this.leaseFresh && (!designated || designated === this.hostRef)) await this.campaign(key?.modRev ?? 0)
+      if (free && !this.standAside && this.leaseFresh && (!designated || designated === this.hostRef)) await this.campaign(key?.modRev ?? 0)
       if (this.heldRev && !this.inOffice) {
         await this.onElected()
         this.inOffice = true
@@ -154,8 +156,11 @@ export class HostPresence {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return
     this.closed = true
     clearInterval(this.timer)
-    await this.lease?.revoke().catch(() => undefined)
+    // A lease not renewed lately is not revoked: the pool database is out of reach (no quorum),
+    // and the call would only wait out its deadlines.
+    if (this.leaseFresh) await this.lease?.revoke().catch(() => undefined)
   }
 }

@@ -2,7 +2,7 @@
 // set fields (VM.VBDs, SR.VDIs, ...) are computed from reverse indexes and never stored; every
 // applied change is logged by revision so event.from can answer from memory.
 import { classes, defaultRecord, getClass, relations, type ClassDef, type Relation } from '../idl/index.js'
-import { fromJson } from '../lib/int64.js'
+import { fromJson, toJson } from '../lib/int64.js'
 import type { RecordOf, StoredOf } from '../idl/records.js'
 import { PREFIX, type Change, type KeyValue } from './etcd.js'
 
@@ -178,6 +178,13 @@ export class Replica {
     this.logStart = this.log[drop - 1]!.rev
     this.log.splice(0, drop)
     for (const [key, t] of this.tombstones) if (t.deleteRev <= this.logStart) this.tombstones.delete(key)
+  }
+
+  /** Every key as etcd holds it (for a copy that load() takes back): objects and the other keys. */
+  dump(): KeyValue[] {
+    const kvs: KeyValue[] = [...this.misc.values()]
+    for (const table of this.tables.values()) for (const row of table.values()) kvs.push({ key: objectKey(row.cls, row.ref), value: toJson(row.stored), createRev: row.createRev, modRev: row.modRev })
+    return kvs
   }
 
   row<C extends string>(cls: C, ref: string): Row<C> | undefined {

@@ -25,3 +25,21 @@ export function poolSecretRoute(svc: Services): HttpRoute {
     },
   }
 }
+
+/**
+ * GET /pool_role on any host: whether it is master, and where its pool database's voters are. A
+ * master starting again asks the pool's other hosts first (an emergency transition may have made
+ * one of them master meanwhile), and a host sent to a new master finds its database here.
+ */
+export function poolRoleRoute(svc: Services): HttpRoute {
+  return {
+    request: async (_req, res) => {
+      const master = svc.pool?.isMaster() ?? true
+      // Only a master's are asked for: a member without quorum would not answer the member list.
+      const etcdUrls = master ? ((await svc.membership?.voters().catch(() => [])) ?? []) : []
+      const text = JSON.stringify({ master, host: svc.hostRef, etcdUrls })
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+    },
+  }
+}

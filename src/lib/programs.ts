@@ -9,6 +9,7 @@ import { promisify } from 'node:util'
 
 export const PROGRAMS = {
   etcd: 'etcd-server',
+  etcdctl: 'etcd-client',
   'qemu-system-x86_64': 'qemu-system-x86',
   'qemu-img': 'qemu-utils',
   'qemu-nbd': 'qemu-utils',

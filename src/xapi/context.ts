@@ -57,6 +57,12 @@ export interface PoolMembership {
   leave(): Promise<void>
   /** Gives up the master role (designate_new_master). */
   resign(successor: string): Promise<void>
+  /** The client URLs of the pool database's voters. */
+  voters(): Promise<string[]>
+  /** Makes this member's own copy of the pool database a database of one and restarts the host on it, as master (emergency_transition_to_master). */
+  transitionToMaster(): Promise<void>
+  /** Makes this host a member of the pool whose master is at `address`, on that pool's database; then restarts it (emergency_reset_master). */
+  resetMaster(address: string): Promise<void>
 }
 
 /** The pool's records as a joiner sees them before it joins: stored fields by class and ref. */
@@ -80,6 +86,8 @@ export interface Services {
   onRootPasswordChanged?: () => Promise<void>
   /** The state of login slowing; made from `settings.login` on first use when absent. */
   loginGuard?: LoginGuard
+  /** Sessions of this host alone (session.slave_local_login_with_password), by ref; made on first use. */
+  localSessions?: Map<string, Readonly<Record<string, unknown>>>
 }
 
 /**

@@ -3,8 +3,8 @@
 import { classes, type Message, type XType } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
 import { handlers, type CallContext, type Client, type Handler, type Services } from './context.js'
-import { genericHandler } from './generic.js'
-import { validSession } from './session.js'
+import { genericHandler, readsOnly } from './generic.js'
+import { isLocalSession, validSession } from './session.js'
 import { createTask, finishTask, forwardingServices, trackTask } from './task.js'
 import { toXml, unmarshal } from '../rpc/marshal.js'
 import type { Wire } from '../rpc/wire.js'
@@ -123,7 +123,9 @@ export class Dispatcher {
       const s = params[0]!
       sessionRef = s.t === 'string' ? s.v : ''
       session = await validSession(this.svc, sessionRef)
-      if (member) throw member
+      // A session of this host alone reads this host's replica of the pool database, also while
+      // the database has no quorum (a member whose master died); anything else is the master's.
+      if (member && !(readsOnly(msg) && isLocalSession(this.svc, sessionRef))) throw member
     }
     if (msg.state === 'removed') throw new XapiError('MESSAGE_REMOVED')
     if (isAsync && !msg.hasAsync) return { ok: false, fault: `No async mode for this operation (rpc: ${wireName})` }

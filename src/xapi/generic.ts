@@ -37,6 +37,13 @@ export function accessorOf(cls: ClassDef, msg: string): { verb: string; field?: 
   return { verb: '' }
 }
 
+const READ_VERBS = new Set(['get', 'get_record', 'get_by_uuid', 'get_by_name_label', 'get_all', 'get_all_records', 'get_all_records_where'])
+
+/** Whether a message only reads the pool database: one of the getters xapi generates from the datamodel's classes and fields. */
+export function readsOnly(msg: Message): boolean {
+  return msg.implicit && READ_VERBS.has(accessorOf(getClass(msg.cls), msg.name).verb)
+}
+
 /** The generic implementation of an accessor-shaped message, or undefined if it needs a custom one. */
 export function genericHandler(msg: Message): Handler | undefined {
   const cls = getClass(msg.cls)

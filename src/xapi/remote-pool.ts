@@ -7,17 +7,17 @@ import { XapiError } from '../idl/errors.js'
 const TIMEOUT_MS = 10_000
 
 /** One answer from the master: a POST of `body` (an RPC call), or a GET without one. */
-function send(address: string, path: string, body?: string): Promise<{ status: number; text: string }> {
+function send(address: string, path: string, body?: string, timeoutMs = TIMEOUT_MS): Promise<{ status: number; text: string }> {
   const host = address.includes(':') && !address.startsWith('[') ? `[${address}]` : address
   const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
   return new Promise((resolve, reject) => {
-    const req = request(`https://${host}${path}`, { method: body === undefined ? 'GET' : 'POST', rejectUnauthorized: false, timeout: TIMEOUT_MS, headers }, (res) => {
+    const req = request(`https://${host}${path}`, { method: body === undefined ? 'GET' : 'POST', rejectUnauthorized: false, timeout: timeoutMs, headers }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
       res.on('error', reject)
     })
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${address} within ${TIMEOUT_MS / 1000} s`)))
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${address} within ${timeoutMs / 1000} s`)))
     req.on('error', reject)
     req.end(body)
   })
@@ -70,5 +70,25 @@ export class RemotePool {
 
   async logout(): Promise<void> {
     await this.c('session.logout').catch(() => undefined)
+  }
+}
+
+/** What a host says of its place in its pool (GET /pool_role, no session: nothing in it is secret). */
+export interface PoolRoleAnswer {
+  /** Whether it answers as master now. */
+  master: boolean
+  /** Its host ref. */
+  host: string
+  /** The client URLs of its pool database's voters (reached only with the pool CA's certificates). */
+  etcdUrls: string[]
+}
+
+/** Host `address`'s answer to GET /pool_role, or undefined when it does not answer within `timeoutMs`. */
+export async function peekRole(address: string, timeoutMs: number): Promise<PoolRoleAnswer | undefined> {
+  try {
+    const answer = await send(address, '/pool_role', undefined, timeoutMs)
+    return answer.status === 200 ? (JSON.parse(answer.text) as PoolRoleAnswer) : undefined
+  } catch {
+    return undefined
   }
 }

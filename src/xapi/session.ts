@@ -1,7 +1,9 @@
 // session.*: login, logout, password changes, and the validity rules every call goes through.
-import { NULL_REF } from '../idl/index.js'
+import { randomUUID } from 'node:crypto'
+import { buildRecord, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { newRef } from '../db/database.js'
 import { now, register, type Client, type Services } from './context.js'
 import { setPassword, verifyPassword } from './accounts.js'
 import { LoginGuard } from './login-guard.js'
@@ -10,8 +12,28 @@ type Rec = Readonly<Record<string, unknown>>
 
 const lastActiveMs = (s: Rec) => Date.parse(String(s.last_active).replace(/^(\d{4})(\d{2})(\d{2})T/, '$1-$2-$3T'))
 
+/**
+ * Sessions of this host alone (slave_local_login_with_password), kept in memory and never in the
+ * pool database: a member logs them in and checks them while the pool database has no quorum.
+ */
+const localSessions = (svc: Services) => (svc.localSessions ??= new Map())
+
+export function isLocalSession(svc: Services, ref: string): boolean {
+  return svc.localSessions?.has(ref) ?? false
+}
+
 /** The session record for a ref, refreshing its last_active now and then; SESSION_INVALID otherwise. */
 export async function validSession(svc: Services, ref: string): Promise<Rec> {
+  const local = svc.localSessions?.get(ref)
+  if (local) {
+    if (Date.now() - lastActiveMs(local) > svc.settings.sessionIdleMs) {
+      svc.localSessions!.delete(ref)
+      throw new XapiError('SESSION_INVALID', [ref])
+    }
+    const fresh = { ...local, last_active: now() }
+    svc.localSessions!.set(ref, fresh)
+    return fresh
+  }
   const session = svc.db.tryRecord('session', ref)
   if (!session) throw new XapiError('SESSION_INVALID', [ref])
   const idle = Date.now() - lastActiveMs(session)
@@ -26,6 +48,7 @@ export async function validSession(svc: Services, ref: string): Promise<Rec> {
 }
 
 export async function destroySession(svc: Services, ref: string): Promise<void> {
+  if (svc.localSessions?.delete(ref)) return
   await svc.db.transact((tx) => {
     if (tx.exists('session', ref)) tx.delete('session', ref)
   })
@@ -104,7 +127,17 @@ export async function login(svc: Services, user: string, password: string, origi
 
 register('session.login_with_password', (ctx, [user, password, , originator]) => login(ctx.svc, user, password, originator, ctx.client))
 
-register('session.slave_local_login_with_password', (ctx, [user, password]) => login(ctx.svc, user, password, '', ctx.client))
+/** A session of this host alone, checked against the accounts this host's replica holds: it writes nothing to the pool database. */
+export async function localLogin(svc: Services, user: string, password: string, client?: Client): Promise<string> {
+  if (!(await guardedCheck(svc, 'local login', user, password, client))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
+  const stamp = now()
+  const ref = newRef()
+  const record = buildRecord('session', { uuid: randomUUID(), this_host: svc.hostRef, last_active: stamp, validation_time: stamp, is_local_superuser: user === 'root', auth_user_name: user })
+  localSessions(svc).set(ref, record as unknown as Rec)
+  return ref
+}
+
+register('session.slave_local_login_with_password', (ctx, [user, password]) => localLogin(ctx.svc, user, password, ctx.client))
 
 register('session.logout', async (ctx) => destroySession(ctx.svc, ctx.sessionRef))
 
