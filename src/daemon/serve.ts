@@ -175,6 +175,16 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   const follow = await masterElsewhere(db, identity.hostRef)
   if (follow) {
     console.error(`host ${follow} was made master while this host was away: this host becomes its member`)
+    // Before anything else of the start writes to this host's stale database.
+    const membership = poolMembership({ dataDir: opts.dataDir, poolDir, etcd, place, store, presence, trust, identity, hostname: localFacts.hostname, address, restart: () => undefined })
+    const joined = await membership.resetMaster(follow).then(
+      () => true,
+      (e: Error) => console.error(`becoming a member of ${follow}: ${e.message} (this host stays out of the pool; pool.emergency_reset_master tries again)`),
+    )
+    if (joined) {
+      await store.close()
+      return { next: 'restart', etcd }
+    }
     presence.standAside = true
   }
   await presence.start()
@@ -236,7 +246,6 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
     srRoot,
   }
   svc.membership = poolMembership({ dataDir: opts.dataDir, poolDir, etcd, place, store, presence, trust, identity, hostname: localFacts.hostname, address, restart: () => restartRequested?.() })
-  if (follow) void svc.membership.resetMaster(follow).catch((e: Error) => console.error(`becoming a member of ${follow}: ${e.message} (this host stays out of the pool: pool.emergency_reset_master retries)`))
   await startOfDay(svc, process.env.FLOTILLA_TEST_GUEST_IMAGE ?? DEFAULT_TEST_GUEST_IMAGE)
   collectAllGarbage(svc)
   const tls = await ensureCertificate(join(opts.dataDir, 'tls'), facts.hostname, address)
