@@ -257,6 +257,8 @@ export interface AgentCalls {
   'host.clock': Call<void, number>
   /** This host's daemon stops, or starts again, shortly after answering. */
   'host.power': Call<{ action: HostPowerAction }, void>
+  /** Makes the host a member of the pool whose master is at `address` (pool.recover_slaves on that master). */
+  'host.follow-master': Call<{ address: string }, void>
 
   /** The SR drivers of this host, with the capabilities each declares (the SM records). */
   'sr.drivers': Call<void, SrDriverInfo[]>

@@ -20,20 +20,25 @@ import { encodeFailure } from './failure.js'
 import { SECRET_HEADER } from './socket-transport.js'
 import type { AgentTls } from './tls-transport.js'
 
-/** What stops or restarts this host's daemon (host.power); absent, the host cannot be powered off through its agent. */
-export type PowerControl = (action: HostPowerAction) => void
+/** What the daemon around an agent does for it: stop or restart it (host.power), change the host's pool (host.follow-master). */
+export interface AgentDaemon {
+  power?(action: HostPowerAction): void
+  followMaster?(address: string): Promise<void>
+}
 
 /** How long host.power waits before acting, so that its answer reaches the caller first. */
 const POWER_DELAY_MS = 500
 
-export function agentMethods(vms: VmRuntime, tls?: ServerTls, power?: PowerControl): CallHandlers {
+export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemon = {}): CallHandlers {
   const noTls = () => Promise.reject(new Error('this agent serves no TLS certificate'))
   return {
     'host.clock': async () => Date.now(),
     'host.power': async ({ action }) => {
+      const power = daemon.power
       if (!power) throw new Error(`this host's daemon cannot ${action} through its agent`)
       setTimeout(() => power(action), POWER_DELAY_MS).unref()
     },
+    'host.follow-master': ({ address }) => (daemon.followMaster ? daemon.followMaster(address) : Promise.reject(new Error('this agent cannot change pools'))),
     'host.facts': () => readHostFacts(),
     'host.server-certificate': () => (tls ? serverCertificate(tls) : noTls()),
     'host.install-server-certificate': (args) => (tls ? installServerCertificate(tls, args) : noTls()),

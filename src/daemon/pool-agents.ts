@@ -9,14 +9,14 @@ import { liveKey } from '../db/presence.js'
 import { XapiError } from '../idl/errors.js'
 import { agentUrlKey } from '../xapi/index.js'
 
-export function poolAgents(db: Database, hostRef: string, own: Agent, tls: AgentTls): { agentFor(host: string): Agent; close(): void } {
+export function poolAgents(db: Database, hostRef: string, own: Agent, tls: AgentTls): { agentFor(host: string, opts?: { liveCheck: boolean }): Agent; close(): void } {
   const remote = new Map<string, { url: string; transport: TlsAgentTransport; agent: Agent }>()
   return {
-    agentFor: (host) => {
+    agentFor: (host, opts = { liveCheck: true }) => {
       if (host === hostRef) return own
       db.record('host', host)
       const url = db.raw(agentUrlKey(host))?.value
-      if (!url || !db.raw(liveKey(host))) throw new XapiError('HOST_OFFLINE', [host])
+      if (!url || (opts.liveCheck && !db.raw(liveKey(host)))) throw new XapiError('HOST_OFFLINE', [host])
       const known = remote.get(host)
       if (known?.url === url) return known.agent
       known?.transport.close()

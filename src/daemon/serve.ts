@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { alive } from '../lib/process.js'
 import { AgentClient } from '../agent/client.js'
 import { socketTransport } from '../agent/socket-transport.js'
-import { agentMethods, startAgentServer, startAgentTlsServer, type PowerControl } from '../agent/server.js'
+import { agentMethods, startAgentServer, startAgentTlsServer } from '../agent/server.js'
 import type { HostPowerAction } from '../agent/contract.js'
 import type { ServerTls } from '../agent/certificate.js'
 import { readHostFacts } from '../agent/facts.js'
@@ -206,14 +206,18 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   await hostConsole.stopLeftovers()
   const streams = agentStreams(vms, hostConsole)
   // host.shutdown stops this daemon, host.reboot starts it again (the machine itself stays up).
-  let powerRequested: PowerControl = () => undefined
+  let powerRequested: (action: HostPowerAction) => void = () => undefined
   const powered = new Promise<HostPowerAction>((resolve) => (powerRequested = resolve))
-  const power: PowerControl = (action) => powerRequested(action)
-  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, agentMethods(vms, serverTls, power), streams)
+  // pool.recover_slaves on another master sends this host there (the daemon's membership does it).
+  const methods = agentMethods(vms, serverTls, {
+    power: (action) => powerRequested(action),
+    followMaster: (to) => (svc?.membership ? svc.membership.resetMaster(to) : Promise.reject(new Error('the host is still starting'))),
+  })
+  const agentServer = await startAgentServer(agentSocket, identity.agentSecret, methods, streams)
   const agent = new AgentClient(socketTransport(agentSocket, identity.agentSecret), streams.stream)
   // The same agent for the pool's other hosts, over mutual TLS with the pool CA.
   const port = await agentPort(opts.dataDir)
-  const poolAgentServer = await startAgentTlsServer({ host: listenAddress, port, tls: trust }, agentMethods(vms, serverTls, power), streams)
+  const poolAgentServer = await startAgentTlsServer({ host: listenAddress, port, tls: trust }, methods, streams)
   const agentUrl = `https://${address.includes(':') ? `[${address}]` : address}:${port}`
   const facts = await agent.call('host.facts')
   const initialPasswordFile = join(opts.dataDir, 'initial-root-password')

@@ -37,7 +37,7 @@ export function poolRoleRoute(svc: Services): HttpRoute {
       const master = svc.pool?.isMaster() ?? true
       // Only a master's are asked for: a member without quorum would not answer the member list.
       const etcdUrls = master ? ((await svc.membership?.voters().catch(() => [])) ?? []) : []
-      const text = JSON.stringify({ master, host: svc.hostRef, etcdUrls })
+      const text = JSON.stringify({ master, host: svc.hostRef, etcdUrls, inContact: svc.pool?.inContact() ?? true, masterHost: svc.pool?.masterRef() ?? svc.hostRef })
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
       res.end(text)
     },

@@ -73,8 +73,9 @@ export interface Services {
   /** Absent on a host that is always master of its own pool (the in-process test host). */
   pool?: PoolRole
   membership?: PoolMembership
-  /** The agent of a host: work runs on the host that owns it (forwarding.ts says which host that is). */
-  agentFor(host: string): Agent
+  /** The agent of a host: work runs on the host that owns it (forwarding.ts says which host that is).
+   * HOST_OFFLINE for a host that is not live, unless `liveCheck` is false (xapi's emergency calls). */
+  agentFor(host: string, opts?: { liveCheck: boolean }): Agent
   /** This host: the one whose daemon this is. */
   hostRef: string
   settings: Settings

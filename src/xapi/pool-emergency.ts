@@ -5,7 +5,7 @@
 // master meanwhile becomes that one's member (xapi's check for other masters at start).
 import { XapiError } from '../idl/errors.js'
 import { register, type Services } from './context.js'
-import type { PoolRoleAnswer } from './remote-pool.js'
+import { peekRole, type PoolRoleAnswer } from './remote-pool.js'
 
 function assertHaOff(svc: Services): void {
   if (svc.db.record('pool', svc.db.first('pool')).ha_enabled) throw new XapiError('HA_IS_ENABLED')
@@ -27,6 +27,30 @@ register('pool.emergency_reset_master', async (ctx, [address]) => {
   assertHaOff(svc)
   if (!svc.membership) throw new XapiError('OPERATION_NOT_ALLOWED', ['this host cannot change pools'])
   await svc.membership.resetMaster(address)
+})
+
+/** Whether a host that answered so needs recovering by master `me`: anything but a member in contact with `me`'s database. */
+export function needsRecovery(me: string, answer: PoolRoleAnswer): boolean {
+  return answer.master || !answer.inContact || answer.masterHost !== me
+}
+
+register('pool.recover_slaves', async (ctx) => {
+  const svc = ctx.svc
+  const me = svc.db.record('host', svc.hostRef)
+  const recovered: string[] = []
+  // Hosts that do not answer are left (xapi returns the hosts that accepted); no liveness check,
+  // since a host in emergency mode holds no lease in this database.
+  for (const host of svc.db.refs('host').filter((h) => h !== svc.hostRef)) {
+    const answer = await peekRole(String(svc.db.record('host', host).address), 5000)
+    if (!answer || !needsRecovery(svc.hostRef, answer)) continue
+    try {
+      await svc.agentFor(host, { liveCheck: false }).call('host.follow-master', { address: String(me.address) })
+      recovered.push(host)
+    } catch (err) {
+      console.error(`pool.recover_slaves: ${String(svc.db.record('host', host).address)}: ${(err as Error).message}`)
+    }
+  }
+  return recovered
 })
 
 /**

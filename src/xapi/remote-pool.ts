@@ -81,6 +81,10 @@ export interface PoolRoleAnswer {
   host: string
   /** The client URLs of its pool database's voters (reached only with the pool CA's certificates). */
   etcdUrls: string[]
+  /** Whether it reaches its pool database. */
+  inContact: boolean
+  /** The master its pool database names (possibly stale when it is not in contact). */
+  masterHost: string | undefined
 }
 
 /** Host `address`'s answer to GET /pool_role, or undefined when it does not answer within `timeoutMs`. */

@@ -107,7 +107,7 @@ export async function startSimHost(): Promise<SimHost> {
   const streams = agentStreams(vms)
   const socket = join(dataDir, 'agent.sock')
   const powerRequests: HostPowerAction[] = []
-  const agentServer = await startAgentServer(socket, identity.agentSecret, agentMethods(vms, undefined, (action) => powerRequests.push(action)), streams)
+  const agentServer = await startAgentServer(socket, identity.agentSecret, agentMethods(vms, undefined, { power: (action) => void powerRequests.push(action) }), streams)
   const agent = new AgentClient(socketTransport(socket, identity.agentSecret), streams.stream)
   const { generatedPassword } = await bootstrap(db, identity, FACTS, '192.0.2.10')
   const publicUrl = 'https://192.0.2.10'

@@ -134,4 +134,32 @@ describe('a pool of two hosts when one dies', () => {
     await waitFor('host 1 to read the pool after its return', async () => (await c<Record<string, string>>(1, local, 'pool.get_other_config', pool))['after-the-old-master-is-back'] === 'yes' || undefined, 10_000)
     assert.equal(await c(1, local, 'pool.get_master', pool), hostRef[2])
   })
+
+  it('the master cut off while its member is made master: xe pool-recover-slaves makes it the new master\'s member', async () => {
+    // host 2 is master, host 1 its member; host 2 is cut off but lives on, master of its own database
+    lab.cut(2)
+    try {
+      await waitFor('host 1 to answer HOST_IN_EMERGENCY_MODE', async () => (await loginAnswer(1))[0] === 'HOST_IN_EMERGENCY_MODE' || undefined, 30_000)
+      await xe(1, 'pool-emergency-transition-to-master')
+      await waitFor('host 1 to answer as master', async () => (await loginAnswer(1))[0] === 'ok' || undefined, 60_000)
+      const s = await login(1)
+      await c(1, s, 'pool.add_to_other_config', pool, 'written-by-host-1-as-master', 'yes')
+    } finally {
+      lab.heal(2)
+    }
+    // two masters now: the recovery makes the other one a member
+    assert.deepEqual(await loginAnswer(2), ['ok'])
+    const recovered = (await xe(1, 'pool-recover-slaves')).stdout.trim().split('\n')
+    const s = await login(1)
+    assert.deepEqual(recovered, [await c<string>(1, s, 'host.get_uuid', hostRef[2])])
+    await waitFor('host 2 to answer as a member of host 1', async () => {
+      const a = await loginAnswer(2)
+      return a[0] === 'HOST_IS_SLAVE' ? a : undefined
+    }, 60_000)
+    assert.deepEqual(await loginAnswer(2), ['HOST_IS_SLAVE', lab.host(1).address])
+    const local = await localLogin(2)
+    await waitFor('host 2 to read host 1\'s database', async () => (await c<Record<string, string>>(2, local, 'pool.get_other_config', pool))['written-by-host-1-as-master'] === 'yes' || undefined, 10_000)
+    // a member in contact is left alone
+    assert.equal((await xe(1, 'pool-recover-slaves')).stdout.trim(), '')
+  })
 })

@@ -11,7 +11,7 @@ import { readCopy, replicaOf, saveCopy } from '../../src/db/copy.js'
 import { objectKey, Replica } from '../../src/db/replica.js'
 import { classes } from '../../src/idl/index.js'
 import { readsOnly } from '../../src/xapi/generic.js'
-import { otherMaster } from '../../src/xapi/pool-emergency.js'
+import { needsRecovery, otherMaster } from '../../src/xapi/pool-emergency.js'
 import { startSimHost, XapiCallError, type SimHost } from '../helpers/sim-host.js'
 
 const message = (name: string) => {
@@ -66,7 +66,7 @@ describe('what a member serves without quorum', () => {
 })
 
 describe('a host starting as master', () => {
-  const role = (master: boolean, host: string) => ({ master, host, etcdUrls: master ? ['https://b:2379'] : [] })
+  const role = (master: boolean, host: string) => ({ master, host, etcdUrls: master ? ['https://b:2379'] : [], inContact: true, masterHost: master ? host : 'A' })
   it('follows another host that answers as master when its own database names itself or no one', () => {
     const answers = [{ address: 'b', answer: role(true, 'B') }, { address: 'c', answer: undefined }]
     assert.equal(otherMaster('A', 'A', answers), 'b')
@@ -75,6 +75,16 @@ describe('a host starting as master', () => {
     // its database names another master already: it is that one's member anyway
     assert.equal(otherMaster('A', 'B', answers), undefined)
     assert.equal(otherMaster('A', 'A', [{ address: 'a2', answer: role(true, 'A') }]), undefined)
+  })
+})
+
+describe('pool.recover_slaves', () => {
+  it('recovers every other host but the members in contact with its own database', () => {
+    const answer = (master: boolean, inContact: boolean, masterHost: string) => ({ master, host: 'B', etcdUrls: [], inContact, masterHost })
+    assert.equal(needsRecovery('A', answer(false, true, 'A')), false)
+    assert.equal(needsRecovery('A', answer(false, false, 'A')), true, 'a member without quorum')
+    assert.equal(needsRecovery('A', answer(false, true, 'C')), true, 'a member of another master')
+    assert.equal(needsRecovery('A', answer(true, true, 'B')), true, 'a master of its own (the old one, cut off during the transition)')
   })
 })
 
