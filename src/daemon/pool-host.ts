@@ -147,6 +147,8 @@ export function poolMembership(ctx: PoolHostContext): PoolMembership {
         undo.commit()
       } catch (err) {
         await undo.rollback()
+        // Its presence is closed: the host starts again, on its member as it was.
+        ctx.restart()
         throw err
       }
       ctx.restart()
@@ -156,7 +158,8 @@ export function poolMembership(ctx: PoolHostContext): PoolMembership {
       const role = await peekRole(address, 10_000)
       if (!role) throw new XapiError('CANNOT_CONTACT_HOST', [address])
       if (!role.master || role.etcdUrls.length === 0) throw new XapiError('HOST_IS_SLAVE', [address])
-      if (role.host === ctx.identity.hostRef) return
+      // Its master already, or itself: nothing to do.
+      if (role.host === ctx.identity.hostRef || (ctx.presence.leaseFresh && ctx.presence.masterRef() === role.host)) return
       const undo = new UndoStack('pool.emergency_reset_master')
       const before = readMembership(ctx.dataDir, ctx.identity.hostUuid)
       const pool = new EtcdStore(role.etcdUrls, ctx.trust)
@@ -166,9 +169,9 @@ export function poolMembership(ctx: PoolHostContext): PoolMembership {
         for (const m of await listMembers(pool)) if (m.name === ctx.etcd.name) await removeMember(pool, m.id)
         const learner = await addLearner(pool, ctx.etcd.name, peerUrl(ctx.place))
         undo.push('the new pool database member', () => removeMember(pool, learner.id).then(() => undefined))
-        await ctx.presence.close()
-        await ctx.etcd.restartAs({ name: ctx.etcd.name, joining: learner.initialCluster, endpoints: role.etcdUrls })
+        // The presence stays: the restart closes it, and an undone reset leaves the host as it was.
         undo.push('the pool database of before', () => ctx.etcd.restoreAside(before))
+        await ctx.etcd.restartAs({ name: ctx.etcd.name, joining: learner.initialCluster, endpoints: role.etcdUrls })
         await waitStarted(pool, learner.id, 30_000)
         undo.commit()
       } catch (err) {
