@@ -308,6 +308,14 @@ export interface AgentCalls {
   /** Makes the network's bridge on this host; answers its name. */
   'net.ensure': Call<{ network: string }, string>
   'net.remove': Call<{ network: string }, void>
+  /**
+   * Puts a PIF's NIC into the network's bridge (made if missing). A NIC carrying addresses (the
+   * management one) only on a host that allows it (FLOTILLA_BRIDGE_MANAGEMENT=1): its addresses
+   * and routes move onto the bridge. Answers whether the NIC is in the bridge.
+   */
+  'net.attach': Call<{ network: string; device: string }, boolean>
+  /** Takes a PIF's NIC out of the network's bridge, its addresses going back to it. */
+  'net.detach': Call<{ network: string; device: string }, void>
 }
 
 /** Byte streams: their JSON arguments (the data goes in the request body and out in the answer). */

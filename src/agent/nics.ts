@@ -1,6 +1,8 @@
 // The host's network interfaces as its PIF records describe them: links and addresses from
 // iproute2, hardware facts from sysfs, resolvers from resolv.conf. Read only: nothing here
-// changes the host's networking.
+// changes the host's networking. A NIC bridged for a network (its PIF plugged, net/bridge.ts)
+// hands its addresses to the bridge, which takes the NIC's MAC: the facts still give them to the
+// NIC, as xapi's PIF for eth0 keeps its IP while xenbr0 carries it.
 import { readFile, readdir, realpath } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { runProgram } from '../lib/programs.js'
@@ -11,6 +13,8 @@ interface IpLink {
   address?: string
   mtu: number
   link_type: string
+  /** The bridge the link is a port of. */
+  master?: string
   addr_info?: { family: string; local: string; prefixlen: number; scope: string; dynamic?: boolean }[]
 }
 
@@ -24,6 +28,38 @@ export function parseIpAddr(json: string): Omit<NicFacts, 'physical' | 'carrier'
         (l.addr_info ?? []).filter((a) => a.family === family && a.scope === 'global').map((a) => ({ address: a.local, prefix: a.prefixlen, dynamic: Boolean(a.dynamic) }))
       return { device: l.ifname, mac: (l.address ?? '').toLowerCase(), mtu: l.mtu, ipv4: addrs('inet'), ipv6: addrs('inet6') }
     })
+}
+
+/**
+ * The bridges that stand for one of their ports: a bridge with the MAC of a port it holds carries
+ * that NIC's addresses (bridge -> port). Taps and other ports have MACs of their own.
+ */
+export function bridgeStandIns(json: string): Map<string, string> {
+  const links = JSON.parse(json) as IpLink[]
+  const mac = new Map(links.map((l) => [l.ifname, (l.address ?? '').toLowerCase()]))
+  const out = new Map<string, string>()
+  for (const l of links) if (l.master && l.address && mac.get(l.master) === l.address.toLowerCase()) out.set(l.master, l.ifname)
+  return out
+}
+
+type Nic = ReturnType<typeof parseIpAddr>[number]
+
+/** The NICs with the addresses of the bridges standing for them, the bridges without; routes through such a bridge go through its NIC. */
+export function throughBridges<N extends Nic>(nics: N[], standIns: Map<string, string>, routes: ({ device: string; address: string } | undefined)[]): N[] {
+  const byName = new Map(nics.map((n) => [n.device, n]))
+  const out = nics.map((n) => ({ ...n }))
+  const outByName = new Map(out.map((n) => [n.device, n]))
+  for (const [bridge, port] of standIns) {
+    const b = byName.get(bridge)
+    const target = outByName.get(port)
+    if (!b || !target) continue
+    target.ipv4 = [...target.ipv4, ...b.ipv4]
+    target.ipv6 = [...target.ipv6, ...b.ipv6]
+    outByName.get(bridge)!.ipv4 = []
+    outByName.get(bridge)!.ipv6 = []
+  }
+  for (const r of routes) if (r && standIns.has(r.device)) r.device = standIns.get(r.device)!
+  return out
 }
 
 /** The default route in `ip -j route show default`'s answer, if there is one. */
@@ -73,9 +109,9 @@ export async function readNetworkFacts(): Promise<NetworkFacts> {
     readFile('/etc/resolv.conf', 'utf8').catch(() => ''),
   ])
   const present = new Set(await readdir('/sys/class/net').catch(() => [] as string[]))
-  const nics: NicFacts[] = []
-  for (const link of parseIpAddr(addr)) if (present.has(link.device)) nics.push({ ...link, ...(await sysfsFacts(link.device)) })
   const gateway4 = parseDefaultRoute(route4)
   const gateway6 = parseDefaultRoute(route6)
+  const nics: NicFacts[] = []
+  for (const link of throughBridges(parseIpAddr(addr), bridgeStandIns(addr), [gateway4, gateway6])) if (present.has(link.device)) nics.push({ ...link, ...(await sysfsFacts(link.device)) })
   return { nics, ...(gateway4 ? { gateway4 } : {}), ...(gateway6 ? { gateway6 } : {}), dns: parseResolvConf(resolv) }
 }

@@ -20,10 +20,15 @@ import { encodeFailure } from './failure.js'
 import { SECRET_HEADER } from './socket-transport.js'
 import type { AgentTls } from './tls-transport.js'
 
-/** What the daemon around an agent does for it: stop or restart it (host.power), change the host's pool (host.follow-master). */
+/**
+ * What the daemon around an agent does for it: stop or restart it (host.power), change the host's
+ * pool (host.follow-master); and what it lets the agent do to the host's networking.
+ */
 export interface AgentDaemon {
   power?(action: HostPowerAction): void
   followMaster?(address: string): Promise<void>
+  /** A NIC carrying addresses (the management one) may be put into a bridge. */
+  bridgeManagement?: boolean
 }
 
 /** How long host.power waits before acting, so that its answer reaches the caller first. */
@@ -71,6 +76,12 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemo
       return name
     },
     'net.remove': ({ network }) => vms.network.deleteLink(bridgeName(vms.hostUuid, network)),
+    'net.attach': async ({ network, device }) => {
+      const name = bridgeName(vms.hostUuid, network)
+      await vms.network.ensureBridge(name)
+      return vms.network.attachNic(device, name, daemon.bridgeManagement === true)
+    },
+    'net.detach': ({ network, device }) => vms.network.detachNic(device, bridgeName(vms.hostUuid, network)),
   }
 }
 

@@ -208,10 +208,12 @@ async function runHost(opts: ServeOptions, runningEtcd: EtcdSupervisor | undefin
   // host.shutdown stops this daemon, host.reboot starts it again (the machine itself stays up).
   let powerRequested: (action: HostPowerAction) => void = () => undefined
   const powered = new Promise<HostPowerAction>((resolve) => (powerRequested = resolve))
-  // pool.recover_slaves on another master sends this host there (the daemon's membership does it).
   const methods = agentMethods(vms, serverTls, {
     power: (action) => powerRequested(action),
+    // pool.recover_slaves on another master sends this host there (the daemon's membership does it).
     followMaster: (to) => (svc?.membership ? svc.membership.resetMaster(to) : Promise.reject(new Error('the host is still starting'))),
+    // Bridging the management NIC moves the host's address: only where the host's owner asks (the lab's hosts).
+    bridgeManagement: process.env.FLOTILLA_BRIDGE_MANAGEMENT === '1',
   })
   const agentServer = await startAgentServer(agentSocket, identity.agentSecret, methods, streams)
   const agent = new AgentClient(socketTransport(agentSocket, identity.agentSecret), streams.stream)

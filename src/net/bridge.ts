@@ -1,7 +1,8 @@
 // Linux bridges for networks and tap devices for VIFs, through iproute2. Names are derived
 // per host so that several daemons on one machine never collide (at most 15 characters).
+import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
-import { runProgram } from '../lib/programs.js'
+import { programPath, runProgram } from '../lib/programs.js'
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/
 
@@ -13,6 +14,71 @@ export interface HostNetwork {
   moveLink(name: string, bridge: string): Promise<void>
   /** Removes a bridge or tap; nothing if it is not there. */
   deleteLink(name: string): Promise<void>
+  /**
+   * Puts NIC `device` (a PIF's) into `bridge`. A NIC carrying addresses only with
+   * `moveAddresses`: its addresses and routes then move onto the bridge, which takes its MAC.
+   * Answers whether the NIC is in the bridge.
+   */
+  attachNic(device: string, bridge: string, moveAddresses: boolean): Promise<boolean>
+  /** Takes NIC `device` out of `bridge`, giving it back the addresses and routes the bridge carried for it. */
+  detachNic(device: string, bridge: string): Promise<void>
+}
+
+/** A route to move with the addresses that carry it. */
+export interface MovedRoute {
+  /** "default", "10.0.0.0/8", "::/0"… */
+  dst: string
+  gateway?: string
+  metric?: number
+}
+
+/** Where a NIC's addresses are now: on the NIC, or on the bridge standing for it (`holder`). */
+export interface NicPlace {
+  device: string
+  mac: string
+  mtu: number
+  /** The bridge the NIC is in, if any. */
+  master?: string
+  /** The link that carries the NIC's addresses: the NIC or its master. */
+  holder: string
+  /** Global addresses as "address/prefix". */
+  addresses: string[]
+  routes: MovedRoute[]
+  /** The master has no port but this NIC. */
+  masterOtherwiseEmpty: boolean
+}
+
+const addrAdd = (cidr: string, dev: string) => (cidr.includes(':') ? `addr add ${cidr} dev ${dev}` : `addr add ${cidr} brd + dev ${dev}`)
+const routeAdd = (r: MovedRoute, dev: string) => `route replace ${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} dev ${dev}${r.metric !== undefined ? ` metric ${r.metric}` : ''}`
+
+/**
+ * The `ip -batch` lines that put the NIC into `bridge`, moving its addresses and routes from
+ * where they are to the bridge; [] if it is there already. One batch, so the host is without its
+ * address only between two lines of one process. A bridge left empty by the move (the NIC's
+ * previous network's) goes.
+ */
+export function attachLines(nic: NicPlace, bridge: string): string[] {
+  if (nic.master === bridge && (nic.holder === bridge || nic.addresses.length === 0)) return []
+  const lines = [`link set dev ${bridge} address ${nic.mac} mtu ${nic.mtu} up`]
+  for (const a of nic.addresses) lines.push(`addr del ${a} dev ${nic.holder}`)
+  if (nic.master && nic.master !== bridge) lines.push(`link set dev ${nic.device} nomaster`)
+  lines.push(`link set dev ${nic.device} master ${bridge} up`)
+  for (const a of nic.addresses) lines.push(addrAdd(a, bridge))
+  for (const r of nic.routes) lines.push(routeAdd(r, bridge))
+  if (nic.master && nic.master !== bridge && nic.holder === nic.master && nic.masterOtherwiseEmpty) lines.push(`link del dev ${nic.master}`)
+  return lines
+}
+
+/** The `ip -batch` lines that take the NIC out of `bridge`, its addresses and routes going back to it; [] if it is not in it. */
+export function detachLines(nic: NicPlace, bridge: string): string[] {
+  if (nic.master !== bridge) return []
+  const lines: string[] = []
+  const moving = nic.holder === bridge ? nic.addresses : []
+  for (const a of moving) lines.push(`addr del ${a} dev ${bridge}`)
+  lines.push(`link set dev ${nic.device} nomaster`)
+  for (const a of moving) lines.push(addrAdd(a, nic.device))
+  for (const r of nic.holder === bridge ? nic.routes : []) lines.push(routeAdd(r, nic.device))
+  return lines
 }
 
 /** The bridge of network `networkUuid` on host `hostUuid`. */
@@ -66,4 +132,69 @@ export async function deleteLink(name: string): Promise<void> {
   if (await exists(name)) await ip('link', 'del', 'dev', name).catch(() => undefined)
 }
 
-export const linuxNetwork: HostNetwork = { ensureBridge, createTap, moveLink, deleteLink }
+interface JsonLink {
+  ifname: string
+  address?: string
+  mtu: number
+  master?: string
+  addr_info?: { family: string; local: string; prefixlen: number; scope: string }[]
+}
+interface JsonRoute {
+  dst: string
+  gateway?: string
+  metric?: number
+  protocol?: string
+  type?: string
+}
+
+const links = async (...args: string[]): Promise<JsonLink[]> => JSON.parse(await ip('-j', 'addr', 'show', ...args)) as JsonLink[]
+
+/** Where NIC `device`'s addresses and routes are now (kernel routes come back by themselves, router advertisements' too). */
+export async function nicPlace(device: string): Promise<NicPlace> {
+  if (!IFNAME.test(device)) throw new Error(`bad NIC name ${device}`)
+  const [nic] = await links('dev', device)
+  if (!nic) throw new Error(`no NIC ${device}`)
+  const mac = (nic.address ?? '').toLowerCase()
+  const master = nic.master ? (await links('dev', nic.master))[0] : undefined
+  const holderLink = master && (master.address ?? '').toLowerCase() === mac ? master : nic
+  const addresses = (holderLink.addr_info ?? []).filter((a) => a.scope === 'global').map((a) => `${a.local}/${a.prefixlen}`)
+  const routes: MovedRoute[] = []
+  for (const family of ['-4', '-6']) {
+    const found = JSON.parse(await ip('-j', family, 'route', 'show', 'dev', holderLink.ifname)) as JsonRoute[]
+    for (const r of found) {
+      if (r.protocol === 'kernel' || r.protocol === 'ra' || (r.type && r.type !== 'unicast')) continue
+      routes.push({ dst: r.dst === 'default' && family === '-6' ? '::/0' : r.dst, ...(r.gateway ? { gateway: r.gateway } : {}), ...(r.metric !== undefined ? { metric: r.metric } : {}) })
+    }
+  }
+  const masterPorts = nic.master ? (JSON.parse(await ip('-j', 'link', 'show', 'master', nic.master)) as JsonLink[]).length : 0
+  return { device, mac, mtu: nic.mtu, ...(nic.master ? { master: nic.master } : {}), holder: holderLink.ifname, addresses, routes, masterOtherwiseEmpty: masterPorts <= 1 }
+}
+
+/** Runs `ip -force -batch -`: every line, also after one fails (stopping half-way could leave the host without its address). */
+function ipBatch(lines: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(programPath('ip'), ['-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    child.once('error', reject)
+    child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`ip -batch: ${stderr.trim() || `exit ${code}`}`))))
+    child.stdin.end(`${lines.join('\n')}\n`)
+  })
+}
+
+export async function attachNic(device: string, bridge: string, moveAddresses: boolean): Promise<boolean> {
+  if (!IFNAME.test(bridge)) throw new Error(`bad bridge name ${bridge}`)
+  const place = await nicPlace(device)
+  if (place.addresses.length > 0 && place.master !== bridge && !moveAddresses) return false
+  const lines = attachLines(place, bridge)
+  if (lines.length > 0) await ipBatch(lines)
+  return true
+}
+
+export async function detachNic(device: string, bridge: string): Promise<void> {
+  if (!(await exists(device))) return
+  const lines = detachLines(await nicPlace(device), bridge)
+  if (lines.length > 0) await ipBatch(lines)
+}
+
+export const linuxNetwork: HostNetwork = { ensureBridge, createTap, moveLink, deleteLink, attachNic, detachNic }

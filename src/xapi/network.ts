@@ -1,4 +1,6 @@
-// network.create/destroy: records plus the host bridge that carries the network.
+// network.create/destroy: records plus the bridge that carries the network on every host. A
+// network with PIFs spans hosts: each host's bridge holds that host's PIF's NIC (xapi's xenbr0
+// with eth0), so VIFs on different hosts share layer 2.
 import { getClass } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import { register, type CallContext, type Services } from './context.js'
@@ -6,18 +8,39 @@ import { createObject } from './generic.js'
 import { liveHosts } from './forwarding.js'
 
 /**
- * The network's bridge on `host`, created if missing. Other hosts make theirs when a VM there
- * needs it (the agent's vm.start and NIC plug ensure their bridges), as xapi's attach_for_vm does.
+ * The network's bridge on `host`, created if missing (a VM's start and NIC plug also ensure
+ * theirs, as xapi's attach_for_vm does). Bridge names are per host; network.bridge names the
+ * master's.
  */
 export async function plugBridge(svc: Services, ref: string, host: string): Promise<void> {
-  const uuid = svc.db.record('network', ref).uuid
-  const bridge = await svc.agentFor(host).call('net.ensure', { network: uuid })
-  await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
+  const network = svc.db.record('network', ref)
+  const bridge = await svc.agentFor(host).call('net.ensure', { network: network.uuid })
+  if (network.bridge !== bridge && (network.bridge === '' || host === svc.pool?.masterRef())) await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
+}
+
+/** The PIF's NIC into its network's bridge on the PIF's host; false where that host keeps a NIC with addresses out of bridges. */
+export async function attachPif(svc: Services, pifRef: string): Promise<boolean> {
+  const pif = svc.db.record('PIF', pifRef)
+  return svc.agentFor(pif.host).call('net.attach', { network: svc.db.record('network', pif.network).uuid, device: pif.device })
+}
+
+/** The NIC of a PIF out of its network's bridge. */
+export async function detachPif(svc: Services, pifRef: string): Promise<void> {
+  const pif = svc.db.record('PIF', pifRef)
+  await svc.agentFor(pif.host).call('net.detach', { network: svc.db.record('network', pif.network).uuid, device: pif.device })
+}
+
+/** Runs `work` for every live host but this one (which must succeed), logging those that fail: a host down makes its bridges at its next start. */
+async function onOtherLiveHosts(svc: Services, what: string, work: (host: string) => Promise<void>): Promise<void> {
+  const others = liveHosts(svc).filter((h) => h !== svc.hostRef)
+  const results = await Promise.allSettled(others.map(work))
+  results.forEach((r, i) => r.status === 'rejected' && console.error(`${what} on host ${others[i]}: ${(r.reason as Error).message}`))
 }
 
 async function createNetwork(ctx: CallContext, args: Record<string, unknown>): Promise<string> {
   const ref = await createObject(ctx, getClass('network'), { MTU: 1500, ...args, managed: true })
   await plugBridge(ctx.svc, ref, ctx.svc.hostRef)
+  await onOtherLiveHosts(ctx.svc, 'making the bridge of a new network', (host) => plugBridge(ctx.svc, ref, host))
   return ref
 }
 
@@ -54,7 +77,13 @@ export async function ensureInternalNetwork(svc: Services): Promise<void> {
   await plugBridge(svc, ref, svc.hostRef)
 }
 
-/** Every network's bridge exists on this host (after a reboot of the host). */
+/** Every network's bridge exists on this host, with this host's plugged PIFs in theirs (after a reboot of the host, or a join). */
 export async function plugAllBridges(svc: Services): Promise<void> {
   for (const row of [...svc.db.rows('network')]) await plugBridge(svc, row.ref, svc.hostRef)
+  for (const pif of svc.db.record('host', svc.hostRef).PIFs) {
+    if (!svc.db.record('PIF', pif).currently_attached) continue
+    // The daemon starts anyway: a NIC left out of its bridge costs its VMs the wire, not the host.
+    const bridged = await attachPif(svc, pif).catch((e: Error) => (console.error(`PIF ${svc.db.record('PIF', pif).device}: ${e.message}`), true))
+    if (!bridged) console.log(`PIF ${svc.db.record('PIF', pif).device} carries the host's addresses and stays out of its network's bridge (FLOTILLA_BRIDGE_MANAGEMENT=1 bridges it)`)
+  }
 }

@@ -1,13 +1,15 @@
 // PIFs: the host's network interfaces as records, as xapi's PIF.scan and its start-of-day
 // refresh make them (xapi_pif.ml). Each NIC gets a PIF, its PIF_metrics and a network of its own
-// ("Pool-wide network associated with eth0"). The PIF records the NIC as it is: Flotilla does not
-// enslave it into that network's bridge (a VM on the network reaches the host's other VMs, not
-// the NIC's wire) until pools bridge PIFs for real.
+// ("Pool-wide network associated with eth0"; a joining host's is matched to the pool's by
+// device). A plugged PIF's NIC is in its network's bridge on its host (PIF.plug, and at every
+// start), so the network reaches the NIC's wire; the management NIC only where the host allows
+// its address to move onto the bridge (FLOTILLA_BRIDGE_MANAGEMENT=1), else it stays as it is.
 import type { NetworkFacts, NicFacts } from '../agent/contract.js'
 import type { Tx } from '../db/database.js'
 import type { PIFRecord } from '../idl/records.js'
+import { XapiError } from '../idl/errors.js'
 import { now, register } from './context.js'
-import { plugBridge } from './network.js'
+import { attachPif, detachPif, plugBridge } from './network.js'
 
 /** The NIC carries the host's management address. */
 const carries = (nic: NicFacts, address: string) => [...nic.ipv4, ...nic.ipv6].some((a) => a.address === address)
@@ -81,7 +83,8 @@ export function syncPifs(tx: Tx, hostRef: string, network: NetworkFacts, address
     const metrics = pifMetricsFields(nic, stamp)
     const old = known.get(nic.device)
     if (old) {
-      tx.update('PIF', old.ref, fields)
+      // A PIF plugged before stays plugged (its NIC goes back into its bridge at start).
+      tx.update('PIF', old.ref, { ...fields, currently_attached: Boolean(fields.currently_attached) || old.pif.currently_attached })
       const metricsRef = old.pif.metrics
       if (tx.exists('PIF_metrics', metricsRef)) tx.update('PIF_metrics', metricsRef, metrics)
       else tx.update('PIF', old.ref, { metrics: tx.create('PIF_metrics', metrics) })
@@ -101,4 +104,28 @@ register('PIF.scan', async (ctx, [host]) => {
   const { network } = await ctx.svc.agentFor(host).call('host.facts')
   const created = await ctx.svc.db.transact((tx) => syncPifs(tx, host, network, address, now(), true))
   for (const net of created) await plugBridge(ctx.svc, net, host)
+})
+
+register('PIF.plug', async (ctx, [ref]) => {
+  const pif = ctx.svc.db.record('PIF', ref)
+  if (!pif.managed) throw new XapiError('PIF_UNMANAGED', [ref])
+  await attachPif(ctx.svc, ref)
+  if (!pif.currently_attached) await ctx.svc.db.transact((tx) => tx.update('PIF', ref, { currently_attached: true }))
+})
+
+/** Why PIF.unplug refuses, in xapi's order (xapi_pif.ml unplug), or undefined. */
+export function unplugError(ref: string, pif: Readonly<PIFRecord>, pool: { ha_enabled: boolean; redo_log_enabled: boolean }): XapiError | undefined {
+  if (!pif.managed) return new XapiError('PIF_UNMANAGED', [ref])
+  if (pif.currently_attached && pool.ha_enabled) return new XapiError('HA_IS_ENABLED', [])
+  if (pif.currently_attached && pool.redo_log_enabled) return new XapiError('REDO_LOG_IS_ENABLED', [])
+  if (pif.management) return new XapiError('PIF_IS_MANAGEMENT_INTERFACE', [ref])
+  if (pif.disallow_unplug) return new XapiError('PIF_DOES_NOT_ALLOW_UNPLUG', [ref])
+  return undefined
+}
+
+register('PIF.unplug', async (ctx, [ref]) => {
+  const err = unplugError(ref, ctx.svc.db.record('PIF', ref), ctx.svc.db.record('pool', ctx.svc.db.first('pool')))
+  if (err) throw err
+  await detachPif(ctx.svc, ref)
+  await ctx.svc.db.transact((tx) => tx.update('PIF', ref, { currently_attached: false }))
 })

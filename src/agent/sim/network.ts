@@ -21,6 +21,19 @@ export class SimNetwork implements HostNetwork {
     this.taps.set(name, bridge)
   }
 
+  /** NIC -> the bridge it is in. */
+  readonly nics = new Map<string, string>()
+
+  async attachNic(device: string, bridge: string): Promise<boolean> {
+    if (!this.bridges.has(bridge)) throw new Error(`no bridge ${bridge}`)
+    this.nics.set(device, bridge)
+    return true
+  }
+
+  async detachNic(device: string, bridge: string): Promise<void> {
+    if (this.nics.get(device) === bridge) this.nics.delete(device)
+  }
+
   async deleteLink(name: string): Promise<void> {
     this.taps.delete(name)
     if (!this.bridges.delete(name)) return
