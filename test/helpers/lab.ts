@@ -2,9 +2,11 @@
 // network namespace with one veth, eth0, on a switch bridge in a namespace of its own (so the root
 // namespace's iptables and bridge-nf settings stay out of the path, reference/pool-lab.md §1), and
 // runs its own `flotilla serve --address <its IP>` on ports 80/443 with its own data dir (its own
-// etcd: a standalone host). The root namespace reaches every host through one more veth on the
-// switch. Everything a lab makes is written to a state file before it is made, so that down()
-// removes it from any process, also after a failed test or an interrupted run.
+// etcd: a standalone host). Its daemons may bridge eth0 (FLOTILLA_BRIDGE_MANAGEMENT=1), so the
+// management PIF's network reaches the switch as xenbr0 does on XCP-ng. The root namespace
+// reaches every host through one more veth on the switch. Everything a lab makes is written to a
+// state file before it is made, so that down() removes it from any process, also after a failed
+// test or an interrupted run.
 import { execFileSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -173,7 +175,7 @@ export class Lab {
     this.hosts = this.layout.hosts.map((h) => {
       const dataDir = join(this.layout.dir, h.hostname)
       const log = join(this.layout.dir, `${h.hostname}.log`)
-      const daemon = new Daemon({ dataDir, address: h.address, httpPort: 80, httpsPort: 443, netns: { name: h.netns, hostname: h.hostname }, logFile: log, env: { ...state.env, FLOTILLA_ROOT_PASSWORD: state.password } })
+      const daemon = new Daemon({ dataDir, address: h.address, httpPort: 80, httpsPort: 443, netns: { name: h.netns, hostname: h.hostname }, logFile: log, env: { FLOTILLA_BRIDGE_MANAGEMENT: '1', ...state.env, FLOTILLA_ROOT_PASSWORD: state.password } })
       return {
         ...h,
         url: `http://${h.address}`,

@@ -1,0 +1,122 @@
+// Networks that span hosts, on a lab pool of three (each host a network namespace whose eth0 is
+// on one switch, lab.ts): every host's management PIF is in the pool network of eth0, its NIC in
+// that network's bridge on its host with the host's address moved onto the bridge; test guests
+// started by the master on two members see each other on that network (the guest pings ff02::1
+// and prints its neighbours); network.create makes the bridge on every host; PIF.unplug and the
+// VLAN calls refuse as xapi does (this kernel has no 802.1Q: a VLAN changes nothing).
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { call, jsonrpc, waitFor } from '../helpers/daemon.js'
+import { newGuest } from '../helpers/guest.js'
+import { Lab } from '../helpers/lab.js'
+import { bridgeName } from '../../src/net/bridge.js'
+
+let lab: Lab
+let s: string
+const login = (i: number) => call<string>(lab.host(i).url, 'session.login_with_password', 'root', lab.password)
+const c = <T = any>(method: string, ...params: unknown[]) => call<T>(lab.host(1).url, method, s, ...params)
+const failure = async (method: string, ...params: unknown[]) => {
+  const r = await jsonrpc(lab.host(1).url, method, [s, ...params])
+  return r.error ? [r.error.message, ...r.error.data] : ['ok']
+}
+/** Host i's links as `ip -j addr` lists them inside its namespace. */
+const links = (i: number) => JSON.parse(execFileSync('ip', ['-n', lab.host(i).netns, '-j', 'addr', 'show'], { encoding: 'utf8' })) as { ifname: string; master?: string; address: string; addr_info: { local: string }[] }[]
+const hostUuid = (i: number) => (JSON.parse(readFileSync(`${lab.host(i).dataDir}/identity.json`, 'utf8')) as { hostUuid: string }).hostUuid
+
+/** The IPv6 link-local address a guest derives from its MAC (EUI-64), as `ip` prints it. */
+function linkLocal(mac: string): string {
+  const b = mac.split(':').map((x) => parseInt(x, 16))
+  const group = (hi: number, lo: number) => ((hi << 8) | lo).toString(16)
+  return `fe80::${group(b[0]! ^ 2, b[1]!)}:${group(b[2]!, 0xff)}:${group(0xfe, b[3]!)}:${group(b[4]!, b[5]!)}`
+}
+
+async function join(i: number): Promise<void> {
+  const si = await login(i)
+  const r = await jsonrpc(lab.host(i).url, 'pool.join', [si, lab.host(1).address, 'root', lab.password], { resend: false })
+  assert.equal(r.error, undefined, JSON.stringify(r.error))
+  await waitFor(`host ${i} to answer as a member`, async () => {
+    const a = await jsonrpc(lab.host(i).url, 'session.login_with_password', ['root', lab.password, '', '']).catch(() => undefined)
+    return a?.error?.message === 'HOST_IS_SLAVE' || undefined
+  }, 90_000)
+}
+
+describe('a pool network across hosts', () => {
+  /** The guests made on hosts 2 and 3 before they join (their disks are on those hosts' local SRs). */
+  const guests: { host: number; ref: string; uuid: string; mac?: string }[] = []
+  const hostRefs = new Map<number, string>()
+  let eth0Network: string
+
+  before(async () => {
+    lab = await Lab.up(3)
+    for (const i of [2, 3]) guests.push({ host: i, ...(await newGuest(lab.host(i).url, await login(i), `guest of host ${i}`)) })
+    await join(2)
+    await join(3)
+    s = await login(1)
+    for (const h of await c<string[]>('host.get_all')) {
+      const address = await c<string>('host.get_address', h)
+      hostRefs.set([1, 2, 3].find((i) => lab.host(i).address === address)!, h)
+    }
+    for (const h of hostRefs.values()) await waitFor('every host live', async () => (await c<boolean>('host_metrics.get_live', await c<string>('host.get_metrics', h))) || undefined, 90_000)
+  })
+  after(() => lab?.down())
+
+  it('every host has a management PIF for eth0 with its address, all in one pool network, with real metrics', async () => {
+    const pifs = Object.values(await c<Record<string, any>>('PIF.get_all_records')).filter((p) => p.device === 'eth0')
+    assert.equal(pifs.length, 3)
+    assert.equal(new Set(pifs.map((p) => p.network)).size, 1, 'the joiners\' eth0 networks became the pool\'s')
+    eth0Network = pifs[0].network
+    assert.equal(await c('network.get_name_label', eth0Network), 'Pool-wide network associated with eth0')
+    for (const [i, host] of hostRefs) {
+      const pif = pifs.find((p) => p.host === host)!
+      assert.equal(pif.management, true)
+      assert.equal(pif.currently_attached, true)
+      assert.equal(pif.IP, lab.host(i).address, 'the PIF keeps the address its bridge now carries')
+      assert.equal(pif.MAC, links(i).find((l) => l.ifname === 'eth0')!.address)
+      const metrics = await c('PIF_metrics.get_record', pif.metrics)
+      assert.equal(metrics.carrier, true)
+      // In the host: eth0 is a port of the network's bridge, which has eth0's MAC and the host's address.
+      const bridge = bridgeName(hostUuid(i), await c<string>('network.get_uuid', eth0Network))
+      const eth0 = links(i).find((l) => l.ifname === 'eth0')!
+      assert.equal(eth0.master, bridge)
+      const br = links(i).find((l) => l.ifname === bridge)!
+      assert.equal(br.address, eth0.address)
+      assert.ok(br.addr_info.some((a) => a.local === lab.host(i).address), `host ${i}'s address is on ${bridge}`)
+      assert.equal(links(i).filter((l) => l.addr_info.some((a) => a.local === lab.host(i).address)).length, 1, 'on that bridge alone')
+      // The bridge its standalone start made for its own eth0 network went with the move.
+      assert.equal(links(i).filter((l) => l.ifname.startsWith(`f${hostUuid(i).replace(/-/g, '').slice(0, 6)}`) && l.master === undefined && l.address === eth0.address).length, 1)
+    }
+  })
+
+  it('guests started by the master on hosts 2 and 3 see each other on that network', async () => {
+    for (const g of guests) {
+      const vif = await c<string>('VIF.create', { VM: g.ref, network: eth0Network, device: '0', MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
+      g.mac = await c<string>('VIF.get_MAC', vif)
+    }
+    for (const g of guests) await c('VM.start_on', g.ref, hostRefs.get(g.host), false, false)
+    const started = Date.now()
+    const [a, b] = guests as [(typeof guests)[0], (typeof guests)[0]]
+    const serial = (g: typeof a) => lab.host(g.host).daemon.serial(g.uuid)
+    await waitFor('the guest on host 2 to see the one on host 3', () => serial(a).includes(linkLocal(b.mac!)), 120_000)
+    const aSees = Date.now() - started
+    await waitFor('the guest on host 3 to see the one on host 2', () => serial(b).includes(linkLocal(a.mac!)), 120_000)
+    process.stderr.write(`guests on hosts 2 and 3 saw each other ${aSees} / ${Date.now() - started} ms after VM.start_on\n`)
+    assert.match(serial(a), /FLOTILLA net eth0 mac=\S+ neighbours=.*fe80::/)
+  })
+
+  it('PIF.unplug of a management PIF is PIF_IS_MANAGEMENT_INTERFACE, and changes nothing', async () => {
+    const [pif] = await c<string[]>('network.get_PIFs', eth0Network)
+    assert.deepEqual(await failure('PIF.unplug', pif), ['PIF_IS_MANAGEMENT_INTERFACE', pif])
+    assert.equal(await c('PIF.get_currently_attached', pif), true)
+    await c('PIF.plug', pif) // plugged already: nothing to do
+  })
+
+  it('network.create makes the bridge on every host, network.destroy removes them', async () => {
+    const net = await c<string>('network.create', { name_label: 'spanning', name_description: '', MTU: 1500, other_config: {} })
+    const uuid = await c<string>('network.get_uuid', net)
+    for (const i of [1, 2, 3]) assert.ok(links(i).some((l) => l.ifname === bridgeName(hostUuid(i), uuid)), `the bridge on host ${i}`)
+    await c('network.destroy', net)
+    for (const i of [1, 2, 3]) assert.ok(!links(i).some((l) => l.ifname === bridgeName(hostUuid(i), uuid)), `no bridge left on host ${i}`)
+  })
+})
