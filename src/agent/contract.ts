@@ -316,6 +316,9 @@ export interface AgentCalls {
   'net.attach': Call<{ network: string; device: string }, boolean>
   /** Takes a PIF's NIC out of the network's bridge, its addresses going back to it. */
   'net.detach': Call<{ network: string; device: string }, void>
+  /** A VLAN PIF's device (tag `tag` on NIC `device`) in the network's bridge; OPERATION_NOT_ALLOWED where the kernel has no 802.1Q. */
+  'net.vlan-create': Call<{ device: string; tag: number; network: string }, void>
+  'net.vlan-remove': Call<{ device: string; tag: number }, void>
 }
 
 /** Byte streams: their JSON arguments (the data goes in the request body and out in the answer). */

@@ -12,7 +12,8 @@ import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
 import { imagePath, storageMethods, withDiskPaths, withPath } from './storage.js'
 import { FileSr } from '../storage/file-sr.js'
-import { bridgeName } from '../net/bridge.js'
+import { bridgeName, vlanDeviceName, VlanUnsupportedError } from '../net/bridge.js'
+import { XapiError } from '../idl/errors.js'
 import type { VmRuntime } from './vms.js'
 import { installServerCertificate, serverCertificate, type ServerTls } from './certificate.js'
 import type { AgentContract, CallHandlers, ConnectHandlers, Contract, HostPowerAction, StreamHandlers } from './contract.js'
@@ -82,6 +83,15 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemo
       return vms.network.attachNic(device, name, daemon.bridgeManagement === true)
     },
     'net.detach': ({ network, device }) => vms.network.detachNic(device, bridgeName(vms.hostUuid, network)),
+    'net.vlan-create': async ({ device, tag, network }) => {
+      const name = bridgeName(vms.hostUuid, network)
+      await vms.network.ensureBridge(name)
+      await vms.network.createVlan(device, tag, name).catch((err: Error) => {
+        if (err instanceof VlanUnsupportedError) throw new XapiError('OPERATION_NOT_ALLOWED', [`VLAN ${tag} on ${device}: ${err.message}`])
+        throw err
+      })
+    },
+    'net.vlan-remove': ({ device, tag }) => vms.network.deleteLink(vlanDeviceName(device, tag)),
   }
 }
 

@@ -22,6 +22,16 @@ export interface HostNetwork {
   attachNic(device: string, bridge: string, moveAddresses: boolean): Promise<boolean>
   /** Takes NIC `device` out of `bridge`, giving it back the addresses and routes the bridge carried for it. */
   detachNic(device: string, bridge: string): Promise<void>
+  /** The 802.1Q device of `tag` on NIC `device`, made if missing, in `bridge`; VlanUnsupportedError if the kernel has no 802.1Q. */
+  createVlan(device: string, tag: number, bridge: string): Promise<void>
+}
+
+/** The kernel cannot make VLAN devices (no CONFIG_VLAN_8021Q, as on the lab machines). */
+export class VlanUnsupportedError extends Error {}
+
+/** The VLAN device of `tag` on `device`: eth0.5, the NIC's name shortened to fit 15 characters. */
+export function vlanDeviceName(device: string, tag: number): string {
+  return `${device.slice(0, 15 - 1 - String(tag).length)}.${tag}`
 }
 
 /** A route to move with the addresses that carry it. */
@@ -197,4 +207,17 @@ export async function detachNic(device: string, bridge: string): Promise<void> {
   if (lines.length > 0) await ipBatch(lines)
 }
 
-export const linuxNetwork: HostNetwork = { ensureBridge, createTap, moveLink, deleteLink, attachNic, detachNic }
+export async function createVlan(device: string, tag: number, bridge: string): Promise<void> {
+  const name = vlanDeviceName(device, tag)
+  if (!IFNAME.test(device) || !IFNAME.test(bridge) || !Number.isInteger(tag)) throw new Error(`bad VLAN ${device} ${tag} ${bridge}`)
+  if (!(await exists(name))) {
+    await ip('link', 'add', 'link', device, 'name', name, 'type', 'vlan', 'id', String(tag)).catch((err: { stderr?: string }) => {
+      // iproute2's answer when the kernel has no such link type.
+      if (/unknown device type|not supported/i.test(err.stderr ?? '')) throw new VlanUnsupportedError(`this host's kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)`)
+      throw err
+    })
+  }
+  await ip('link', 'set', 'dev', name, 'master', bridge, 'up')
+}
+
+export const linuxNetwork: HostNetwork = { ensureBridge, createTap, moveLink, deleteLink, attachNic, detachNic, createVlan }

@@ -18,16 +18,24 @@ export async function plugBridge(svc: Services, ref: string, host: string): Prom
   if (network.bridge !== bridge && (network.bridge === '' || host === svc.pool?.masterRef())) await svc.db.transact((tx) => tx.update('network', ref, { bridge }))
 }
 
-/** The PIF's NIC into its network's bridge on the PIF's host; false where that host keeps a NIC with addresses out of bridges. */
+/**
+ * The PIF's NIC (or, for a VLAN PIF, its VLAN device on the NIC) into its network's bridge on
+ * the PIF's host; false where that host keeps a NIC with addresses out of bridges.
+ */
 export async function attachPif(svc: Services, pifRef: string): Promise<boolean> {
   const pif = svc.db.record('PIF', pifRef)
-  return svc.agentFor(pif.host).call('net.attach', { network: svc.db.record('network', pif.network).uuid, device: pif.device })
+  const network = svc.db.record('network', pif.network).uuid
+  const agent = svc.agentFor(pif.host)
+  if (pif.VLAN >= 0) return agent.call('net.vlan-create', { device: pif.device, tag: Number(pif.VLAN), network }).then(() => true)
+  return agent.call('net.attach', { network, device: pif.device })
 }
 
-/** The NIC of a PIF out of its network's bridge. */
+/** The NIC of a PIF out of its network's bridge (a VLAN PIF's device goes). */
 export async function detachPif(svc: Services, pifRef: string): Promise<void> {
   const pif = svc.db.record('PIF', pifRef)
-  await svc.agentFor(pif.host).call('net.detach', { network: svc.db.record('network', pif.network).uuid, device: pif.device })
+  const agent = svc.agentFor(pif.host)
+  if (pif.VLAN >= 0) return agent.call('net.vlan-remove', { device: pif.device, tag: Number(pif.VLAN) })
+  await agent.call('net.detach', { network: svc.db.record('network', pif.network).uuid, device: pif.device })
 }
 
 /** Runs `work` for every live host but this one (which must succeed), logging those that fail: a host down makes its bridges at its next start. */

@@ -75,7 +75,8 @@ export function pifMetricsFields(nic: NicFacts, stamp: string): Record<string, u
  */
 export function syncPifs(tx: Tx, hostRef: string, network: NetworkFacts, address: string, stamp: string, scan: boolean): string[] {
   const known = new Map<string, { ref: string; pif: Readonly<PIFRecord> }>()
-  for (const ref of tx.get('host', hostRef).PIFs ?? []) known.set(tx.get('PIF', ref).device, { ref, pif: tx.get('PIF', ref) })
+  // A VLAN PIF names its NIC's device too: the NIC's own PIF is the one without a tag.
+  for (const ref of tx.get('host', hostRef).PIFs ?? []) if (tx.get('PIF', ref).VLAN < 0) known.set(tx.get('PIF', ref).device, { ref, pif: tx.get('PIF', ref) })
   const created: string[] = []
   const nics = pifNics(network, address)
   for (const nic of nics) {

@@ -1,11 +1,20 @@
 // Networks that span hosts, the pure parts: the ip batches that put a PIF's NIC into its
 // network's bridge (moving the management address in one go) and take it out, the facts that
-// keep giving a bridged NIC its addresses, and PIF.unplug's refusals.
+// keep giving a bridged NIC its addresses, PIF.unplug's refusals; and PIF plug/unplug and VLANs
+// on a simulated host (its agent real, its network in memory).
 import assert from 'node:assert/strict'
-import { describe, it } from 'node:test'
+import { after, before, describe, it } from 'node:test'
 import { attachLines, bridgeName, detachLines, type NicPlace } from '../../src/net/bridge.js'
 import { bridgeStandIns, parseIpAddr, throughBridges } from '../../src/agent/nics.js'
-import { unplugError } from '../../src/xapi/pif.js'
+import type { NetworkFacts, NicFacts } from '../../src/agent/contract.js'
+import { syncPifs, unplugError } from '../../src/xapi/pif.js'
+import { memoryDatabase } from '../helpers/memory-db.js'
+import { startSimHost, XapiCallError, type SimHost } from '../helpers/sim-host.js'
+
+const nicFacts = (device: string, address?: string): NicFacts => ({
+  device, mac: `02:00:00:00:00:0${device.slice(-1)}`, mtu: 1500, physical: true, carrier: true, speed: 1000, fullDuplex: true, vendorId: '', deviceId: '', pciBusPath: '',
+  ipv4: address ? [{ address, prefix: 24, dynamic: false }] : [], ipv6: [],
+})
 
 const eth0: NicPlace = { device: 'eth0', mac: '02:00:00:00:00:01', mtu: 1500, holder: 'eth0', addresses: ['10.0.0.11/24', 'fd00::11/64'], routes: [{ dst: 'default', gateway: '10.0.0.1', metric: 100 }], masterOtherwiseEmpty: true }
 
@@ -94,5 +103,74 @@ describe('PIF.unplug', () => {
     assert.deepEqual(unplugError('OpaqueRef:p', { ...(pif as object), management: true } as never, pool)?.params, ['OpaqueRef:p'])
     assert.equal(code({ management: true }), 'PIF_IS_MANAGEMENT_INTERFACE')
     assert.equal(code({ disallow_unplug: true }), 'PIF_DOES_NOT_ALLOW_UNPLUG')
+  })
+})
+
+describe('a host\'s PIFs at start', () => {
+  it('stay plugged once plugged, and a VLAN PIF on the same device is not taken for the NIC\'s own', () => {
+    const db = memoryDatabase()
+    const host = db.transact((tx) => tx.create('host', { name_label: 'box', hostname: 'box', address: '192.0.2.2' }))
+    const facts: NetworkFacts = { nics: [nicFacts('eth0', '192.0.2.2'), nicFacts('eth1')], dns: [] }
+    db.transact((tx) => syncPifs(tx, host, facts, '192.0.2.2', 'T', true))
+    const byDevice = () => (db.replica.record('host', host)!.PIFs as string[]).map((p) => ({ ref: p, ...db.replica.record('PIF', p)! }))
+    const eth1 = byDevice().find((p) => p.device === 'eth1')!
+    db.transact((tx) => {
+      tx.update('PIF', eth1.ref, { currently_attached: true })
+      tx.create('PIF', { device: 'eth1', host, VLAN: 5, MAC: 'fe:ff:ff:ff:ff:ff', network: eth1.network, currently_attached: true })
+    })
+    db.transact((tx) => syncPifs(tx, host, facts, '192.0.2.2', 'T', false))
+    const after = byDevice()
+    assert.equal(after.find((p) => p.ref === eth1.ref)!.currently_attached, true, 'PIF.plug holds across restarts')
+    const vlan = after.find((p) => p.VLAN === 5)!
+    assert.equal(vlan.MAC, 'fe:ff:ff:ff:ff:ff', 'the VLAN PIF is left as it is')
+    assert.equal(after.find((p) => p.ref === eth1.ref)!.VLAN, -1)
+  })
+})
+
+describe('VLANs and PIFs on a simulated host', () => {
+  let host: SimHost
+  const c = <T = any>(method: string, ...params: unknown[]) => host.c<T>(method, ...params)
+  const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: XapiCallError) => e.description.join(' '))
+  before(async () => {
+    host = await startSimHost()
+  })
+  after(() => host?.dispose())
+
+  it('puts the management NIC into its network\'s bridge at start, and refuses to unplug it', async () => {
+    const [eth0] = await c<string[]>('PIF.get_all')
+    const network = await c<string>('PIF.get_network', eth0)
+    const hostUuid = await c<string>('host.get_uuid', host.svc.hostRef)
+    assert.equal(host.network.nics.get('eth0'), bridgeName(hostUuid, await c<string>('network.get_uuid', network)))
+    assert.equal(await code(c('PIF.unplug', eth0)), `PIF_IS_MANAGEMENT_INTERFACE ${eth0}`)
+  })
+
+  it('makes a VLAN as xapi does: a plugged untagged PIF with the tag, its device in the network\'s bridge; refusals change nothing', async () => {
+    const [eth0] = await c<string[]>('PIF.get_all')
+    const net = await c<string>('network.create', { name_label: 'vlan 5', name_description: '', MTU: 1500, other_config: {} })
+    assert.equal(await code(c('VLAN.create', eth0, 4095, net)), 'VLAN_TAG_INVALID 4095')
+    const [untagged] = await c<string[]>('pool.create_VLAN_from_PIF', eth0, net, 5)
+    const pif = await c('PIF.get_record', untagged)
+    assert.deepEqual([pif.device, pif.VLAN, pif.currently_attached, pif.network, pif.host], ['eth0', 5, true, net, host.svc.hostRef])
+    const vlan = pif.VLAN_master_of
+    assert.equal(await c('VLAN.get_tagged_PIF', vlan), eth0)
+    assert.deepEqual(await c('PIF.get_VLAN_slave_of', eth0), [vlan])
+    const bridge = bridgeName(await c<string>('host.get_uuid', host.svc.hostRef), await c<string>('network.get_uuid', net))
+    assert.equal(host.network.taps.get('eth0.5'), bridge)
+    const other = await c<string>('network.create', { name_label: 'other', name_description: '', MTU: 1500, other_config: {} })
+    assert.equal(await code(c('VLAN.create', eth0, 5, other)), 'PIF_VLAN_EXISTS eth0')
+    assert.equal(await code(c('VLAN.create', untagged, 6, other)), `PIF_IS_VLAN ${untagged}`)
+    assert.equal(await code(c('VLAN.create', eth0, 6, net)), `NETWORK_ALREADY_CONNECTED ${host.svc.hostRef} ${untagged}`)
+    assert.equal(await code(c('PIF.create_VLAN', 'eth9', other, host.svc.hostRef, 6)), 'INVALID_VALUE device eth9')
+    assert.equal((await c<string[]>('VLAN.get_all')).length, 1)
+    await c('VLAN.destroy', vlan)
+    assert.deepEqual(await c('VLAN.get_all'), [])
+    assert.equal(await code(c('PIF.get_record', untagged)), `HANDLE_INVALID PIF ${untagged}`)
+    assert.equal(host.network.taps.has('eth0.5'), false)
+    const [again] = await c<string[]>('pool.create_VLAN', 'eth0', other, 7)
+    assert.equal(await c('PIF.get_VLAN', again), 7)
+    await c('PIF.unplug', again)
+    assert.equal(host.network.taps.has('eth0.7'), false)
+    await c('PIF.plug', again)
+    assert.equal(host.network.taps.has('eth0.7'), true)
   })
 })

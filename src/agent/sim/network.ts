@@ -1,10 +1,10 @@
 // The host's bridges and taps in memory, for an agent on the simulated hypervisor (tests only):
 // no root, nothing changes on the machine.
-import type { HostNetwork } from '../../net/bridge.js'
+import { vlanDeviceName, type HostNetwork } from '../../net/bridge.js'
 
 export class SimNetwork implements HostNetwork {
   readonly bridges = new Set<string>()
-  /** Tap -> the bridge it is in (undefined once that bridge is gone, as Linux leaves it). */
+  /** Tap or VLAN device -> the bridge it is in (undefined once that bridge is gone, as Linux leaves it). */
   readonly taps = new Map<string, string | undefined>()
 
   async ensureBridge(name: string): Promise<void> {
@@ -32,6 +32,11 @@ export class SimNetwork implements HostNetwork {
 
   async detachNic(device: string, bridge: string): Promise<void> {
     if (this.nics.get(device) === bridge) this.nics.delete(device)
+  }
+
+  async createVlan(device: string, tag: number, bridge: string): Promise<void> {
+    if (!this.bridges.has(bridge)) throw new Error(`no bridge ${bridge}`)
+    this.taps.set(vlanDeviceName(device, tag), bridge)
   }
 
   async deleteLink(name: string): Promise<void> {
