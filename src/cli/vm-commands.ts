@@ -161,6 +161,13 @@ const listDevices = (cls: 'VBD' | 'VIF'): Operation => async (conn, inv, out) =>
   out(blocks.join('\n\n'))
 }
 
+/** vlan=: a number (the server checks its range, VLAN_TAG_INVALID). */
+function vlanTag(inv: Invocation): number {
+  const text = need(inv, 'vlan')
+  if (!/^\d+$/.test(text)) throw new CliError(`vlan must be a number, not ${text}`)
+  return Number(text)
+}
+
 const onRef = (cls: string, method: string, ...extra: unknown[]): Operation => async (conn, inv) => {
   await conn.call(`${cls}.${method}`, await selectByUuid(conn, inv, cls), ...extra)
 }
@@ -267,6 +274,18 @@ export const OPERATIONS: Record<string, Operation> = {
     await printUuid(conn, 'network', ref, out)
   },
   'network-destroy': onRef('network', 'destroy'),
+  'pif-plug': onRef('PIF', 'plug'),
+  'pif-unplug': onRef('PIF', 'unplug'),
+  // xapi's vlan-create and pool-vlan-create print the new untagged PIFs' uuids.
+  'vlan-create': async (conn, inv, out) => {
+    const vlan = await conn.call<string>('VLAN.create', await selectByUuid(conn, inv, 'PIF', 'pif-uuid'), vlanTag(inv), await selectByUuid(conn, inv, 'network', 'network-uuid'))
+    await printUuid(conn, 'PIF', await conn.call<string>('VLAN.get_untagged_PIF', vlan), out)
+  },
+  'pool-vlan-create': async (conn, inv, out) => {
+    const pifs = await conn.call<string[]>('pool.create_VLAN_from_PIF', await selectByUuid(conn, inv, 'PIF', 'pif-uuid'), await selectByUuid(conn, inv, 'network', 'network-uuid'), vlanTag(inv))
+    for (const pif of pifs) await printUuid(conn, 'PIF', pif, out)
+  },
+  'vlan-destroy': onRef('VLAN', 'destroy'),
   'sr-create': async (conn, inv, out) => {
     const host = Object.keys(await conn.call<Record<string, Rec>>('host.get_all_records'))[0]
     const deviceConfig = Object.fromEntries([...inv.params].filter(([k]) => k.startsWith('device-config:')).map(([k, v]) => [k.slice('device-config:'.length), v]))
