@@ -36,12 +36,10 @@ export class HostPresence {
   private inOffice = false
   /** The mod_revision of the master key this host created, while it holds it. */
   private heldRev = 0
-  /** Whether onRoleChange last said master. */
+  /** Whether the last tick found this host master (a change is logged). */
   private wasMaster = false
   /** Set on a host that must not take the master key: another host was made master while it was away. */
   standAside = false
-  /** Called when this host becomes master or stops being it. */
-  onRoleChange: (master: boolean) => void = () => undefined
   /** Runs once the master key is won and before this host answers as master (it writes pool.master,
    * so no client is ever sent to a master that pool.master does not name yet). */
   onElected: () => Promise<void> = async () => undefined
@@ -131,8 +129,15 @@ export class HostPresence {
     const master = this.isMaster()
     if (master !== this.wasMaster) {
       this.wasMaster = master
-      this.onRoleChange(master)
+      console.log(`${new Date().toISOString()} pool presence: ${master ? `master from now (election key revision ${this.heldRev})` : `no longer master (${this.whyNotMaster()})`}`)
     }
+  }
+
+  private whyNotMaster(): string {
+    if (!this.lease) return 'its lease is lost'
+    if (!this.leaseFresh) return `its lease was last renewed ${((Date.now() - this.lastRenewal) / 1000).toFixed(1)} s ago`
+    const holder = this.replica.misc.get(MASTER_KEY)?.value
+    return holder ? `the election key is held by ${holder}` : 'the election key is gone'
   }
 
   private async campaign(seenRev: number): Promise<void> {

@@ -341,6 +341,20 @@ export class Lab {
     return ip(['netns', 'exec', this.host(i).netns, program, ...args])
   }
 
+  /**
+   * For an afterEach hook: when the test failed, its hosts' last log lines go to stderr (a CI run
+   * keeps only its output, and a lab's logs go with the lab).
+   */
+  reportFailure(t: { name: string }, lines = 40): void {
+    // Node 24 sets `passed` on the context (@types/node does not declare it yet).
+    if ((t as { passed?: boolean }).passed !== false || this.isDown) return
+    for (const h of this.hosts) {
+      if (!existsSync(h.log)) continue
+      const tail = readFileSync(h.log, 'utf8').split('\n').filter((l) => l && !/DEP0123|trace-deprecation|^\s+at /.test(l)).slice(-lines)
+      process.stderr.write(`--- ${h.hostname}'s log, last ${tail.length} lines (after "${t.name}" failed, ${new Date().toISOString()})\n${tail.join('\n')}\n`)
+    }
+  }
+
   /** Removes everything the lab made; safe to call twice. */
   down(): void {
     if (this.isDown) return

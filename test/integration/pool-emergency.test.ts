@@ -4,7 +4,7 @@
 // restart, and answers HOST_IN_EMERGENCY_MODE to the rest until `xe
 // pool-emergency-transition-to-master` makes it master. The old master, started again, does not
 // act as master: it becomes the new master's member.
-import { after, before, describe, it } from 'node:test'
+import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
@@ -42,6 +42,7 @@ describe('a pool of two hosts when one dies', () => {
   before(async () => {
     lab = await Lab.up(2)
   })
+  afterEach((t) => lab?.reportFailure(t))
   after(() => lab?.down())
 
   it('host 2 joins host 1: one voter, host 2 a learner', async () => {

@@ -5,7 +5,7 @@
 // and prints its neighbours), also after a member's daemon restarts; network.create makes the
 // bridge on every host; PIF.unplug and the VLAN calls refuse as xapi does (a kernel without
 // 802.1Q, as here, refuses a VLAN and nothing changes).
-import { after, before, describe, it } from 'node:test'
+import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -68,6 +68,7 @@ describe('a pool network across hosts', () => {
     }
     for (const h of hostRefs.values()) await waitFor('every host live', async () => (await c<boolean>('host_metrics.get_live', await c<string>('host.get_metrics', h))) || undefined, 90_000)
   })
+  afterEach((t) => lab?.reportFailure(t))
   after(() => lab?.down())
 
   it('every host has a management PIF for eth0 with its address, all in one pool network, with real metrics', async () => {
