@@ -7,7 +7,7 @@ import { PassThrough, type Writable } from 'node:stream'
 import { asXapiError, XapiError } from '../idl/errors.js'
 import type { Services } from '../xapi/context.js'
 import { destroySession, login, validSession } from '../xapi/session.js'
-import { createTask, finishTask } from '../xapi/task.js'
+import { createTask, finishTask, trackTask } from '../xapi/task.js'
 import { taskResultXml } from '../xapi/dispatch.js'
 import type { XType } from '../idl/index.js'
 import type { AgentStream } from '../agent/contract.js'
@@ -56,10 +56,15 @@ export async function httpSession(svc: Services, req: IncomingMessage, end: Requ
 
 /** A handler's task: the client's own (task_id, which must be pending) or one made for the call. */
 export class HandlerTask {
+  /** Aborted by task.cancel. */
+  readonly signal: AbortSignal
+
   private constructor(
     private readonly svc: Services,
     readonly ref: string,
-  ) {}
+  ) {
+    this.signal = trackTask(ref)
+  }
 
   static async adopt(svc: Services, req: IncomingMessage, label: string): Promise<HandlerTask> {
     const given = queryOf(req).get('task_id')
@@ -70,10 +75,6 @@ export class HandlerTask {
       return new HandlerTask(svc, given)
     }
     return new HandlerTask(svc, await createTask(svc, label))
-  }
-
-  get cancelled(): boolean {
-    return this.svc.db.tryRecord('task', this.ref)?.status === 'cancelled'
   }
 
   async progress(fraction: number): Promise<void> {
@@ -251,7 +252,14 @@ export async function authenticated(svc: Services, req: IncomingMessage, res: Se
 /** The request's task (the client's task_id, or a new one named `label`); undefined when refused. */
 export async function adoptTask(svc: Services, req: IncomingMessage, res: ServerResponse, label: string): Promise<HandlerTask | undefined> {
   try {
-    return await HandlerTask.adopt(svc, req, label)
+    const task = await HandlerTask.adopt(svc, req, label)
+    // A cancelled transfer drops its connection: the stream from or to the client (and to the
+    // agent of the host holding the data) fails, and the handler's failure ends the task cancelled.
+    task.signal.addEventListener('abort', () => {
+      req.destroy()
+      res.destroy()
+    }, { once: true })
+    return task
   } catch (err) {
     refuse(req, res, asXapiError(err))
     return undefined

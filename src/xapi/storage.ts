@@ -268,19 +268,19 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
  * SRs) streamed from the host that has the disk into a new image on the host that has the SR,
  * through this host, as xapi's VDI.copy falls back to a host seeing the source only.
  */
-export async function copyVdi(svc: Services, vdiRef: string, srRef: string, extra: Record<string, unknown> = {}): Promise<string> {
+export async function copyVdi(svc: Services, vdiRef: string, srRef: string, signal?: AbortSignal): Promise<string> {
   const vdi = svc.db.record('VDI', vdiRef)
   // As xapi's VM.copy: an SR reference that is not valid (NULL, '') means the disk's own SR.
   const target = svc.db.tryRecord('SR', srRef) ? srRef : vdi.SR
   const fields = constructorArgs('VDI', vdi)
   // As in createVdi: no collection of the target SR between the copy's first byte and its record.
   return withSrLock(target, async () => {
-    const image = await copyImage(svc, vdiRef, target)
-    return recordVdi(svc, target, image, { ...fields, sm_config: {}, ...extra })
+    const image = await copyImage(svc, vdiRef, target, signal)
+    return recordVdi(svc, target, image, { ...fields, sm_config: {} })
   })
 }
 
-async function copyImage(svc: Services, vdiRef: string, target: string): Promise<VdiImage> {
+async function copyImage(svc: Services, vdiRef: string, target: string, signal?: AbortSignal): Promise<VdiImage> {
   const vdi = svc.db.record('VDI', vdiRef)
   let host: string | undefined
   try {
@@ -302,8 +302,17 @@ async function copyImage(svc: Services, vdiRef: string, target: string): Promise
     const source = await withSrLocks([vdi.SR], () => svc.agentFor(from).stream('vdi.export', { sr: srPath(svc, vdi.SR, from), location: vdi.location, format }))
     // The length the export announces lets the import tell a cut stream from a complete one.
     const length = Number(source.headers['content-length'])
-    const answer = await svc.agentFor(to).stream('vdi.import', { sr: dest.path, location: image.location, format, expected: Number.isSafeInteger(length) ? length : null }, source)
-    await finished(answer.resume())
+    // task.cancel drops both streams: the target's import fails on the cut and the undo removes its image.
+    const cancel = () => source.destroy(new XapiError('TASK_CANCELLED', []))
+    signal?.addEventListener('abort', cancel, { once: true })
+    try {
+      const answer = await svc.agentFor(to).stream('vdi.import', { sr: dest.path, location: image.location, format, expected: Number.isSafeInteger(length) ? length : null }, source)
+      signal?.addEventListener('abort', () => answer.destroy(new XapiError('TASK_CANCELLED', [])), { once: true })
+      await finished(answer.resume())
+    } finally {
+      signal?.removeEventListener('abort', cancel)
+    }
+    if (signal?.aborted) throw new XapiError('TASK_CANCELLED', [])
     return svc.agentFor(to).call('vdi.image', { ...dest, location: image.location })
   })
 }
@@ -312,7 +321,7 @@ register('VDI.create', (ctx, [args]) => createVdi(ctx.svc, args))
 register('VDI.destroy', (ctx, [ref]) => destroyVdi(ctx.svc, ref))
 register('VDI.clone', (ctx, [ref]) => cloneVdi(ctx.svc, ref))
 register('VDI.snapshot', async (ctx, [ref]) => (await withUndo('VDI.snapshot', (undo) => snapshotVdis(ctx.svc, [ref], undo)))[0])
-register('VDI.copy', (ctx, [ref, sr]) => copyVdi(ctx.svc, ref, sr))
+register('VDI.copy', (ctx, [ref, sr]) => copyVdi(ctx.svc, ref, sr, ctx.signal))
 
 /** VDI.resize grows a disk, offline with qemu-img or online in the QEMU of the running VM that uses it. */
 register('VDI.resize', async (ctx, [ref, size]) => {

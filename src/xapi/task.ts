@@ -1,4 +1,5 @@
 // Tasks: what Async calls and HTTP handlers run under, and what clients watch through events.
+import { randomUUID } from 'node:crypto'
 import { EPOCH, NULL_REF } from '../idl/index.js'
 import { XapiError } from '../idl/errors.js'
 import { now, register, type CallContext, type Services } from './context.js'
@@ -55,18 +56,28 @@ export function trackTask(ref: string): AbortSignal {
   return controller.signal
 }
 
-/** Completes a pending task; a task already cancelled or destroyed stays as it is. */
+/** Whether task.cancel was called on a task (xapi's is_cancelling: a cancel among its current operations). */
+export function cancelRequested(svc: Services, ref: string): boolean {
+  return Object.values(svc.db.tryRecord('task', ref)?.current_operations ?? {}).includes('cancel')
+}
+
+/**
+ * Completes a pending task; a task already finished or destroyed stays as it is. A failure of
+ * work whose cancellation was asked for is the cancellation (xapi's TaskHelper.failed): the task
+ * ends `cancelled` with TASK_CANCELLED, whatever error the interrupted work raised.
+ */
 export async function finishTask(svc: Services, ref: string, outcome: Outcome): Promise<void> {
   running.delete(ref)
+  const cancelled = outcome.status === 'failure' && (outcome.errorInfo[0] === 'TASK_CANCELLED' || cancelRequested(svc, ref))
   await svc.db.transact((tx) => {
     if (!tx.exists('task', ref) || tx.get('task', ref).status !== 'pending') return
     tx.update('task', ref, {
-      status: outcome.status,
+      status: cancelled ? 'cancelled' : outcome.status,
       progress: 1,
       finished: now(),
       allowed_operations: [],
       current_operations: {},
-      ...(outcome.status === 'success' ? { result: outcome.resultXml, type: outcome.type ?? '' } : { error_info: outcome.errorInfo }),
+      ...(outcome.status === 'success' ? { result: outcome.resultXml, type: outcome.type ?? '' } : { error_info: cancelled ? ['TASK_CANCELLED', ref] : outcome.errorInfo }),
     })
   })
 }
@@ -83,19 +94,25 @@ export async function reportProgress(ctx: CallContext, progress: number): Promis
   await ctx.svc.db.transact((tx) => tx.exists('task', ref) && tx.update('task', ref, { progress })).catch(() => undefined)
 }
 
-async function cancelTask(svc: Services, ref: string): Promise<void> {
-  await svc.db.transact((tx) => {
+/**
+ * As xapi's Task.cancel: the cancel is noted among the task's current operations and its work is
+ * interrupted (an agent call or stream on another host is dropped, which stops it there); the
+ * task ends `cancelled` once that work gives up, or `success` if it was already past the point
+ * of no return. A task nothing here runs (task.create's) keeps the note for its owner.
+ */
+async function cancelTask(ctx: CallContext, ref: string): Promise<void> {
+  await ctx.svc.db.transact((tx) => {
     const task = tx.get('task', ref)
     if (task.status !== 'pending') throw new XapiError('OPERATION_NOT_ALLOWED', [`task ${ref} is ${task.status}, not pending`])
-    tx.update('task', ref, { status: 'cancelled', error_info: ['TASK_CANCELLED', ref], finished: now(), progress: 1, allowed_operations: [] })
+    if (!task.allowed_operations.includes('cancel')) throw new XapiError('OPERATION_NOT_ALLOWED', [`task ${ref} cannot be cancelled`])
+    tx.update('task', ref, { current_operations: { ...task.current_operations, [ctx.taskRef ?? `OpaqueRef:${randomUUID()}`]: 'cancel' } })
   })
   running.get(ref)?.abort()
-  running.delete(ref)
 }
 
 register('task.create', (ctx, [label, description]) => createTask(ctx.svc, label, description))
 
-register('task.cancel', (ctx, [ref]) => cancelTask(ctx.svc, ref))
+register('task.cancel', (ctx, [ref]) => cancelTask(ctx, ref))
 
 register('task.destroy', async (ctx, [ref]) => {
   await ctx.svc.db.transact((tx) => tx.delete('task', ref))

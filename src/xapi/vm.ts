@@ -95,7 +95,9 @@ async function cloneVm(ctx: CallContext, ref: string, name: string, op: 'clone' 
         const rec = ctx.svc.db.record('VBD', vbd)
         const vdi = rec.VDI
         if (rec.type === 'CD' || vdi === NULL_REF) continue
-        const make = () => (op === 'clone' ? cloneVdi(ctx.svc, vdi) : copyVdi(ctx.svc, vdi, sr))
+        // Cancelled between two disks: the undo removes the copies made so far.
+        if (ctx.signal?.aborted) throw new XapiError('TASK_CANCELLED', [ctx.taskRef ?? ''])
+        const make = () => (op === 'clone' ? cloneVdi(ctx.svc, vdi) : copyVdi(ctx.svc, vdi, sr, ctx.signal))
         disks.set(vbd, await undo.step(`the ${op} of VDI ${vdi}`, make, (made) => destroyVdi(ctx.svc, made)))
       }
       return ctx.svc.db.transact((tx) => {
