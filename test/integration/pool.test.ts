@@ -4,10 +4,10 @@
 // while no acknowledged write is lost, hand-over and eject.
 import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { chromium } from 'playwright-core'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -207,6 +207,22 @@ describe('a pool of three hosts', () => {
     assert.equal(await xe(1, 'vdi-list', `uuid=${vdi}`, 'params=sr-uuid', '--minimal'), sr)
     const [pbdPath] = (await xe(1, 'pbd-list', `sr-uuid=${sr}`, 'params=device-config', '--minimal')).match(/\/\S+/) ?? []
     assert.ok(pbdPath?.startsWith(`${lab.host(3).dataDir}/`), `host 3's SR lives in its data dir: ${pbdPath}`)
+    // An XVA through the master's URL: exported from host 3's disk, imported onto host 2's SR.
+    const xva = join(mkdtempSync(join(tmpdir(), 'flotilla-pool-xva-')), 'installed.xva')
+    try {
+      await xe(1, 'vm-export', `vm=${vm}`, `filename=${xva}`)
+      const sr2 = await xe(1, 'sr-list', 'host=h2', 'content-type=user', '--minimal')
+      const imported = await xe(1, 'vm-import', `filename=${xva}`, `sr-uuid=${sr2}`)
+      const vdi2 = await xe(1, 'vbd-list', `vm-uuid=${imported}`, 'type=Disk', 'params=vdi-uuid', '--minimal')
+      assert.equal(await xe(1, 'vdi-list', `uuid=${vdi2}`, 'params=sr-uuid', '--minimal'), sr2)
+      const location = await xe(1, 'vdi-list', `uuid=${vdi2}`, 'params=location', '--minimal')
+      const [sr2Path] = (await xe(1, 'pbd-list', `sr-uuid=${sr2}`, 'params=device-config', '--minimal')).match(/\/\S+/) ?? []
+      assert.ok(sr2Path?.startsWith(`${lab.host(2).dataDir}/`) && readdirSync(sr2Path).some((f) => f.startsWith(location)), `the imported disk ${location} is a file in host 2's SR ${sr2Path}`)
+      assert.equal(await xe(1, 'vdi-list', `uuid=${vdi2}`, 'params=virtual-size', '--minimal'), await xe(1, 'vdi-list', `uuid=${vdi}`, 'params=virtual-size', '--minimal'))
+      await xe(1, 'vm-uninstall', `uuid=${imported}`, '--force')
+    } finally {
+      rmSync(dirname(xva), { recursive: true, force: true })
+    }
     await xe(1, 'vm-start', `uuid=${vm}`)
     assert.equal(await xe(1, 'vm-list', `uuid=${vm}`, 'params=resident-on', '--minimal'), await xe(1, 'host-list', 'name-label=h3', '--minimal'))
     assert.ok(qemuPid(3, vm), "its QEMU runs in host 3's namespace")
