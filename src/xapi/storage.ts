@@ -1,6 +1,7 @@
 // SR and VDI messages: records here, the work (files, qemu-img) in the host agent that has
 // the SR plugged.
 import { randomUUID } from 'node:crypto'
+import type { Readable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { constructorArgs, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
@@ -303,11 +304,11 @@ async function copyImage(svc: Services, vdiRef: string, target: string, signal?:
     // The length the export announces lets the import tell a cut stream from a complete one.
     const length = Number(source.headers['content-length'])
     // task.cancel drops both streams: the target's import fails on the cut and the undo removes its image.
-    const cancel = () => source.destroy(new XapiError('TASK_CANCELLED', []))
+    let answer: Readable | undefined
+    const cancel = () => [source, answer].forEach((s) => s?.destroy(new XapiError('TASK_CANCELLED', [])))
     signal?.addEventListener('abort', cancel, { once: true })
     try {
-      const answer = await svc.agentFor(to).stream('vdi.import', { sr: dest.path, location: image.location, format, expected: Number.isSafeInteger(length) ? length : null }, source)
-      signal?.addEventListener('abort', () => answer.destroy(new XapiError('TASK_CANCELLED', [])), { once: true })
+      answer = await svc.agentFor(to).stream('vdi.import', { sr: dest.path, location: image.location, format, expected: Number.isSafeInteger(length) ? length : null }, source)
       await finished(answer.resume())
     } finally {
       signal?.removeEventListener('abort', cancel)
