@@ -114,25 +114,46 @@ export class Database {
     return new Database(store, replica)
   }
 
-  /** Runs `fn` as one atomic, conflict-checked transaction; retries it on conflicts. */
+  /** The tail of the queue of transactions retrying after a conflict (see transact). */
+  private retrying: Promise<unknown> = Promise.resolve()
+
+  /**
+   * Runs `fn` as one atomic, conflict-checked transaction; retries it on conflicts. The first try
+   * is optimistic; a transaction that lost a conflict retries in a queue, one at a time in this
+   * process, so writers of one object cannot starve each other: with 8 concurrent writers of the
+   * pool record some lost 50 rounds in a row.
+   */
   async transact<T>(fn: (tx: Tx) => T | Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      const tx = new Tx(this.replica)
-      const result = await fn(tx)
-      if (tx.writes.size === 0 && tx.rawWrites.size === 0) return result
-      const puts: { key: string; value: string }[] = []
-      const deletes: string[] = []
-      for (const [key, w] of tx.writes) w ? puts.push({ key, value: toJson(w.stored) }) : deletes.push(key)
-      for (const [key, v] of tx.rawWrites) v === null ? deletes.push(key) : puts.push({ key, value: v })
-      const compares = [...tx.reads].map(([key, modRev]) => ({ key, modRev }))
-      const guarded = this.guard?.current()
-      if (guarded) compares.push(guarded)
-      const { ok, rev } = await this.store.txn({ compares, puts, deletes })
-      await this.replica.waitForRev(rev)
-      if (ok) return result
-      if (guarded && this.replica.misc.get(guarded.key)?.modRev !== guarded.modRev) throw this.guard!.lost()
-      if (attempt > 50) throw new XapiError('INTERNAL_ERROR', ['database transaction kept conflicting'])
-    }
+    const first = await this.attempt(fn)
+    if (first.ok) return first.result
+    const retry = this.retrying.then(async () => {
+      for (let attempt = 1; ; attempt++) {
+        const next = await this.attempt(fn)
+        if (next.ok) return next.result
+        // only another process's writes (or a first try here) can still conflict
+        if (attempt >= 50) throw new XapiError('INTERNAL_ERROR', ['database transaction kept conflicting'])
+      }
+    })
+    this.retrying = retry.catch(() => undefined)
+    return retry
+  }
+
+  private async attempt<T>(fn: (tx: Tx) => T | Promise<T>): Promise<{ ok: true; result: T } | { ok: false }> {
+    const tx = new Tx(this.replica)
+    const result = await fn(tx)
+    if (tx.writes.size === 0 && tx.rawWrites.size === 0) return { ok: true, result }
+    const puts: { key: string; value: string }[] = []
+    const deletes: string[] = []
+    for (const [key, w] of tx.writes) w ? puts.push({ key, value: toJson(w.stored) }) : deletes.push(key)
+    for (const [key, v] of tx.rawWrites) v === null ? deletes.push(key) : puts.push({ key, value: v })
+    const compares = [...tx.reads].map(([key, modRev]) => ({ key, modRev }))
+    const guarded = this.guard?.current()
+    if (guarded) compares.push(guarded)
+    const { ok, rev } = await this.store.txn({ compares, puts, deletes })
+    await this.replica.waitForRev(rev)
+    if (ok) return { ok: true, result }
+    if (guarded && this.replica.misc.get(guarded.key)?.modRev !== guarded.modRev) throw this.guard!.lost()
+    return { ok: false }
   }
 
   record<C extends string>(cls: C, ref: string): Readonly<RecordOf<C>> {
