@@ -125,6 +125,16 @@ export function poolMembership(ctx: PoolHostContext): PoolMembership {
 
     voters: async () => voterUrls(await listMembers(ctx.store)),
 
+    isMember: (members) => members.some((m) => m.peerUrls.includes(peerUrl(ctx.place))),
+
+    rejoinAsLearner: async () => {
+      const voters = voterUrls(await listMembers(ctx.store))
+      console.log('pool database: this host no longer votes; its member joins again as a learner')
+      const learner = await addLearner(ctx.store, ctx.identity.hostUuid, peerUrl(ctx.place))
+      // The removed member's data is of no use: a learner starts empty and is sent the database.
+      await ctx.etcd.restartAs({ name: ctx.identity.hostUuid, joining: learner.initialCluster, endpoints: voters })
+    },
+
     transitionToMaster: async () => {
       const undo = new UndoStack('pool.emergency_transition_to_master')
       const before = readMembership(ctx.dataDir, ctx.identity.hostUuid)

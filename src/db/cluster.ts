@@ -19,15 +19,18 @@ export function voterTarget(hosts: number): number {
   return hosts >= 3 ? 3 : 1
 }
 
-export type MembershipChange = { kind: 'promote'; member: Member } | { kind: 'remove'; member: Member }
+/** `demote`: a voter beyond the target is removed; its host adds itself back as a learner (etcd cannot demote in place). */
+export type MembershipChange = { kind: 'promote' | 'remove' | 'demote'; member: Member }
 
 /**
  * The next membership change, if any: members whose host left the pool go first (a learner
  * before a voter), then a learner is promoted while voters are below the target. One change at a
- * time, since etcd takes only one per few seconds. `hostOf` names each member's host, or
- * undefined for a member no host of the pool owns any more.
+ * time, since etcd takes only one per few seconds. A voter beyond the target (a 3-host pool
+ * that lost a host) is demoted, never the master's: two voters would stop the pool when either
+ * host dies. `hostOf` names each member's host, or undefined for a member no host of the pool
+ * owns any more.
  */
-export function nextMembershipChange(members: Member[], hostOf: (m: Member) => string | undefined, liveHosts: Set<string>, hostCount: number): MembershipChange | undefined {
+export function nextMembershipChange(members: Member[], hostOf: (m: Member) => string | undefined, liveHosts: Set<string>, hostCount: number, master: string): MembershipChange | undefined {
   // A member added but not started yet has no name: it belongs to a join in progress.
   const orphan = members.filter((m) => m.name !== '' && hostOf(m) === undefined).sort((a, b) => Number(a.learner === false) - Number(b.learner === false))[0]
   const voters = members.filter((m) => !m.learner)
@@ -35,6 +38,10 @@ export function nextMembershipChange(members: Member[], hostOf: (m: Member) => s
   if (voters.length < voterTarget(hostCount)) {
     const learner = members.find((m) => m.learner && m.name !== '' && liveHosts.has(hostOf(m) ?? ''))
     if (learner) return { kind: 'promote', member: learner }
+  }
+  if (!orphan && voters.length > voterTarget(hostCount) && voters.some((m) => hostOf(m) === master)) {
+    const extra = voters.find((m) => hostOf(m) !== master && hostOf(m) !== undefined)
+    if (extra) return { kind: 'demote', member: extra }
   }
   return undefined
 }

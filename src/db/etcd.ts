@@ -101,6 +101,23 @@ export class EtcdStore {
     }
   }
 
+  /**
+   * Talks to these members only (the voters: a learner answers no reads, a removed member nothing):
+   * adds the new ones as addEndpoints does and closes the connections to the others. An empty
+   * list (the members could not be listed) changes nothing.
+   */
+  followEndpoints(urls: string[]): void {
+    if (urls.length === 0) return
+    this.addEndpoints(urls)
+    const pool = (this.client as unknown as { pool: { hosts: (EtcdHost & { close(): void })[] } }).pool
+    const wanted = new Set(urls.map((url) => url.replace(/^https?:\/\//, '')))
+    for (const host of pool.hosts.filter((h) => !wanted.has(h.host))) {
+      pool.hosts.splice(pool.hosts.indexOf(host), 1)
+      host.close()
+    }
+    this.endpoints.splice(0, this.endpoints.length, ...urls)
+  }
+
   /** Waits until etcd answers, for up to `ms`. */
   async waitReady(ms: number): Promise<void> {
     const deadline = Date.now() + ms

@@ -1,6 +1,7 @@
 // What a message implementation sees: the services of this daemon and the caller's session.
 import { formatDatetime } from '../idl/index.js'
 import type { ArgsOf } from '../idl/records.js'
+import type { Member } from '../db/cluster.js'
 import type { Database } from '../db/database.js'
 import type { Agent } from '../agent/contract.js'
 import { XapiError } from '../idl/errors.js'
@@ -59,6 +60,10 @@ export interface PoolMembership {
   resign(successor: string): Promise<void>
   /** The client URLs of the pool database's voters. */
   voters(): Promise<string[]>
+  /** Whether this host's member is among `members` of the pool database. */
+  isMember(members: Member[]): boolean
+  /** Adds this host's member back to the pool database as a learner, on an empty data dir (after a demotion). */
+  rejoinAsLearner(): Promise<void>
   /** Makes this member's own copy of the pool database a database of one and restarts the host on it, as master (emergency_transition_to_master). */
   transitionToMaster(): Promise<void>
   /** Makes this host a member of the pool whose master is at `address`, on that pool's database; then restarts it (emergency_reset_master). */

@@ -2,7 +2,7 @@
 // itself: pool.master names the election's holder; host_metrics.live follows each host's lease;
 // the pool database's voters follow the pool's size; a host the master ejected leaves.
 import { isDeepStrictEqual } from 'node:util'
-import { listMembers, nextMembershipChange, promote, removeMember, voterUrls } from '../db/cluster.js'
+import { listMembers, nextMembershipChange, promote, removeMember, voterTarget, voterUrls } from '../db/cluster.js'
 import type { Database } from '../db/database.js'
 import type { EtcdStore } from '../db/etcd.js'
 import { PREFIX } from '../db/etcd.js'
@@ -57,16 +57,23 @@ async function keepMembership(svc: Services, store: EtcdStore): Promise<void> {
   }
   const hostOf = (m: { name: string }) => hostOfName.get(m.name)
   const live = new Set(svc.db.refs('host').filter((h) => h === svc.hostRef || svc.db.raw(liveKey(h))))
-  const change = nextMembershipChange(members, hostOf, live, svc.db.refs('host').length)
+  const change = nextMembershipChange(members, hostOf, live, svc.db.refs('host').length, svc.hostRef)
   if (change?.kind === 'promote') await promote(store, change.member.id)
-  if (change?.kind === 'remove') await removeMember(store, change.member.id)
+  if (change?.kind === 'remove' || change?.kind === 'demote') await removeMember(store, change.member.id)
+  if (change?.kind === 'demote') console.log(`pool database: member ${change.member.name} no longer votes (the pool is down to ${voterTarget(svc.db.refs('host').length)} voter); its host adds it back as a learner`)
 }
 
-/** Every host follows who votes: its database client learns new voters (and the daemon notes them for its next start). */
-async function followVoters(store: EtcdStore, onVoters: (urls: string[]) => void): Promise<void> {
-  const urls = voterUrls(await listMembers(store))
-  store.addEndpoints(urls)
+/**
+ * Every host follows who votes: its database client talks to the voters only (learners serve no
+ * reads) and the daemon notes them for its next start. A host whose member the master removed
+ * while the host stays in the pool (a demoted voter) adds it back as a learner.
+ */
+async function followVoters(svc: Services, store: EtcdStore, onVoters: (urls: string[]) => void): Promise<void> {
+  const members = await listMembers(store)
+  const urls = voterUrls(members)
+  store.followEndpoints(urls)
   onVoters(urls)
+  if (svc.membership && !svc.membership.isMember(members)) await svc.membership.rejoinAsLearner()
 }
 
 export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPresence, onVoters: (urls: string[]) => void): { stop(): void } {
@@ -86,7 +93,7 @@ export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPre
           return
         }
         const membershipTick = ++ticks % MEMBERSHIP_EVERY === 0
-        if (membershipTick) await followVoters(store, onVoters)
+        if (membershipTick) await followVoters(svc, store, onVoters)
         if (!presence.isMaster()) return
         await keepPoolRecords(svc.db, svc.hostRef)
         if (membershipTick) await keepMembership(svc, store)

@@ -440,5 +440,19 @@ describe('a pool of three hosts', () => {
     await waitFor('the ejected host to be a standalone master', async () => (await loginAnswer(victim))[0] === 'ok' || undefined)
     const s3 = await login(victim)
     assert.equal((await c<string[]>(victim, s3, 'host.get_all')).length, 1)
+
+    // Down to 2 hosts, the pool database goes back to one voter (the master's): the other voter
+    // is demoted to a learner, so that this member dying changes nothing for the master.
+    const other = [1, 2, 3].find((i) => i !== target && i !== victim)!
+    await waitFor('one voter and one learner', () => {
+      const members = etcdMembers(target)
+      return (members.length === 2 && members.every((m) => m.name !== '') && members.filter((m) => !m.learner).length === 1) || undefined
+    }, 60_000)
+    assert.deepEqual(await loginAnswer(other), ['HOST_IS_SLAVE', lab.host(target).address])
+    const [pool] = await c<string[]>(target, s2, 'pool.get_all')
+    await c(target, s2, 'pool.add_to_other_config', pool, 'written-with-the-learner', 'yes')
+    await lab.kill(other)
+    await c(target, s2, 'pool.add_to_other_config', pool, 'written-while-the-member-is-down', 'yes')
+    assert.equal((await c<Record<string, string>>(target, s2, 'pool.get_other_config', pool))['written-while-the-member-is-down'], 'yes')
   })
 })

@@ -20,24 +20,34 @@ describe('pool database membership', () => {
 
   it('keeps a 2-host pool at one voter and promotes both learners once a third host is there', () => {
     const two = [member('a'), member('b', true)]
-    assert.equal(nextMembershipChange(two, hostOf, live('a', 'b'), 2), undefined)
+    assert.equal(nextMembershipChange(two, hostOf, live('a', 'b'), 2, 'host-a'), undefined)
     const three = [member('a'), member('b', true), member('c', true)]
-    assert.deepEqual(nextMembershipChange(three, hostOf, live('a', 'b', 'c'), 3), { kind: 'promote', member: three[1] })
+    assert.deepEqual(nextMembershipChange(three, hostOf, live('a', 'b', 'c'), 3, 'host-a'), { kind: 'promote', member: three[1] })
     const one = [member('a'), member('b'), member('c', true)]
-    assert.deepEqual(nextMembershipChange(one, hostOf, live('a', 'b', 'c'), 3), { kind: 'promote', member: one[2] })
-    assert.equal(nextMembershipChange([member('a'), member('b'), member('c')], hostOf, live('a', 'b', 'c'), 3), undefined)
+    assert.deepEqual(nextMembershipChange(one, hostOf, live('a', 'b', 'c'), 3, 'host-a'), { kind: 'promote', member: one[2] })
+    assert.equal(nextMembershipChange([member('a'), member('b'), member('c')], hostOf, live('a', 'b', 'c'), 3, 'host-a'), undefined)
   })
 
   it('does not promote a learner whose host is not live, nor one that has not started', () => {
     const members = [member('a'), member('b', true), { ...member('c', true), name: '' }]
-    assert.equal(nextMembershipChange(members, hostOf, live('a'), 3), undefined)
+    assert.equal(nextMembershipChange(members, hostOf, live('a'), 3, 'host-a'), undefined)
   })
 
   it('removes the member of a host that left, a learner first, and never the last voter', () => {
     const members = [member('a'), member('gone1'), member('gone2', true)]
-    assert.deepEqual(nextMembershipChange(members, hostOf, live('a'), 1), { kind: 'remove', member: members[2] })
-    assert.deepEqual(nextMembershipChange(members.slice(0, 2), hostOf, live('a'), 1), { kind: 'remove', member: members[1] })
-    assert.equal(nextMembershipChange([member('gone1')], hostOf, live(), 1), undefined)
+    assert.deepEqual(nextMembershipChange(members, hostOf, live('a'), 1, 'host-a'), { kind: 'remove', member: members[2] })
+    assert.deepEqual(nextMembershipChange(members.slice(0, 2), hostOf, live('a'), 1, 'host-a'), { kind: 'remove', member: members[1] })
+    assert.equal(nextMembershipChange([member('gone1')], hostOf, live(), 1, 'host-a'), undefined)
+  })
+
+  it('demotes the voter beyond the target once a 3-host pool is down to 2 hosts, never the master\'s', () => {
+    const two = [member('a'), member('b')]
+    assert.deepEqual(nextMembershipChange(two, hostOf, live('a', 'b'), 2, 'host-a'), { kind: 'demote', member: two[1] })
+    assert.deepEqual(nextMembershipChange(two, hostOf, live('a', 'b'), 2, 'host-b'), { kind: 'demote', member: two[0] })
+    // the ejected host's member goes first; a master without a vote demotes nobody
+    assert.deepEqual(nextMembershipChange([...two, member('gone1')], hostOf, live('a', 'b'), 2, 'host-a'), { kind: 'remove', member: member('gone1') })
+    assert.equal(nextMembershipChange([member('b'), member('c'), member('a', true)], hostOf, live('a', 'b', 'c'), 2, 'host-a'), undefined)
+    assert.equal(nextMembershipChange([member('a'), member('b'), member('c')], hostOf, live('a', 'b', 'c'), 3, 'host-a'), undefined)
   })
 })
 
