@@ -7,6 +7,7 @@ import { withUndo } from '../lib/undo.js'
 import { register, type CallContext } from './context.js'
 import { imageOf, vdiFormat } from './storage.js'
 import { vmHost } from './forwarding.js'
+import { attachNetworksOn } from './network.js'
 import { vbdDeviceName } from './vm-copies.js'
 
 register('VBD.create', (ctx, [args]) =>
@@ -110,6 +111,7 @@ async function plugVif(ctx: CallContext, ref: string): Promise<void> {
   if (vif.currently_attached) throw new XapiError('DEVICE_ALREADY_ATTACHED', [ref])
   const nic = { device: vif.device, mac: vif.MAC, network: ctx.svc.db.record('network', vif.network).uuid }
   const agent = ctx.svc.agentFor(vmHost(ctx.svc, vm))
+  await attachNetworksOn(ctx.svc, [vif.network], vmHost(ctx.svc, vm))
   await withUndo('VIF.plug', async (undo) => {
     await undo.step(`NIC ${nic.device} of ${vm.uuid}`, () => agent.call('vm.plug-nic', { uuid: vm.uuid, platform: vm.platform, nic }), () => agent.call('vm.unplug-nic', { uuid: vm.uuid, device: nic.device }))
     await ctx.svc.db.transact((tx) => tx.update('VIF', ref, { currently_attached: true }))

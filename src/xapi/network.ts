@@ -30,6 +30,23 @@ export async function attachPif(svc: Services, pifRef: string): Promise<boolean>
   return agent.call('net.attach', { network, device: pif.device })
 }
 
+/**
+ * What xapi's attach_for_vm / attach_for_vif do before a VM's NICs go up on `host`: the PIFs
+ * there of the networks given, managed but unplugged, are plugged (PIF.plug's work), so a VM
+ * started on a host whose PIF was unplugged reaches the network's other hosts.
+ */
+export async function attachNetworksOn(svc: Services, networks: string[], host: string): Promise<void> {
+  for (const network of new Set(networks)) {
+    if (!svc.db.tryRecord('network', network)) continue
+    for (const pif of svc.db.record('network', network).PIFs) {
+      const record = svc.db.record('PIF', pif)
+      if (record.host !== host || !record.managed || record.currently_attached) continue
+      await attachPif(svc, pif)
+      await svc.db.transact((tx) => tx.update('PIF', pif, { currently_attached: true }))
+    }
+  }
+}
+
 /** The NIC of a PIF out of its network's bridge (a VLAN PIF's device goes). */
 export async function detachPif(svc: Services, pifRef: string): Promise<void> {
   const pif = svc.db.record('PIF', pifRef)

@@ -13,6 +13,7 @@ import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { nestedVirtStartError } from './vm-constraints.js'
 import { hostUrl, vmHost } from './forwarding.js'
 import { releaseHost, reserveHost, type Placement } from './vm-placement.js'
+import { attachNetworksOn } from './network.js'
 
 type Rec = Readonly<VMRecord>
 
@@ -101,6 +102,8 @@ export function markHalted(tx: Tx, ref: string, nvram?: string): void {
   refreshAllowedOperations(tx, ref)
 }
 
+const networksOf = (svc: Services, vm: Rec) => vm.VIFs.map((vif) => String(svc.db.record('VIF', vif).network))
+
 async function startVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
   const svc = ctx.svc
   await withVmOperation(ctx, ref, 'start', async (vm) => {
@@ -110,6 +113,7 @@ async function startVm(ctx: CallContext, ref: string, paused: boolean, placement
       const nested = nestedVirtStartError(vm)
       if (nested) throw nested
       const agent = svc.agentFor(host)
+      await attachNetworksOn(svc, networksOf(svc, vm), host)
       await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => agent.call('vm.start', startRequest(svc, vm, paused, host))), () => hardStop(svc, vm, host))
       await svc.db.transact((tx) => markRunning(tx, svc, ref, paused, host))
     })
@@ -163,6 +167,7 @@ async function resumeVm(ctx: CallContext, ref: string, paused: boolean, placemen
       const host = await undo.step(`the reservation of ${vm.uuid} on a host`, () => reserveHost(svc, ref, placement, svc.hostRef), () => releaseHost(svc, ref))
       if (image === NULL_REF) throw new XapiError('VM_HAS_NO_SUSPEND_VDI', [ref])
       const agent = svc.agentFor(host)
+      await attachNetworksOn(svc, networksOf(svc, vm), host)
       await undo.step(`the QEMU of ${vm.uuid}`, () => withSrLocks(srsOfVm(svc, vm), async () => agent.call('vm.resume', { request: startRequest(svc, vm, paused, host), state: imageOf(svc, image, host) })), () => hardStop(svc, vm, host))
       await svc.db.transact((tx) => {
         markRunning(tx, svc, ref, paused, host)
