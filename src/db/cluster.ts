@@ -25,10 +25,11 @@ export type MembershipChange = { kind: 'promote' | 'remove' | 'demote'; member: 
 /**
  * The next membership change, if any: members whose host left the pool go first (a learner
  * before a voter), then a learner is promoted while voters are below the target. One change at a
- * time, since etcd takes only one per few seconds. A voter beyond the target (a 3-host pool
- * that lost a host) is demoted, never the master's: two voters would stop the pool when either
- * host dies. `hostOf` names each member's host, or undefined for a member no host of the pool
- * owns any more.
+ * time, since etcd takes only one per few seconds. The master's member votes: a learner
+ * master is promoted first. A voter beyond the target (a 3-host pool that lost a host, a 2-host
+ * pool whose vote moved to its master) is then demoted, never the master's: two voters would
+ * stop the pool when either host dies. `hostOf` names each member's host, or undefined for a
+ * member no host of the pool owns any more.
  */
 export function nextMembershipChange(members: Member[], hostOf: (m: Member) => string | undefined, liveHosts: Set<string>, hostCount: number, master: string): MembershipChange | undefined {
   // A member added but not started yet has no name: it belongs to a join in progress.
@@ -39,7 +40,14 @@ export function nextMembershipChange(members: Member[], hostOf: (m: Member) => s
     const learner = members.find((m) => m.learner && m.name !== '' && liveHosts.has(hostOf(m) ?? ''))
     if (learner) return { kind: 'promote', member: learner }
   }
-  if (!orphan && voters.length > voterTarget(hostCount) && voters.some((m) => hostOf(m) === master)) {
+  // The master votes (a 2-host pool whose master was designated or took over): its member is
+  // promoted, and the voter beyond the target is then demoted below.
+  const masterVotes = voters.some((m) => hostOf(m) === master)
+  if (!orphan && !masterVotes) {
+    const own = members.find((m) => m.learner && m.name !== '' && hostOf(m) === master)
+    if (own) return { kind: 'promote', member: own }
+  }
+  if (!orphan && voters.length > voterTarget(hostCount) && masterVotes) {
     const extra = voters.find((m) => hostOf(m) !== master && hostOf(m) !== undefined)
     if (extra) return { kind: 'demote', member: extra }
   }

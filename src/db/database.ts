@@ -121,7 +121,7 @@ export class Database {
    * Runs `fn` as one atomic, conflict-checked transaction; retries it on conflicts. The first try
    * is optimistic; a transaction that lost a conflict retries in a queue, one at a time in this
    * process, so writers of one object cannot starve each other: with 8 concurrent writers of the
-   * pool record some lost 50 rounds in a row.
+   * pool record some lost 50 rounds in a row. So `fn` must not wait for another transaction.
    */
   async transact<T>(fn: (tx: Tx) => T | Promise<T>): Promise<T> {
     const first = await this.attempt(fn)

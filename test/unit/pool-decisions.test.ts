@@ -46,7 +46,10 @@ describe('pool database membership', () => {
     assert.deepEqual(nextMembershipChange(two, hostOf, live('a', 'b'), 2, 'host-b'), { kind: 'demote', member: two[0] })
     // the ejected host's member goes first; a master without a vote demotes nobody
     assert.deepEqual(nextMembershipChange([...two, member('gone1')], hostOf, live('a', 'b'), 2, 'host-a'), { kind: 'remove', member: member('gone1') })
-    assert.equal(nextMembershipChange([member('b'), member('c'), member('a', true)], hostOf, live('a', 'b', 'c'), 2, 'host-a'), undefined)
+    // a master without a vote gets one first; then the other voter is demoted
+    const moved = [member('b'), member('a', true)]
+    assert.deepEqual(nextMembershipChange(moved, hostOf, live('a', 'b'), 2, 'host-a'), { kind: 'promote', member: moved[1] })
+    assert.deepEqual(nextMembershipChange([member('b'), member('a')], hostOf, live('a', 'b'), 2, 'host-a'), { kind: 'demote', member: member('b') })
     assert.equal(nextMembershipChange([member('a'), member('b'), member('c')], hostOf, live('a', 'b', 'c'), 3, 'host-a'), undefined)
   })
 })
