@@ -5,8 +5,8 @@
 // After a daemon crash the next start adopts the etcd still running for its data dir.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { openSync, closeSync, existsSync, readFileSync, writeFileSync, renameSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
+import { freePort } from '../lib/ports.js'
 import { alive } from '../lib/process.js'
 import { programPath, runProgram } from '../lib/programs.js'
 
@@ -39,17 +39,6 @@ export interface EtcdPlace {
   listen: string
   ports: EtcdPorts
   tls: EtcdTlsFiles
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
 }
 
 /** The ports this data dir's etcd uses: chosen once, then kept. */

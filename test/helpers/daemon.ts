@@ -3,25 +3,14 @@
 // A daemon can also run inside a network namespace, as one host of a lab (test/helpers/lab.ts).
 import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort } from '../../src/lib/ports.js'
 import { alive } from '../../src/lib/process.js'
 
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..')
 export const PASSWORD = 'flotilla-test-password'
-
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer()
-    s.once('error', rej)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => res(port))
-    })
-  })
-}
 
 export interface DaemonOptions {
   env?: Record<string, string>
