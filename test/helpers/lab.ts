@@ -341,6 +341,15 @@ export class Lab {
     return ip(['netns', 'exec', this.host(i).netns, program, ...args])
   }
 
+  /** The pool database's members as etcd lists them from host i's namespace (names are host uuids, empty until started). */
+  etcdMembers(i: number): { name: string; learner: boolean }[] {
+    const h = this.host(i)
+    const ports = JSON.parse(readFileSync(join(h.dataDir, 'etcd-ports.json'), 'utf8')) as { client: number }
+    const pool = join(h.dataDir, 'pool')
+    const out = this.exec(i, 'etcdctl', ['--endpoints', `https://${h.address}:${ports.client}`, '--cacert', `${pool}/ca.pem`, '--cert', `${pool}/host.pem`, '--key', `${pool}/host-key.pem`, 'member', 'list', '-w', 'json'])
+    return (JSON.parse(out) as { members: { name: string; isLearner?: boolean }[] }).members.map((m) => ({ name: m.name, learner: Boolean(m.isLearner) }))
+  }
+
   /**
    * For an afterEach hook: when the test failed, its hosts' last log lines go to stderr (a CI run
    * keeps only its output, and a lab's logs go with the lab).

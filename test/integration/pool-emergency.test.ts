@@ -3,7 +3,7 @@
 // leaves the member without quorum: it serves reads to sessions of its own, also after a
 // restart, and answers HOST_IN_EMERGENCY_MODE to the rest until `xe
 // pool-emergency-transition-to-master` makes it master. The old master, started again, does not
-// act as master: it becomes the new master's member.
+// act as master: it becomes the new master's member. A designated master gets the vote.
 import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
@@ -162,5 +162,21 @@ describe('a pool of two hosts when one dies', () => {
     await waitFor('host 2 to read host 1\'s database', async () => (await c<Record<string, string>>(2, local, 'pool.get_other_config', pool))['written-by-host-1-as-master'] === 'yes' || undefined, 10_000)
     // a member in contact is left alone
     assert.equal((await xe(1, 'pool-recover-slaves')).stdout.trim(), '')
+  })
+
+  it('designate_new_master moves the vote to the new master: the old one dying then changes nothing for it', async () => {
+    const s = await login(1)
+    await c(1, s, 'pool.designate_new_master', hostRef[2])
+    await waitFor('host 2 to answer as master', async () => (await loginAnswer(2))[0] === 'ok' || undefined, 60_000)
+    const uuid2 = await c<string>(2, await login(2), 'host.get_uuid', hostRef[2])
+    await waitFor("one voter, host 2's", () => {
+      const members = lab.etcdMembers(2)
+      const voters = members.filter((m) => !m.learner).map((m) => m.name)
+      return (members.length === 2 && members.every((m) => m.name !== '') && voters.length === 1 && voters[0] === uuid2) || undefined
+    }, 60_000)
+    await lab.kill(1)
+    const s2 = await login(2)
+    await c(2, s2, 'pool.add_to_other_config', pool, 'written-while-1-is-down', 'yes')
+    assert.equal((await c<Record<string, string>>(2, s2, 'pool.get_other_config', pool))['written-while-1-is-down'], 'yes')
   })
 })

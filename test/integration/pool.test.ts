@@ -48,14 +48,7 @@ async function joinAs(i: number, master: number, password = lab.password): Promi
   return failure(await jsonrpc(lab.host(i).url, 'pool.join', [s, lab.host(master).address, 'root', password], { resend: false }))
 }
 
-/** The pool database's members, as etcd lists them from host i's namespace. */
-function etcdMembers(i: number): { name: string; learner: boolean }[] {
-  const h = lab.host(i)
-  const ports = JSON.parse(readFileSync(`${h.dataDir}/etcd-ports.json`, 'utf8')) as { client: number }
-  const pool = `${h.dataDir}/pool`
-  const out = lab.exec(i, 'etcdctl', ['--endpoints', `https://${h.address}:${ports.client}`, '--cacert', `${pool}/ca.pem`, '--cert', `${pool}/host.pem`, '--key', `${pool}/host-key.pem`, 'member', 'list', '-w', 'json'])
-  return (JSON.parse(out) as { members: { name: string; isLearner?: boolean }[] }).members.map((m) => ({ name: m.name, learner: Boolean(m.isLearner) }))
-}
+const etcdMembers = (i: number) => lab.etcdMembers(i)
 
 /** The PID of the QEMU running VM uuid inside host i's namespace, if any. */
 function qemuPid(i: number, uuid: string): number | undefined {
