@@ -45,11 +45,12 @@ export interface StoreTls {
   key: string
 }
 
-/** etcd3's per-member connection (connection-pool.js: Host), as much of it as addEndpoints uses. */
+/** etcd3's per-member connection (connection-pool.js: Host), as much of it as followEndpoints uses. */
 interface EtcdHost {
   host: string
   channelCredentials: unknown
   channelOptions: unknown
+  close(): void
 }
 type EtcdHostClass = new (url: string, credentials: unknown, options: unknown, policy: unknown) => EtcdHost
 
@@ -83,34 +84,23 @@ export class EtcdStore {
   }
 
   /**
-   * Adds members the client does not know yet (voters promoted after this host joined), so that
-   * it still reaches the pool database when the members it started with are gone. etcd3 1.1.2
-   * (pinned) fixes its hosts at construction; a new host is made like the first one, with the
-   * same credentials and channel options, and the pool picks among all of them for each call.
-   */
-  addEndpoints(urls: string[]): void {
-    const pool = (this.client as unknown as { pool: { hosts: EtcdHost[] } }).pool
-    const first = pool.hosts[0]!
-    const known = new Set(pool.hosts.map((h) => h.host))
-    for (const url of urls) {
-      const host = url.replace(/^https?:\/\//, '')
-      if (known.has(host)) continue
-      known.add(host)
-      pool.hosts.push(new (first.constructor as EtcdHostClass)(url, first.channelCredentials, first.channelOptions, noop))
-      this.endpoints.push(url)
-    }
-  }
-
-  /**
-   * Talks to these members only (the voters: a learner answers no reads, a removed member nothing):
-   * adds the new ones as addEndpoints does and closes the connections to the others. An empty
-   * list (the members could not be listed) changes nothing.
+   * Talks to these members only, the voters: those the client does not know yet (voters promoted
+   * after this host joined) are added, so it still reaches the pool database when the members it
+   * started with are gone; the connections to the others (a learner answers no reads, a removed
+   * member nothing) are closed. etcd3 1.1.2 (pinned) fixes its hosts at construction; a new host
+   * is made like the first one, with the same credentials and channel options, and the pool picks
+   * among all of them for each call. An empty list (the members could not be listed) changes nothing.
    */
   followEndpoints(urls: string[]): void {
     if (urls.length === 0) return
-    this.addEndpoints(urls)
-    const pool = (this.client as unknown as { pool: { hosts: (EtcdHost & { close(): void })[] } }).pool
-    const wanted = new Set(urls.map((url) => url.replace(/^https?:\/\//, '')))
+    const pool = (this.client as unknown as { pool: { hosts: EtcdHost[] } }).pool
+    const hostOf = (url: string) => url.replace(/^https?:\/\//, '')
+    const wanted = new Set(urls.map(hostOf))
+    const template = pool.hosts[0]!
+    for (const url of urls) {
+      if (pool.hosts.some((h) => h.host === hostOf(url))) continue
+      pool.hosts.push(new (template.constructor as EtcdHostClass)(url, template.channelCredentials, template.channelOptions, noop))
+    }
     for (const host of pool.hosts.filter((h) => !wanted.has(h.host))) {
       pool.hosts.splice(pool.hosts.indexOf(host), 1)
       host.close()

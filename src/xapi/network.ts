@@ -40,11 +40,15 @@ export async function attachNetworksOn(svc: Services, networks: string[], host: 
     if (!svc.db.tryRecord('network', network)) continue
     for (const pif of svc.db.record('network', network).PIFs) {
       const record = svc.db.record('PIF', pif)
-      if (record.host !== host || !record.managed || record.currently_attached) continue
-      await attachPif(svc, pif)
-      await svc.db.transact((tx) => tx.update('PIF', pif, { currently_attached: true }))
+      if (record.host === host && record.managed && !record.currently_attached) await plugPif(svc, pif)
     }
   }
+}
+
+/** PIF.plug's work: the PIF into its bridge, and marked attached. */
+export async function plugPif(svc: Services, pifRef: string): Promise<void> {
+  await attachPif(svc, pifRef)
+  if (!svc.db.record('PIF', pifRef).currently_attached) await svc.db.transact((tx) => tx.update('PIF', pifRef, { currently_attached: true }))
 }
 
 /** The NIC of a PIF out of its network's bridge (a VLAN PIF's device goes). */

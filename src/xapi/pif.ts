@@ -9,7 +9,7 @@ import type { Tx } from '../db/database.js'
 import type { PIFRecord } from '../idl/records.js'
 import { XapiError } from '../idl/errors.js'
 import { now, register } from './context.js'
-import { attachPif, detachPif, plugBridge } from './network.js'
+import { detachPif, plugBridge, plugPif } from './network.js'
 
 /** The NIC carries the host's management address. */
 const carries = (nic: NicFacts, address: string) => [...nic.ipv4, ...nic.ipv6].some((a) => a.address === address)
@@ -110,8 +110,7 @@ register('PIF.scan', async (ctx, [host]) => {
 register('PIF.plug', async (ctx, [ref]) => {
   const pif = ctx.svc.db.record('PIF', ref)
   if (!pif.managed) throw new XapiError('PIF_UNMANAGED', [ref])
-  await attachPif(ctx.svc, ref)
-  if (!pif.currently_attached) await ctx.svc.db.transact((tx) => tx.update('PIF', ref, { currently_attached: true }))
+  await plugPif(ctx.svc, ref)
 })
 
 /** Why PIF.unplug refuses, in xapi's order (xapi_pif.ml unplug), or undefined. */

@@ -2,7 +2,7 @@
 // itself: pool.master names the election's holder; host_metrics.live follows each host's lease;
 // the pool database's voters follow the pool's size; a host the master ejected leaves.
 import { isDeepStrictEqual } from 'node:util'
-import { listMembers, nextMembershipChange, promote, removeMember, voterTarget, voterUrls } from '../db/cluster.js'
+import { listMembers, nextMembershipChange, promote, removeMember, voterUrls } from '../db/cluster.js'
 import type { Database } from '../db/database.js'
 import type { EtcdStore } from '../db/etcd.js'
 import { PREFIX } from '../db/etcd.js'
@@ -60,7 +60,7 @@ async function keepMembership(svc: Services, store: EtcdStore): Promise<void> {
   const change = nextMembershipChange(members, hostOf, live, svc.db.refs('host').length, svc.hostRef)
   if (change?.kind === 'promote') await promote(store, change.member.id)
   if (change?.kind === 'remove' || change?.kind === 'demote') await removeMember(store, change.member.id)
-  if (change?.kind === 'demote') console.log(`pool database: member ${change.member.name} no longer votes (the pool is down to ${voterTarget(svc.db.refs('host').length)} voter); its host adds it back as a learner`)
+  if (change?.kind === 'demote') console.log(`pool database: member ${change.member.name} no longer votes; its host adds it back as a learner`)
 }
 
 /**
