@@ -37,8 +37,9 @@ export type Fetched = ReadonlyMap<string, Readonly<Record<string, Readonly<Recor
 
 /**
  * One column of xe's output or filters: a datamodel field, or one of the columns xapi's CLI adds
- * (records.ml): `<ref field>-uuid` and `<ref field>-name-label` of what a reference points at, and
- * an SR's `host` (its one host's name, "<shared>" for an SR with several PBDs).
+ * (records.ml): `<ref field>-uuid` and `<ref field>-name-label` of what a reference points at,
+ * an SR's `host` (its one host's name, "<shared>" for an SR with several PBDs) and a host's
+ * `host-metrics-live` (its host_metrics' live).
  */
 export interface Column {
   /** As xe names it: `name-label`, `sr-uuid`. */
@@ -72,6 +73,15 @@ export function columnOf(cls: ClassDef, xe: string): Column | undefined {
         const pbds = rec.PBDs as string[]
         return pbds.length > 1 ? '<shared>' : nameOf(fetched, 'host', fetched.get('PBD')?.[pbds[0] ?? '']?.host)
       },
+    }
+  }
+  if (cls.name === 'host' && xe === 'host-metrics-live') {
+    return {
+      name: xe,
+      qualifier: '( RO)',
+      reads: ['host_metrics'],
+      caseInsensitive: false,
+      render: (rec, fetched) => String(fetched.get('host_metrics')?.[String(rec.metrics)]?.live ?? '<not in database>'),
     }
   }
   const derived = /^(.+)-(uuid|name-label)$/.exec(xe)

@@ -6,7 +6,8 @@ import { getClass } from '../../src/idl/index.js'
 import { columnOf, formatRecord, matches, type Fetched } from '../../src/cli/format.js'
 
 const fetched: Fetched = new Map<string, Record<string, Record<string, unknown>>>([
-  ['host', { 'OpaqueRef:h1': { uuid: 'uuid-h1', name_label: 'alpha' }, 'OpaqueRef:h2': { uuid: 'uuid-h2', name_label: 'beta' } }],
+  ['host', { 'OpaqueRef:h1': { uuid: 'uuid-h1', name_label: 'alpha', metrics: 'OpaqueRef:m1' }, 'OpaqueRef:h2': { uuid: 'uuid-h2', name_label: 'beta', metrics: 'OpaqueRef:m2' } }],
+  ['host_metrics', { 'OpaqueRef:m1': { live: true }, 'OpaqueRef:m2': { live: false } }],
   ['SR', { 'OpaqueRef:local': { uuid: 'uuid-local', name_label: 'Local storage', PBDs: ['OpaqueRef:p1'] }, 'OpaqueRef:shared': { uuid: 'uuid-shared', name_label: 'NFS', PBDs: ['OpaqueRef:p2', 'OpaqueRef:p3'] } }],
   ['PBD', { 'OpaqueRef:p1': { uuid: 'uuid-p1', host: 'OpaqueRef:h2', SR: 'OpaqueRef:local' }, 'OpaqueRef:p2': { host: 'OpaqueRef:h1' }, 'OpaqueRef:p3': { host: 'OpaqueRef:h2' } }],
 ])
@@ -29,6 +30,14 @@ describe('xe columns', () => {
     assert.equal(render('SR', 'host', fetched.get('SR')!['OpaqueRef:local']!), 'beta')
     assert.equal(render('SR', 'host', fetched.get('SR')!['OpaqueRef:shared']!), '<shared>')
     assert.deepEqual(columnOf(getClass('SR'), 'host')!.reads, ['PBD', 'host'])
+  })
+
+  it("shows a host's host-metrics-live from its host_metrics, and filters on it", () => {
+    const hosts = fetched.get('host')!
+    assert.equal(render('host', 'host-metrics-live', hosts['OpaqueRef:h1']!), 'true')
+    assert.equal(render('host', 'host-metrics-live', hosts['OpaqueRef:h2']!), 'false')
+    assert.deepEqual(columnOf(getClass('host'), 'host-metrics-live')!.reads, ['host_metrics'])
+    assert.ok(matches(columnOf(getClass('host'), 'host-metrics-live')!, hosts['OpaqueRef:h2']!, 'false', fetched, uuidOf))
   })
 
   it('finds fields whatever their case, and knows no column that is not one', () => {
