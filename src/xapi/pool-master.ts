@@ -37,7 +37,8 @@ export async function keepPoolRecords(db: Database, hostRef: string): Promise<vo
     if (pool) {
       const hosts = db.refs('host').map((h) => tx.get('host', h).cpu_info)
       const cpuInfo = poolCpuInfo(tx.get('host', hostRef).cpu_info.vendor ?? '', hosts)
-      if (!isDeepStrictEqual(tx.get('pool', pool).cpu_info, cpuInfo)) tx.update('pool', pool, { cpu_info: cpuInfo })
+      // a record's maps have no prototype: compared as plain objects, or the pool is rewritten every tick
+      if (!isDeepStrictEqual({ ...tx.get('pool', pool).cpu_info }, cpuInfo)) tx.update('pool', pool, { cpu_info: cpuInfo })
     }
     if (tx.readRaw(DESIGNATED_KEY) === hostRef) tx.writeRaw(DESIGNATED_KEY, null)
     for (const host of db.refs('host')) {
