@@ -119,29 +119,54 @@ export class Database {
 
   /**
    * Runs `fn` as one atomic, conflict-checked transaction; retries it on conflicts. The first try
-   * is optimistic; a transaction that lost a conflict retries in a queue, one at a time in this
-   * process, so writers of one object cannot starve each other: with 8 concurrent writers of the
-   * pool record some lost 50 rounds in a row. So `fn` must not wait for another transaction.
+   * is optimistic, unless it read what another transaction here is committing: it then waits for
+   * that one, as a lost conflict would cost a consensus round. A transaction that waited or lost
+   * retries in a queue, one at a time in this process, so writers of one object cannot starve each
+   * other: with 8 concurrent writers of the pool record some lost 50 rounds in a row. So `fn` must
+   * not wait for another transaction.
    */
   async transact<T>(fn: (tx: Tx) => T | Promise<T>): Promise<T> {
     const first = await this.attempt(fn)
     if (first.ok) return first.result
     const retry = this.retrying.then(async () => {
-      for (let attempt = 1; ; attempt++) {
+      for (let conflicts = 0; ; ) {
         const next = await this.attempt(fn)
         if (next.ok) return next.result
-        // only another process's writes (or a first try here) can still conflict
-        if (attempt >= 50) throw new XapiError('INTERNAL_ERROR', ['database transaction kept conflicting'])
+        // only another process's writes can still conflict: waits for this one's commits do not count
+        if (next.conflicted && ++conflicts >= 50) throw new XapiError('INTERNAL_ERROR', ['database transaction kept conflicting'])
       }
     })
     this.retrying = retry.catch(() => undefined)
     return retry
   }
 
-  private async attempt<T>(fn: (tx: Tx) => T | Promise<T>): Promise<{ ok: true; result: T } | { ok: false }> {
+  /** The keys written by this process's transactions now committing, each until the replica has applied it. */
+  private committing = new Map<string, Promise<unknown>>()
+
+  private async attempt<T>(fn: (tx: Tx) => T | Promise<T>): Promise<{ ok: true; result: T } | { ok: false; conflicted: boolean }> {
     const tx = new Tx(this.replica)
     const result = await fn(tx)
     if (tx.writes.size === 0 && tx.rawWrites.size === 0) return { ok: true, result }
+    // A transaction that read what another one here is committing would lose to it in etcd, at the
+    // cost of a consensus round each: it waits for that commit instead and runs again.
+    const ahead = [...tx.reads.keys()].flatMap((key) => this.committing.get(key) ?? [])
+    if (ahead.length > 0) {
+      await Promise.all(ahead)
+      return { ok: false, conflicted: false }
+    }
+    const commit = this.commit(tx)
+    const settled = commit.catch(() => undefined)
+    const keys = [...tx.writes.keys(), ...tx.rawWrites.keys()]
+    for (const key of keys) this.committing.set(key, settled)
+    try {
+      return (await commit) ? { ok: true, result } : { ok: false, conflicted: true }
+    } finally {
+      for (const key of keys) if (this.committing.get(key) === settled) this.committing.delete(key)
+    }
+  }
+
+  /** Commits the transaction's writes if nothing it read has changed; true if it did. */
+  private async commit(tx: Tx): Promise<boolean> {
     const puts: { key: string; value: string }[] = []
     const deletes: string[] = []
     for (const [key, w] of tx.writes) w ? puts.push({ key, value: toJson(w.stored) }) : deletes.push(key)
@@ -151,9 +176,9 @@ export class Database {
     if (guarded) compares.push(guarded)
     const { ok, rev } = await this.store.txn({ compares, puts, deletes })
     await this.replica.waitForRev(rev)
-    if (ok) return { ok: true, result }
+    if (ok) return true
     if (guarded && this.replica.misc.get(guarded.key)?.modRev !== guarded.modRev) throw this.guard!.lost()
-    return { ok: false }
+    return false
   }
 
   record<C extends string>(cls: C, ref: string): Readonly<RecordOf<C>> {
