@@ -15,6 +15,9 @@ DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm p
   tigervnc-standalone-server xterm
   # a lab of hosts in network namespaces: cutting a host off
   iptables
+  # NFS SRs: QEMU's NFS client, the block-nfs module; a lab's NFS server: nfs-ganesha with its
+  # VFS backend and a portmapper
+  qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
   # to build the test guest image
   binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 

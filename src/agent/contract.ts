@@ -4,14 +4,14 @@
 // Arguments and results are JSON (checked below), so the same contract can run between hosts.
 import type { Duplex, Readable, Writable } from 'node:stream'
 import type { OutgoingHttpHeaders } from 'node:http'
-import type { Frozen, SrDriverInfo, SrLocation, SrUsage, VdiFormat, VdiImage } from '../storage/driver.js'
+import type { Frozen, SrDriverInfo, SrLocation, SrProbe, SrUsage, VdiFormat, VdiImage } from '../storage/driver.js'
 import type { ImageNode } from '../storage/chain.js'
 import type { GcOutcome } from '../storage/gc.js'
 import type { DeviceList } from '../qemu/hotplug.js'
 import type { StopReason } from '../qemu/backend.js'
 import type { Compression } from '../xva/format.js'
 
-export type { DeviceList, Frozen, GcOutcome, ImageNode, SrDriverInfo, SrLocation, SrUsage, StopReason, VdiFormat, VdiImage }
+export type { DeviceList, Frozen, GcOutcome, ImageNode, SrDriverInfo, SrLocation, SrProbe, SrUsage, StopReason, VdiFormat, VdiImage }
 
 // ---- host ----
 
@@ -262,6 +262,7 @@ export interface AgentCalls {
 
   /** The SR drivers of this host, with the capabilities each declares (the SM records). */
   'sr.drivers': Call<void, SrDriverInfo[]>
+  'sr.probe': Call<{ type: string; config: Record<string, string> }, SrProbe>
   'sr.make': Call<SrLocation, void>
   'sr.attach': Call<SrLocation, void>
   'sr.detach': Call<SrLocation, void>

@@ -3,6 +3,7 @@
 // layer names. How a VDI freezes for a snapshot or clone (live in its VM's QEMU, offline by its
 // driver, or not at all for a snapshot's own image) and how a collection merges (in a running
 // VM's QEMU or offline) are decided here. Copies and raw state files are file SR work.
+import { smFailure } from '../storage/driver.js'
 import { FileSr } from '../storage/file-sr.js'
 import { getDriver, driverInfos } from '../storage/registry.js'
 import type { CallHandlers, Frozen, FreezeOutcome, FreezeRequest, FreezeResult, SrLocation, StartByImage, StartRequest, VdiRef, VmDisk, VmDiskByImage } from './contract.js'
@@ -56,6 +57,11 @@ async function freezeAll(vms: RunningDisks, disks: FreezeRequest[]): Promise<Fre
 
 export const storageMethods = (vms: RunningDisks) => ({
   'sr.drivers': async () => driverInfos(),
+  'sr.probe': async ({ type, config }) => {
+    const d = getDriver(type)
+    if (!d.probe) throw smFailure('Unimplemented', `SR.probe of type ${type}`)
+    return d.probe(config)
+  },
   'sr.make': async (sr) => driver(sr).create(sr),
   'sr.attach': async (sr) => driver(sr).attach(sr),
   'sr.detach': async (sr) => driver(sr).detach(sr),

@@ -14,8 +14,8 @@ export const CODES_OUTSIDE_THE_DATAMODEL = {
   VDI_IO_ERROR: ['message'],
 } as const satisfies Record<string, readonly string[]>
 
-/** Every code a XapiError may carry. */
-export type ErrorCode = DatamodelErrorCode | keyof typeof CODES_OUTSIDE_THE_DATAMODEL
+/** Every code a XapiError may carry: SM drivers' numbered failures too, as xapi relays them (storage_utils.ml). */
+export type ErrorCode = DatamodelErrorCode | keyof typeof CODES_OUTSIDE_THE_DATAMODEL | `SR_BACKEND_FAILURE_${number}`
 
 export class XapiError extends Error {
   readonly code: ErrorCode

@@ -2,6 +2,7 @@
 // them (argv.ts), so a hot-plugged disk looks like a cold-plugged one.
 import { diskDeviceId, fileNodeName, hotplugPortId, netdevId } from './argv.js'
 import type { QemuDisk, QemuNic } from './config.js'
+import { protocolNode } from './protocol.js'
 import type { QmpClient } from './qmp.js'
 import { topNode } from './blockjobs.js'
 import { withUndo, type UndoStack } from '../lib/undo.js'
@@ -28,7 +29,7 @@ export async function freeHotplugPort(qmp: QmpClient, ports: number): Promise<nu
 async function addBlockNodes(qmp: QmpClient, undo: UndoStack, node: string, path: string, format: QemuDisk['format'], readOnly: boolean): Promise<void> {
   const file = fileNodeName({ node })
   const del = (name: string) => () => qmp.execute('blockdev-del', { 'node-name': name })
-  await undo.step(`block node ${file}`, () => qmp.execute('blockdev-add', { driver: 'file', 'node-name': file, filename: path, 'read-only': readOnly, cache: { direct: false }, aio: 'threads', ...(readOnly ? {} : { discard: 'unmap' }) }), del(file))
+  await undo.step(`block node ${file}`, () => qmp.execute('blockdev-add', { ...protocolNode(path).where, 'node-name': file, 'read-only': readOnly, ...protocolNode(path).tuning, ...(readOnly ? {} : { discard: 'unmap' }) }), del(file))
   await undo.step(`block node ${node}`, () => qmp.execute('blockdev-add', { driver: format, 'node-name': node, file, 'read-only': readOnly, ...(readOnly ? {} : { discard: 'unmap', 'detect-zeroes': 'unmap' }) }), del(node))
 }
 

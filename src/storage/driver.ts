@@ -57,17 +57,50 @@ export interface Frozen {
   location: string
 }
 
+/** An SM driver's numbered failure (XE_SR_ERRORCODES.xml): xapi's SR_BACKEND_FAILURE_<n>. */
+export type SmFailureCode = `SR_BACKEND_FAILURE_${number}`
+
 export class StorageError extends Error {
   constructor(
-    readonly code: 'SR_FULL' | 'VDI_MISSING' | 'SR_BACKEND_FAILURE' | 'SR_UNKNOWN_DRIVER',
+    readonly code: 'SR_FULL' | 'VDI_MISSING' | 'SR_BACKEND_FAILURE' | 'SR_UNKNOWN_DRIVER' | SmFailureCode,
     readonly params: string[],
   ) {
     super(`${code}(${params.join(', ')})`)
   }
 }
 
+/** The SM failures Flotilla's drivers raise, by xapi's numbers and descriptions. */
+export const SM_FAILURES = {
+  Unimplemented: [38, 'The requested method is not supported/implemented'],
+  NFSMount: [73, 'NFS mount error'],
+  NFSCreate: [88, 'NFS SR creation error'],
+  ConfigServerPathMissing: [101, 'The request is missing the serverpath parameter'],
+  ConfigServerMissing: [102, 'The request is missing the server parameter'],
+  ConfigServerPathBad: [103, 'The serverpath argument is not valid'],
+  NFSTarget: [108, 'Unable to detect an NFS service on this target.'],
+} as const
+
+/**
+ * An SM failure as xapi passes one on: SR_BACKEND_FAILURE_<n> with ['', description with the
+ * reason, the driver's output] (the output of a probe that needs more device_config is its XML).
+ */
+export function smFailure(name: keyof typeof SM_FAILURES, reason?: string, output = ''): StorageError {
+  const [n, description] = SM_FAILURES[name]
+  return new StorageError(`SR_BACKEND_FAILURE_${n}`, ['', reason ? `${description} [opterr=${reason}]` : description, output])
+}
+
+/** What SR.probe found with the device_config it was given. */
+export interface SrProbe {
+  /** The exports of the server (NFS) when device_config names no path on it yet. */
+  exports?: string[]
+  /** The uuids of the SRs at the place device_config names. */
+  srs?: string[]
+}
+
 export interface SrDriver {
   info(): SrDriverInfo
+  /** SR.probe: what there is at the place `config` (a PBD's device_config, maybe partial) names. */
+  probe?(config: Record<string, string>): Promise<SrProbe>
   /** SR.create: prepares the SR's storage (formats its device) and attaches it. */
   create(sr: SrLocation): Promise<void>
   /** PBD.plug. */

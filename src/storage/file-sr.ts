@@ -1,32 +1,33 @@
-// Local file-based SRs (types ext and xfs): a directory on a local filesystem holding one
-// qcow2 file per VDI, named after the VDI's location (its uuid). The default local SR lives
-// inside the data dir.
-import { constants } from 'node:fs'
-import { copyFile, mkdir, readdir, rename, rm, stat, statfs } from 'node:fs/promises'
-import { join } from 'node:path'
-import { commitImage, convertImage, createImage, imageInfo, mapImage, resizeImage } from '../qemu/img.js'
+// File-based SRs (types ext, xfs and nfs): a directory holding one qcow2 file per VDI, named
+// after the VDI's location (its uuid), on this host's filesystem or on an NFS export
+// (sr-files.ts). The default local SR lives inside the data dir.
+import { commitImage, convertImage, createImage, imageInfo, mapImage, rebaseImage, resizeImage } from '../qemu/img.js'
 import { freezePlan, type ImageNode } from './chain.js'
 import { StorageError, type Frozen, type SrUsage, type VdiFormat, type VdiImage } from './driver.js'
+import { srFiles, type SrFiles } from './sr-files.js'
 
 const IMAGE = /^([0-9a-f-]{36})\.qcow2$/
 
 export class FileSr {
-  constructor(readonly dir: string) {}
+  readonly files: SrFiles
 
-  async attach(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 })
+  /** `dir`: the SR's directory, or its nfs:// URL. */
+  constructor(readonly dir: string) {
+    this.files = srFiles(dir)
   }
+
+  attach = () => this.files.ensure()
 
   path(location: string, format: VdiFormat = 'qcow2'): string {
-    if (!/^[0-9a-f-]{36}$/.test(location)) throw new StorageError('VDI_MISSING', [this.dir, location])
-    return join(this.dir, `${location}.${format}`)
+    return this.files.file(this.fileName(location, format))
   }
 
-  async usage(): Promise<SrUsage> {
-    const s = await statfs(this.dir)
-    const size = s.blocks * s.bsize
-    return { physicalSize: size, physicalUtilisation: size - s.bavail * s.bsize, free: s.bavail * s.bsize }
+  private fileName(location: string, format: VdiFormat = 'qcow2'): string {
+    if (!/^[0-9a-f-]{36}$/.test(location)) throw new StorageError('VDI_MISSING', [this.dir, location])
+    return `${location}.${format}`
   }
+
+  usage = (): Promise<SrUsage> => this.files.usage()
 
   /** Refuses to allocate more than the filesystem has free. */
   private async reserve(bytes: number): Promise<void> {
@@ -64,10 +65,10 @@ export class FileSr {
   /** Every image of the SR with what it builds on. */
   async tree(): Promise<ImageNode[]> {
     const out: ImageNode[] = []
-    for (const name of await readdir(this.dir)) {
+    for (const name of await this.files.names()) {
       const m = IMAGE.exec(name)
       if (!m) continue
-      const info = await imageInfo(join(this.dir, name), 'qcow2')
+      const info = await imageInfo(this.files.file(name), 'qcow2')
       out.push({ name: m[1]!, ...(info.backingFile ? { backing: this.locationOf(info.backingFile) } : {}) })
     }
     return out
@@ -77,11 +78,18 @@ export class FileSr {
    * Offline merge of a hidden base into its only child: the child's data is committed into the
    * base (work in proportion to the child's data, whatever the disk's size), then the base takes
    * the child's place by an atomic rename. A crash before the rename leaves the child as it was;
-   * repeating the merge is harmless.
+   * repeating the merge is harmless. Where qemu-img cannot write into a backing file (NFS), the
+   * child takes in the base's data instead (a rebase onto what the base built on): work in
+   * proportion to the base's data, and the child stays the same file throughout.
    */
   async mergeOffline(base: string, child: string): Promise<void> {
+    if (!this.files.commitsIntoBacking) {
+      const { backingFile } = await imageInfo(this.path(base), 'qcow2')
+      await rebaseImage(this.path(child), backingFile ? { path: backingFile, format: 'qcow2' } : undefined)
+      return
+    }
     await commitImage(this.path(child), 'qcow2')
-    await rename(this.path(base), this.path(child))
+    await this.files.rename(this.fileName(base), this.fileName(child))
   }
 
   /** A thin clone: a new image whose backing file is `base` (which must then stay unchanged). */
@@ -105,14 +113,18 @@ export class FileSr {
   }
 
   async destroy(location: string): Promise<void> {
-    await Promise.all([rm(this.path(location), { force: true }), rm(this.path(location, 'raw'), { force: true })])
+    await Promise.all([this.files.remove(this.fileName(location)), this.files.remove(this.fileName(location, 'raw'))])
   }
+
+  /** Removes an image file of the SR (gc's deletes and merged bases). */
+  removeImage = (location: string) => this.files.remove(this.fileName(location))
 
   /** A copy of a raw state file (a checkpoint's memory image), cloned where the filesystem can. */
   async copyRaw(from: string, to: string): Promise<string> {
-    const { size } = await stat(this.path(from, 'raw'))
+    const size = await this.files.allocated(this.fileName(from, 'raw'))
+    if (size === undefined) throw new StorageError('VDI_MISSING', [this.dir, from])
     await this.reserve(size)
-    await copyFile(this.path(from, 'raw'), this.path(to, 'raw'), constants.COPYFILE_FICLONE)
+    await this.files.copyRaw(this.fileName(from, 'raw'), this.fileName(to, 'raw'))
     return this.path(to, 'raw')
   }
 
@@ -123,10 +135,10 @@ export class FileSr {
   }
 
   async image(location: string): Promise<VdiImage> {
-    const path = this.path(location)
-    const [info, st] = await Promise.all([imageInfo(path, 'qcow2'), stat(path).catch(() => undefined)])
-    if (!st) throw new StorageError('VDI_MISSING', [this.dir, location])
-    return { location, virtualSize: info.virtualSize, physicalUtilisation: st.blocks * 512 }
+    const allocated = await this.files.allocated(this.fileName(location))
+    if (allocated === undefined) throw new StorageError('VDI_MISSING', [this.dir, location])
+    const info = await imageInfo(this.path(location), 'qcow2')
+    return { location, virtualSize: info.virtualSize, physicalUtilisation: allocated }
   }
 
   /**

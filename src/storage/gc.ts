@@ -1,5 +1,4 @@
 // Runs the image-tree normalisation of a file SR (chain.ts decides, this acts), one SR at a time.
-import { rm } from 'node:fs/promises'
 import { inUse, nextGcAction, type GcAction } from './chain.js'
 import { isPinned } from './readers.js'
 import type { FileSr } from './file-sr.js'
@@ -33,7 +32,7 @@ async function normalise(sr: FileSr, referenced: ReadonlySet<string>, liveTops: 
     if (!action) return { done, deferred: read.size > 0 && nextGcAction(tree, referenced, busy) !== undefined }
     if (action.kind === 'stream' && !(await live(action.child, action.newBacking))) await sr.mergeOffline(action.base, action.child)
     // The base goes only once its child no longer needs it (a crash before this point just repeats the stream).
-    await rm(sr.path(action.kind === 'delete' ? action.name : action.base), { force: true })
+    await sr.removeImage(action.kind === 'delete' ? action.name : action.base)
     done.push(action)
   }
 }

@@ -16,6 +16,7 @@ describe('the SR driver registry', () => {
       { type: 'ext', name: 'Local EXT4 VHD', capabilities: FILE_SR },
       { type: 'xfs', name: 'Local XFS', capabilities: FILE_SR },
       { type: 'iso', name: 'ISO', capabilities: ['VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'SR_SCAN'] },
+      { type: 'nfs', name: 'NFS VHD', capabilities: FILE_SR },
     ])
     for (const { type } of driverInfos()) assert.equal(getDriver(type).info().type, type)
   })
@@ -32,6 +33,7 @@ describe('the SR driver registry', () => {
     const uuid = '0b6f2c55-1b7a-4e0e-9c3b-5d6f7a8b9c0d'
     assert.equal(getDriver('ext').vdiPath(sr, uuid), `/srv/sr/${uuid}.qcow2`)
     assert.equal(getDriver('xfs').vdiPath({ ...sr, type: 'xfs' }, uuid, 'raw'), `/srv/sr/${uuid}.raw`)
+    assert.equal(getDriver('nfs').vdiPath({ type: 'nfs', path: 'nfs://10.0.0.5/exports/sr1' }, uuid), `nfs://10.0.0.5/exports/sr1/${uuid}.qcow2`)
     assert.throws(() => getDriver('ext').vdiPath(sr, '../etc/passwd'), { code: 'VDI_MISSING' })
   })
 })
