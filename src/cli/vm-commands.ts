@@ -168,6 +168,17 @@ function vlanTag(inv: Invocation): number {
   return Number(text)
 }
 
+/** The device-config:key=value parameters as a map. */
+const deviceConfigOf = (inv: Invocation): Record<string, string> =>
+  Object.fromEntries([...inv.params].filter(([k]) => k.startsWith('device-config:')).map(([k, v]) => [k.slice('device-config:'.length), v]))
+
+/** The host host-uuid= names, else the pool's master (where xapi's sr-create and sr-probe run by default). */
+async function hostOrMaster(conn: Connection, inv: Invocation): Promise<string> {
+  if (inv.params.has('host-uuid')) return selectByUuid(conn, inv, 'host', 'host-uuid')
+  const [pool] = await conn.call<string[]>('pool.get_all')
+  return conn.call<string>('pool.get_master', pool)
+}
+
 const onRef = (cls: string, method: string, ...extra: unknown[]): Operation => async (conn, inv) => {
   await conn.call(`${cls}.${method}`, await selectByUuid(conn, inv, cls), ...extra)
 }
@@ -287,12 +298,25 @@ export const OPERATIONS: Record<string, Operation> = {
   },
   'vlan-destroy': onRef('VLAN', 'destroy'),
   'sr-create': async (conn, inv, out) => {
-    const host = Object.keys(await conn.call<Record<string, Rec>>('host.get_all_records'))[0]
-    const deviceConfig = Object.fromEntries([...inv.params].filter(([k]) => k.startsWith('device-config:')).map(([k, v]) => [k.slice('device-config:'.length), v]))
     const type = need(inv, 'type')
-    const ref = await conn.call<string>('SR.create', host, deviceConfig, 0, need(inv, 'name-label'), inv.params.get('name-description') ?? '', type, inv.params.get('content-type') ?? (type === 'iso' ? 'iso' : 'user'), false, {})
+    const ref = await conn.call<string>('SR.create', await hostOrMaster(conn, inv), deviceConfigOf(inv), 0, need(inv, 'name-label'), inv.params.get('name-description') ?? '', type, inv.params.get('content-type') ?? (type === 'iso' ? 'iso' : 'user'), inv.params.get('shared') === 'true', {})
     await printUuid(conn, 'SR', ref, out)
   },
+  // xapi's sr-probe prints the driver's XML; an NFS server's exports come as its SR_BACKEND_FAILURE_101
+  'sr-probe': async (conn, inv, out) => {
+    out(await conn.call<string>('SR.probe', await hostOrMaster(conn, inv), deviceConfigOf(inv), need(inv, 'type'), {}))
+  },
+  'sr-introduce': async (conn, inv, out) => {
+    const type = need(inv, 'type')
+    const ref = await conn.call<string>('SR.introduce', need(inv, 'uuid'), need(inv, 'name-label'), inv.params.get('name-description') ?? '', type, inv.params.get('content-type') ?? 'user', inv.params.get('shared') === 'true', {})
+    await printUuid(conn, 'SR', ref, out)
+  },
+  'pbd-create': async (conn, inv, out) => {
+    const host = await selectByUuid(conn, inv, 'host', 'host-uuid')
+    const sr = await selectByUuid(conn, inv, 'SR', 'sr-uuid')
+    await printUuid(conn, 'PBD', await conn.call<string>('PBD.create', { host, SR: sr, device_config: deviceConfigOf(inv), other_config: {} }), out)
+  },
+  'pbd-destroy': onRef('PBD', 'destroy'),
   'sr-scan': onRef('SR', 'scan'),
   'sr-destroy': onRef('SR', 'destroy'),
   'sr-forget': onRef('SR', 'forget'),

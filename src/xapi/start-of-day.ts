@@ -1,10 +1,11 @@
 // What a host's daemon makes sure of at every start, once its own records exist (bootstrap):
-// its consoles, SM records, local SR, internal network, bridges and templates, then the VMs it
-// runs reconciled with the database. The daemon and the simulated test host both start so.
+// its consoles, SM records, local SR, PBDs of the pool's shared SRs, internal network, bridges
+// and templates, then the VMs it runs reconciled with the database. The daemon and the simulated
+// test host both start so.
 import { ensureHostConsoles } from './host-console.js'
 import type { Services } from './context.js'
 import { ensureInternalNetwork, plugAllBridges } from './network.js'
-import { ensureLocalSr, ensureStorageManagers } from './storage.js'
+import { ensureLocalSr, ensureStorageManagers, plugSharedSrs } from './storage.js'
 import { ensureTemplates } from './templates.js'
 import { reconcileVms } from './vm-lifecycle.js'
 
@@ -12,6 +13,7 @@ export async function startOfDay(svc: Services, testGuestImage: string): Promise
   await ensureHostConsoles(svc.db, svc.hostRef, svc.publicUrl)
   await ensureStorageManagers(svc)
   await ensureLocalSr(svc)
+  await plugSharedSrs(svc)
   await ensureInternalNetwork(svc)
   await plugAllBridges(svc)
   await ensureTemplates(svc, testGuestImage)

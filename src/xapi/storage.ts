@@ -7,22 +7,23 @@ import { constructorArgs, NULL_REF } from '../idl/index.js'
 import { asXapiError, XapiError } from '../idl/errors.js'
 import type { VDIRecord, VMRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
-import type { FreezeRequest, SrLocation, SrUsage, VdiImage, VdiRef } from '../agent/contract.js'
+import type { FreezeRequest, SrLocation, SrProbe, SrUsage, VdiImage, VdiRef } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { srRootKey } from './pool-master.js'
 import { hostSeeingSrs, srHost, vmHost } from './forwarding.js'
+import { NETWORK_SR_TYPES, nfsTarget, srWhere } from './sr-config.js'
 import { withSrLock, withSrLocks } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
 import { withUndo, type UndoStack } from '../lib/undo.js'
 
-/** The directory of an SR on `host`, from its PBD there. */
+/** The directory (or nfs:// URL) of an SR on `host`, from its PBD there. */
 export function srPath(svc: Services, srRef: string, host: string): string {
   const sr = svc.db.record('SR', srRef)
   for (const pbd of sr.PBDs) {
     const rec = svc.db.record('PBD', pbd)
     if (rec.host === host) {
       if (!rec.currently_attached) throw new XapiError('SR_NOT_ATTACHED', [srRef])
-      return String(rec.device_config.path)
+      return srWhere(sr.type, rec.device_config, sr.uuid)
     }
   }
   throw new XapiError('SR_HAS_NO_PBDS', [srRef])
@@ -239,7 +240,9 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
   const run = withSrLock(srRef, async () => {
     queuedCollections.delete(srRef)
     const sr = svc.db.record('SR', srRef)
-    if (sr.type === 'iso') return
+    // An SR with no VDI records may be one just introduced, its images not yet recorded by a scan:
+    // collected, they would all go (hidden bases it may hold a scan then records as VDIs: nothing lost).
+    if (sr.type === 'iso' || sr.VDIs.length === 0) return
     const task = await createTask(svc, `SR.gc ${sr.name_label}`, 'Removes images nothing needs and merges chain links')
     try {
       const host = gcHost(svc, srRef)
@@ -346,6 +349,11 @@ for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 
 }
 
 /** SR.scan: picks up image files that have no record and refreshes the figures. */
+/**
+ * SR.scan: a collection (so hidden bases waiting to go are not taken for VDIs), then VDI records
+ * for the images no record names and nothing builds on. An introduced SR's images are safe from
+ * that collection: an SR with no VDI records is not collected (collectSrGarbage).
+ */
 async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   if (isIsoSr(ctx.svc, srRef)) return scanIsoSr(ctx.svc, srRef)
   await collectSrGarbage(ctx.svc, srRef)
@@ -425,15 +433,17 @@ export function vdiFormat(svc: Services, vdiRef: string): 'qcow2' | 'raw' {
 /** Where a PBD's SR is on the PBD's host, plugged or not: its directory and, for device SRs, the device. */
 function placement(svc: Services, srRef: string, pbd: string): SrLocation {
   const config = svc.db.record('PBD', pbd).device_config
-  return { type: svc.db.record('SR', srRef).type, path: config.path!, ...(config.device ? { device: config.device } : {}) }
+  const sr = svc.db.record('SR', srRef)
+  return { type: sr.type, path: srWhere(sr.type, config, sr.uuid), ...(config.device ? { device: config.device } : {}) }
 }
 
 /** Where SRs go by default on a host: its own root, as it recorded it at its start. */
 const srRootOf = (svc: Services, host: string) => (host === svc.hostRef ? svc.srRoot : (svc.db.raw(srRootKey(host))?.value ?? svc.srRoot))
 
-register('SR.create', async (ctx, [host, deviceConfig, , name, description, type, contentType, , smConfig]) => {
+register('SR.create', async (ctx, [host, deviceConfig, , name, description, type, contentType, shared, smConfig]) => {
   const svc = ctx.svc
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  if (NETWORK_SR_TYPES.has(type)) return createNetworkSr(svc, { host, deviceConfig, name, description, type, contentType, shared, smConfig })
   const agent = svc.agentFor(host)
   const config = { ...deviceConfig }
   const uuid = randomUUID()
@@ -467,6 +477,94 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
     return sr
   })
 })
+
+/**
+ * SR.create of an SR on network storage: made from `host`, then, when shared, a PBD for every
+ * host of the pool, each plugged by its host's agent (xapi plugs them all, and fails the create
+ * if one host cannot reach the storage). Undone in full on any failure; the storage made goes.
+ */
+async function createNetworkSr(
+  svc: Services,
+  args: { host: string; deviceConfig: Record<string, string>; name: string; description: string; type: string; contentType: string; shared: boolean; smConfig: Record<string, string> },
+): Promise<string> {
+  const uuid = randomUUID()
+  const config = { ...args.deviceConfig }
+  const where: SrLocation = { type: args.type, path: srWhere(args.type, config, uuid) }
+  const hosts = args.shared ? [args.host, ...svc.db.refs('host').filter((h) => h !== args.host)] : [args.host]
+  return withUndo('SR.create', async (undo) => {
+    await undo.step(`the SR at ${where.path}`, () => svc.agentFor(args.host).call('sr.make', where), () => svc.agentFor(args.host).call('sr.remove', where))
+    for (const host of hosts.slice(1)) await undo.step(`the SR plugged on ${host}`, () => svc.agentFor(host).call('sr.attach', where), () => svc.agentFor(host).call('sr.detach', where))
+    const sr = await undo.step(
+      `the SR and PBD records of ${uuid}`,
+      () =>
+        svc.db.transact((tx) => {
+          const ref = tx.create('SR', { uuid, name_label: args.name, name_description: args.description, type: args.type, content_type: args.contentType || 'user', shared: args.shared, sm_config: args.smConfig ?? {}, other_config: {} })
+          for (const host of hosts) tx.create('PBD', { host, SR: ref, device_config: config, currently_attached: true })
+          return ref
+        }),
+      async (ref) => {
+        await svc.db.transact((tx) => {
+          for (const pbd of tx.get('SR', ref).PBDs) tx.update('PBD', pbd, { currently_attached: false })
+        })
+        await forgetSr(svc, ref)
+      },
+    )
+    await refreshSrUsage(svc, sr)
+    return sr
+  })
+}
+
+/**
+ * A host's start of day (also its first after a pool join): a PBD for each shared SR on network
+ * storage that it has none for, like the others' and plugged when its agent reaches the storage
+ * (left unplugged, with the reason logged, when not), as xapi's pool join gives a host the
+ * pool's shared SRs.
+ */
+export async function plugSharedSrs(svc: Services): Promise<void> {
+  for (const { ref, stored: sr } of [...svc.db.rows('SR')]) {
+    if (!sr.shared || !NETWORK_SR_TYPES.has(sr.type)) continue
+    const pbds = svc.db.record('SR', ref).PBDs.map((p) => svc.db.record('PBD', p))
+    if (pbds.length === 0 || pbds.some((p) => p.host === svc.hostRef)) continue
+    const config = pbds[0]!.device_config
+    const attached = await svc
+      .agentFor(svc.hostRef)
+      .call('sr.attach', { type: sr.type, path: srWhere(sr.type, config, sr.uuid) })
+      .then(() => true)
+      .catch((err: Error) => (console.error(`plugging the shared SR ${sr.uuid} on this host: ${err.message}`), false))
+    await svc.db.transact((tx) => {
+      if (!tx.get('host', svc.hostRef).PBDs.some((p) => tx.exists('PBD', p) && tx.get('PBD', p).SR === ref)) tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: config, currently_attached: attached })
+    })
+  }
+}
+
+/** SR.probe's answer for what a driver found, in xapi's XML (an SR list; exports come as the driver's failure). */
+function probeXml(found: SrProbe): string {
+  const srs = (found.srs ?? []).map((uuid) => `\t<SR>\n\t\t<UUID>${uuid}</UUID>\n\t</SR>\n`)
+  return `<?xml version="1.0" ?>\n<SRlist>\n${srs.join('')}</SRlist>\n`
+}
+
+register('SR.probe', async (ctx, [host, deviceConfig, type]) => {
+  if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  if (type === 'nfs' && deviceConfig.server && deviceConfig.serverpath) nfsTarget(deviceConfig)
+  return probeXml(await ctx.svc.agentFor(host).call('sr.probe', { type, config: deviceConfig }))
+})
+
+/** SR.probe_ext (xapi's structured probe): one probe_result per SR found, with the device_config that reaches it. */
+register('SR.probe_ext', async (ctx, [host, deviceConfig, type]) => {
+  if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
+  let found: SrProbe
+  try {
+    found = await ctx.svc.agentFor(host).call('sr.probe', { type, config: deviceConfig })
+  } catch (err) {
+    // with a server only, the exports: each a device_config to probe further, not yet complete
+    const xml = err instanceof XapiError && err.code === 'SR_BACKEND_FAILURE_101' ? err.params[2] : undefined
+    if (!xml) throw err
+    return [...xml.matchAll(/<Path>([^<]*)<\/Path>/g)].map((m) => ({ configuration: { ...deviceConfig, serverpath: unescapeXml(m[1]!.trim()) }, complete: false, sr: null, extra_info: {} }))
+  }
+  return (found.srs ?? []).map((uuid) => ({ configuration: deviceConfig, complete: true, sr: { uuid, name_label: '', name_description: '', total_space: 0, free_space: 0, clustered: false, health: 'healthy' }, extra_info: {} }))
+})
+
+const unescapeXml = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')
 
 register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
