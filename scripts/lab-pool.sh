@@ -4,6 +4,7 @@
 #   scripts/lab-pool.sh up 3        build 3 hosts, print their URLs and root password
 #   scripts/lab-pool.sh status      each host's state
 #   scripts/lab-pool.sh cut 2 [link] / heal 2 / kill 2 / restart 2
+#   scripts/lab-pool.sh nfs [stop]  an NFS server the hosts share (nfs-ganesha at 10.213.0.5)
 #   scripts/lab-pool.sh down        remove everything (daemons, VMs, namespaces, switch, data)
 # The lab itself is test/helpers/lab.ts, the same the integration tests use. Needs root.
 set -euo pipefail

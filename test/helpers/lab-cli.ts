@@ -3,8 +3,9 @@
 import { randomBytes } from 'node:crypto'
 import { alive } from '../../src/lib/process.js'
 import { Lab, SCRIPT_LAB, type LabHost } from './lab.js'
+import { NfsServer } from './nfs-server.js'
 
-const USAGE = `usage: scripts/lab-pool.sh up N | down | status | cut I [link] | heal I | kill I | restart I`
+const USAGE = `usage: scripts/lab-pool.sh up N | down | status | cut I [link] | heal I | kill I | restart I | nfs [stop]`
 
 async function answers(h: LabHost): Promise<boolean> {
   try {
@@ -71,6 +72,19 @@ async function main(argv: string[]): Promise<void> {
     case 'restart':
       await scriptLab().restart(hostIndex(arg))
       return
+    case 'nfs': {
+      // an NFS server (nfs-ganesha) the lab's hosts share, in its storage namespace
+      const lab = scriptLab()
+      if (arg === 'stop') {
+        await lab.killStorage()
+        console.log('NFS server stopped (the export\'s files stay until down)')
+        return
+      }
+      const nfs = await NfsServer.start(lab)
+      console.log(`NFS server ${nfs.address}, export ${nfs.exportPath} (netns ${lab.storage.netns})`)
+      console.log(`xe: npx xe -s ${lab.host(1).address} -u root -pw ${lab.password} sr-create type=nfs name-label=NFS shared=true device-config:server=${nfs.address} device-config:serverpath=${nfs.exportPath}`)
+      return
+    }
     default:
       throw new Error(USAGE)
   }

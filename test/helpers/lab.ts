@@ -31,6 +31,8 @@ export function labLayout(number: number, count: number) {
     /** The root namespace's end of its veth to the switch (its peer there is `root`). */
     rootLink: prefix,
     rootAddress: `${subnet}.1`,
+    /** A namespace for storage servers the hosts share (an NFS or Ceph server), on the lab's switch. */
+    storage: { netns: `${prefix}-st`, switchPort: 'st', address: `${subnet}.5` },
     dir: join(tmpdir(), `flotilla-${prefix}`),
     hosts: Array.from({ length: count }, (_, k) => {
       const index = k + 1
@@ -123,9 +125,9 @@ function readPid(file: string): number | undefined {
 function teardown(state: LabState): void {
   const layout = labLayout(state.number, state.count)
   const present = namespaces()
-  for (const h of layout.hosts) {
-    killNetns(h.netns)
-    if (present.has(h.netns)) ipQuiet(['netns', 'del', h.netns])
+  for (const netns of [...layout.hosts.map((h) => h.netns), layout.storage.netns]) {
+    killNetns(netns)
+    if (present.has(netns)) ipQuiet(['netns', 'del', netns])
   }
   // Deleting a namespace frees its devices later, in the kernel's own time: the root end of the
   // switch veth is deleted here so that it is gone when down() returns.
@@ -252,9 +254,23 @@ export class Lab {
     return h
   }
 
-  /** The namespaces this lab made (the switch's and every host's). */
+  /** The namespaces this lab made (the switch's, every host's and the storage servers'). */
   get namespaces(): string[] {
-    return [this.layout.switchNetns, ...this.hosts.map((h) => h.netns)]
+    return [this.layout.switchNetns, ...this.hosts.map((h) => h.netns), this.layout.storage.netns]
+  }
+
+  /** The storage servers' namespace and address (test/helpers/nfs-server.ts runs one there). */
+  get storage(): { netns: string; address: string } {
+    return { netns: this.layout.storage.netns, address: this.layout.storage.address }
+  }
+
+  /** The storage servers' power loss: SIGKILL of every process in their namespace, reaped. */
+  async killStorage(): Promise<void> {
+    const killed = killNetns(this.layout.storage.netns)
+    for (let waited = 0; killed.some(alive); waited += 50) {
+      if (waited > 30_000) throw new Error(`processes ${killed.filter(alive).join(' ')} of ${this.layout.storage.netns} are not reaped`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
   }
 
   get rootLink(): string {
@@ -276,14 +292,13 @@ export class Lab {
     ip(['-n', sw, 'link', 'set', 'root', 'master', 'br0', 'up'])
     ip(['addr', 'add', `${rootAddress}/24`, 'dev', rootLink])
     ip(['link', 'set', rootLink, 'up'])
-    for (const h of this.hosts) {
-      const port = this.layout.hosts[h.index - 1].switchPort
-      ip(['netns', 'add', h.netns])
-      ip(['-n', sw, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.netns])
-      ip(['-n', sw, 'link', 'set', port, 'master', 'br0', 'up'])
-      ip(['-n', h.netns, 'addr', 'add', `${h.address}/24`, 'dev', 'eth0'])
-      ip(['-n', h.netns, 'link', 'set', 'eth0', 'up'])
-      ip(['-n', h.netns, 'link', 'set', 'lo', 'up'])
+    for (const { netns, switchPort, address } of [...this.layout.hosts, this.layout.storage]) {
+      ip(['netns', 'add', netns])
+      ip(['-n', sw, 'link', 'add', switchPort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns])
+      ip(['-n', sw, 'link', 'set', switchPort, 'master', 'br0', 'up'])
+      ip(['-n', netns, 'addr', 'add', `${address}/24`, 'dev', 'eth0'])
+      ip(['-n', netns, 'link', 'set', 'eth0', 'up'])
+      ip(['-n', netns, 'link', 'set', 'lo', 'up'])
     }
   }
 

@@ -22,4 +22,9 @@ export const TEST_PROGRAMS: Record<string, string> = {
   hostname: 'hostname',
   // the pool database's members as etcd lists them (test/integration/pool.test.ts)
   etcdctl: 'etcd-client',
+  // a lab's NFS server (test/helpers/nfs-server.ts); its VFS backend is nfs-ganesha-vfs
+  'ganesha.nfsd': 'nfs-ganesha',
+  rpcbind: 'rpcbind',
+  mount: 'mount',
+  sleep: 'coreutils',
 }

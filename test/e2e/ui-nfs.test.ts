@@ -1,0 +1,65 @@
+// The web UI's "New SR" form against a real NFS server: nfs-ganesha in a lab's storage
+// namespace, a lab host's daemon, Debian's Chromium. Probe the server, pick its export, create
+// the SR; its page shows the host with the SR plugged. A user's first shared SR, made with clicks.
+import assert from 'node:assert/strict'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { chromium, type BrowserContext, type Page } from 'playwright-core'
+import { call } from '../helpers/daemon.js'
+import { Lab } from '../helpers/lab.js'
+import { NfsServer } from '../helpers/nfs-server.js'
+
+const CHROMIUM = '/usr/bin/chromium'
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+
+let lab: Lab
+let nfs: NfsServer
+let context: BrowserContext | undefined
+let page: Page
+let userDataDir = ''
+const problems: string[] = []
+
+describe('web UI: a new NFS SR', { timeout: 180_000 }, () => {
+  before(async () => {
+    lab = await Lab.up(1)
+    nfs = await NfsServer.start(lab)
+    userDataDir = mkdtempSync(join(tmpdir(), 'flotilla-chromium-'))
+    context = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1280, height: 800 } })
+    page = context.pages()[0] ?? (await context.newPage())
+    page.setDefaultTimeout(30_000)
+    page.on('pageerror', (e) => void problems.push(`page error: ${e.message}`))
+  })
+
+  after(async () => {
+    await context?.close().catch(() => undefined)
+    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true })
+    lab?.down()
+  })
+
+  it('probes the server, lists its export, creates the SR and shows it plugged on the host', async () => {
+    await page.goto(lab.host(1).url)
+    const password = page.getByLabel('Password')
+    await password.fill(lab.password)
+    await password.press('Enter')
+    await page.getByRole('link', { name: 'New SR' }).click()
+    await page.getByLabel('NFS server').fill(nfs.address)
+    await page.getByRole('button', { name: 'Probe' }).click()
+    const exportPicker = page.getByLabel('Export')
+    await exportPicker.waitFor()
+    assert.deepEqual(await exportPicker.locator('option').allInnerTexts(), [nfs.exportPath])
+    await page.getByLabel('Name').fill('Shared NFS')
+    await page.getByRole('button', { name: 'Create' }).click()
+    await page.getByRole('heading', { name: 'Shared NFS' }).waitFor()
+    assert.match(await page.locator('main').innerText(), /type nfs, user, shared/)
+    const row = page.getByTestId('pbd-row')
+    await row.filter({ hasText: 'plugged' }).waitFor()
+    assert.match(await row.innerText(), new RegExp(`h1[\\s\\S]*${nfs.address}:${nfs.exportPath}[\\s\\S]*plugged`))
+    // the SR is on the server, and the API says the same
+    const s = await call<string>(lab.host(1).url, 'session.login_with_password', 'root', lab.password)
+    const [sr] = await call<string[]>(lab.host(1).url, 'SR.get_by_name_label', s, 'Shared NFS')
+    assert.deepEqual(readdirSync(nfs.exportPath), [await call<string>(lab.host(1).url, 'SR.get_uuid', s, sr)])
+    assert.deepEqual(problems, [])
+  })
+})
