@@ -18,6 +18,8 @@ DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm p
   # NFS SRs: QEMU's NFS client, the block-nfs module; a lab's NFS server: nfs-ganesha with its
   # VFS backend and a portmapper
   qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
+  # Ceph RBD SRs: the rbd and ceph tools; a lab's single-node Ceph cluster
+  ceph-common ceph-base ceph-mon ceph-osd ceph-mgr
   # to build the test guest image
   binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 

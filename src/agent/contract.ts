@@ -279,8 +279,8 @@ export interface AgentCalls {
   'vdi.path': Call<SrLocation & { location: string; format?: VdiFormat }, string>
   /** VDI.snapshot and VDI.clone of any number of VDIs in one call: frozen in order, stopping at the first failure. */
   'vdi.freeze': Call<{ disks: FreezeRequest[] }, FreezeOutcome>
-  'vdi.copy': Call<SrRef & { source: VdiRef; location: string }, VdiImage>
-  'vdi.import-file': Call<SrRef & { source: string; format: VdiFormat; location: string }, VdiImage>
+  'vdi.copy': Call<SrLocation & { source: VdiRef; location: string }, VdiImage>
+  'vdi.import-file': Call<SrLocation & { source: string; format: VdiFormat; location: string }, VdiImage>
   'vdi.copy-raw': Call<SrRef & { from: string; to: string }, string>
   'vdi.reserve-raw': Call<SrRef & { location: string; size: number }, string>
 

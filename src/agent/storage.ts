@@ -28,7 +28,7 @@ async function freeze(vms: RunningDisks, d: FreezeRequest, done: FreezeResult[])
   const sr = driver(d.sr)
   let frozen: Frozen
   if (d.immutable) frozen = { frozen: d.location, location: d.location }
-  else if (d.live) {
+  else if (d.live && !sr.snapshotsInPlace) {
     await vms.freezeDisk(d.live.uuid, d.live.userdevice, sr.vdiPath(d.sr, d.next))
     frozen = { frozen: d.location, location: d.next }
   } else frozen = await sr.snapshot(d.sr, d.location, d.next)
@@ -84,8 +84,8 @@ export const storageMethods = (vms: RunningDisks) => ({
   'vdi.resize': async (args) => driver(args).resize(args, args.location, args.size),
   'vdi.image': async (args) => driver(args).vdiImage(args, args.location),
   'vdi.path': async ({ location, format, ...sr }) => imagePath({ sr, location, format }),
-  'vdi.copy': async ({ path, source, location }) => new FileSr(path).importCopy(imagePath(source), 'qcow2', location),
-  'vdi.import-file': async ({ path, source, format, location }) => new FileSr(path).importCopy(source, format, location),
+  'vdi.copy': async ({ source, location, ...sr }) => driver(sr).importImage(sr, imagePath(source), source.format === 'raw' ? 'raw' : 'qcow2', location),
+  'vdi.import-file': async ({ source, format, location, ...sr }) => driver(sr).importImage(sr, source, format, location),
   'vdi.copy-raw': async ({ path, from, to }) => new FileSr(path).copyRaw(from, to),
   'vdi.reserve-raw': async ({ path, location, size }) => new FileSr(path).reserveRaw(location, size),
 }) satisfies Partial<CallHandlers>

@@ -22,6 +22,9 @@ export const PROGRAMS = {
   umount: 'mount',
   Xvnc: 'tigervnc-standalone-server',
   xterm: 'xterm',
+  // Ceph RBD SRs: images and snapshots (rbd), the pool's space (ceph)
+  rbd: 'ceph-common',
+  ceph: 'ceph-common',
 } as const
 
 export type Program = keyof typeof PROGRAMS

@@ -2,7 +2,7 @@
 // so the same config gives the same argv on a migration destination, and golden tests pin it.
 import { isAbsolute, join } from 'node:path'
 import type { QemuDisk, QemuNic, QemuVmConfig } from './config.js'
-import { flatten, isNfsUrl, protocolNode } from './protocol.js'
+import { flatten, isNetworkImage, protocolNode } from './protocol.js'
 
 /** AF_UNIX sun_path is 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107
@@ -266,7 +266,7 @@ function validatePaths(config: QemuVmConfig, fail: Fail): void {
     if (bytes > MAX_SOCKET_PATH_BYTES) fail(`socket path ${socket} is ${bytes} bytes, over the ${MAX_SOCKET_PATH_BYTES}-byte unix socket limit: use a shorter runDir`)
   }
   for (const [what, path] of [['ovmfCode', config.ovmfCode], ['nvram', config.nvram], ...config.disks.map((d) => [`disk ${d.node} path`, d.path])]) {
-    if (path !== undefined && !isAbsolute(path) && !isNfsUrl(path)) fail(`${what} must be an absolute path or an nfs:// URL, got "${path}"`)
+    if (path !== undefined && !isAbsolute(path) && !isNetworkImage(path)) fail(`${what} must be an absolute path, an nfs:// URL or an RBD image, got "${path}"`)
   }
 }
 

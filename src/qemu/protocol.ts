@@ -1,5 +1,6 @@
-// The protocol node under an image's format node, from where the image is: a local file, or an
-// nfs://server/path URL that QEMU's own NFS client (libnfs) opens, in QMP's blockdev-add terms.
+// The protocol node under an image's format node, from where the image is: a local file, an
+// nfs://server/path URL that QEMU's own NFS client (libnfs) opens, or an RBD image as qemu-img
+// names one (rbd:pool/namespace/image[@snapshot]:conf=…:id=…, librbd), in QMP's blockdev-add terms.
 
 export interface ProtocolNode {
   /** The driver and where it finds the image. */
@@ -10,11 +11,19 @@ export interface ProtocolNode {
 
 const NFS_URL = /^nfs:\/\/([^/?#]+)(\/[^?#]*)$/
 
-export const isNfsUrl = (path: string) => NFS_URL.test(path)
+const RBD_NAME = /^rbd:([\w.-]+)\/([\w.-]+)\/([\w.-]+)(?:@([\w.-]+))?((?::(?:conf|id)=[^:]+)*)$/
+
+/** Where a disk can be besides a local file: an NFS URL or an RBD image. */
+export const isNetworkImage = (path: string) => NFS_URL.test(path) || RBD_NAME.test(path)
 
 export function protocolNode(path: string): ProtocolNode {
   const nfs = NFS_URL.exec(path)
   if (nfs) return { where: { driver: 'nfs', server: { type: 'inet', host: nfs[1] }, path: decodeURIComponent(nfs[2]!) }, tuning: {} }
+  const rbd = RBD_NAME.exec(path)
+  if (rbd) {
+    const options = Object.fromEntries([...rbd[5]!.matchAll(/:(conf|id)=([^:]+)/g)].map((m) => [m[1]!, m[2]!]))
+    return { where: { driver: 'rbd', pool: rbd[1], namespace: rbd[2], image: rbd[3], snapshot: rbd[4], conf: options.conf, user: options.id }, tuning: {} }
+  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(path)) throw new Error(`QEMU has no protocol for ${path}`)
   return { where: { driver: 'file', filename: path }, tuning: { cache: { direct: false }, aio: 'threads' } }
 }

@@ -29,11 +29,12 @@ export interface SrDriverInfo {
   capabilities: readonly SrCapability[]
 }
 
-/** Where an SR is on this host: its type, its directory, and the block device under it if any (its PBD's device_config). */
+/** Where an SR is on this host: its type, its directory (or URL), the block device under it if any, and for network SRs their PBD's device_config (credentials). */
 export interface SrLocation {
   type: string
   path: string
   device?: string
+  config?: Record<string, string>
 }
 
 export interface SrUsage {
@@ -46,6 +47,8 @@ export interface VdiImage {
   location: string
   virtualSize: number
   physicalUtilisation: number
+  /** Raw for drivers without image files (RBD); qcow2 when absent. */
+  format?: VdiFormat
 }
 
 /** A VDI's file: qcow2 images for disks, raw files for suspend images (memory and device state) and ISO files. */
@@ -71,6 +74,7 @@ export class StorageError extends Error {
 
 /** The SM failures Flotilla's drivers raise, by xapi's numbers and descriptions. */
 export const SM_FAILURES = {
+  VDIInUse: [24, 'The VDI is currently in use'],
   Unimplemented: [38, 'The requested method is not supported/implemented'],
   NFSMount: [73, 'NFS mount error'],
   NFSCreate: [88, 'NFS SR creation error'],
@@ -95,12 +99,18 @@ export interface SrProbe {
   exports?: string[]
   /** The uuids of the SRs at the place device_config names. */
   srs?: string[]
+  /** The pools of a Ceph cluster when device_config names none yet. */
+  pools?: string[]
 }
 
 export interface SrDriver {
   info(): SrDriverInfo
   /** SR.probe: what there is at the place `config` (a PBD's device_config, maybe partial) names. */
   probe?(config: Record<string, string>): Promise<SrProbe>
+  /** Snapshots are the storage's own, also of a running VM's disk (no QEMU overlay): RBD. */
+  readonly snapshotsInPlace?: boolean
+  /** A full copy of an image file (any format) as the SR's new image `location` (VM.copy, imports). */
+  importImage(sr: SrLocation, source: string, sourceFormat: 'qcow2' | 'raw', location: string): Promise<VdiImage>
   /** SR.create: prepares the SR's storage (formats its device) and attaches it. */
   create(sr: SrLocation): Promise<void>
   /** PBD.plug. */

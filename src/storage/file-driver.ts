@@ -23,4 +23,5 @@ export abstract class FileImagesDriver implements SrDriver {
   snapshot = (sr: SrLocation, location: string, next: string) => new FileSr(sr.path).freeze(location, next)
   clone = (sr: SrLocation, base: string, location: string) => new FileSr(sr.path).cloneThin(base, location)
   resize = (sr: SrLocation, location: string, size: number) => new FileSr(sr.path).resize(location, size)
+  importImage = (sr: SrLocation, source: string, sourceFormat: 'qcow2' | 'raw', location: string) => new FileSr(sr.path).importCopy(source, sourceFormat, location)
 }

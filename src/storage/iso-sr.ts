@@ -60,6 +60,7 @@ export class IsoSrDriver implements SrDriver {
   snapshot = noImage
   clone = noImage
   resize = noImage
+  importImage = noImage
 
   /** A sparse file named after the VDI's name_label when that is an ISO file name. */
   async createVdi(sr: SrLocation, size: number, nameLabel: string): Promise<VdiImage> {

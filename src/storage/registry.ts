@@ -3,8 +3,9 @@ import { StorageError, type SrDriver, type SrDriverInfo } from './driver.js'
 import { IsoSrDriver } from './iso-sr.js'
 import { LocalSrDriver } from './local-sr.js'
 import { NfsSrDriver } from './nfs-sr.js'
+import { RbdSrDriver } from './rbd-sr.js'
 
-const DRIVERS: readonly SrDriver[] = [new LocalSrDriver('ext', 'Local EXT4 VHD', 'ext4'), new LocalSrDriver('xfs', 'Local XFS', 'xfs'), new IsoSrDriver(), new NfsSrDriver()]
+const DRIVERS: readonly SrDriver[] = [new LocalSrDriver('ext', 'Local EXT4 VHD', 'ext4'), new LocalSrDriver('xfs', 'Local XFS', 'xfs'), new IsoSrDriver(), new NfsSrDriver(), new RbdSrDriver()]
 
 const byType = new Map(DRIVERS.map((d) => [d.info().type, d]))
 

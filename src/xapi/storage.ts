@@ -9,30 +9,34 @@ import type { VDIRecord, VMRecord } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import type { FreezeRequest, SrLocation, SrProbe, SrUsage, VdiImage, VdiRef } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
+import { PREFIX } from '../db/etcd.js'
 import { srRootKey } from './pool-master.js'
 import { hostSeeingSrs, srHost, vmHost } from './forwarding.js'
-import { NETWORK_SR_TYPES, nfsTarget, srWhere } from './sr-config.js'
+import { NETWORK_SR_TYPES, nfsTarget, rbdTarget, srWhere } from './sr-config.js'
 import { withSrLock, withSrLocks } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
 import { withUndo, type UndoStack } from '../lib/undo.js'
 
-/** The directory (or nfs:// URL) of an SR on `host`, from its PBD there. */
-export function srPath(svc: Services, srRef: string, host: string): string {
+/** Where an SR of type `type` is, from a PBD's device_config, as the driver takes it (network SRs with the device_config: their credentials). */
+function srLocation(sr: { type: string; uuid: string }, config: Readonly<Record<string, string>>): SrLocation {
+  return { type: sr.type, path: srWhere(sr.type, config, sr.uuid), ...(config.device ? { device: config.device } : {}), ...(NETWORK_SR_TYPES.has(sr.type) ? { config: { ...config } } : {}) }
+}
+
+/** An SR plugged on `host` as its driver there names it, from its PBD there. */
+export function attachedSr(svc: Services, srRef: string, host: string): SrLocation {
   const sr = svc.db.record('SR', srRef)
   for (const pbd of sr.PBDs) {
     const rec = svc.db.record('PBD', pbd)
     if (rec.host === host) {
       if (!rec.currently_attached) throw new XapiError('SR_NOT_ATTACHED', [srRef])
-      return srWhere(sr.type, rec.device_config, sr.uuid)
+      return srLocation(sr, rec.device_config)
     }
   }
   throw new XapiError('SR_HAS_NO_PBDS', [srRef])
 }
 
-/** An SR plugged on `host` as its driver there names it. */
-export function attachedSr(svc: Services, srRef: string, host: string): SrLocation {
-  return { type: svc.db.record('SR', srRef).type, path: srPath(svc, srRef, host) }
-}
+/** The directory (or URL) of an SR on `host`, from its PBD there. */
+export const srPath = (svc: Services, srRef: string, host: string): string => attachedSr(svc, srRef, host).path
 
 /** A VDI's image on `host`, as the agent there finds its file. */
 export function imageOf(svc: Services, vdiRef: string, host: string): VdiRef {
@@ -70,6 +74,7 @@ export async function recordVdi(svc: Services, srRef: string, image: VdiImage, f
       location: image.location,
       virtual_size: image.virtualSize,
       physical_utilisation: image.physicalUtilisation,
+      ...(image.format === 'raw' ? { sm_config: { ...((fields.sm_config as Record<string, string> | undefined) ?? {}), 'image-format': 'raw' } } : {}),
       managed: true,
       allowed_operations: ['clone', 'copy', 'destroy', 'resize', 'snapshot', 'update'],
     }),
@@ -105,16 +110,23 @@ function assertNotInUse(tx: Tx, vdiRef: string, vdi: Readonly<VDIRecord>, operat
 export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
   const vdi = svc.db.record('VDI', vdiRef)
   const format = vdiFormat(svc, vdiRef)
-  await svc.db.transact((tx) => {
-    assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy')
-    for (const vbd of tx.get('VDI', vdiRef).VBDs) tx.delete('VBD', vbd)
-    tx.delete('VDI', vdiRef)
-  })
-  // A qcow2 image goes with the garbage collection: snapshots or clones may still build on it.
+  const forget = () =>
+    svc.db.transact((tx) => {
+      assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy')
+      for (const vbd of tx.get('VDI', vdiRef).VBDs) tx.delete('VBD', vbd)
+      tx.delete('VDI', vdiRef)
+    })
+  // A raw image goes at once, before its record (a driver may refuse: an RBD image with
+  // snapshots); a qcow2 image with the garbage collection, as snapshots or clones may build on it.
   if (format === 'raw') {
+    await svc.db.transact((tx) => assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy'))
     const host = srHost(svc, vdi.SR)
     await svc.agentFor(host).call('vdi.destroy', { ...attachedSr(svc, vdi.SR, host), location: vdi.location })
-  } else void collectSrGarbage(svc, vdi.SR)
+    await forget()
+  } else {
+    await forget()
+    void collectSrGarbage(svc, vdi.SR)
+  }
   await refreshSrUsage(svc, vdi.SR).catch(() => undefined)
 }
 
@@ -240,9 +252,8 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
   const run = withSrLock(srRef, async () => {
     queuedCollections.delete(srRef)
     const sr = svc.db.record('SR', srRef)
-    // An SR with no VDI records may be one just introduced, its images not yet recorded by a scan:
-    // collected, they would all go (hidden bases it may hold a scan then records as VDIs: nothing lost).
-    if (sr.type === 'iso' || sr.VDIs.length === 0) return
+    // An introduced SR's images have no VDI records until its first scan: collected, they would all go.
+    if (sr.type === 'iso' || svc.db.raw(unscannedKey(srRef))) return
     const task = await createTask(svc, `SR.gc ${sr.name_label}`, 'Removes images nothing needs and merges chain links')
     try {
       const host = gcHost(svc, srRef)
@@ -292,7 +303,7 @@ async function copyImage(svc: Services, vdiRef: string, target: string, signal?:
   } catch (err) {
     if (!(err instanceof XapiError && err.code === 'NO_HOSTS_AVAILABLE')) throw err
   }
-  if (host !== undefined) return svc.agentFor(host).call('vdi.copy', { path: srPath(svc, target, host), source: imageOf(svc, vdiRef, host), location: randomUUID() })
+  if (host !== undefined) return svc.agentFor(host).call('vdi.copy', { ...attachedSr(svc, target, host), source: imageOf(svc, vdiRef, host), location: randomUUID() })
   const from = disksHost(svc, [vdiRef])
   const to = srHost(svc, target)
   return withUndo('VDI.copy between hosts', async (undo) => {
@@ -349,10 +360,13 @@ for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 
 }
 
 /** SR.scan: picks up image files that have no record and refreshes the figures. */
+/** Marks an SR introduced and not scanned yet (a raw key, no field of the SR's). */
+const unscannedKey = (srRef: string) => `${PREFIX}sr-unscanned/${srRef}`
+
 /**
  * SR.scan: a collection (so hidden bases waiting to go are not taken for VDIs), then VDI records
- * for the images no record names and nothing builds on. An introduced SR's images are safe from
- * that collection: an SR with no VDI records is not collected (collectSrGarbage).
+ * for the images no record names and nothing builds on. An introduced SR is not collected until
+ * its first scan has recorded its images (collectSrGarbage), so that scan records them first.
  */
 async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   if (isIsoSr(ctx.svc, srRef)) return scanIsoSr(ctx.svc, srRef)
@@ -363,6 +377,7 @@ async function scanSr(ctx: CallContext, srRef: string): Promise<void> {
   for (const image of images) {
     if (!known.has(image.location)) await recordVdi(ctx.svc, srRef, image, { name_label: '', type: 'user' })
   }
+  if (ctx.svc.db.raw(unscannedKey(srRef))) await ctx.svc.db.transact((tx) => tx.writeRaw(unscannedKey(srRef), null))
   await refreshSrUsage(ctx.svc, srRef)
 }
 
@@ -432,9 +447,7 @@ export function vdiFormat(svc: Services, vdiRef: string): 'qcow2' | 'raw' {
 
 /** Where a PBD's SR is on the PBD's host, plugged or not: its directory and, for device SRs, the device. */
 function placement(svc: Services, srRef: string, pbd: string): SrLocation {
-  const config = svc.db.record('PBD', pbd).device_config
-  const sr = svc.db.record('SR', srRef)
-  return { type: sr.type, path: srWhere(sr.type, config, sr.uuid), ...(config.device ? { device: config.device } : {}) }
+  return srLocation(svc.db.record('SR', srRef), svc.db.record('PBD', pbd).device_config)
 }
 
 /** Where SRs go by default on a host: its own root, as it recorded it at its start. */
@@ -489,7 +502,7 @@ async function createNetworkSr(
 ): Promise<string> {
   const uuid = randomUUID()
   const config = { ...args.deviceConfig }
-  const where: SrLocation = { type: args.type, path: srWhere(args.type, config, uuid) }
+  const where = srLocation({ type: args.type, uuid }, config)
   const hosts = args.shared ? [args.host, ...svc.db.refs('host').filter((h) => h !== args.host)] : [args.host]
   return withUndo('SR.create', async (undo) => {
     await undo.step(`the SR at ${where.path}`, () => svc.agentFor(args.host).call('sr.make', where), () => svc.agentFor(args.host).call('sr.remove', where))
@@ -528,7 +541,7 @@ export async function plugSharedSrs(svc: Services): Promise<void> {
     const config = pbds[0]!.device_config
     const attached = await svc
       .agentFor(svc.hostRef)
-      .call('sr.attach', { type: sr.type, path: srWhere(sr.type, config, sr.uuid) })
+      .call('sr.attach', srLocation(sr, config))
       .then(() => true)
       .catch((err: Error) => (console.error(`plugging the shared SR ${sr.uuid} on this host: ${err.message}`), false))
     await svc.db.transact((tx) => {
@@ -537,8 +550,13 @@ export async function plugSharedSrs(svc: Services): Promise<void> {
   }
 }
 
-/** SR.probe's answer for what a driver found, in xapi's XML (an SR list; exports come as the driver's failure). */
+/**
+ * SR.probe's answer for what a driver found, in xapi's XML: an SR list (an NFS server's exports
+ * come as the driver's failure); a Ceph cluster's pools, which xapi has no driver for, in the
+ * same shape as its NFS exports.
+ */
 function probeXml(found: SrProbe): string {
+  if (found.pools) return `<?xml version="1.0" ?>\n<ceph-pools>\n${found.pools.map((p) => `\t<Pool>\n\t\t<Name>${p}</Name>\n\t</Pool>\n`).join('')}</ceph-pools>\n`
   const srs = (found.srs ?? []).map((uuid) => `\t<SR>\n\t\t<UUID>${uuid}</UUID>\n\t</SR>\n`)
   return `<?xml version="1.0" ?>\n<SRlist>\n${srs.join('')}</SRlist>\n`
 }
@@ -546,6 +564,7 @@ function probeXml(found: SrProbe): string {
 register('SR.probe', async (ctx, [host, deviceConfig, type]) => {
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
   if (type === 'nfs' && deviceConfig.server && deviceConfig.serverpath) nfsTarget(deviceConfig)
+  if (type === 'rbd' && deviceConfig.pool) rbdTarget(deviceConfig)
   return probeXml(await ctx.svc.agentFor(host).call('sr.probe', { type, config: deviceConfig }))
 })
 
@@ -561,6 +580,7 @@ register('SR.probe_ext', async (ctx, [host, deviceConfig, type]) => {
     if (!xml) throw err
     return [...xml.matchAll(/<Path>([^<]*)<\/Path>/g)].map((m) => ({ configuration: { ...deviceConfig, serverpath: unescapeXml(m[1]!.trim()) }, complete: false, sr: null, extra_info: {} }))
   }
+  if (found.pools) return found.pools.map((pool) => ({ configuration: { ...deviceConfig, pool }, complete: false, sr: null, extra_info: {} }))
   return (found.srs ?? []).map((uuid) => ({ configuration: deviceConfig, complete: true, sr: { uuid, name_label: '', name_description: '', total_space: 0, free_space: 0, clustered: false, health: 'healthy' }, extra_info: {} }))
 })
 
@@ -568,7 +588,11 @@ const unescapeXml = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>')
 
 register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
-  return ctx.svc.db.transact((tx) => tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: contentType, shared, sm_config: smConfig, other_config: {} }))
+  return ctx.svc.db.transact((tx) => {
+    const ref = tx.create('SR', { uuid, name_label: name, name_description: description, type, content_type: contentType, shared, sm_config: smConfig, other_config: {} })
+    tx.writeRaw(unscannedKey(ref), 'introduced')
+    return ref
+  })
 })
 
 register('PBD.plug', async (ctx, [ref]) => {
@@ -601,6 +625,7 @@ async function forgetSr(svc: Services, ref: string): Promise<void> {
     }
     for (const pbd of sr.PBDs) tx.delete('PBD', pbd)
     tx.delete('SR', ref)
+    if (tx.readRaw(unscannedKey(ref)) !== undefined) tx.writeRaw(unscannedKey(ref), null)
     const pool = svc.db.first('pool')
     for (const field of ['default_SR', 'suspend_image_SR', 'crash_dump_SR'] as const)
       if (tx.get('pool', pool)[field] === ref) tx.update('pool', pool, { [field]: NULL_REF })

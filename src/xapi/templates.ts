@@ -6,7 +6,7 @@ import { XapiError } from '../idl/errors.js'
 import type { VdiImage } from '../agent/contract.js'
 import { withUndo } from '../lib/undo.js'
 import { now, register, type Services } from './context.js'
-import { createVdi, destroyVdi, recordVdi, srPath } from './storage.js'
+import { attachedSr, createVdi, destroyVdi, recordVdi } from './storage.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { diskVbd } from './vm-copies.js'
 
@@ -89,7 +89,7 @@ export async function ensureTemplates(svc: Services, testGuestImage: string): Pr
   const sr = svc.db.record('pool', svc.db.first('pool')).default_SR
   let image: VdiImage
   try {
-    image = await svc.agentFor(svc.hostRef).call('vdi.import-file', { path: srPath(svc, sr, svc.hostRef), source: testGuestImage, format: 'raw', location: randomUUID() })
+    image = await svc.agentFor(svc.hostRef).call('vdi.import-file', { ...attachedSr(svc, sr, svc.hostRef), source: testGuestImage, format: 'raw', location: randomUUID() })
   } catch (err) {
     console.error(`flotilla: the "${TEST_GUEST_TEMPLATE}" template is not created: no usable image at ${testGuestImage} (scripts/build-test-guest.sh makes it): ${(err as Error).message}`)
     return

@@ -1,13 +1,13 @@
 // The web UI's "New SR" form against a real NFS server: nfs-ganesha in a lab's storage
 // namespace, a lab host's daemon, Debian's Chromium. Probe the server, pick its export, create
-// the SR; its page shows the host with the SR plugged. A user's first shared SR, made with clicks.
+// the SR; its page shows the host with the SR plugged; the New VM wizard puts a VM's disks on it.
 import assert from 'node:assert/strict'
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
-import { call } from '../helpers/daemon.js'
+import { call, waitFor } from '../helpers/daemon.js'
 import { Lab } from '../helpers/lab.js'
 import { NfsServer } from '../helpers/nfs-server.js'
 
@@ -60,6 +60,24 @@ describe('web UI: a new NFS SR', { timeout: 180_000 }, () => {
     const s = await call<string>(lab.host(1).url, 'session.login_with_password', 'root', lab.password)
     const [sr] = await call<string[]>(lab.host(1).url, 'SR.get_by_name_label', s, 'Shared NFS')
     assert.deepEqual(readdirSync(nfs.exportPath), [await call<string>(lab.host(1).url, 'SR.get_uuid', s, sr)])
+    assert.deepEqual(problems, [])
+  })
+
+  it('installs a VM onto it with the New VM wizard and starts it', async () => {
+    await page.getByRole('link', { name: 'New VM' }).first().click()
+    const form = page.locator('form.wizard')
+    await form.locator('select[name=template]').selectOption({ label: 'Flotilla test guest' })
+    await form.locator('input[name=name]').fill('on nfs')
+    await form.locator('select[name=sr]').selectOption({ label: 'Shared NFS (shared)' })
+    await form.getByRole('button', { name: 'Create VM' }).click()
+    await page.getByTestId('vm-name').filter({ hasText: 'on nfs' }).waitFor({ timeout: 120_000 })
+    const s = await call<string>(lab.host(1).url, 'session.login_with_password', 'root', lab.password)
+    const c = <T = any>(method: string, ...params: unknown[]) => call<T>(lab.host(1).url, method, s, ...params)
+    const [vm] = await c<string[]>('VM.get_by_name_label', 'on nfs')
+    await waitFor('the VM to run', async () => (await c<string>('VM.get_power_state', vm)) === 'Running' || undefined, 90_000)
+    const [sr] = await c<string[]>('SR.get_by_name_label', 'Shared NFS')
+    const disks = await Promise.all((await c<string[]>('VM.get_VBDs', vm)).map(async (b) => c<string>('VDI.get_SR', await c<string>('VBD.get_VDI', b))))
+    assert.deepEqual(disks, [sr])
     assert.deepEqual(problems, [])
   })
 })

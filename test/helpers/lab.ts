@@ -12,7 +12,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { alive } from '../../src/lib/process.js'
-import { Daemon, PASSWORD } from './daemon.js'
+import { call, Daemon, jsonrpc, PASSWORD, waitFor } from './daemon.js'
 
 const IP = 'ip'
 const STATE_DIR = '/run/flotilla-lab'
@@ -344,6 +344,18 @@ export class Lab {
       if (waited > 30_000) throw new Error(`processes ${killed.filter(alive).join(' ')} of ${h.netns} are not reaped`)
       await new Promise((r) => setTimeout(r, 50))
     }
+  }
+
+  /** Host i joins host `master`'s pool (xe pool-join); returns once it answers as a member (HOST_IS_SLAVE). */
+  async join(i: number, master = 1): Promise<void> {
+    const url = this.host(i).url
+    const session = await call<string>(url, 'session.login_with_password', 'root', this.password)
+    const r = await jsonrpc(url, 'pool.join', [session, this.host(master).address, 'root', this.password], { resend: false })
+    if (r.error) throw new Error(`host ${i} joining host ${master}'s pool: ${JSON.stringify(r.error)}`)
+    await waitFor(`host ${i} to answer as a member`, async () => {
+      const a = await jsonrpc(url, 'session.login_with_password', ['root', this.password, '', '']).catch(() => undefined)
+      return a?.error?.message === 'HOST_IS_SLAVE' || undefined
+    }, 90_000)
   }
 
   /** Starts host i's daemon again on the same data dir (after kill(i), as the host boots again). */

@@ -27,4 +27,10 @@ export const TEST_PROGRAMS: Record<string, string> = {
   rpcbind: 'rpcbind',
   mount: 'mount',
   sleep: 'coreutils',
+  // a lab's Ceph cluster (test/helpers/ceph-server.ts)
+  'ceph-mon': 'ceph-mon',
+  'ceph-osd': 'ceph-osd',
+  'ceph-mgr': 'ceph-mgr',
+  'ceph-authtool': 'ceph-common',
+  monmaptool: 'ceph-base',
 }

@@ -40,16 +40,6 @@ function linkLocal(mac: string): string {
   return `fe80::${group(b[0]! ^ 2, b[1]!)}:${group(b[2]!, 0xff)}:${group(0xfe, b[3]!)}:${group(b[4]!, b[5]!)}`
 }
 
-async function joinPool(i: number): Promise<void> {
-  const si = await login(i)
-  const r = await jsonrpc(lab.host(i).url, 'pool.join', [si, lab.host(1).address, 'root', lab.password], { resend: false })
-  assert.equal(r.error, undefined, JSON.stringify(r.error))
-  await waitFor(`host ${i} to answer as a member`, async () => {
-    const a = await jsonrpc(lab.host(i).url, 'session.login_with_password', ['root', lab.password, '', '']).catch(() => undefined)
-    return a?.error?.message === 'HOST_IS_SLAVE' || undefined
-  }, 90_000)
-}
-
 describe('a pool network across hosts', () => {
   /** The guests made on hosts 2 and 3 before they join (their disks are on those hosts' local SRs). */
   const guests: { host: number; ref: string; uuid: string; mac?: string }[] = []
@@ -59,8 +49,8 @@ describe('a pool network across hosts', () => {
   before(async () => {
     lab = await Lab.up(3)
     for (const i of [2, 3]) guests.push({ host: i, ...(await newGuest(lab.host(i).url, await login(i), `guest of host ${i}`)) })
-    await joinPool(2)
-    await joinPool(3)
+    await lab.join(2)
+    await lab.join(3)
     s = await login(1)
     for (const h of await c<string[]>('host.get_all')) {
       const address = await c<string>('host.get_address', h)

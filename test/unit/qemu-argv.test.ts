@@ -34,14 +34,16 @@ describe('qemuArgv golden command lines', () => {
     assert.ok(argv.includes('type=11,value=qlab.note=a,,b'))
   })
 
-  it('opens an image on an NFS SR through QEMU\'s NFS client, with no file I/O options', () => {
+  it('opens an image on an NFS or RBD SR through QEMU\'s own clients, with no file I/O options', () => {
     const config = structuredClone(shapes['bios-virtio-linux']!)
     const disk = config.disks.find((d) => d.node === 'd0')!
     disk.path = 'nfs://10.0.0.5/exports/sr/3f1c2a9e-0000-4000-8000-000000000001/b5a0c1d2-0000-4000-8000-000000000002.qcow2'
     const argv = qemuArgv(config)
     assert.ok(argv.includes('driver=nfs,server.type=inet,server.host=10.0.0.5,path=/exports/sr/3f1c2a9e-0000-4000-8000-000000000001/b5a0c1d2-0000-4000-8000-000000000002.qcow2,node-name=d0f,read-only=off,discard=unmap'))
+    disk.path = 'rbd:rbd/3f1c2a9e-0000-4000-8000-000000000001/b5a0c1d2-0000-4000-8000-000000000002:conf=/tmp/flotilla-ceph/ab/ceph.conf:id=flotilla'
+    assert.ok(qemuArgv(config).includes('driver=rbd,pool=rbd,namespace=3f1c2a9e-0000-4000-8000-000000000001,image=b5a0c1d2-0000-4000-8000-000000000002,conf=/tmp/flotilla-ceph/ab/ceph.conf,user=flotilla,node-name=d0f,read-only=off,discard=unmap'))
     disk.path = 'iscsi://10.0.0.5/iqn/1'
-    assert.throws(() => qemuArgv(config), /absolute path or an nfs:\/\/ URL/)
+    assert.throws(() => qemuArgv(config), /absolute path, an nfs:\/\/ URL or an RBD image/)
   })
 
   it('is pure: the same config gives the same argv', () => {

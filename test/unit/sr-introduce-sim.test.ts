@@ -1,6 +1,7 @@
 // An SR forgotten and introduced back (SR.forget, SR.introduce, PBD.create, PBD.plug, SR.scan) on
 // a simulated host, with a real file SR: its disks are found again, and no collection deletes
-// them meanwhile, though until the scan no VDI record names their images.
+// them meanwhile, though until the scan no VDI record names their images; after it, the SR is
+// collected as any other.
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
@@ -30,4 +31,8 @@ it('keeps the disks of an introduced SR until its scan records them, then finds 
   assert.deepEqual(found, [location])
   await collectSrGarbage(host.svc, again)
   assert.ok(existsSync(join(dir, `${location}.qcow2`)))
+  // scanned, the SR is collected again: the image of its last VDI goes with the VDI
+  await host.c('VDI.destroy', (await host.c<string[]>('SR.get_VDIs', again))[0])
+  await collectSrGarbage(host.svc, again)
+  assert.ok(!existsSync(join(dir, `${location}.qcow2`)))
 })

@@ -17,6 +17,7 @@ describe('the SR driver registry', () => {
       { type: 'xfs', name: 'Local XFS', capabilities: FILE_SR },
       { type: 'iso', name: 'ISO', capabilities: ['VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'SR_SCAN'] },
       { type: 'nfs', name: 'NFS VHD', capabilities: FILE_SR },
+      { type: 'rbd', name: 'Ceph RBD', capabilities: FILE_SR },
     ])
     for (const { type } of driverInfos()) assert.equal(getDriver(type).info().type, type)
   })
