@@ -251,9 +251,10 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
   if (queued) return queued
   const run = withSrLock(srRef, async () => {
     queuedCollections.delete(srRef)
-    const sr = svc.db.record('SR', srRef)
+    // gone meanwhile (destroyed or forgotten while the run waited for the SR's lock)
+    const sr = svc.db.tryRecord('SR', srRef)
     // An introduced SR's images have no VDI records until its first scan: collected, they would all go.
-    if (sr.type === 'iso' || svc.db.raw(unscannedKey(srRef))) return
+    if (!sr || sr.type === 'iso' || svc.db.raw(unscannedKey(srRef))) return
     const task = await createTask(svc, `SR.gc ${sr.name_label}`, 'Removes images nothing needs and merges chain links')
     try {
       const host = gcHost(svc, srRef)
@@ -273,7 +274,7 @@ export function collectSrGarbage(svc: Services, srRef: string): Promise<void> {
       console.error(`garbage collection of SR ${sr.uuid}: ${(err as Error).message}`)
       await finishTask(svc, task, { status: 'failure', errorInfo: asXapiError(err).description })
     }
-  })
+  }).catch((err: Error) => console.error(`garbage collection of SR ${srRef}: ${err.message}`)) // a background run must not bring the daemon down
   queuedCollections.set(srRef, run)
   return run
 }
@@ -642,11 +643,14 @@ register('SR.destroy', async (ctx, [ref]) => {
       if (svc.db.record('VM', svc.db.record('VBD', vbd).VM).power_state !== 'Halted') throw new XapiError('SR_DEVICE_IN_USE')
   const host = srHost(svc, ref)
   const pbd = sr.PBDs.find((p) => svc.db.record('PBD', p).host === host)!
-  await svc.agentFor(host).call('sr.remove', placement(svc, ref, pbd))
-  await svc.db.transact((tx) => {
-    for (const pbd of tx.get('SR', ref).PBDs) tx.update('PBD', pbd, { currently_attached: false })
+  // under the SR's lock: a collection the VDIs' destroys queued must not run in a directory going away
+  await withSrLock(ref, async () => {
+    await svc.agentFor(host).call('sr.remove', placement(svc, ref, pbd))
+    await svc.db.transact((tx) => {
+      for (const pbd of tx.get('SR', ref).PBDs) tx.update('PBD', pbd, { currently_attached: false })
+    })
+    await forgetSr(svc, ref)
   })
-  await forgetSr(svc, ref)
 })
 
 /** ISO libraries: every *.iso file in the directory is a read-only VDI named after it. */

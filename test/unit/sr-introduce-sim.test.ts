@@ -36,3 +36,7 @@ it('keeps the disks of an introduced SR until its scan records them, then finds 
   await collectSrGarbage(host.svc, again)
   assert.ok(!existsSync(join(dir, `${location}.qcow2`)))
 })
+
+it('a collection of an SR that went meanwhile (destroyed while it waited) ends quietly', async () => {
+  await collectSrGarbage(host.svc, 'OpaqueRef:7a0f1b2c-0000-4000-8000-00000000dead')
+})
