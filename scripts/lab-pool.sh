@@ -5,6 +5,7 @@
 #   scripts/lab-pool.sh status      each host's state
 #   scripts/lab-pool.sh cut 2 [link] / heal 2 / kill 2 / restart 2
 #   scripts/lab-pool.sh nfs [stop]  an NFS server the hosts share (nfs-ganesha at 10.213.0.5)
+#   scripts/lab-pool.sh ceph        a single-node Ceph cluster beside it (monitor 10.213.0.5:6789)
 #   scripts/lab-pool.sh down        remove everything (daemons, VMs, namespaces, switch, data)
 # The lab itself is test/helpers/lab.ts, the same the integration tests use. Needs root.
 set -euo pipefail

@@ -17,9 +17,26 @@ import { withSrLock, withSrLocks } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
 import { withUndo, type UndoStack } from '../lib/undo.js'
 
-/** Where an SR of type `type` is, from a PBD's device_config, as the driver takes it (network SRs with the device_config: their credentials). */
-function srLocation(sr: { type: string; uuid: string }, config: Readonly<Record<string, string>>): SrLocation {
-  return { type: sr.type, path: srWhere(sr.type, config, sr.uuid), ...(config.device ? { device: config.device } : {}), ...(NETWORK_SR_TYPES.has(sr.type) ? { config: { ...config } } : {}) }
+/**
+ * Where an SR of type `type` is, from a PBD's device_config, as the driver takes it: network SRs
+ * with the device_config, their credentials, a `<name>_secret` key (a secret's uuid, as xapi's
+ * SM drivers take passwords) as the secret's value under `<name>`.
+ */
+function srLocation(svc: Services, sr: { type: string; uuid: string }, config: Readonly<Record<string, string>>): SrLocation {
+  const where: SrLocation = { type: sr.type, path: srWhere(sr.type, config, sr.uuid), ...(config.device ? { device: config.device } : {}) }
+  return NETWORK_SR_TYPES.has(sr.type) ? { ...where, config: withSecrets(svc, config) } : where
+}
+
+/** A device_config with each `<name>_secret` (a secret's uuid) also as `<name>`, the secret's value. */
+function withSecrets(svc: Services, config: Readonly<Record<string, string>>): Record<string, string> {
+  const resolved: Record<string, string> = { ...config }
+  for (const [key, uuid] of Object.entries(config)) {
+    if (!key.endsWith('_secret')) continue
+    const ref = svc.db.replica.refByUuid('secret', uuid)
+    if (!ref) throw new XapiError('UUID_INVALID', ['secret', uuid])
+    resolved[key.slice(0, -'_secret'.length)] = svc.db.record('secret', ref).value
+  }
+  return resolved
 }
 
 /** An SR plugged on `host` as its driver there names it, from its PBD there. */
@@ -29,7 +46,7 @@ export function attachedSr(svc: Services, srRef: string, host: string): SrLocati
     const rec = svc.db.record('PBD', pbd)
     if (rec.host === host) {
       if (!rec.currently_attached) throw new XapiError('SR_NOT_ATTACHED', [srRef])
-      return srLocation(sr, rec.device_config)
+      return srLocation(svc, sr, rec.device_config)
     }
   }
   throw new XapiError('SR_HAS_NO_PBDS', [srRef])
@@ -448,7 +465,7 @@ export function vdiFormat(svc: Services, vdiRef: string): 'qcow2' | 'raw' {
 
 /** Where a PBD's SR is on the PBD's host, plugged or not: its directory and, for device SRs, the device. */
 function placement(svc: Services, srRef: string, pbd: string): SrLocation {
-  return srLocation(svc.db.record('SR', srRef), svc.db.record('PBD', pbd).device_config)
+  return srLocation(svc, svc.db.record('SR', srRef), svc.db.record('PBD', pbd).device_config)
 }
 
 /** Where SRs go by default on a host: its own root, as it recorded it at its start. */
@@ -503,7 +520,7 @@ async function createNetworkSr(
 ): Promise<string> {
   const uuid = randomUUID()
   const config = { ...args.deviceConfig }
-  const where = srLocation({ type: args.type, uuid }, config)
+  const where = srLocation(svc, { type: args.type, uuid }, config)
   const hosts = args.shared ? [args.host, ...svc.db.refs('host').filter((h) => h !== args.host)] : [args.host]
   return withUndo('SR.create', async (undo) => {
     await undo.step(`the SR at ${where.path}`, () => svc.agentFor(args.host).call('sr.make', where), () => svc.agentFor(args.host).call('sr.remove', where))
@@ -542,7 +559,7 @@ export async function plugSharedSrs(svc: Services): Promise<void> {
     const config = pbds[0]!.device_config
     const attached = await svc
       .agentFor(svc.hostRef)
-      .call('sr.attach', srLocation(sr, config))
+      .call('sr.attach', srLocation(svc, sr, config))
       .then(() => true)
       .catch((err: Error) => (console.error(`plugging the shared SR ${sr.uuid} on this host: ${err.message}`), false))
     await svc.db.transact((tx) => {
@@ -566,7 +583,7 @@ register('SR.probe', async (ctx, [host, deviceConfig, type]) => {
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
   if (type === 'nfs' && deviceConfig.server && deviceConfig.serverpath) nfsTarget(deviceConfig)
   if (type === 'rbd' && deviceConfig.pool) rbdTarget(deviceConfig)
-  return probeXml(await ctx.svc.agentFor(host).call('sr.probe', { type, config: deviceConfig }))
+  return probeXml(await ctx.svc.agentFor(host).call('sr.probe', { type, config: withSecrets(ctx.svc, deviceConfig) }))
 })
 
 /** SR.probe_ext (xapi's structured probe): one probe_result per SR found, with the device_config that reaches it. */
@@ -574,7 +591,7 @@ register('SR.probe_ext', async (ctx, [host, deviceConfig, type]) => {
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
   let found: SrProbe
   try {
-    found = await ctx.svc.agentFor(host).call('sr.probe', { type, config: deviceConfig })
+    found = await ctx.svc.agentFor(host).call('sr.probe', { type, config: withSecrets(ctx.svc, deviceConfig) })
   } catch (err) {
     // with a server only, the exports: each a device_config to probe further, not yet complete
     const xml = err instanceof XapiError && err.code === 'SR_BACKEND_FAILURE_101' ? err.params[2] : undefined

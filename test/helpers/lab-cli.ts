@@ -3,9 +3,10 @@
 import { randomBytes } from 'node:crypto'
 import { alive } from '../../src/lib/process.js'
 import { Lab, SCRIPT_LAB, type LabHost } from './lab.js'
+import { CephServer } from './ceph-server.js'
 import { NfsServer } from './nfs-server.js'
 
-const USAGE = `usage: scripts/lab-pool.sh up N | down | status | cut I [link] | heal I | kill I | restart I | nfs [stop]`
+const USAGE = `usage: scripts/lab-pool.sh up N | down | status | cut I [link] | heal I | kill I | restart I | nfs [stop] | ceph`
 
 async function answers(h: LabHost): Promise<boolean> {
   try {
@@ -77,12 +78,20 @@ async function main(argv: string[]): Promise<void> {
       const lab = scriptLab()
       if (arg === 'stop') {
         await lab.killStorage()
-        console.log('NFS server stopped (the export\'s files stay until down)')
+        console.log('storage servers stopped (NFS and Ceph; their files stay until down)')
         return
       }
       const nfs = await NfsServer.start(lab)
       console.log(`NFS server ${nfs.address}, export ${nfs.exportPath} (netns ${lab.storage.netns})`)
       console.log(`xe: npx xe -s ${lab.host(1).address} -u root -pw ${lab.password} sr-create type=nfs name-label=NFS shared=true device-config:server=${nfs.address} device-config:serverpath=${nfs.exportPath}`)
+      return
+    }
+    case 'ceph': {
+      // a single-node Ceph cluster beside it (stopped with `nfs stop`, which stops the storage namespace)
+      const lab = scriptLab()
+      const ceph = await CephServer.start(lab)
+      console.log(`Ceph cluster: monitor ${ceph.monitors}, pool ${ceph.pool}, user ${ceph.user}, key ${ceph.key}`)
+      console.log(`xe: npx xe -s ${lab.host(1).address} -u root -pw ${lab.password} sr-create type=rbd name-label=Ceph shared=true device-config:monitors=${ceph.monitors} device-config:pool=${ceph.pool} device-config:user=${ceph.user} device-config:key=${ceph.key}`)
       return
     }
     default:

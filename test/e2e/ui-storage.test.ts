@@ -1,6 +1,7 @@
-// The web UI's "New SR" form against a real NFS server: nfs-ganesha in a lab's storage
-// namespace, a lab host's daemon, Debian's Chromium. Probe the server, pick its export, create
-// the SR; its page shows the host with the SR plugged; the New VM wizard puts a VM's disks on it.
+// The web UI's "New SR" form against real storage servers: nfs-ganesha and a single-node Ceph
+// cluster in a lab's storage namespace, a lab host's daemon, Debian's Chromium. Probe the server,
+// pick its export (or pool), create the SR; its page shows the host with the SR plugged; the New
+// VM wizard puts a VM's disks on it.
 import assert from 'node:assert/strict'
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -9,6 +10,7 @@ import { after, before, describe, it } from 'node:test'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import { call, waitFor } from '../helpers/daemon.js'
 import { Lab } from '../helpers/lab.js'
+import { CephServer } from '../helpers/ceph-server.js'
 import { NfsServer } from '../helpers/nfs-server.js'
 
 const CHROMIUM = '/usr/bin/chromium'
@@ -16,15 +18,16 @@ const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', 
 
 let lab: Lab
 let nfs: NfsServer
+let ceph: CephServer
 let context: BrowserContext | undefined
 let page: Page
 let userDataDir = ''
 const problems: string[] = []
 
-describe('web UI: a new NFS SR', { timeout: 180_000 }, () => {
+describe('web UI: new shared SRs', { timeout: 180_000 }, () => {
   before(async () => {
     lab = await Lab.up(1)
-    nfs = await NfsServer.start(lab)
+    ;[nfs, ceph] = await Promise.all([NfsServer.start(lab), CephServer.start(lab)])
     userDataDir = mkdtempSync(join(tmpdir(), 'flotilla-chromium-'))
     context = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1280, height: 800 } })
     page = context.pages()[0] ?? (await context.newPage())
@@ -60,6 +63,37 @@ describe('web UI: a new NFS SR', { timeout: 180_000 }, () => {
     const s = await call<string>(lab.host(1).url, 'session.login_with_password', 'root', lab.password)
     const [sr] = await call<string[]>(lab.host(1).url, 'SR.get_by_name_label', s, 'Shared NFS')
     assert.deepEqual(readdirSync(nfs.exportPath), [await call<string>(lab.host(1).url, 'SR.get_uuid', s, sr)])
+    assert.deepEqual(problems, [])
+  })
+
+  it('makes a Ceph RBD SR the same way: probe the cluster with a key, pick the pool', async () => {
+    await page.getByRole('link', { name: 'New SR' }).click()
+    const main = page.locator('main')
+    await main.locator('select[name=type]').selectOption('rbd')
+    await main.locator('input[name=monitors]').fill(ceph.monitors)
+    await main.locator('input[name=user]').fill(ceph.user)
+    await main.locator('input[name=key]').fill(ceph.key)
+    await main.getByRole('button', { name: 'Probe' }).click()
+    const pools = main.locator('select[name=place]')
+    await pools.waitFor().catch(async (err: Error) => {
+      throw new Error(`${err.message}; the page: ${await page.locator('body').innerText()}`)
+    })
+    assert.ok((await pools.locator('option').allInnerTexts()).includes(ceph.pool), `pools offered: ${JSON.stringify(await pools.locator('option').allInnerTexts())}; ${await page.locator('main').innerText()}`)
+    await pools.selectOption(ceph.pool)
+    await main.locator('input[name=name]').fill('Shared Ceph')
+    await main.getByRole('button', { name: 'Create' }).click()
+    await page.getByRole('heading', { name: 'Shared Ceph' }).waitFor()
+    assert.match(await page.locator('main').innerText(), /type rbd, user, shared/)
+    await page.getByTestId('pbd-row').filter({ hasText: 'plugged' }).waitFor()
+    assert.ok(!(await page.locator('main').innerText()).includes(ceph.key), 'the page shows no key')
+    // the key is kept in a secret that the PBD names, as xapi keeps SM passwords
+    const s = await call<string>(lab.host(1).url, 'session.login_with_password', 'root', lab.password)
+    const [sr] = await call<string[]>(lab.host(1).url, 'SR.get_by_name_label', s, 'Shared Ceph')
+    const [pbd] = await call<string[]>(lab.host(1).url, 'SR.get_PBDs', s, sr)
+    const config = await call<Record<string, string>>(lab.host(1).url, 'PBD.get_device_config', s, pbd)
+    assert.deepEqual(Object.keys(config).sort(), ['key_secret', 'monitors', 'pool', 'user'])
+    const secret = await call<string>(lab.host(1).url, 'secret.get_by_uuid', s, config.key_secret)
+    assert.equal(await call<string>(lab.host(1).url, 'secret.get_value', s, secret), ceph.key)
     assert.deepEqual(problems, [])
   })
 
