@@ -74,7 +74,6 @@ export class StorageError extends Error {
 
 /** The SM failures Flotilla's drivers raise, by xapi's numbers and descriptions. */
 export const SM_FAILURES = {
-  VDIInUse: [24, 'The VDI is currently in use'],
   Unimplemented: [38, 'The requested method is not supported/implemented'],
   NFSMount: [73, 'NFS mount error'],
   NFSCreate: [88, 'NFS SR creation error'],

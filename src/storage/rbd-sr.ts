@@ -69,6 +69,18 @@ function spec(place: RbdPlace, location: string): string {
   return `${place.pool}/${place.namespace}/${location}`
 }
 
+/** The image metadata key that marks a VDI's image destroyed while snapshots still read it. */
+const DESTROYED = 'flotilla.destroyed'
+
+const isDestroyed = async (place: RbdPlace, image: string) =>
+  Boolean((await json<Record<string, string>>(place, ['image-meta', 'list', spec(place, image)]).catch((): Record<string, string> => ({})))[DESTROYED])
+
+/** How many snapshots users made of an image (not those RBD keeps in its trash for clones). */
+async function userSnapshots(place: RbdPlace, image: string): Promise<number> {
+  const snaps = await json<{ namespace?: { type: string } }[]>(place, ['snap', 'ls', '--all', spec(place, image)]).catch(() => [])
+  return snaps.filter((s) => !s.namespace || s.namespace.type === 'user').length
+}
+
 interface RbdInfo {
   size: number
   parent?: { pool: string; pool_namespace?: string; image: string; snapshot: string }
@@ -122,10 +134,13 @@ export class RbdSrDriver implements SrDriver {
     return { physicalSize: pool.stats.stored + pool.stats.max_avail, physicalUtilisation: pool.stats.stored, free: pool.stats.max_avail }
   }
 
+  /** The images that can be VDIs: not snapshots, not destroyed ones kept for their snapshots. */
   async scan(sr: SrLocation): Promise<VdiImage[]> {
     const place = parseRbdLocation(sr)
     const images = await json<{ image: string; size: number; snapshot?: string }[]>(place, ['ls', '-l', `${place.pool}/${place.namespace}`])
-    return images.filter((i) => !i.snapshot && NAME.test(i.image)).map((i) => ({ location: i.image, virtualSize: i.size, physicalUtilisation: 0, format: 'raw' }))
+    const out: VdiImage[] = []
+    for (const i of images) if (!i.snapshot && NAME.test(i.image) && !(await isDestroyed(place, i.image))) out.push({ location: i.image, virtualSize: i.size, physicalUtilisation: 0, format: 'raw' })
+    return out
   }
 
   /** Nothing to merge: RBD keeps its own snapshots and clones. */
@@ -157,17 +172,22 @@ export class RbdSrDriver implements SrDriver {
     return this.vdiImage(sr, location)
   }
 
-  /** An image with snapshots is refused: its snapshots are VDIs that read through it. */
+  /**
+   * A VDI's image goes at once, unless snapshot VDIs still read it: then it is only marked
+   * destroyed (hidden from scans) and goes with its last snapshot, as a qcow2 VDI's base stays
+   * for its snapshots.
+   */
   async destroyVdi(sr: SrLocation, location: string): Promise<void> {
     const place = parseRbdLocation(sr)
-    if (SNAPSHOT.test(location)) {
+    const snapshot = SNAPSHOT.exec(location)
+    if (snapshot) {
       await rbd(place, ['snap', 'rm', '--no-progress', spec(place, location)])
+      const image = snapshot[1]!
+      if ((await isDestroyed(place, image)) && (await userSnapshots(place, image)) === 0) await rbd(place, ['rm', '--no-progress', spec(place, image)])
       return
     }
-    const snaps = await json<{ name: string; namespace?: { type: string } }[]>(place, ['snap', 'ls', '--all', spec(place, location)]).catch(() => [])
-    const userSnaps = snaps.filter((s) => !s.namespace || s.namespace.type === 'user')
-    if (userSnaps.length > 0) throw smFailure('VDIInUse', `the image has ${userSnaps.length} snapshot(s): delete them first`)
-    await rbd(place, ['rm', '--no-progress', spec(place, location)])
+    if ((await userSnapshots(place, location)) > 0) await rbd(place, ['image-meta', 'set', spec(place, location), DESTROYED, '1'])
+    else await rbd(place, ['rm', '--no-progress', spec(place, location)])
   }
 
   /** An RBD snapshot, named `next`: the VDI stays where it is, the snapshot is `location@next`. */
