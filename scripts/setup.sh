@@ -20,6 +20,8 @@ DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm p
   qemu-block-extra nfs-ganesha nfs-ganesha-vfs rpcbind
   # Ceph RBD SRs: the rbd and ceph tools; a lab's single-node Ceph cluster
   ceph-common ceph-base ceph-mon ceph-osd ceph-mgr
+  # the ZFS SR's test: a ZFS pool on FUSE, as this kernel has no modules
+  zfs-fuse
   # to build the test guest image
   binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 

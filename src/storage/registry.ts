@@ -4,8 +4,9 @@ import { IsoSrDriver } from './iso-sr.js'
 import { LocalSrDriver } from './local-sr.js'
 import { NfsSrDriver } from './nfs-sr.js'
 import { RbdSrDriver } from './rbd-sr.js'
+import { ZfsSrDriver } from './zfs-sr.js'
 
-const DRIVERS: readonly SrDriver[] = [new LocalSrDriver('ext', 'Local EXT4 VHD', 'ext4'), new LocalSrDriver('xfs', 'Local XFS', 'xfs'), new IsoSrDriver(), new NfsSrDriver(), new RbdSrDriver()]
+const DRIVERS: readonly SrDriver[] = [new LocalSrDriver('ext', 'Local EXT4 VHD', 'ext4'), new LocalSrDriver('xfs', 'Local XFS', 'xfs'), new IsoSrDriver(), new NfsSrDriver(), new RbdSrDriver(), new ZfsSrDriver()]
 
 const byType = new Map(DRIVERS.map((d) => [d.info().type, d]))
 

@@ -481,6 +481,8 @@ register('SR.create', async (ctx, [host, deviceConfig, , name, description, type
   const root = srRootOf(svc, host)
   if (type === 'iso' && !config.location) config.path = `${root}/${uuid}`
   else if (type === 'iso') config.path = config.location!
+  else if (type === 'zfs' && !config.location) throw new XapiError('SR_BACKEND_FAILURE_94', ['', 'The request is missing the location parameter', ''])
+  else if (type === 'zfs') config.path = config.location!
   else if (!config.device && !config.path) throw new XapiError('SR_BACKEND_FAILURE', ['1', '', 'device_config needs device (a block device to format) or path (a directory)'])
   config.path ??= `${root}/${uuid}`
   const where: SrLocation = { type: String(type), path: config.path, ...(config.device ? { device: config.device } : {}) }

@@ -33,4 +33,8 @@ export const TEST_PROGRAMS: Record<string, string> = {
   'ceph-mgr': 'ceph-mgr',
   'ceph-authtool': 'ceph-common',
   monmaptool: 'ceph-base',
+  // a ZFS pool in a file for the ZFS SR test
+  'zfs-fuse': 'zfs-fuse',
+  zpool: 'zfs-fuse',
+  zfs: 'zfs-fuse',
 }

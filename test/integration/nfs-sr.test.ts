@@ -9,12 +9,12 @@
 import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { call, jsonrpc, ROOT, waitFor } from '../helpers/daemon.js'
 import { newGuest } from '../helpers/guest.js'
+import { contentHash } from '../helpers/images.js'
 import { Lab } from '../helpers/lab.js'
 import { NfsServer } from '../helpers/nfs-server.js'
 
@@ -33,15 +33,8 @@ const failure = async (method: string, ...params: unknown[]): Promise<string[]> 
 const xe = (...args: string[]) => run(process.execPath, [join(ROOT, 'bin', 'xe.js'), '-s', lab.host(1).address, '-u', 'root', '-pw', lab.password, ...args], { timeout: 60_000 })
 
 /** The guest content of an image on the export, as the server's own file has it: sha256 of its raw form. */
-async function contentHash(path: string): Promise<string> {
-  const raw = join(lab.dir, 'content.raw')
-  await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', path, raw])
-  try {
-    return createHash('sha256').update(readFileSync(raw)).digest('hex')
-  } finally {
-    rmSync(raw, { force: true })
-  }
-}
+
+const hashOf = (path: string) => contentHash(path, lab.dir)
 
 describe('an NFS SR shared by a pool', () => {
   const hosts = new Map<number, string>()
@@ -120,11 +113,11 @@ describe('an NFS SR shared by a pool', () => {
     assert.ok(existsSync(imageOf(uuid)))
     // a pattern written through host 2's QEMU NFS client, as a guest would write it
     lab.exec(2, 'qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', '-c', 'write -P 0xa5 4M 512k', `nfs://${nfs.address}${srDir()}/${uuid}.qcow2`])
-    const written = await contentHash(imageOf(uuid))
+    const written = await hashOf(imageOf(uuid))
     const snapshot = await c<string>('VDI.snapshot', vdi, {})
     const clone = await c<string>('VDI.clone', snapshot, {})
-    for (const v of [snapshot, clone]) assert.equal(await contentHash(imageOf(await c<string>('VDI.get_location', v))), written)
-    assert.equal(await contentHash(imageOf(await c<string>('VDI.get_location', vdi))), written, 'the VDI itself after its snapshot')
+    for (const v of [snapshot, clone]) assert.equal(await hashOf(imageOf(await c<string>('VDI.get_location', v))), written)
+    assert.equal(await hashOf(imageOf(await c<string>('VDI.get_location', vdi))), written, 'the VDI itself after its snapshot')
     await c('VDI.resize', clone, 16 * MiB)
     assert.equal(Number(await c('VDI.get_virtual_size', clone)), 16 * MiB)
     const cloneImage = imageOf(await c<string>('VDI.get_location', clone))
@@ -133,7 +126,7 @@ describe('an NFS SR shared by a pool', () => {
     // their images go with the SR's collection, which the destroys start; the chain is one image again
     await waitFor('the clone\'s image to go', () => !existsSync(cloneImage) || undefined, 30_000)
     await waitFor('the snapshot\'s base to be merged', () => readdirSync(srDir()).length === 1 || undefined, 30_000)
-    assert.equal(await contentHash(imageOf(await c<string>('VDI.get_location', vdi))), written, 'the VDI after the merge')
+    assert.equal(await hashOf(imageOf(await c<string>('VDI.get_location', vdi))), written, 'the VDI after the merge')
     vdis.location = await c<string>('VDI.get_location', vdi)
   })
 
@@ -193,7 +186,7 @@ describe('an NFS SR shared by a pool', () => {
 
   it('forget and introduce bring it back with its VDIs found by scan', async () => {
     // the guest's runs wrote their record on the data disk since
-    const hash = await contentHash(imageOf(vdis.location!))
+    const hash = await hashOf(imageOf(vdis.location!))
     const pbds = await c<string[]>('SR.get_PBDs', sr)
     for (const pbd of pbds) await c('PBD.unplug', pbd)
     await c('SR.forget', sr)
@@ -203,7 +196,7 @@ describe('an NFS SR shared by a pool', () => {
     await c('SR.scan', sr)
     const found = await Promise.all((await c<string[]>('SR.get_VDIs', sr)).map((v) => c<string>('VDI.get_location', v)))
     assert.ok(found.includes(vdis.location!), `scan finds the data VDI's image among ${found.join(' ')}`)
-    assert.equal(await contentHash(imageOf(vdis.location!)), hash)
+    assert.equal(await hashOf(imageOf(vdis.location!)), hash)
   })
 
   it('SR.destroy removes its directory from the export', async () => {

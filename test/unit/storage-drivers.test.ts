@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { StorageError } from '../../src/storage/driver.js'
 import { driverInfos, getDriver } from '../../src/storage/registry.js'
+import { filesystemOf } from '../../src/storage/zfs-sr.js'
 
 const FILE_SR = ['SR_PROBE', 'SR_UPDATE', 'VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'VDI_UPDATE', 'VDI_CLONE', 'VDI_SNAPSHOT', 'VDI_RESIZE', 'THIN_PROVISIONING']
 
@@ -18,6 +19,7 @@ describe('the SR driver registry', () => {
       { type: 'iso', name: 'ISO', capabilities: ['VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'SR_SCAN'] },
       { type: 'nfs', name: 'NFS VHD', capabilities: FILE_SR },
       { type: 'rbd', name: 'Ceph RBD', capabilities: FILE_SR },
+      { type: 'zfs', name: 'ZFS', capabilities: FILE_SR },
     ])
     for (const { type } of driverInfos()) assert.equal(getDriver(type).info().type, type)
   })
@@ -62,5 +64,15 @@ describe('the ISO library driver', () => {
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
+  })
+})
+
+describe('the ZFS driver', () => {
+  it('finds the filesystem a path is on from the mounts, by the longest mountpoint', () => {
+    const mounts = ['/dev/sda1 / ext4 rw 0 0', 'tank /tank fuse.zfs rw 0 0', 'tank/vms /tank/vms zfs rw 0 0', 'tmpfs /tank/vms/tmp tmpfs rw 0 0', ''].join('\n')
+    assert.equal(filesystemOf(mounts, '/tank/vms/sr1'), 'zfs')
+    assert.equal(filesystemOf(mounts, '/tank/other'), 'fuse.zfs')
+    assert.equal(filesystemOf(mounts, '/tank/vms/tmp/x'), 'tmpfs')
+    assert.equal(filesystemOf(mounts, '/tankette'), 'ext4', 'a mountpoint is a whole path component')
   })
 })
