@@ -1,4 +1,4 @@
-// File-based SRs (types ext, xfs and nfs): a directory holding one qcow2 file per VDI, named
+// File-based SRs (types ext, xfs, zfs and nfs): a directory holding one qcow2 file per VDI, named
 // after the VDI's location (its uuid), on this host's filesystem or on an NFS export
 // (sr-files.ts). The default local SR lives inside the data dir.
 import { commitImage, convertImage, createImage, imageInfo, mapImage, rebaseImage, resizeImage } from '../qemu/img.js'
