@@ -29,7 +29,8 @@ export async function freeHotplugPort(qmp: QmpClient, ports: number): Promise<nu
 async function addBlockNodes(qmp: QmpClient, undo: UndoStack, node: string, path: string, format: QemuDisk['format'], readOnly: boolean): Promise<void> {
   const file = fileNodeName({ node })
   const del = (name: string) => () => qmp.execute('blockdev-del', { 'node-name': name })
-  await undo.step(`block node ${file}`, () => qmp.execute('blockdev-add', { ...protocolNode(path).where, 'node-name': file, 'read-only': readOnly, ...protocolNode(path).tuning, ...(readOnly ? {} : { discard: 'unmap' }) }), del(file))
+  const { where, tuning } = protocolNode(path)
+  await undo.step(`block node ${file}`, () => qmp.execute('blockdev-add', { ...where, 'node-name': file, 'read-only': readOnly, ...tuning, ...(readOnly ? {} : { discard: 'unmap' }) }), del(file))
   await undo.step(`block node ${node}`, () => qmp.execute('blockdev-add', { driver: format, 'node-name': node, file, 'read-only': readOnly, ...(readOnly ? {} : { discard: 'unmap', 'detect-zeroes': 'unmap' }) }), del(node))
 }
 

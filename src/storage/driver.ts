@@ -76,20 +76,14 @@ export class StorageError extends Error {
 export const SM_FAILURES = {
   Unimplemented: [38, 'The requested method is not supported/implemented'],
   NFSMount: [73, 'NFS mount error'],
-  NFSCreate: [88, 'NFS SR creation error'],
-  ConfigServerPathMissing: [101, 'The request is missing the serverpath parameter'],
   ConfigServerMissing: [102, 'The request is missing the server parameter'],
-  ConfigServerPathBad: [103, 'The serverpath argument is not valid'],
   NFSTarget: [108, 'Unable to detect an NFS service on this target.'],
 } as const
 
-/**
- * An SM failure as xapi passes one on: SR_BACKEND_FAILURE_<n> with ['', description with the
- * reason, the driver's output] (the output of a probe that needs more device_config is its XML).
- */
-export function smFailure(name: keyof typeof SM_FAILURES, reason?: string, output = ''): StorageError {
+/** An SM failure as xapi passes one on: SR_BACKEND_FAILURE_<n> with ['', description with the reason, the driver's output]. */
+export function smFailure(name: keyof typeof SM_FAILURES, reason?: string): StorageError {
   const [n, description] = SM_FAILURES[name]
-  return new StorageError(`SR_BACKEND_FAILURE_${n}`, ['', reason ? `${description} [opterr=${reason}]` : description, output])
+  return new StorageError(`SR_BACKEND_FAILURE_${n}`, ['', reason ? `${description} [opterr=${reason}]` : description, ''])
 }
 
 /** What SR.probe found with the device_config it was given. */

@@ -12,13 +12,6 @@ import { smFailure, type SrDriverInfo, type SrLocation, type SrProbe } from './d
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-/** The exports of a server as xapi's NFS probe lists them (nfs.py scan_exports). */
-export function exportsXml(server: string, exports: readonly string[]): string {
-  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
-  const items = exports.map((p) => `\t<Export>\n\t\t<Target>${esc(server)}</Target>\n\t\t<Path>${esc(p)}</Path>\n\t\t<Accesslist>*</Accesslist>\n\t</Export>\n`)
-  return `<?xml version="1.0" ?>\n<nfs-exports>\n${items.join('')}</nfs-exports>\n`
-}
-
 export class NfsSrDriver extends FileImagesDriver {
   info(): SrDriverInfo {
     return { type: 'nfs', name: 'NFS VHD', capabilities: FILE_SR_CAPABILITIES }
@@ -36,24 +29,18 @@ export class NfsSrDriver extends FileImagesDriver {
   /** Nothing is mounted: what the host had open of the SR its VMs and tools have closed. */
   async detach(): Promise<void> {}
 
-  destroy = (sr: SrLocation) => new FileSr(sr.path).files.removeAll()
+  destroy = (sr: SrLocation) => new NfsFiles(sr.path).removeAll()
 
-  /**
-   * With a server only: its exports, which xapi's driver returns as a failure (the serverpath is
-   * missing) whose output is their XML, and which clients parse so; with a serverpath too: the
-   * SRs there, the directories named as SR uuids.
-   */
+  /** With a server only: its exports; with a serverpath too: the SRs there, the directories named as SR uuids. */
   async probe(config: Record<string, string>): Promise<SrProbe> {
     const server = config.server
     if (!server) throw smFailure('ConfigServerMissing')
     if (!config.serverpath) {
-      let exports: string[]
       try {
-        exports = await listExports(server)
+        return { exports: await listExports(server) }
       } catch (err) {
         throw smFailure('NFSTarget', (err as Error).message)
       }
-      throw smFailure('ConfigServerPathMissing', undefined, exportsXml(server, exports))
     }
     let ex: NfsExport | undefined
     try {

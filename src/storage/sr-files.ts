@@ -26,8 +26,6 @@ export interface SrFiles {
   rename(from: string, to: string): Promise<void>
   /** A copy of a raw file. */
   copyRaw(from: string, to: string): Promise<void>
-  /** Removes the directory with all it holds. */
-  removeAll(): Promise<void>
   /**
    * Whether `qemu-img commit` can write an overlay into its backing file here: QEMU's NFS driver
    * cannot reopen a backing image read-write (“Cannot open a read-only mount as read-write”).
@@ -61,7 +59,6 @@ export class LocalFiles implements SrFiles {
   remove = (name: string) => rm(this.file(name), { force: true })
   rename = (from: string, to: string) => rename(this.file(from), this.file(to))
   copyRaw = (from: string, to: string) => copyFile(this.file(from), this.file(to), constants.COPYFILE_FICLONE)
-  removeAll = () => rm(this.where, { recursive: true, force: true })
 }
 
 /** An nfs:// SR location taken apart: the SR is the URL's last directory, on the export above it (xapi's serverpath/<SR uuid>). */
@@ -126,6 +123,7 @@ export class NfsFiles implements SrFiles {
   remove = (name: string) => this.on((ex) => ex.remove(this.path(name)))
   rename = (from: string, to: string) => this.on((ex) => ex.rename(this.path(from), this.path(to)))
   copyRaw = (from: string, to: string) => convertImage({ source: this.file(from), sourceFormat: 'raw', target: this.file(to), targetFormat: 'raw' })
+  /** Removes the SR's directory with all it holds. */
   removeAll = () => this.on((ex) => ex.removeTree(this.path()))
 }
 

@@ -31,6 +31,12 @@ export function rbdTarget(config: Readonly<Record<string, string>>): { monitors:
   return { monitors: monitors.join(','), pool: config.pool }
 }
 
+/** A probe's device_config, as far as it goes: what it names is checked as SR.create checks it. */
+export function checkProbeConfig(type: string, config: Readonly<Record<string, string>>): void {
+  if (type === 'nfs' && config.server && config.serverpath) nfsTarget(config)
+  if (type === 'rbd' && config.pool) rbdTarget(config)
+}
+
 /**
  * Where the SR `srUuid` of `type` is: its directory (device_config path); for NFS its nfs:// URL
  * (serverpath/<SR uuid>, as xapi lays it out); for RBD the namespace named after it on the pool.

@@ -12,7 +12,7 @@ import { now, register, type CallContext, type Services } from './context.js'
 import { PREFIX } from '../db/etcd.js'
 import { srRootKey } from './pool-master.js'
 import { hostSeeingSrs, srHost, vmHost } from './forwarding.js'
-import { NETWORK_SR_TYPES, nfsTarget, rbdTarget, srWhere } from './sr-config.js'
+import { checkProbeConfig, NETWORK_SR_TYPES, srWhere } from './sr-config.js'
 import { withSrLock, withSrLocks } from './sr-locks.js'
 import { createTask, finishTask } from './task.js'
 import { withUndo, type UndoStack } from '../lib/undo.js'
@@ -377,7 +377,6 @@ for (const field of ['name_label', 'name_description', 'read_only', 'sharable', 
   register(`VDI.set_${field}`, (ctx, [ref, value]) => ctx.svc.db.transact((tx) => tx.update('VDI', ref, { [field]: value })))
 }
 
-/** SR.scan: picks up image files that have no record and refreshes the figures. */
 /** Marks an SR introduced and not scanned yet (a raw key, no field of the SR's). */
 const unscannedKey = (srRef: string) => `${PREFIX}sr-unscanned/${srRef}`
 
@@ -570,41 +569,41 @@ export async function plugSharedSrs(svc: Services): Promise<void> {
   }
 }
 
+const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+
 /**
- * SR.probe's answer for what a driver found, in xapi's XML: an SR list (an NFS server's exports
- * come as the driver's failure); a Ceph cluster's pools, which xapi has no driver for, in the
- * same shape as its NFS exports.
+ * SR.probe's answer for what a driver found, in xapi's XML: the SRs found. An NFS server's exports
+ * are xapi's SR_BACKEND_FAILURE_101 (the serverpath is missing) with their XML as the driver's
+ * output, which XO parses (nfs.py scan_exports); a Ceph cluster's pools, which xapi has no driver
+ * for, come in the same shape as a plain answer.
  */
-function probeXml(found: SrProbe): string {
-  if (found.pools) return `<?xml version="1.0" ?>\n<ceph-pools>\n${found.pools.map((p) => `\t<Pool>\n\t\t<Name>${p}</Name>\n\t</Pool>\n`).join('')}</ceph-pools>\n`
-  const srs = (found.srs ?? []).map((uuid) => `\t<SR>\n\t\t<UUID>${uuid}</UUID>\n\t</SR>\n`)
-  return `<?xml version="1.0" ?>\n<SRlist>\n${srs.join('')}</SRlist>\n`
+export function probeAnswer(config: Readonly<Record<string, string>>, found: SrProbe): string {
+  const item = (tag: string, fields: [string, string][]) => `\t<${tag}>\n${fields.map(([k, v]) => `\t\t<${k}>${escapeXml(v)}</${k}>\n`).join('')}\t</${tag}>\n`
+  if (found.exports) {
+    const items = found.exports.map((path) => item('Export', [['Target', config.server ?? ''], ['Path', path], ['Accesslist', '*']]))
+    throw new XapiError('SR_BACKEND_FAILURE_101', ['', 'The request is missing the serverpath parameter', `<?xml version="1.0" ?>\n<nfs-exports>\n${items.join('')}</nfs-exports>\n`])
+  }
+  if (found.pools) return `<?xml version="1.0" ?>\n<ceph-pools>\n${found.pools.map((p) => item('Pool', [['Name', p]])).join('')}</ceph-pools>\n`
+  return `<?xml version="1.0" ?>\n<SRlist>\n${(found.srs ?? []).map((uuid) => item('SR', [['UUID', uuid]])).join('')}</SRlist>\n`
 }
 
-register('SR.probe', async (ctx, [host, deviceConfig, type]) => {
+/** What the SR type's driver on `host` finds with a device_config, checked as SR.create would check it. */
+async function probe(ctx: CallContext, host: string, deviceConfig: Record<string, string>, type: string): Promise<SrProbe> {
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
-  if (type === 'nfs' && deviceConfig.server && deviceConfig.serverpath) nfsTarget(deviceConfig)
-  if (type === 'rbd' && deviceConfig.pool) rbdTarget(deviceConfig)
-  return probeXml(await ctx.svc.agentFor(host).call('sr.probe', { type, config: withSecrets(ctx.svc, deviceConfig) }))
-})
+  checkProbeConfig(type, deviceConfig)
+  return ctx.svc.agentFor(host).call('sr.probe', { type, config: withSecrets(ctx.svc, deviceConfig) })
+}
 
-/** SR.probe_ext (xapi's structured probe): one probe_result per SR found, with the device_config that reaches it. */
+register('SR.probe', async (ctx, [host, deviceConfig, type]) => probeAnswer(deviceConfig, await probe(ctx, host, deviceConfig, type)))
+
+/** SR.probe_ext (xapi's structured probe): a probe_result per SR found, or per export or pool to probe further. */
 register('SR.probe_ext', async (ctx, [host, deviceConfig, type]) => {
-  if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])
-  let found: SrProbe
-  try {
-    found = await ctx.svc.agentFor(host).call('sr.probe', { type, config: withSecrets(ctx.svc, deviceConfig) })
-  } catch (err) {
-    // with a server only, the exports: each a device_config to probe further, not yet complete
-    const xml = err instanceof XapiError && err.code === 'SR_BACKEND_FAILURE_101' ? err.params[2] : undefined
-    if (!xml) throw err
-    return [...xml.matchAll(/<Path>([^<]*)<\/Path>/g)].map((m) => ({ configuration: { ...deviceConfig, serverpath: unescapeXml(m[1]!.trim()) }, complete: false, sr: null, extra_info: {} }))
-  }
-  if (found.pools) return found.pools.map((pool) => ({ configuration: { ...deviceConfig, pool }, complete: false, sr: null, extra_info: {} }))
+  const found = await probe(ctx, host, deviceConfig, type)
+  const further = (extra: Record<string, string>) => ({ configuration: { ...deviceConfig, ...extra }, complete: false, sr: null, extra_info: {} })
+  if (found.exports) return found.exports.map((serverpath) => further({ serverpath }))
+  if (found.pools) return found.pools.map((pool) => further({ pool }))
   return (found.srs ?? []).map((uuid) => ({ configuration: deviceConfig, complete: true, sr: { uuid, name_label: '', name_description: '', total_space: 0, free_space: 0, clustered: false, health: 'healthy' }, extra_info: {} }))
 })
-
-const unescapeXml = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')
 
 register('SR.introduce', (ctx, [uuid, name, description, type, contentType, shared, smConfig]) => {
   if (!srTypes(ctx.svc).has(type)) throw new XapiError('SR_UNKNOWN_DRIVER', [type])

@@ -2,9 +2,9 @@
 // splits into (src/storage/sr-files.ts), and the XML an NFS probe answers with.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { exportsXml } from '../../src/storage/nfs-sr.js'
 import { parseNfsLocation } from '../../src/storage/sr-files.js'
 import { srWhere } from '../../src/xapi/sr-config.js'
+import { probeAnswer } from '../../src/xapi/storage.js'
 
 const SR = '3f1c2a9e-0000-4000-8000-000000000001'
 const code = (fn: () => unknown) => {
@@ -45,8 +45,12 @@ describe('an SR\'s place from its device_config', () => {
   })
 })
 
-it('an NFS probe lists the exports as xapi\'s driver does, escaped', () => {
-  const xml = exportsXml('10.0.0.5', ['/exports/vms', '/a&b'])
+it('an NFS probe lists the exports as xapi\'s driver does, escaped, in its SR_BACKEND_FAILURE_101', () => {
+  let xml = ''
+  assert.throws(() => probeAnswer({ server: '10.0.0.5' }, { exports: ['/exports/vms', '/a&b'] }), (err: { code: string; params: string[] }) => {
+    xml = err.params[2]!
+    return err.code === 'SR_BACKEND_FAILURE_101' && /missing the serverpath/.test(err.params[1]!)
+  })
   assert.match(xml, /^<\?xml version="1\.0" \?>\n<nfs-exports>\n\t<Export>\n\t\t<Target>10\.0\.0\.5<\/Target>\n\t\t<Path>\/exports\/vms<\/Path>\n\t\t<Accesslist>\*<\/Accesslist>\n\t<\/Export>\n/)
   assert.match(xml, /<Path>\/a&amp;b<\/Path>/)
 })
