@@ -148,6 +148,14 @@ export interface SrRef {
   path: string
 }
 
+/** A running disk a checkpoint freezes: its SR, its image, and where it goes on. */
+export interface CheckpointDisk {
+  sr: SrLocation
+  userdevice: number
+  location: string
+  next: string
+}
+
 /** A VDI to freeze for a snapshot or clone. */
 export interface FreezeRequest {
   sr: SrLocation
@@ -304,7 +312,7 @@ export interface AgentCalls {
   /** Finds the VMs still running after a restart; answers the uuids of those found. */
   'vm.reattach': Call<{ vms: { uuid: string; devices: string[] }[] }, string[]>
   /** Live snapshot of memory and disks: each disk moves onto its overlay `next` in SR `path`; memory goes to `state`. */
-  'vm.checkpoint': Call<{ uuid: string; path: string; disks: { userdevice: number; next: string }[]; state: string }, void>
+  'vm.checkpoint': Call<{ uuid: string; disks: CheckpointDisk[]; state: string }, Frozen[]>
 
   /** Makes the network's bridge on this host; answers its name. */
   'net.ensure': Call<{ network: string }, string>

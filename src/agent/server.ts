@@ -10,8 +10,7 @@ import type { Duplex } from 'node:stream'
 import { timingSafeEqual } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import { readHostFacts } from './facts.js'
-import { imagePath, storageMethods, withDiskPaths, withPath } from './storage.js'
-import { FileSr } from '../storage/file-sr.js'
+import { freezeRunning, imagePath, storageMethods, withDiskPaths, withPath } from './storage.js'
 import { bridgeName, vlanDeviceName, VlanUnsupportedError } from '../net/bridge.js'
 import { XapiError } from '../idl/errors.js'
 import type { VmRuntime } from './vms.js'
@@ -67,10 +66,7 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemo
     'vm.unpause': ({ uuid }) => vms.unpause(uuid),
     'vm.set-vcpus': ({ uuid, count }) => vms.setVcpus(uuid, count),
     'vm.reattach': ({ vms: list }) => vms.reattach(list),
-    'vm.checkpoint': async ({ uuid, path, disks, state }) => {
-      const sr = new FileSr(path)
-      await vms.checkpoint(uuid, disks.map((d) => ({ userdevice: d.userdevice, overlay: sr.path(d.next) })), state)
-    },
+    'vm.checkpoint': ({ uuid, disks, state }) => vms.checkpoint(uuid, (freezeDisk) => freezeRunning(freezeDisk, disks), state),
     'net.ensure': async ({ network }) => {
       const name = bridgeName(vms.hostUuid, network)
       await vms.network.ensureBridge(name)

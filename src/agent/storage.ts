@@ -6,7 +6,7 @@
 import { smFailure } from '../storage/driver.js'
 import { FileSr } from '../storage/file-sr.js'
 import { getDriver, driverInfos } from '../storage/registry.js'
-import type { CallHandlers, Frozen, FreezeOutcome, FreezeRequest, FreezeResult, SrLocation, StartByImage, StartRequest, VdiRef, VmDisk, VmDiskByImage } from './contract.js'
+import type { CallHandlers, CheckpointDisk, Frozen, FreezeOutcome, FreezeRequest, FreezeResult, SrLocation, StartByImage, StartRequest, VdiRef, VmDisk, VmDiskByImage } from './contract.js'
 import { encodeFailure } from './failure.js'
 
 const driver = (sr: SrLocation) => getDriver(sr.type)
@@ -35,6 +35,23 @@ async function freeze(vms: RunningDisks, d: FreezeRequest, done: FreezeResult[])
   const result: FreezeResult = { ...frozen }
   done.push(result)
   result.image = d.clone ? await sr.clone(d.sr, frozen.frozen, d.clone) : await sr.vdiImage(d.sr, frozen.frozen)
+}
+
+/**
+ * A checkpoint's disks, frozen with the VM's vCPUs stopped: in place by drivers that snapshot so
+ * (RBD), else onto a new overlay by the VM's QEMU (`freezeDisk`).
+ */
+export async function freezeRunning(freezeDisk: (userdevice: number, overlay: string) => Promise<void>, disks: CheckpointDisk[]): Promise<Frozen[]> {
+  const frozen: Frozen[] = []
+  for (const d of disks) {
+    const sr = driver(d.sr)
+    if (sr.snapshotsInPlace) frozen.push(await sr.snapshot(d.sr, d.location, d.next))
+    else {
+      await freezeDisk(d.userdevice, sr.vdiPath(d.sr, d.next))
+      frozen.push({ frozen: d.location, location: d.next })
+    }
+  }
+  return frozen
 }
 
 /** VDI.snapshot and VDI.clone of any number of VDIs in one call: frozen in order, stopping at the first failure. */

@@ -217,17 +217,19 @@ export class VmRuntime {
   }
 
   /**
-   * A checkpoint: with the vCPUs stopped, every disk is frozen (live snapshot) at the same instant
-   * and the memory and device state saved to `statePath`; then the VM runs on.
+   * A checkpoint: with the vCPUs stopped, every disk is frozen (by `freeze`, given how to freeze
+   * one live) at the same instant and the memory and device state saved to `statePath`; then the
+   * VM runs on.
    */
-  async checkpoint(uuid: string, disks: { userdevice: number; overlay: string }[], statePath: string): Promise<void> {
-    await this.queued(uuid, async () => {
+  async checkpoint<T>(uuid: string, freeze: (freezeDisk: (userdevice: number, overlay: string) => Promise<void>) => Promise<T>, statePath: string): Promise<T> {
+    return this.queued(uuid, async () => {
       const vm = this.vm(uuid)
       const running = await vm.isRunning()
       await vm.pause()
       try {
-        for (const d of disks) await vm.freezeDisk(`d${d.userdevice}`, d.overlay)
+        const frozen = await freeze((userdevice, overlay) => vm.freezeDisk(`d${userdevice}`, overlay))
         await vm.saveState(statePath)
+        return frozen
       } finally {
         if (running) await vm.unpause()
       }

@@ -76,9 +76,14 @@ const isDestroyed = async (place: RbdPlace, image: string) =>
   Boolean((await json<Record<string, string>>(place, ['image-meta', 'list', spec(place, image)]).catch((): Record<string, string> => ({})))[DESTROYED])
 
 /** How many snapshots users made of an image (not those RBD keeps in its trash for clones). */
-async function userSnapshots(place: RbdPlace, image: string): Promise<number> {
-  const snaps = await json<{ namespace?: { type: string } }[]>(place, ['snap', 'ls', '--all', spec(place, image)]).catch(() => [])
-  return snaps.filter((s) => !s.namespace || s.namespace.type === 'user').length
+/** An image's snapshots: the VDIs' and those removed but kept in RBD's trash for their clones. */
+async function snapshotCount(place: RbdPlace, image: string): Promise<number> {
+  return (await json<unknown[]>(place, ['snap', 'ls', '--all', spec(place, image)]).catch(() => [])).length
+}
+
+/** A destroyed VDI's image goes once nothing reads it: no snapshot VDI, no clone of a removed snapshot. */
+async function removeIfUnread(place: RbdPlace, image: string): Promise<void> {
+  if ((await isDestroyed(place, image)) && (await snapshotCount(place, image)) === 0) await rbd(place, ['rm', '--no-progress', spec(place, image)])
 }
 
 interface RbdInfo {
@@ -173,21 +178,26 @@ export class RbdSrDriver implements SrDriver {
   }
 
   /**
-   * A VDI's image goes at once, unless snapshot VDIs still read it: then it is only marked
-   * destroyed (hidden from scans) and goes with its last snapshot, as a qcow2 VDI's base stays
-   * for its snapshots.
+   * A VDI's image goes at once, unless snapshots still read it (snapshot VDIs, or removed ones a
+   * clone builds on, which RBD keeps in its trash): then it is only marked destroyed (hidden from
+   * scans) and goes with the last of them, as a qcow2 VDI's base stays for its snapshots. Removing
+   * a clone's image lets RBD drop the trashed snapshot it built on, and so perhaps its parent.
    */
   async destroyVdi(sr: SrLocation, location: string): Promise<void> {
     const place = parseRbdLocation(sr)
     const snapshot = SNAPSHOT.exec(location)
     if (snapshot) {
       await rbd(place, ['snap', 'rm', '--no-progress', spec(place, location)])
-      const image = snapshot[1]!
-      if ((await isDestroyed(place, image)) && (await userSnapshots(place, image)) === 0) await rbd(place, ['rm', '--no-progress', spec(place, image)])
+      await removeIfUnread(place, snapshot[1]!)
       return
     }
-    if ((await userSnapshots(place, location)) > 0) await rbd(place, ['image-meta', 'set', spec(place, location), DESTROYED, '1'])
-    else await rbd(place, ['rm', '--no-progress', spec(place, location)])
+    if ((await snapshotCount(place, location)) > 0) {
+      await rbd(place, ['image-meta', 'set', spec(place, location), DESTROYED, '1'])
+      return
+    }
+    const { parent } = await json<RbdInfo>(place, ['info', spec(place, location)])
+    await rbd(place, ['rm', '--no-progress', spec(place, location)])
+    if (parent && parent.pool === place.pool && (parent.pool_namespace ?? '') === place.namespace) await removeIfUnread(place, parent.image)
   }
 
   /** An RBD snapshot, named `next`: the VDI stays where it is, the snapshot is `location@next`. */

@@ -87,21 +87,20 @@ register('VM.checkpoint', (ctx, [ref, name]) => {
   return withVmOperation(ctx, ref, 'checkpoint', async (vm) => {
     if (vm.power_state !== 'Running' && vm.power_state !== 'Paused') throw new XapiError('VM_BAD_POWER_STATE', [ref, 'running, paused', vm.power_state.toLowerCase()])
     const disks = snapshotDisks(svc, vm).map((d) => ({ ...d, location: svc.db.record('VDI', d.vdi).location, next: randomUUID(), sr: svc.db.record('VDI', d.vdi).SR }))
-    const srs = new Set(disks.map((d) => d.sr))
-    if (srs.size > 1) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [[...srs].join(',')])
     const host = vmHost(svc, vm)
     const agent = svc.agentFor(host)
     return withUndo('VM.checkpoint', async (undo) => {
       const image = await undo.step('the suspend image', () => createSuspendVdi(svc, vm, host), (made) => destroyVdi(svc, made.ref))
       try {
-        const path = disks[0] ? srPath(svc, disks[0].sr, host) : ''
         // A checkpoint that fails after QEMU moved disks onto their new overlays leaves them there: their records follow.
         undo.push('the locations of the disks QEMU froze', () => followFrozenDisks(svc, host, vm.uuid, disks))
-        await agent.call('vm.checkpoint', { uuid: vm.uuid, path, disks: disks.map((d) => ({ userdevice: d.userdevice, next: d.next })), state: image.path })
+        const checkpointDisks = disks.map((d) => ({ sr: attachedSr(svc, d.sr, host), userdevice: d.userdevice, location: d.location, next: d.next }))
+        const frozenDisks = await agent.call('vm.checkpoint', { uuid: vm.uuid, disks: checkpointDisks, state: image.path })
         const snapshotOf = new Map<string, string>()
-        for (const d of disks) {
-          await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location: d.next }))
-          const frozen = await agent.call('vdi.image', { ...attachedSr(svc, d.sr, host), location: d.location })
+        for (const [i, d] of disks.entries()) {
+          const { frozen: frozenLocation, location } = frozenDisks[i]!
+          await svc.db.transact((tx) => tx.update('VDI', d.vdi, { location }))
+          const frozen = await agent.call('vdi.image', { ...checkpointDisks[i]!.sr, location: frozenLocation })
           const source = svc.db.record('VDI', d.vdi)
           const fields = { name_label: source.name_label, name_description: source.name_description, type: source.type, read_only: source.read_only, sharable: source.sharable, other_config: source.other_config, uuid: randomUUID(), is_a_snapshot: true, snapshot_of: d.vdi, snapshot_time: now() }
           snapshotOf.set(d.vbd, await undo.step(`the snapshot of VDI ${d.vdi}`, () => recordVdi(svc, d.sr, frozen, fields), (snap) => destroyVdi(svc, snap)))

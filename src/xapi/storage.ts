@@ -416,6 +416,7 @@ export async function ensureLocalSr(svc: Services): Promise<string> {
     const ref = tx.create('SR', { uuid, name_label: 'Local storage', name_description: `Local storage in ${svc.srRoot}`, type: 'ext', content_type: 'user', shared: false, other_config: { 'i18n-key': 'local-storage' }, sm_config: { devserial: '' } })
     tx.create('PBD', { host: svc.hostRef, SR: ref, device_config: { path }, currently_attached: true })
     tx.update('pool', pool, { default_SR: ref, suspend_image_SR: ref, crash_dump_SR: ref })
+    tx.update('host', svc.hostRef, { suspend_image_sr: ref, crash_dump_sr: ref })
     return ref
   })
   await refreshSrUsage(svc, sr)
@@ -436,11 +437,25 @@ export async function ensureStorageManagers(svc: Services): Promise<void> {
 /** The SR types there is a driver for: those of the SM records. */
 const srTypes = (svc: Services) => new Set([...svc.db.rows('SM')].map((r) => r.stored.type))
 
-/** A suspend image (memory and device state) for a VM, in the pool's suspend SR: a raw file the agent of `host` fills. */
-export async function createSuspendVdi(svc: Services, vm: Readonly<VMRecord>, host: string): Promise<{ ref: string; path: string }> {
+/**
+ * Where a VM running on `host` suspends: as xapi, the VM's suspend_SR, else the pool's, else the
+ * host's; beyond xapi, the first of them (or the default SR) that `host` has plugged, so that a
+ * pool whose suspend SR is the master's local SR still suspends VMs on its other hosts. Not a
+ * network SR: QEMU writes the state to a file of the host.
+ */
+export function suspendSr(svc: Services, vm: Readonly<VMRecord>, host: string): string {
   const pool = svc.db.record('pool', svc.db.first('pool'))
-  const srRef = pool.suspend_image_SR !== NULL_REF ? pool.suspend_image_SR : pool.default_SR
-  if (srRef === NULL_REF) throw new XapiError('VM_NO_SUSPEND_SR', [vm.uuid])
+  const candidates = [vm.suspend_SR, pool.suspend_image_SR, svc.db.record('host', host).suspend_image_sr, pool.default_SR]
+  const plugged = (sr: string) => sr !== NULL_REF && svc.db.tryRecord('SR', sr) && !isIsoSr(svc, sr) && !NETWORK_SR_TYPES.has(svc.db.record('SR', sr).type) &&
+    svc.db.record('SR', sr).PBDs.some((pbd) => svc.db.record('PBD', pbd).host === host && svc.db.record('PBD', pbd).currently_attached)
+  const sr = candidates.find(plugged)
+  if (!sr) throw new XapiError('VM_NO_SUSPEND_SR', [vm.uuid])
+  return sr
+}
+
+/** A suspend image (memory and device state) for a VM, in its suspend SR: a raw file the agent of `host` fills. */
+export async function createSuspendVdi(svc: Services, vm: Readonly<VMRecord>, host: string): Promise<{ ref: string; path: string }> {
+  const srRef = suspendSr(svc, vm, host)
   return createSuspendImage(svc, srRef, Number(vm.memory_static_max) + 64 * 2 ** 20, { name_label: `Suspend image of ${vm.name_label}` }, host)
 }
 

@@ -134,10 +134,20 @@ describe('a Ceph RBD SR shared by a pool', () => {
     await c('VM.start_on', vm, hosts.get(2), false, false)
     await waitFor('the guest on host 2 to boot', () => /FLOTILLA data disk=/.test(lab.host(2).daemon.serial(uuid)) || undefined, 180_000)
     assert.match(lab.host(2).daemon.serial(uuid), /FLOTILLA data disk=\S+ previous: FLOTILLA-DATA boots=1 tick=\d+/)
+    // A checkpoint freezes the RBD disks in place (RBD snapshots) and saves the memory on host 2's own SR.
+    await waitFor('the guest on host 2 to tick', () => /FLOTILLA tick=2 /.test(lab.host(2).daemon.serial(uuid)) || undefined, 180_000)
+    const checkpoint = await c<string>('VM.checkpoint', vm, 'on host 2')
+    assert.equal(await c('VM.get_power_state', vm), 'Running')
+    await c('VM.revert', checkpoint)
+    assert.equal(await c('VM.get_power_state', vm), 'Suspended')
+    await c('VM.resume', vm, false, false)
+    await waitFor('the resumed guest to tick', () => /FLOTILLA tick=\d+ /.test(lab.host(2).daemon.serial(uuid)) || undefined, 120_000)
+    assert.doesNotMatch(lab.host(2).daemon.serial(uuid), /FLOTILLA-GUEST boot/, 'resumed, not rebooted')
     await c('VM.hard_shutdown', vm)
     for (const snap of await c<string[]>('VM.get_snapshots', vm)) {
-      for (const vbd of await c<string[]>('VM.get_VBDs', snap)) await c('VDI.destroy', await c<string>('VBD.get_VDI', vbd))
+      const vdis = await Promise.all((await c<string[]>('VM.get_VBDs', snap)).map((vbd) => c<string>('VBD.get_VDI', vbd)))
       await c('VM.destroy', snap)
+      for (const vdi of vdis) await c('VDI.destroy', vdi)
     }
     for (const vbd of await c<string[]>('VM.get_VBDs', vm)) await c('VDI.destroy', await c<string>('VBD.get_VDI', vbd))
     await c('VM.destroy', vm)

@@ -1,7 +1,8 @@
 // ZFS SRs (experimental, as XCP-ng's): a file SR in a ZFS dataset, here under zfs-fuse (this
 // kernel has no modules) on a pool in a file. What a local SR does, on it: VDI create / write /
 // snapshot / clone / resize / destroy with checksums, the collection merging a deleted snapshot,
-// a VM whose disk is on it running; SR.destroy leaves the dataset; a location not on ZFS is refused.
+// a VM whose disk is on it running; SR.destroy leaves the dataset; a location not on ZFS is refused;
+// then the local SR's own tests (chain-suite) with a ZFS SR as the pool's default SR.
 import assert from 'node:assert/strict'
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -10,6 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { after, before, describe, it } from 'node:test'
+import { qcow2ChainTests, type ChainSr } from '../helpers/chain-suite.js'
 import { call, Daemon, jsonrpc, login, waitFor } from '../helpers/daemon.js'
 import { newGuest } from '../helpers/guest.js'
 import { contentHash } from '../helpers/images.js'
@@ -94,5 +96,19 @@ describe('a ZFS SR on zfs-fuse', () => {
     await c('SR.destroy', sr)
     assert.ok(existsSync(dir), 'the dataset stays')
     assert.match((await run('zfs', ['list', '-H', '-o', 'name'])).stdout, new RegExp(`${poolName}/vms`))
+  })
+
+  describe('the local SR\'s tests, on a ZFS SR that is the default SR', () => {
+    let where: ChainSr
+    before(async () => {
+      await run('zfs', ['create', `${poolName}/chains`])
+      const srPath = join(mountpoint, 'chains')
+      const chains = await c<string>('SR.create', host, { location: srPath }, 0, 'ZFS chains', '', 'zfs', 'user', false, {})
+      const pool = (await c<string[]>('pool.get_all'))[0]
+      await c('pool.set_default_SR', pool, chains)
+      await c('pool.set_suspend_image_SR', pool, chains)
+      where = { daemon, session, sr: chains, srPath }
+    })
+    qcow2ChainTests(() => where)
   })
 })
