@@ -62,7 +62,7 @@ fi
 
 # ---- tools --------------------------------------------------------------------------------
 missing=()
-for t in apt-get apt-cache dpkg-deb objcopy objdump strings cpio gzip mkfs.vfat mmd mcopy syslinux sfdisk flock sha256sum; do
+for t in gcc apt-get apt-cache dpkg-deb objcopy objdump strings cpio gzip mkfs.vfat mmd mcopy syslinux sfdisk flock sha256sum; do
   command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 done
 for f in "$STUB" "$MBR_BIN" "$SRC/init.sh"; do [ -f "$f" ] || missing+=("$f"); done
@@ -101,8 +101,10 @@ for applet in $("$R/bin/busybox" --list); do
   [ "$applet" = busybox ] || ln -s busybox "$R/bin/$applet"    # --list includes busybox itself
 done
 install -m 755 "$SRC/init.sh" "$R/init"
+# the disk workload of flotilla:diskbench, static: the guest has no libc
+gcc -static -O2 -Wall -o "$R/bin/diskbench" "$SRC/diskbench.c" || die "compiling diskbench.c failed"
 # any other small files under test-guest/ go to /etc/flotilla/
-for f in "$SRC"/*; do [ "$f" = "$SRC/init.sh" ] || { mkdir -p "$R/etc/flotilla"; cp -r "$f" "$R/etc/flotilla/"; }; done
+for f in "$SRC"/*; do case "$f" in "$SRC/init.sh"|*.c) ;; *) mkdir -p "$R/etc/flotilla"; cp -r "$f" "$R/etc/flotilla/" ;; esac; done
 echo "$BOOT_MARKER" > "$R/etc/boot-marker"
 echo "$HASH" > "$R/etc/flotilla-build"
 

@@ -22,8 +22,8 @@ DEBIAN_PACKAGES=(etcd-server etcd-client qemu-system-x86 qemu-utils ovmf swtpm p
   ceph-common ceph-base ceph-mon ceph-osd ceph-mgr
   # the ZFS SR's test: a ZFS pool on FUSE, as this kernel has no modules
   zfs-fuse
-  # to build the test guest image
-  binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
+  # to build the test guest image (gcc and libc6-dev: its static disk benchmark)
+  gcc libc6-dev binutils cpio dosfstools mtools syslinux syslinux-common fdisk systemd-boot-efi)
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

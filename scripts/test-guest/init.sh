@@ -10,6 +10,8 @@
 #   flotilla:reboot-after=N     sync + reboot -f N seconds after init starts
 #   flotilla:crash-after=N      kernel panic (sysrq c) after N seconds; panic=-1 reboots at once
 #   flotilla:diskwrite=1        each tick, 1 MiB of random data at offset (1 + tick % 64) MiB of the data disk
+#   flotilla:diskbench=N        before the ticks, N MiB written and read back on the data disk, then
+#                               4 KiB random reads (diskbench.c; its figures overwrite the disk)
 #   flotilla:efivar-write=V     (UEFI) set the non-volatile variable FlotillaTest-<EFI_GUID below> to V
 #
 # Serial console lines (stable prefixes, parsed by tests):
@@ -19,6 +21,8 @@
 #   FLOTILLA efivar FlotillaTest=<value or none>             (UEFI only; value before any write)
 #   FLOTILLA efivar-write FlotillaTest=<value> <ok|failed>   (UEFI only, with the switch)
 #   FLOTILLA data disk=</dev/vdX|/dev/nvmeXnY|none>[ previous: <record or none>]
+#   FLOTILLA diskbench seq-write=<MiB/s> seq-read=<MiB/s> rand-read-4k=<IOPS>   (with the switch)
+#   FLOTILLA diskbench failed                                (with the switch, when it could not run)
 #   FLOTILLA tick=<n> up=<uptime seconds>                    (every second)
 #   FLOTILLA disks: <block disks, e.g. vda vdb>              (at the first tick and whenever they change: hot-plug)
 #   FLOTILLA net <ethN> mac=<mac> neighbours=<link-local addresses, or none>   (every 10 s per NIC)
@@ -68,6 +72,7 @@ while read -r sw; do
     flotilla:reboot-after=*) REBOOT_AFTER=$v ;;
     flotilla:crash-after=*) CRASH_AFTER=$v ;;
     flotilla:diskwrite=*) DISKWRITE=$v ;;
+    flotilla:diskbench=*) DISKBENCH=$v ;;
     flotilla:efivar-write=*) EFIVAR_WRITE=$v ;;
   esac
 done < /run/switches
@@ -167,6 +172,12 @@ if [ -n "$DATA" ]; then
   write_record 0 "$(uptime_s)"
 else
   say "FLOTILLA data disk=none"
+fi
+
+if [ -n "$DISKBENCH" ]; then
+  figures=""
+  isnum "$DISKBENCH" && [ -n "$DATA" ] && figures=$(diskbench "/dev/$DATA" "$DISKBENCH" 4000)
+  say "FLOTILLA diskbench ${figures:-failed}"
 fi
 
 # ---- network: virtio_net, IPv6 link-local, ping ff02::1 every 10 s in the background ----------
