@@ -8,10 +8,10 @@ import type { Frozen, SrDriverInfo, SrLocation, SrProbe, SrUsage, VdiFormat, Vdi
 import type { ImageNode } from '../storage/chain.js'
 import type { GcOutcome } from '../storage/gc.js'
 import type { DeviceList } from '../qemu/hotplug.js'
-import type { StopReason } from '../qemu/backend.js'
+import type { MigrationStats, StopReason } from '../qemu/backend.js'
 import type { Compression } from '../xva/format.js'
 
-export type { DeviceList, Frozen, GcOutcome, ImageNode, SrDriverInfo, SrLocation, SrProbe, SrUsage, StopReason, VdiFormat, VdiImage }
+export type { DeviceList, Frozen, MigrationStats, GcOutcome, ImageNode, SrDriverInfo, SrLocation, SrProbe, SrUsage, StopReason, VdiFormat, VdiImage }
 
 // ---- host ----
 
@@ -295,6 +295,14 @@ export interface AgentCalls {
   'vm.start': Call<StartByImage, { pid: number }>
   'vm.resume': Call<{ request: StartByImage; state: VdiRef }, { pid: number }>
   'vm.suspend': Call<{ uuid: string; statePath: string }, StoppedVm>
+  /** A live migration's destination: QEMU waiting for the stream on `address` (this host's); the port it listens on. */
+  'vm.receive': Call<{ request: StartByImage; address: string }, { port: number }>
+  /** The source's side: sends the VM; stalls of `stallMs` and failures cancel it, and the VM runs on here. */
+  'vm.migrate-send': Call<{ uuid: string; address: string; port: number; stallMs: number }, MigrationStats>
+  /** The destination's side once the source sent everything: the VM runs here (unless paused). */
+  'vm.received': Call<{ uuid: string; paused: boolean; timeoutMs: number }, void>
+  /** The UEFI variable store of a VM running here, as it is now. */
+  'vm.nvram': Call<{ uuid: string }, { nvram?: string }>
   'vm.stop': Call<{ uuid: string; clean: boolean; timeoutMs?: number }, StoppedVm>
   'vm.reset': Call<{ uuid: string }, void>
   'vm.pause': Call<{ uuid: string }, void>

@@ -50,6 +50,13 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemo
     ...storageMethods(vms),
     'vm.start': async (request) => vms.start(withDiskPaths(request)),
     'vm.resume': async ({ request, state }) => vms.start(withDiskPaths(request), imagePath(state)),
+    'vm.receive': ({ request, address }) => vms.receive(withDiskPaths(request), address),
+    'vm.migrate-send': ({ uuid, address, port, stallMs }) => vms.migrateSend(uuid, address, port, stallMs),
+    'vm.received': ({ uuid, paused, timeoutMs }) => vms.received(uuid, paused, timeoutMs),
+    'vm.nvram': async ({ uuid }) => {
+      const nvram = await vms.nvram(uuid)
+      return nvram ? { nvram } : {}
+    },
     'vm.suspend': ({ uuid, statePath }) => vms.suspend(uuid, statePath),
     'vm.stop': ({ uuid, clean, timeoutMs }) => vms.stop(uuid, clean, timeoutMs),
     'vm.reset': ({ uuid }) => vms.reset(uuid),

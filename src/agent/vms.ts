@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { bridgeName, tapName, type HostNetwork } from '../net/bridge.js'
-import type { DeviceList, HypervisorBackend, RunningVm, StopReason } from '../qemu/backend.js'
+import type { DeviceList, HypervisorBackend, MigrationStats, RunningVm, StopReason } from '../qemu/backend.js'
+import type { QemuVmConfig } from '../qemu/config.js'
 import { withUndo } from '../lib/undo.js'
 import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
 import type { StartRequest } from './contract.js'
@@ -55,6 +56,36 @@ export class VmRuntime {
   }
 
   async start(request: StartRequest, statePath?: string): Promise<{ pid: number }> {
+    const { vm } = await this.launch(request, async (config) => ({ vm: await this.backend.launch(config, statePath) }))
+    return { pid: vm.pid }
+  }
+
+  /** A live migration's destination: the VM's QEMU, vCPUs stopped, waiting for the stream on `address`; the port it listens on. */
+  async receive(request: StartRequest, address: string): Promise<{ port: number }> {
+    const { port } = await this.launch(request, (config) => this.backend.receive(config, address))
+    return { port }
+  }
+
+  /** Sends running VM `uuid` live to the destination at address:port; it stays here, stopped, until the caller stops it. */
+  migrateSend(uuid: string, address: string, port: number, stallMs: number): Promise<MigrationStats> {
+    return this.queued(uuid, () => this.vm(uuid).migrateTo(address, port, { stallMs }))
+  }
+
+  /** On a destination: once the whole stream is in, the VM runs (unless it was paused). */
+  async received(uuid: string, paused: boolean, timeoutMs: number): Promise<void> {
+    await this.queued(uuid, async () => {
+      const vm = this.vm(uuid)
+      await vm.received(timeoutMs)
+      if (!paused) await vm.unpause()
+    })
+  }
+
+  /** The UEFI variable store of a VM running here as it is now (for a migration destination). */
+  nvram(uuid: string): Promise<string | undefined> {
+    return this.takeNvram(uuid)
+  }
+
+  private async launch<T extends { vm: RunningVm }>(request: StartRequest, launch: (config: QemuVmConfig) => Promise<T>): Promise<T> {
     return this.queued(request.uuid, async () => {
       if (this.running.has(request.uuid)) throw new Error(`VM ${request.uuid} is already running here`)
       const nics = request.nics.map((n) => ({ ...n, tap: tapName(request.uuid, n.device), bridge: bridgeName(this.hostUuid, n.network) }))
@@ -69,9 +100,9 @@ export class VmRuntime {
           undo.push(`tap ${nic.tap}`, () => this.network.deleteLink(nic.tap))
           await this.network.createTap(nic.tap, nic.bridge)
         }
-        const vm = await this.backend.launch(config, statePath)
-        this.watch(vm, spec)
-        return { pid: vm.pid }
+        const launched = await launch(config)
+        this.watch(launched.vm, spec)
+        return launched
       })
     })
   }

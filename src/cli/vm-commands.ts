@@ -74,6 +74,17 @@ const start: Operation = async (conn, inv) => {
   }
 }
 
+/**
+ * vm-migrate host=<host>: VM.pool_migrate of each VM selected (live is what it always is; force
+ * as xapi's options). Storage motion (vdi:…=, remote-master=) is not there yet: said, not ignored.
+ */
+const migrate: Operation = async (conn, inv) => {
+  const unsupported = [...inv.params.keys()].filter((k) => k.startsWith('vdi:') || k.startsWith('vif:') || k.startsWith('remote-'))
+  if (unsupported.length) throw new CliError(`vm-migrate: ${unsupported.join(', ')}: storage motion and cross-pool migration are not supported yet`)
+  const host = await hostByNameOrId(conn, need(inv, 'host'))
+  for (const vm of await selectVms(conn, inv, ['host', 'live', 'force'])) await conn.call('VM.pool_migrate', vm, host, { force: String(forced(inv)) })
+}
+
 /** vm-install: clone the template, point its disks at the SR, provision, make it a VM. */
 const install: Operation = async (conn, inv, out) => {
   const name = inv.params.get('new-name-label')
@@ -330,6 +341,7 @@ export const OPERATIONS: Record<string, Operation> = {
   'vm-uninstall': uninstall,
   'vm-destroy': simple('VM.destroy'),
   'vm-start': start,
+  'vm-migrate': migrate,
   'vm-shutdown': byForce('VM.clean_shutdown', 'VM.hard_shutdown'),
   'vm-reboot': byForce('VM.clean_reboot', 'VM.hard_reboot'),
   'vm-suspend': simple('VM.suspend'),

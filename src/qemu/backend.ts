@@ -4,8 +4,9 @@
 // meaning of QEMU's events stay below this line, in qemu/.
 import type { QemuDisk, QemuNic, QemuVmConfig } from './config.js'
 import type { DeviceList } from './hotplug.js'
+import type { MigrationStats } from './migration.js'
 
-export type { DeviceList }
+export type { DeviceList, MigrationStats }
 
 /** Why a VM stopped on its own: the guest powered off, rebooted (with reboot = halt), crashed, or its process went away. */
 export type StopReason = 'shutdown' | 'reboot' | 'crash' | 'killed'
@@ -16,6 +17,8 @@ export interface HypervisorBackend {
    * With `incomingState`, the VM continues from that saved state instead of booting.
    */
   launch(config: QemuVmConfig, incomingState?: string): Promise<RunningVm>
+  /** Starts a VM as `config` describes it to receive a live migration: vCPUs stopped, listening on `address` (the port it picked returned). */
+  receive(config: QemuVmConfig, address: string): Promise<{ vm: RunningVm; port: number }>
   /** Finds the VM `uuid` again after a daemon restart (it outlives the daemon); undefined if it no longer runs. */
   attach(runDir: string, uuid: string): Promise<RunningVm | undefined>
 }
@@ -45,6 +48,10 @@ export interface RunningVm {
   unpause(): Promise<void>
   /** Whether the vCPUs run (false while paused). */
   isRunning(): Promise<boolean>
+  /** Sends the VM live to a destination listening at address:port: once it resolves the VM is stopped here; if it rejects, the VM runs on here. */
+  migrateTo(address: string, port: number, opts: { stallMs: number; signal?: AbortSignal }): Promise<MigrationStats>
+  /** On a migration destination: waits until the whole stream is in (the vCPUs still stopped). */
+  received(timeoutMs: number): Promise<void>
   /** Saves memory and device state to `statePath` (the agent stops the vCPUs first, for a consistent image). */
   saveState(statePath: string): Promise<void>
 

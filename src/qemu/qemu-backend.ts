@@ -6,6 +6,7 @@ import { classifyEvent } from './events.js'
 import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, setVcpus, type DeviceList } from './hotplug.js'
 import { attachQemu, killQemu, launchQemu, type QemuProcess } from './process.js'
 import type { QmpEvent } from './qmp.js'
+import { listenForMigration, receivedMigration, sendMigration, type MigrationStats } from './migration.js'
 import { loadState, saveState } from './state.js'
 import { withUndo } from '../lib/undo.js'
 
@@ -20,6 +21,14 @@ export const qemuBackend: HypervisorBackend = {
       await loadState(proc.qmp, incomingState)
       if (!config.paused) await proc.qmp.execute('cont')
       return vm
+    })
+  },
+
+  async receive(config: QemuVmConfig, address: string): Promise<{ vm: RunningVm; port: number }> {
+    const proc = await launchQemu({ ...config, paused: true, incoming: true })
+    return withUndo('receive a migration', async (undo) => {
+      undo.push(`QEMU ${proc.pid}`, () => killQemu(proc, 0))
+      return { vm: new QemuVm(proc), port: await listenForMigration(proc.qmp, address) }
     })
   },
 
@@ -98,6 +107,14 @@ class QemuVm implements RunningVm {
 
   saveState(statePath: string): Promise<void> {
     return saveState(this.qmp, statePath)
+  }
+
+  migrateTo(address: string, port: number, opts: { stallMs: number; signal?: AbortSignal }): Promise<MigrationStats> {
+    return sendMigration(this.qmp, address, port, opts)
+  }
+
+  received(timeoutMs: number): Promise<void> {
+    return receivedMigration(this.qmp, timeoutMs)
   }
 
   freezeDisk(node: string, overlayPath: string): Promise<void> {

@@ -25,7 +25,7 @@ function oemStrings(bios: Record<string, string>): string[] {
 }
 
 /** What the agent of `host` needs to start a VM, decoded from its records: disks name their images, whose files the agent finds. */
-function startRequest(svc: Services, vm: Rec, paused: boolean, host: string): StartByImage {
+export function startRequest(svc: Services, vm: Rec, paused: boolean, host: string): StartByImage {
   const disks: StartByImage['disks'] = []
   for (const vbd of vm.VBDs) {
     const rec = svc.db.record('VBD', vbd)
@@ -73,10 +73,24 @@ function markRunning(tx: Tx, svc: Services, ref: string, paused: boolean, host: 
   for (const vif of vm.VIFs) tx.update('VIF', vif, { currently_attached: true })
   const metrics = vm.metrics
   if (tx.exists('VM_metrics', metrics)) tx.update('VM_metrics', metrics, { start_time: now(), VCPUs_number: vm.VCPUs_at_startup, memory_actual: vm.memory_static_max, state: [], last_updated: now() })
+  createConsoles(tx, svc, ref, host)
+  refreshAllowedOperations(tx, ref)
+}
+
+/** A running VM's consoles, served by the host it runs on. */
+function createConsoles(tx: Tx, svc: Services, ref: string, host: string): void {
   for (const protocol of ['rfb', 'vt100'] as const) {
     const uuid = randomUUID()
     tx.create('console', { uuid, protocol, VM: ref, location: `${hostUrl(svc, host)}/console?uuid=${uuid}`, other_config: {} })
   }
+}
+
+/** Bookkeeping of a VM that a live migration moved to `host`: it runs there now, its devices still attached. */
+export function markMigrated(tx: Tx, svc: Services, ref: string, host: string): void {
+  const vm = tx.get('VM', ref)
+  tx.update('VM', ref, { resident_on: host, scheduled_to_be_resident_on: NULL_REF, domid: nextDomid(tx, host) })
+  for (const console of vm.consoles) tx.delete('console', console)
+  createConsoles(tx, svc, ref, host)
   refreshAllowedOperations(tx, ref)
 }
 
@@ -102,7 +116,7 @@ export function markHalted(tx: Tx, ref: string, nvram?: string): void {
   refreshAllowedOperations(tx, ref)
 }
 
-const networksOf = (svc: Services, vm: Rec) => vm.VIFs.map((vif) => String(svc.db.record('VIF', vif).network))
+export const networksOf = (svc: Services, vm: Rec) => vm.VIFs.map((vif) => String(svc.db.record('VIF', vif).network))
 
 async function startVm(ctx: CallContext, ref: string, paused: boolean, placement: Placement = 'choose'): Promise<void> {
   const svc = ctx.svc
@@ -239,7 +253,8 @@ register('VM.power_state_reset', (ctx, [ref]) =>
 /** A VM stopped on its own (guest poweroff, crash, QEMU death): follow its actions_after_*. */
 export async function vmStoppedOnItsOwn(svc: Services, uuid: string, reason: StopReason, nvram?: string): Promise<void> {
   const ref = svc.db.replica.refByUuid('VM', uuid)
-  if (!ref) return
+  // A VM that does not live here stopped: a live migration's destination that failed, not the VM.
+  if (!ref || svc.db.record('VM', ref).resident_on !== svc.hostRef) return
   await svc.db.transact((tx) => markHalted(tx, ref, nvram))
   collectAllGarbage(svc)
   const vm = svc.db.record('VM', ref)

@@ -5,7 +5,7 @@
 // marker file. A test makes a guest power off, reboot, crash or fill its disk through `guest()`.
 import { access, readFile, writeFile } from 'node:fs/promises'
 import { runPaths } from '../../qemu/argv.js'
-import type { DeviceList, HypervisorBackend, RunningVm, StopReason } from '../../qemu/backend.js'
+import type { DeviceList, HypervisorBackend, MigrationStats, RunningVm, StopReason } from '../../qemu/backend.js'
 import type { QemuDisk, QemuNic, QemuVmConfig } from '../../qemu/config.js'
 import { createImage, imageChain, rebaseImage, resizeImage } from '../../qemu/img.js'
 
@@ -41,6 +41,11 @@ export class SimBackend implements HypervisorBackend {
     })
     this.machines.set(config.uuid, machine)
     return machine.link()
+  }
+
+  /** The simulator has no migration stream: a live migration onto it fails as one to a host that cannot receive it would. */
+  async receive(config: QemuVmConfig): Promise<{ vm: RunningVm; port: number }> {
+    throw new Error(`VM ${config.uuid}: the simulator cannot receive a live migration`)
   }
 
   async attach(_runDir: string, uuid: string): Promise<RunningVm | undefined> {
@@ -302,6 +307,14 @@ class SimLink implements RunningVm {
 
   async saveState(statePath: string): Promise<void> {
     await writeFile(statePath, JSON.stringify(this.vm.saved()))
+  }
+
+  async migrateTo(): Promise<MigrationStats> {
+    throw new Error('the simulator cannot send a live migration')
+  }
+
+  async received(): Promise<void> {
+    throw new Error('the simulator cannot receive a live migration')
   }
 
   async freezeDisk(node: string, overlayPath: string): Promise<void> {
