@@ -20,6 +20,8 @@ export class CephServer {
     readonly user: string,
     readonly key: string,
     readonly pool: string,
+    /** The cluster's one OSD: its id, and the pid of its process while it runs. */
+    private readonly osd = { id: '0', pid: 0 },
   ) {}
 
   /** The monitor (device_config monitors). */
@@ -86,7 +88,7 @@ export class CephServer {
     )
     const conf = ['-c', join(dir, 'ceph.conf')]
     const inNs = (program: string, args: string[]) => run('ip', ['netns', 'exec', netns, program, ...args], { timeout: 120_000 })
-    const daemon = (program: string, args: string[]) => spawn('ip', ['netns', 'exec', netns, program, ...conf, ...args, '-f'], { stdio: 'ignore', detached: true }).unref()
+    const daemon = (program: string, args: string[]) => cephDaemon(netns, conf, program, args)
     await run('ceph-authtool', ['--create-keyring', join(dir, 'mon.keyring'), '--gen-key', '-n', 'mon.', '--cap', 'mon', 'allow *'])
     await run('ceph-authtool', ['--create-keyring', join(dir, 'client.admin.keyring'), '--gen-key', '-n', 'client.admin', '--cap', 'mon', 'allow *', '--cap', 'osd', 'allow *', '--cap', 'mgr', 'allow *', '--cap', 'mds', 'allow *'])
     await run('ceph-authtool', [join(dir, 'mon.keyring'), '--import-keyring', join(dir, 'client.admin.keyring')])
@@ -104,7 +106,7 @@ export class CephServer {
     await run('ceph-authtool', ['--create-keyring', osdKeyring, '--gen-key', '-n', `osd.${id}`])
     await server.admin('ceph', ['auth', 'add', `osd.${id}`, 'osd', 'allow *', 'mon', 'allow profile osd', 'mgr', 'allow profile osd', '-i', osdKeyring])
     await inNs('ceph-osd', [...conf, '-i', id, '--mkfs', '--osd-uuid', osdUuid])
-    daemon('ceph-osd', ['-i', id])
+    const osd = daemon('ceph-osd', ['-i', id])
     await waitUntil('the OSD to be up', async () => {
       if (!/1 up/.test(await server.admin('ceph', ['osd', 'stat']))) throw new Error('not up yet')
     })
@@ -115,7 +117,20 @@ export class CephServer {
     await server.admin('ceph', ['osd', 'set-require-min-compat-client', 'mimic'])
     await server.admin('ceph', ['auth', 'get-or-create', 'client.flotilla', 'mon', 'profile rbd', 'osd', 'profile rbd pool=rbd', 'mgr', 'profile rbd pool=rbd'])
     const key = (await server.admin('ceph', ['auth', 'get-key', 'client.flotilla'])).trim()
-    return new CephServer(lab, dir, 'flotilla', key, 'rbd')
+    return new CephServer(lab, dir, 'flotilla', key, 'rbd', { id, pid: osd })
+  }
+
+  /** The OSD's power loss: its process killed, so that no I/O of any client completes. */
+  stopOsd(): void {
+    process.kill(this.osd.pid, 'SIGKILL')
+  }
+
+  /** The OSD started again on its store, up once the monitor says so. */
+  async resumeOsd(): Promise<void> {
+    this.osd.pid = cephDaemon(this.lab.storage.netns, ['-c', join(this.dir, 'ceph.conf')], 'ceph-osd', ['-i', this.osd.id])
+    await waitUntil('the OSD to be up again', async () => {
+      if (!/1 up/.test(await this.admin('ceph', ['osd', 'stat']))) throw new Error('not up yet')
+    })
   }
 
   /** The cluster's last log lines, for a failure. */
@@ -126,6 +141,13 @@ export class CephServer {
       return ''
     }
   }
+}
+
+/** A Ceph daemon in the foreground of its own process in `netns` (ip netns exec execs it: the pid is the daemon's). */
+function cephDaemon(netns: string, conf: string[], program: string, args: string[]): number {
+  const child = spawn('ip', ['netns', 'exec', netns, program, ...conf, ...args, '-f'], { stdio: 'ignore', detached: true })
+  child.unref()
+  return child.pid!
 }
 
 async function waitUntil(what: string, fn: () => Promise<unknown>, ms = 90_000): Promise<void> {

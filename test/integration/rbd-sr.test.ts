@@ -3,7 +3,8 @@
 // by a 2-host lab pool. Probe (the pools, then the SRs on one), create shared with a PBD plugged
 // on both hosts, VDI create / write / snapshot / clone / resize / destroy with checksums read
 // back through Ceph's own tools, a VM whose disks are on the SR started on host 1 then on host 2
-// with the same disk content, destroy.
+// with the same disk content and checkpointed there, the OSD killed while a VM writes and started
+// again (the guest waits, then goes on, its acknowledged writes on the disk), destroy.
 import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
@@ -152,6 +153,39 @@ describe('a Ceph RBD SR shared by a pool', () => {
     for (const vbd of await c<string[]>('VM.get_VBDs', vm)) await c('VDI.destroy', await c<string>('VBD.get_VDI', vbd))
     await c('VM.destroy', vm)
     await c('VM.destroy', local.ref)
+    assert.deepEqual(await images(), [])
+  })
+
+  it('the OSD lost while the VM writes: the guest waits, goes on once the OSD is back, and what it wrote holds', async () => {
+    const local = await newGuest(lab.host(1).url, s, 'local guest')
+    const vm = await c<string>('VM.copy', local.ref, 'RBD outage guest', sr)
+    await c('VM.destroy', local.ref)
+    const data = await c<string>('VDI.create', { SR: sr, virtual_size: 16 * MiB, name_label: 'outage data', type: 'user', sharable: false, read_only: false, other_config: {} })
+    await c('VBD.create', { VM: vm, VDI: data, userdevice: '1', bootable: false, mode: 'RW', type: 'Disk', empty: false, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} })
+    const uuid = await c<string>('VM.get_uuid', vm)
+    const ticks = () => [...lab.host(1).daemon.serial(uuid).matchAll(/FLOTILLA tick=(\d+) /g)].map((m) => Number(m[1]))
+    await c('VM.start_on', vm, hosts.get(1), false, false)
+    await waitFor('the guest to record ticks', () => ticks().includes(3) || undefined, 180_000)
+    ceph.stopOsd()
+    await new Promise((r) => setTimeout(r, 8000))
+    // each tick's record is written with fsync: without the OSD the guest stalls in it
+    const stalledAt = Math.max(...ticks())
+    await new Promise((r) => setTimeout(r, 4000))
+    assert.ok(Math.max(...ticks()) <= stalledAt + 1, 'no tick is counted while the OSD is away')
+    await ceph.resumeOsd()
+    if ((await c<string>('VM.get_power_state', vm)) === 'Paused') await c('VM.unpause', vm)
+    await waitFor('the guest to go on after the OSD is back', () => Math.max(...ticks()) >= stalledAt + 3 || undefined, 120_000)
+    assert.equal(await c<string>('VM.get_power_state', vm), 'Running')
+    const last = Math.max(...ticks())
+    await c('VM.hard_shutdown', vm)
+    // the last tick printed was counted after the record before it was on the disk
+    const file = join(lab.dir, 'record.raw')
+    await ceph.admin('rbd', ['export', '--no-progress', `${ceph.pool}/${srUuid}/${await c<string>('VDI.get_location', data)}`, file])
+    const record = /FLOTILLA-DATA boots=\d+ tick=(\d+)/.exec(readFileSync(file, 'latin1').slice(0, 512))
+    rmSync(file, { force: true })
+    assert.ok(record && Number(record[1]) >= last - 1, `the record on the disk (${record?.[0]}) is at least tick ${last - 1}`)
+    for (const vbd of await c<string[]>('VM.get_VBDs', vm)) await c('VDI.destroy', await c<string>('VBD.get_VDI', vbd))
+    await c('VM.destroy', vm)
     assert.deepEqual(await images(), [])
   })
 
