@@ -303,6 +303,8 @@ export interface AgentCalls {
   'vm.received': Call<{ uuid: string; paused: boolean; timeoutMs: number }, void>
   /** The UEFI variable store of a VM running here, as it is now. */
   'vm.nvram': Call<{ uuid: string }, { nvram?: string }>
+  /** The VMs whose QEMU runs here (and that the agent holds). */
+  'vm.list': Call<Record<string, never>, string[]>
   'vm.stop': Call<{ uuid: string; clean: boolean; timeoutMs?: number }, StoppedVm>
   'vm.reset': Call<{ uuid: string }, void>
   'vm.pause': Call<{ uuid: string }, void>

@@ -73,6 +73,7 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemo
     'vm.unpause': ({ uuid }) => vms.unpause(uuid),
     'vm.set-vcpus': ({ uuid, count }) => vms.setVcpus(uuid, count),
     'vm.reattach': ({ vms: list }) => vms.reattach(list),
+    'vm.list': async () => vms.runningUuids(),
     'vm.checkpoint': ({ uuid, disks, state }) => vms.checkpoint(uuid, (freezeDisk) => freezeRunning(freezeDisk, disks), state),
     'net.ensure': async ({ network }) => {
       const name = bridgeName(vms.hostUuid, network)

@@ -46,6 +46,10 @@ export class VmRuntime {
     return next
   }
 
+  runningUuids(): string[] {
+    return [...this.running.keys()]
+  }
+
   isRunning(uuid: string): boolean {
     return this.running.has(uuid)
   }

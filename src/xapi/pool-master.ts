@@ -13,6 +13,7 @@ import { register, type Services } from './context.js'
 import { poolCpuInfo } from './cpu-levelling.js'
 import { masterAddress } from './pool-join.js'
 import { checkClockSkew } from './clock-skew.js'
+import { stopStrayQemus } from './vm-migrate.js'
 
 /** Set by the master on a host it ejects: the host leaves the pool when it sees it. */
 export const ejectedKey = (hostRef: string) => `${PREFIX}ejected/${hostRef}`
@@ -27,6 +28,9 @@ const TICK_MS = 1000
 const MEMBERSHIP_EVERY = 3
 /** The members' clocks are compared with the master's every this many ticks. */
 const CLOCKS_EVERY = 30
+/** How often every host looks for QEMUs of VMs that do not live on it, and how long one must stay so before it goes. */
+const STRAYS_EVERY = 5
+const STRAY_GRACE_MS = 8_000
 
 /** Also run by a newly elected master before it answers as one (HostPresence.onElected), which on a
  * host's first start is before the pool's records exist. */
@@ -82,6 +86,7 @@ export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPre
   let busy = false
   let leaving = false
   let comparingClocks = false
+  const strays = new Map<string, number>()
   const timer = setInterval(() => {
     if (busy) return
     busy = true
@@ -95,6 +100,7 @@ export function runPoolDuties(svc: Services, store: EtcdStore, presence: HostPre
         }
         const membershipTick = ++ticks % MEMBERSHIP_EVERY === 0
         if (membershipTick) await followVoters(svc, store, onVoters)
+        if (ticks % STRAYS_EVERY === 0) await stopStrayQemus(svc, strays, STRAY_GRACE_MS)
         if (!presence.isMaster()) return
         await keepPoolRecords(svc.db, svc.hostRef)
         if (membershipTick) await keepMembership(svc, store)

@@ -52,6 +52,32 @@ async function poolMigrate(ctx: CallContext, ref: string, dest: string): Promise
   })
 }
 
+/**
+ * The QEMUs running on this host for VMs that neither live here nor are on their way here: the
+ * destinations of migrations that failed while this host was out of reach (its daemon killed,
+ * the network cut), or sources left after a switch-over the orchestrator did not see through.
+ * `suspects` carries those seen at the last look: one is stopped only when seen twice, `graceMs`
+ * apart, as this host's copy of the database may lag behind a start or a migration that just began.
+ */
+export async function stopStrayQemus(svc: Services, suspects: Map<string, number>, graceMs: number): Promise<void> {
+  const agent = svc.agentFor(svc.hostRef)
+  const strays = new Set((await agent.call('vm.list', {})).filter((uuid) => {
+    const ref = svc.db.replica.refByUuid('VM', uuid)
+    const vm = ref ? svc.db.tryRecord('VM', ref) : undefined
+    return !vm || (vm.resident_on !== svc.hostRef && vm.scheduled_to_be_resident_on !== svc.hostRef)
+  }))
+  for (const uuid of suspects.keys()) if (!strays.has(uuid)) suspects.delete(uuid)
+  for (const uuid of strays) {
+    const since = suspects.get(uuid)
+    if (since === undefined) suspects.set(uuid, Date.now())
+    else if (Date.now() - since >= graceMs) {
+      suspects.delete(uuid)
+      console.log(`VM ${uuid}: its QEMU runs here though the VM lives elsewhere (a migration's leftover): stopped`)
+      await agent.call('vm.stop', { uuid, clean: false })
+    }
+  }
+}
+
 /** xapi's VM_MIGRATED message. */
 function recordMigration(svc: Services, ref: string, source: string, dest: string): Promise<unknown> {
   const vm = svc.db.record('VM', ref)

@@ -2,10 +2,11 @@
 // lab's storage namespace): VM.pool_migrate moves the running test guest to host 2 and back, its
 // counter going on without a reboot, a data disk's content holding, nothing of it left on the
 // source; a destination QEMU killed mid-way leaves the VM running on the source and nothing on
-// the destination.
+// the destination; a QEMU of the VM left on a host it does not live on is stopped by that host.
 import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { readdirSync, readFileSync } from 'node:fs'
+import { agentCall } from '../helpers/agent.js'
 import { call, jsonrpc, waitFor } from '../helpers/daemon.js'
 import { newGuest } from '../helpers/guest.js'
 import { Lab } from '../helpers/lab.js'
@@ -110,5 +111,14 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
     const stdout = lab.exec(1, 'qemu-io', ['-f', 'qcow2', '-c', 'read -P 0xa7 8M 1M', dataImage])
     assert.match(stdout, /read 1048576\/1048576 bytes/)
     assert.doesNotMatch(stdout, /verification failed/i, 'the data written before the moves')
+  })
+
+  it('a QEMU of the VM on a host it does not live on (a migration destination left while out of reach) is stopped by that host', async () => {
+    assert.equal(await c('VM.get_power_state', vm), 'Halted')
+    const request = { uuid, name: 'stray', memoryBytes: 64 * MiB, vcpus: 1, maxVcpus: 1, firmware: 'bios', secureBoot: false, platform: {}, bootOrder: 'c', oemStrings: [], haltOnReboot: false, disks: [], nics: [], paused: true }
+    await agentCall(lab.host(2).daemon, 'vm.receive', { request, address: lab.host(2).address })
+    assert.equal(qemusOf(uuid).length, 1, 'a destination QEMU waits on host 2')
+    await waitFor('host 2 to stop it', () => qemusOf(uuid).length === 0 || undefined, 60_000)
+    assert.equal(await c('VM.get_power_state', vm), 'Halted', 'the VM itself is as it was')
   })
 })
