@@ -299,8 +299,8 @@ export interface AgentCalls {
   'vm.receive': Call<{ request: StartByImage; address: string }, { port: number }>
   /** The source's side: sends the VM; stalls of `stallMs` and failures cancel it, and the VM runs on here. */
   'vm.migrate-send': Call<{ uuid: string; address: string; port: number; stallMs: number }, MigrationStats>
-  /** The destination's side once the source sent everything: the VM runs here (unless paused). */
-  'vm.received': Call<{ uuid: string; paused: boolean; timeoutMs: number }, void>
+  /** The destination's side once the source sent everything: waits until it is all in, the vCPUs still stopped (vm.unpause runs them). */
+  'vm.received': Call<{ uuid: string; timeoutMs: number }, void>
   /** The UEFI variable store of a VM running here, as it is now. */
   'vm.nvram': Call<{ uuid: string }, { nvram?: string }>
   /** The VMs whose QEMU runs here (and that the agent holds). */

@@ -52,7 +52,7 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemo
     'vm.resume': async ({ request, state }) => vms.start(withDiskPaths(request), imagePath(state)),
     'vm.receive': ({ request, address }) => vms.receive(withDiskPaths(request), address),
     'vm.migrate-send': ({ uuid, address, port, stallMs }) => vms.migrateSend(uuid, address, port, stallMs),
-    'vm.received': ({ uuid, paused, timeoutMs }) => vms.received(uuid, paused, timeoutMs),
+    'vm.received': ({ uuid, timeoutMs }) => vms.received(uuid, timeoutMs),
     'vm.nvram': async ({ uuid }) => {
       const nvram = await vms.nvram(uuid)
       return nvram ? { nvram } : {}

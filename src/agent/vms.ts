@@ -75,13 +75,9 @@ export class VmRuntime {
     return this.queued(uuid, () => this.vm(uuid).migrateTo(address, port, { stallMs }))
   }
 
-  /** On a destination: once the whole stream is in, the VM runs (unless it was paused). */
-  async received(uuid: string, paused: boolean, timeoutMs: number): Promise<void> {
-    await this.queued(uuid, async () => {
-      const vm = this.vm(uuid)
-      await vm.received(timeoutMs)
-      if (!paused) await vm.unpause()
-    })
+  /** On a destination: waits until the whole stream is in; the VM stays stopped until unpaused. */
+  received(uuid: string, timeoutMs: number): Promise<void> {
+    return this.queued(uuid, () => this.vm(uuid).received(timeoutMs))
   }
 
   /** The UEFI variable store of a VM running here as it is now (for a migration destination). */

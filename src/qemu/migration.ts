@@ -50,7 +50,8 @@ export function migrationStep(info: MigrateInfo, progress: Progress, now: number
   return { state: 'going', progress }
 }
 
-const POLL_MS = 50
+// Short: between the source completing and our noticing it, the VM runs nowhere.
+const POLL_MS = 10
 
 /** On a destination started with -incoming defer: listens on `address`, any free port; returns the port. */
 export async function listenForMigration(qmp: QmpClient, address: string): Promise<number> {

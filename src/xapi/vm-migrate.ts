@@ -1,17 +1,20 @@
 // VM.pool_migrate: a running VM moves live to another host of the pool, its disks staying on SRs
 // both hosts have plugged (reference/pools-migration-ha.md §2.1). The destination's QEMU is
 // started from the records as a start would make it, waiting for the stream; the source sends
-// memory and device state under a watchdog; the records move only once the destination runs the
-// VM. Any failure before that leaves the VM running on the source and removes the destination's
-// QEMU; after it, the source's QEMU goes.
+// memory and device state under a watchdog; the records move once the destination has all of it,
+// its vCPUs still stopped, and only then is it told to run the VM: a destination that stops
+// answering never runs a VM the source may run on. Any failure before the records move leaves the
+// VM running on the source and removes the destination's QEMU; after it, the source's QEMU goes.
 import { XapiError } from '../idl/errors.js'
+import { deadline } from '../lib/deadline.js'
 import { withUndo } from '../lib/undo.js'
+import type { ArgsOf, CallArgs, CallName, MigrationStats } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { vmHost } from './forwarding.js'
 import { attachNetworksOn } from './network.js'
 import { srsOfVm } from './storage.js'
 import { withSrLocks } from './sr-locks.js'
-import { withVmOperation } from './vm.js'
+import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { markMigrated, networksOf, startRequest } from './vm-lifecycle.js'
 import { releaseHost, reserveHost } from './vm-placement.js'
 
@@ -19,6 +22,9 @@ import { releaseHost, reserveHost } from './vm-placement.js'
 const STALL_MS = 10_000
 /** How long the destination may take to take in the last of the stream once the source has sent it. */
 const RECEIVE_MS = 60_000
+/** How long the destination's answers may take (its QEMU's start, its stop): a host cut off answers nothing. */
+const DESTINATION_START_MS = 90_000
+const DESTINATION_STOP_MS = 15_000
 
 register('VM.pool_migrate', (ctx, [ref, host]) => poolMigrate(ctx, ref, host))
 
@@ -29,8 +35,13 @@ async function poolMigrate(ctx: CallContext, ref: string, dest: string): Promise
     const source = vmHost(svc, vm)
     // As xapi's localhost migration, it changes nothing a client sees; QEMU needs no second copy.
     if (source === dest) return
-    const [from, to] = [svc.agentFor(source), svc.agentFor(dest)]
+    const from = svc.agentFor(source)
+    // What the destination is asked is bounded; should it not answer, its own stray check stops what it made (stopStrayQemus).
+    const to = <M extends CallName>(ms: number, method: M, ...args: ArgsOf<CallArgs<M>>) => deadline(ms, `the destination's ${method}`, svc.agentFor(dest).call(method, ...args))
     const uuid = vm.uuid
+    const started = Date.now()
+    let qemu: MigrationStats | undefined
+    let sent = 0
     await withSrLocks(srsOfVm(svc, vm), () =>
       withUndo('VM.pool_migrate', async (undo) => {
         await undo.step(`the reservation of ${uuid} on the destination`, () => reserveHost(svc, ref, { on: dest }, dest), () => releaseHost(svc, ref))
@@ -39,14 +50,22 @@ async function poolMigrate(ctx: CallContext, ref: string, dest: string): Promise
         const { nvram } = await from.call('vm.nvram', { uuid })
         const request = { ...startRequest(svc, vm, paused, dest), ...(nvram ? { nvram } : {}) }
         const address = svc.db.record('host', dest).address
-        const { port } = await undo.step(`the destination QEMU of ${uuid}`, () => to.call('vm.receive', { request, address }), () => to.call('vm.stop', { uuid, clean: false }))
-        await from.call('vm.migrate-send', { uuid, address, port, stallMs: STALL_MS })
-        // Everything is sent and the source stopped; should the destination not run the VM, the source runs it on.
+        const { port } = await undo.step(`the destination QEMU of ${uuid}`, () => to(DESTINATION_START_MS, 'vm.receive', { request, address }), () => to(DESTINATION_STOP_MS, 'vm.stop', { uuid, clean: false }))
+        qemu = await from.call('vm.migrate-send', { uuid, address, port, stallMs: STALL_MS })
+        sent = Date.now()
+        // Everything is sent and the source stopped. The destination runs nothing until told to, below,
+        // so until the records say it has the VM, the source may run it on whatever the destination answers.
         if (!paused) undo.push(`the source QEMU of ${uuid}, stopped after sending`, () => from.call('vm.unpause', { uuid }))
-        await to.call('vm.received', { uuid, paused, timeoutMs: RECEIVE_MS })
+        await to(RECEIVE_MS + DESTINATION_STOP_MS, 'vm.received', { uuid, timeoutMs: RECEIVE_MS })
         await svc.db.transact((tx) => markMigrated(tx, svc, ref, dest))
       }),
-    )
+    ).catch((err: Error) => {
+      throw err instanceof XapiError ? err : new XapiError('VM_MIGRATE_FAILED', [ref, source, dest, err.message])
+    })
+    if (vm.power_state !== 'Paused') await runOnDestination(svc, ref, dest)
+    // The VM was stopped for QEMU's downtime and then until its destination ran it (bench/migrate reads this line).
+    const switchOver = Date.now() - sent
+    console.log(`VM ${uuid} migrated to host ${svc.db.record('host', dest).uuid} in ${Date.now() - started} ms (QEMU's migration ${qemu!.totalMs} ms), downtime ${qemu!.downtimeMs + switchOver} ms (QEMU's ${qemu!.downtimeMs} ms)`)
     await from.call('vm.stop', { uuid, clean: false }).catch((e: Error) => console.error(`VM ${uuid} migrated; its QEMU on the source stays: ${e.message}`))
     await recordMigration(svc, ref, source, dest)
   })
@@ -75,6 +94,20 @@ export async function stopStrayQemus(svc: Services, suspects: Map<string, number
       console.log(`VM ${uuid}: its QEMU runs here though the VM lives elsewhere (a migration's leftover): stopped`)
       await agent.call('vm.stop', { uuid, clean: false })
     }
+  }
+}
+
+/** The switch-over's last step: the VM the records now place on `dest` runs there; should that fail, it is Paused there, and says so. */
+async function runOnDestination(svc: Services, ref: string, dest: string): Promise<void> {
+  const uuid = svc.db.record('VM', ref).uuid
+  try {
+    await deadline(DESTINATION_STOP_MS, "the destination's vm.unpause", svc.agentFor(dest).call('vm.unpause', { uuid }))
+  } catch (err) {
+    await svc.db.transact((tx) => {
+      tx.update('VM', ref, { power_state: 'Paused' })
+      refreshAllowedOperations(tx, ref)
+      tx.create('message', { name: 'VM_MIGRATE_FAILED', priority: 2, cls: 'VM', obj_uuid: uuid, timestamp: now(), body: `The VM moved to its destination host but did not start running there (${(err as Error).message}): it is paused there; unpause it.` })
+    })
   }
 }
 

@@ -113,6 +113,33 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
     assert.doesNotMatch(stdout, /verification failed/i, 'the data written before the moves')
   })
 
+  it('the destination host cut off mid-way: the VM runs on on the source, and the destination stops its QEMU once back', async () => {
+    await c('VM.start_on', vm, hosts.get(1), false, false)
+    await waitFor('the guest to tick on host 1', () => ticks(lab.host(1).daemon.serial(uuid)).length >= 2 || undefined, 180_000)
+    let cut = false
+    const cutter = setInterval(() => {
+      if (!cut && lab.host(2).daemon.qemuPid(uuid)) {
+        cut = true
+        lab.cut(2)
+      }
+    }, 2)
+    const answer = await jsonrpc(lab.host(1).url, 'VM.pool_migrate', [s, vm, hosts.get(2), {}]).finally(() => clearInterval(cutter))
+    assert.ok(cut, 'host 2 was cut off once its QEMU was there')
+    try {
+      assert.ok(['VM_MIGRATE_FAILED', 'CANNOT_CONTACT_HOST'].includes(String(answer.error?.message)), JSON.stringify(answer))
+      assert.equal(await c('VM.get_resident_on', vm), hosts.get(1))
+      assert.equal(await c('VM.get_power_state', vm), 'Running')
+      const seen = ticks(lab.host(1).daemon.serial(uuid)).length
+      await waitFor('the guest to go on ticking on host 1', () => ticks(lab.host(1).daemon.serial(uuid)).length >= seen + 2 || undefined, 30_000)
+    } finally {
+      lab.heal(2)
+    }
+    await waitFor('host 2 to stop the QEMU it was given', () => qemusOf(uuid).length === 1 || undefined, 90_000)
+    assert.equal(lab.host(2).daemon.qemuPid(uuid), undefined)
+    assert.equal(await c('VM.get_resident_on', vm), hosts.get(1))
+    await c('VM.hard_shutdown', vm)
+  })
+
   it('a QEMU of the VM on a host it does not live on (a migration destination left while out of reach) is stopped by that host', async () => {
     assert.equal(await c('VM.get_power_state', vm), 'Halted')
     const request = { uuid, name: 'stray', memoryBytes: 64 * MiB, vcpus: 1, maxVcpus: 1, firmware: 'bios', secureBoot: false, platform: {}, bootOrder: 'c', oemStrings: [], haltOnReboot: false, disks: [], nics: [], paused: true }
