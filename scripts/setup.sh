@@ -95,7 +95,8 @@ start_host() {
   else
     echo "log in as root with the password you set (FLOTILLA_ROOT_PASSWORD at first start, or session.change_password)"
   fi
-  echo "logs: $LOG; stop with: npx flotilla stop"
+  if [ "$DATA_DIR" = /var/lib/flotilla ]; then echo "logs: $LOG; stop with: npx flotilla stop"
+  else echo "logs: $LOG; stop with: npx flotilla stop --data-dir $DATA_DIR"; fi
 }
 
 run_tests() {
