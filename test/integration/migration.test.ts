@@ -37,6 +37,7 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
   let vm: string
   let uuid: string
   let dataImage: string
+  let local: { ref: string; uuid: string }
 
   before(async () => {
     lab = await Lab.up(2)
@@ -46,7 +47,7 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
     for (const h of await c<string[]>('host.get_all')) hosts.set((await c<string>('host.get_address', h)) === lab.host(1).address ? 1 : 2, h)
     for (const h of hosts.values()) await waitFor('both hosts live', async () => (await c<boolean>('host_metrics.get_live', await c<string>('host.get_metrics', h))) || undefined, 90_000)
     const sr = await c<string>('SR.create', hosts.get(1), { server: nfs.address, serverpath: nfs.exportPath }, 0, 'NFS', '', 'nfs', 'user', true, {})
-    const local = await newGuest(lab.host(1).url, s, 'local guest')
+    local = await newGuest(lab.host(1).url, s, 'local guest')
     vm = await c<string>('VM.copy', local.ref, 'migrating guest', sr)
     uuid = await c<string>('VM.get_uuid', vm)
     const data = await c<string>('VDI.create', { SR: sr, virtual_size: 16 * MiB, name_label: 'data', type: 'user', sharable: false, read_only: false, other_config: {} })
@@ -138,6 +139,17 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
     assert.equal(lab.host(2).daemon.qemuPid(uuid), undefined)
     assert.equal(await c('VM.get_resident_on', vm), hosts.get(1))
     await c('VM.hard_shutdown', vm)
+  })
+
+  it('a VM with a disk on host 1\'s local SR is refused with VM_REQUIRES_SR and runs on (XO then uses storage motion)', async () => {
+    await c('VM.start_on', local.ref, hosts.get(1), false, false)
+    const answer = await jsonrpc(lab.host(1).url, 'VM.pool_migrate', [s, local.ref, hosts.get(2), {}])
+    assert.equal(answer.error?.message, 'VM_REQUIRES_SR', JSON.stringify(answer))
+    assert.equal(await c('VM.get_resident_on', local.ref), hosts.get(1))
+    assert.equal(await c('VM.get_power_state', local.ref), 'Running')
+    assert.equal(await c('VM.get_scheduled_to_be_resident_on', local.ref), 'OpaqueRef:NULL')
+    assert.deepEqual(qemusOf(local.uuid), [lab.host(1).daemon.qemuPid(local.uuid)])
+    await c('VM.hard_shutdown', local.ref)
   })
 
   it('a QEMU of the VM on a host it does not live on (a migration destination left while out of reach) is stopped by that host', async () => {
