@@ -316,6 +316,12 @@ export class VmRuntime {
       this.watch(found, { uuid: vm.uuid, nics: vm.devices.map((device) => ({ device, mac: '', tap: tapName(vm.uuid, device) })) })
       alive.push(vm.uuid)
     }
+    // QEMUs no record places here (a migration's destination when the daemon died) are held too: the stray check stops them.
+    for (const uuid of await this.backend.survivors(this.host.runDir)) {
+      if (this.running.has(uuid)) continue
+      const found = await this.backend.attach(vmRunDir(this.host.runDir, uuid), uuid).catch(() => undefined)
+      if (found) this.watch(found, { uuid, nics: [] })
+    }
     return alive
   }
 

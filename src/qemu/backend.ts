@@ -19,6 +19,8 @@ export interface HypervisorBackend {
   launch(config: QemuVmConfig, incomingState?: string): Promise<RunningVm>
   /** Starts a VM as `config` describes it to receive a live migration: vCPUs stopped, listening on `address` (the port it picked returned). */
   receive(config: QemuVmConfig, address: string): Promise<{ vm: RunningVm; port: number }>
+  /** The uuids of the VMs that still run from run directories under `vmsDir` (after a daemon restart, also those no record places here). */
+  survivors(vmsDir: string): Promise<string[]>
   /** Finds the VM `uuid` again after a daemon restart (it outlives the daemon); undefined if it no longer runs. */
   attach(runDir: string, uuid: string): Promise<RunningVm | undefined>
 }

@@ -1,8 +1,8 @@
 // QEMU processes that outlive the daemon: launched in their own session with output to a log
 // in the run directory, found again after a daemon restart by pidfile + /proc + -uuid.
 import { spawn } from 'node:child_process'
-import { mkdir, open, readFile, rm } from 'node:fs/promises'
-import { basename } from 'node:path'
+import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises'
+import { basename, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { qemuArgv, runPaths, type RunPaths } from './argv.js'
 import type { QemuVmConfig } from './config.js'
@@ -95,6 +95,19 @@ export async function attachQemu(runDir: string, uuid: string, opts: { timeoutMs
   const paths = runPaths(runDir)
   const qmp = await QmpClient.connect(paths.qmp, { timeoutMs: opts.timeoutMs ?? 5_000 })
   return { pid, uuid, paths, qmp }
+}
+
+/** The VM uuids of the QEMUs still running from the run directories under `vmsDir` (each reads its own -uuid). */
+export async function runningUuids(vmsDir: string): Promise<string[]> {
+  const dirs = await readdir(vmsDir).catch(() => [] as string[])
+  const uuids: string[] = []
+  for (const dir of dirs) {
+    const pid = await readPidfile(runPaths(join(vmsDir, dir)).pidfile)
+    const args = pid === undefined ? [] : (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0')
+    const uuid = args[args.indexOf('-uuid') + 1]
+    if (basename(args[0] ?? '').startsWith('qemu-system') && args.includes('-uuid') && uuid) uuids.push(uuid)
+  }
+  return uuids
 }
 
 /** The pid in runDir's pidfile, if that process is still a qemu-system started for `uuid` (pids get reused). */

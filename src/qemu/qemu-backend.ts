@@ -4,7 +4,7 @@ import { liveSnapshot, resizeLive, streamInto } from './blockjobs.js'
 import type { QemuDisk, QemuNic, QemuVmConfig } from './config.js'
 import { classifyEvent } from './events.js'
 import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugPort, insertMedium, listDevices, setVcpus, type DeviceList } from './hotplug.js'
-import { attachQemu, killQemu, launchQemu, type QemuProcess } from './process.js'
+import { attachQemu, killQemu, launchQemu, runningUuids, type QemuProcess } from './process.js'
 import type { QmpEvent } from './qmp.js'
 import { listenForMigration, receivedMigration, sendMigration, type MigrationStats } from './migration.js'
 import { loadState, saveState } from './state.js'
@@ -31,6 +31,8 @@ export const qemuBackend: HypervisorBackend = {
       return { vm: new QemuVm(proc), port: await listenForMigration(proc.qmp, address) }
     })
   },
+
+  survivors: (vmsDir: string) => runningUuids(vmsDir),
 
   async attach(runDir: string, uuid: string): Promise<RunningVm | undefined> {
     const proc = await attachQemu(runDir, uuid)

@@ -5,7 +5,7 @@
 // the destination; a QEMU of the VM left on a host it does not live on is stopped by that host.
 import { after, afterEach, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { agentCall } from '../helpers/agent.js'
 import { call, jsonrpc, waitFor } from '../helpers/daemon.js'
 import { newGuest } from '../helpers/guest.js'
@@ -159,5 +159,16 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
     assert.equal(qemusOf(uuid).length, 1, 'a destination QEMU waits on host 2')
     await waitFor('host 2 to stop it', () => qemusOf(uuid).length === 0 || undefined, 60_000)
     assert.equal(await c('VM.get_power_state', vm), 'Halted', 'the VM itself is as it was')
+  })
+
+  it('a receiving QEMU left when its host\'s daemon is killed -9 is stopped once the daemon is back', async () => {
+    const request = { uuid, name: 'orphan', memoryBytes: 64 * MiB, vcpus: 1, maxVcpus: 1, firmware: 'bios', secureBoot: false, platform: {}, bootOrder: 'c', oemStrings: [], haltOnReboot: false, disks: [], nics: [], paused: true }
+    await agentCall(lab.host(2).daemon, 'vm.receive', { request, address: lab.host(2).address })
+    process.kill(lab.host(2).daemonPid!, 'SIGKILL')
+    await waitFor('the daemon to be gone', () => (lab.host(2).daemonPid === undefined || !existsSync(`/proc/${lab.host(2).daemonPid}`)) || undefined, 10_000)
+    assert.equal(qemusOf(uuid).length, 1, 'its QEMU outlives the daemon')
+    await lab.restart(2)
+    await waitFor('host 2 to stop the orphan', () => qemusOf(uuid).length === 0 || undefined, 90_000)
+    assert.equal(await c('VM.get_power_state', vm), 'Halted')
   })
 })

@@ -48,6 +48,10 @@ export class SimBackend implements HypervisorBackend {
     throw new Error(`VM ${config.uuid}: the simulator cannot receive a live migration`)
   }
 
+  async survivors(): Promise<string[]> {
+    return this.running()
+  }
+
   async attach(_runDir: string, uuid: string): Promise<RunningVm | undefined> {
     return this.machines.get(uuid)?.link()
   }
