@@ -24,33 +24,32 @@ export interface RunningDisks {
   streamDisk(uuid: string, userdevice: number, basePath: string | undefined): Promise<void>
 }
 
+/**
+ * One disk's content frozen, its VDI going on at `next`: a running disk (`freezeLive` given) onto a
+ * new overlay by its QEMU, unless its driver snapshots in place (RBD); a halted one by its driver.
+ */
+async function freezeDisk(sr: SrLocation, location: string, next: string, freezeLive?: (overlay: string) => Promise<void>): Promise<Frozen> {
+  const d = driver(sr)
+  if (!freezeLive || d.snapshotsInPlace) return d.snapshot(sr, location, next)
+  await freezeLive(d.vdiPath(sr, next))
+  return { frozen: location, location: next }
+}
+
 async function freeze(vms: RunningDisks, d: FreezeRequest, done: FreezeResult[]): Promise<void> {
   const sr = driver(d.sr)
-  let frozen: Frozen
-  if (d.immutable) frozen = { frozen: d.location, location: d.location }
-  else if (d.live && !sr.snapshotsInPlace) {
-    await vms.freezeDisk(d.live.uuid, d.live.userdevice, sr.vdiPath(d.sr, d.next))
-    frozen = { frozen: d.location, location: d.next }
-  } else frozen = await sr.snapshot(d.sr, d.location, d.next)
+  const live = d.live
+  const frozen = d.immutable
+    ? { frozen: d.location, location: d.location }
+    : await freezeDisk(d.sr, d.location, d.next, live && ((overlay) => vms.freezeDisk(live.uuid, live.userdevice, overlay)))
   const result: FreezeResult = { ...frozen }
   done.push(result)
   result.image = d.clone ? await sr.clone(d.sr, frozen.frozen, d.clone) : await sr.vdiImage(d.sr, frozen.frozen)
 }
 
-/**
- * A checkpoint's disks, frozen with the VM's vCPUs stopped: in place by drivers that snapshot so
- * (RBD), else onto a new overlay by the VM's QEMU (`freezeDisk`).
- */
-export async function freezeRunning(freezeDisk: (userdevice: number, overlay: string) => Promise<void>, disks: CheckpointDisk[]): Promise<Frozen[]> {
+/** A checkpoint's disks, frozen one after the other while the VM's vCPUs are stopped (`freezeLive`: by its QEMU). */
+export async function freezeRunning(freezeLive: (userdevice: number, overlay: string) => Promise<void>, disks: CheckpointDisk[]): Promise<Frozen[]> {
   const frozen: Frozen[] = []
-  for (const d of disks) {
-    const sr = driver(d.sr)
-    if (sr.snapshotsInPlace) frozen.push(await sr.snapshot(d.sr, d.location, d.next))
-    else {
-      await freezeDisk(d.userdevice, sr.vdiPath(d.sr, d.next))
-      frozen.push({ frozen: d.location, location: d.next })
-    }
-  }
+  for (const d of disks) frozen.push(await freezeDisk(d.sr, d.location, d.next, (overlay) => freezeLive(d.userdevice, overlay)))
   return frozen
 }
 

@@ -286,7 +286,7 @@ function validateDisk(config: QemuVmConfig, disk: QemuDisk, fail: Fail): void {
   if (disk.media === 'cdrom' && disk.bus !== 'ide' && disk.bus !== 'ahci') fail(`${what}: a CD drive needs bus ide or ahci, not ${disk.bus}`)
   if ((disk.bus === 'ahci' || disk.bus === 'nvme') && config.machine !== 'q35') fail(`${what}: bus ${disk.bus} needs machine q35`)
   if (disk.bus === 'ide' && config.machine !== 'pc') fail(`${what}: bus ide needs machine pc (q35 has AHCI: use bus ahci)`)
-  if (disk.readOnly && disk.media === 'disk' && (disk.bus === 'ide' || disk.bus === 'ahci')) fail(`${what}: IDE/AHCI hard disks cannot be read-only (use virtio or nvme)`)
+  if (disk.readOnly && disk.media === 'disk' && (disk.bus === 'ide' || disk.bus === 'ahci')) fail(`${what}: IDE/AHCI hard disks cannot be read-only (a virtio or NVMe disk can be)`)
   validateBootIndex(what, disk.bootIndex, fail)
   validateHotplugPort(config, what, disk.hotplugPort, fail)
   if (disk.hotplugPort !== undefined && disk.bus !== 'virtio' && disk.bus !== 'nvme') fail(`${what}: only virtio and nvme disks sit on a hot-plug port`)

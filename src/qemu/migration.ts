@@ -53,9 +53,12 @@ export function migrationStep(info: MigrateInfo, progress: Progress, now: number
 // Short: between the source completing and our noticing it, the VM runs nowhere.
 const POLL_MS = 10
 
+/** QEMU's tcp: migration URI (an IPv6 address in brackets). */
+const tcpUri = (address: string, port: number) => `tcp:${address.includes(':') ? `[${address}]` : address}:${port}`
+
 /** On a destination started with -incoming defer: listens on `address`, any free port; returns the port. */
 export async function listenForMigration(qmp: QmpClient, address: string): Promise<number> {
-  await qmp.execute('migrate-incoming', { uri: `tcp:${address.includes(':') ? `[${address}]` : address}:0` })
+  await qmp.execute('migrate-incoming', { uri: tcpUri(address, 0) })
   const info = await qmp.execute<MigrateInfo>('query-migrate')
   const port = Number(info['socket-address']?.find((a) => a.type === 'inet')?.port)
   if (!port) throw new MigrationError(`the destination QEMU listens on no TCP port (${JSON.stringify(info['socket-address'] ?? null)})`)
@@ -71,7 +74,7 @@ export async function sendMigration(qmp: QmpClient, address: string, port: numbe
   // The default 128 MiB/s cap triples an idle guest's migration time (qemu-lab §5); the default
   // 300 ms downtime limit is kept: lower ones corrupted dirtying guests under TCG.
   await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 10 * 1024 ** 3 })
-  await qmp.execute('migrate', { uri: `tcp:${address.includes(':') ? `[${address}]` : address}:${port}` })
+  await qmp.execute('migrate', { uri: tcpUri(address, port) })
   let progress: Progress = { transferred: 0, since: Date.now() }
   for (;;) {
     const step = migrationStep(await qmp.execute<MigrateInfo>('query-migrate'), progress, Date.now(), opts.stallMs)

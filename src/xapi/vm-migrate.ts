@@ -39,6 +39,7 @@ async function poolMigrate(ctx: CallContext, ref: string, dest: string): Promise
     // What the destination is asked is bounded; should it not answer, its own stray check stops what it made (stopStrayQemus).
     const to = <M extends CallName>(ms: number, method: M, ...args: ArgsOf<CallArgs<M>>) => deadline(ms, `the destination's ${method}`, svc.agentFor(dest).call(method, ...args))
     const uuid = vm.uuid
+    const paused = vm.power_state === 'Paused'
     const started = Date.now()
     let qemu: MigrationStats | undefined
     let sent = 0
@@ -46,7 +47,6 @@ async function poolMigrate(ctx: CallContext, ref: string, dest: string): Promise
       withUndo('VM.pool_migrate', async (undo) => {
         await undo.step(`the reservation of ${uuid} on the destination`, () => reserveHost(svc, ref, { on: dest }, dest), () => releaseHost(svc, ref))
         await attachNetworksOn(svc, networksOf(svc, vm), dest)
-        const paused = vm.power_state === 'Paused'
         const { nvram } = await from.call('vm.nvram', { uuid })
         const request = { ...startRequest(svc, vm, paused, dest), ...(nvram ? { nvram } : {}) }
         const address = svc.db.record('host', dest).address
@@ -62,7 +62,7 @@ async function poolMigrate(ctx: CallContext, ref: string, dest: string): Promise
     ).catch((err: Error) => {
       throw err instanceof XapiError ? err : new XapiError('VM_MIGRATE_FAILED', [ref, source, dest, err.message])
     })
-    if (vm.power_state !== 'Paused') await runOnDestination(svc, ref, dest)
+    if (!paused) await runOnDestination(svc, ref, dest)
     // The VM was stopped for QEMU's downtime and then until its destination ran it (bench/migrate reads this line).
     const switchOver = Date.now() - sent
     console.log(`VM ${uuid} migrated to host ${svc.db.record('host', dest).uuid} in ${Date.now() - started} ms (QEMU's migration ${qemu!.totalMs} ms), downtime ${qemu!.downtimeMs + switchOver} ms (QEMU's ${qemu!.downtimeMs} ms)`)
