@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { agentCall } from '../helpers/agent.js'
 import { call, jsonrpc, waitFor } from '../helpers/daemon.js'
-import { newGuest } from '../helpers/guest.js'
+import { newGuest, ticksOf } from '../helpers/guest.js'
 import { Lab } from '../helpers/lab.js'
 import { NfsServer } from '../helpers/nfs-server.js'
 
@@ -30,7 +30,8 @@ function qemusOf(uuid: string): number[] {
   }).map(Number)
 }
 
-const ticks = (serial: string) => [...serial.matchAll(/FLOTILLA tick=(\d+) /g)].map((m) => Number(m[1]))
+/** What a migration destination for `uuid` is asked to start: a small QEMU, no disks, waiting for the stream. */
+const receivingQemu = (uuid: string) => ({ uuid, name: 'receiving', memoryBytes: 64 * MiB, vcpus: 1, maxVcpus: 1, firmware: 'bios' as const, secureBoot: false, platform: {}, bootOrder: 'c', oemStrings: [], haltOnReboot: false, disks: [], nics: [], paused: true })
 
 describe('live migration between the hosts of a pool, on shared NFS storage', () => {
   const hosts = new Map<number, string>()
@@ -63,12 +64,12 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
 
   it('VM.pool_migrate moves the running guest to host 2: its counter goes on without a reboot, nothing of it stays on host 1', async () => {
     assert.ok((await c<string[]>('VM.get_allowed_operations', vm)).includes('pool_migrate'))
-    const before = Math.max(...ticks(lab.host(1).daemon.serial(uuid)))
+    const before = Math.max(...ticksOf(lab.host(1).daemon.serial(uuid)))
     await c('VM.pool_migrate', vm, hosts.get(2), {})
     assert.equal(await c('VM.get_resident_on', vm), hosts.get(2))
     assert.equal(await c('VM.get_power_state', vm), 'Running')
-    await waitFor('the guest to tick on host 2', () => ticks(lab.host(2).daemon.serial(uuid)).length >= 2 || undefined, 60_000)
-    const after = ticks(lab.host(2).daemon.serial(uuid))
+    await waitFor('the guest to tick on host 2', () => ticksOf(lab.host(2).daemon.serial(uuid)).length >= 2 || undefined, 60_000)
+    const after = ticksOf(lab.host(2).daemon.serial(uuid))
     assert.ok(after[0]! >= before && after[0]! <= before + 5, `the counter goes on: ${before} on host 1, then ${after[0]} on host 2`)
     assert.doesNotMatch(lab.host(2).daemon.serial(uuid), /FLOTILLA-GUEST boot/, 'no reboot')
     assert.equal(lab.host(1).daemon.qemuPid(uuid), undefined, 'no run directory left on host 1')
@@ -95,8 +96,8 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
     assert.equal(await c('VM.get_resident_on', vm), hosts.get(2))
     assert.equal(await c('VM.get_power_state', vm), 'Running')
     assert.equal(await c('VM.get_scheduled_to_be_resident_on', vm), 'OpaqueRef:NULL')
-    const seen = ticks(lab.host(2).daemon.serial(uuid)).length
-    await waitFor('the guest to go on ticking on host 2', () => ticks(lab.host(2).daemon.serial(uuid)).length >= seen + 2 || undefined, 30_000)
+    const seen = ticksOf(lab.host(2).daemon.serial(uuid)).length
+    await waitFor('the guest to go on ticking on host 2', () => ticksOf(lab.host(2).daemon.serial(uuid)).length >= seen + 2 || undefined, 30_000)
     await waitFor('no QEMU of it on host 1', () => qemusOf(uuid).length === 1 || undefined, 10_000)
     assert.equal(lab.host(1).daemon.qemuPid(uuid), undefined)
     assert.ok((await c<string[]>('VM.get_allowed_operations', vm)).includes('pool_migrate'), 'the VM can migrate again')
@@ -105,7 +106,7 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
   it('migrates back to host 1, and the data disk holds what was written before the first move', async () => {
     await c('VM.pool_migrate', vm, hosts.get(1), {})
     assert.equal(await c('VM.get_resident_on', vm), hosts.get(1))
-    await waitFor('the guest to tick on host 1', () => ticks(lab.host(1).daemon.serial(uuid)).length >= 2 || undefined, 60_000)
+    await waitFor('the guest to tick on host 1', () => ticksOf(lab.host(1).daemon.serial(uuid)).length >= 2 || undefined, 60_000)
     assert.doesNotMatch(lab.host(1).daemon.serial(uuid), /FLOTILLA-GUEST boot/)
     assert.deepEqual(qemusOf(uuid), [lab.host(1).daemon.qemuPid(uuid)])
     await c('VM.hard_shutdown', vm)
@@ -116,7 +117,7 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
 
   it('the destination host cut off mid-way: the VM runs on on the source, and the destination stops its QEMU once back', async () => {
     await c('VM.start_on', vm, hosts.get(1), false, false)
-    await waitFor('the guest to tick on host 1', () => ticks(lab.host(1).daemon.serial(uuid)).length >= 2 || undefined, 180_000)
+    await waitFor('the guest to tick on host 1', () => ticksOf(lab.host(1).daemon.serial(uuid)).length >= 2 || undefined, 180_000)
     let cut = false
     const cutter = setInterval(() => {
       if (!cut && lab.host(2).daemon.qemuPid(uuid)) {
@@ -130,8 +131,8 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
       assert.ok(['VM_MIGRATE_FAILED', 'CANNOT_CONTACT_HOST'].includes(String(answer.error?.message)), JSON.stringify(answer))
       assert.equal(await c('VM.get_resident_on', vm), hosts.get(1))
       assert.equal(await c('VM.get_power_state', vm), 'Running')
-      const seen = ticks(lab.host(1).daemon.serial(uuid)).length
-      await waitFor('the guest to go on ticking on host 1', () => ticks(lab.host(1).daemon.serial(uuid)).length >= seen + 2 || undefined, 30_000)
+      const seen = ticksOf(lab.host(1).daemon.serial(uuid)).length
+      await waitFor('the guest to go on ticking on host 1', () => ticksOf(lab.host(1).daemon.serial(uuid)).length >= seen + 2 || undefined, 30_000)
     } finally {
       lab.heal(2)
     }
@@ -154,16 +155,14 @@ describe('live migration between the hosts of a pool, on shared NFS storage', ()
 
   it('a QEMU of the VM on a host it does not live on (a migration destination left while out of reach) is stopped by that host', async () => {
     assert.equal(await c('VM.get_power_state', vm), 'Halted')
-    const request = { uuid, name: 'stray', memoryBytes: 64 * MiB, vcpus: 1, maxVcpus: 1, firmware: 'bios', secureBoot: false, platform: {}, bootOrder: 'c', oemStrings: [], haltOnReboot: false, disks: [], nics: [], paused: true }
-    await agentCall(lab.host(2).daemon, 'vm.receive', { request, address: lab.host(2).address })
+    await agentCall(lab.host(2).daemon, 'vm.receive', { request: receivingQemu(uuid), address: lab.host(2).address })
     assert.equal(qemusOf(uuid).length, 1, 'a destination QEMU waits on host 2')
     await waitFor('host 2 to stop it', () => qemusOf(uuid).length === 0 || undefined, 60_000)
     assert.equal(await c('VM.get_power_state', vm), 'Halted', 'the VM itself is as it was')
   })
 
   it('a receiving QEMU left when its host\'s daemon is killed -9 is stopped once the daemon is back', async () => {
-    const request = { uuid, name: 'orphan', memoryBytes: 64 * MiB, vcpus: 1, maxVcpus: 1, firmware: 'bios', secureBoot: false, platform: {}, bootOrder: 'c', oemStrings: [], haltOnReboot: false, disks: [], nics: [], paused: true }
-    await agentCall(lab.host(2).daemon, 'vm.receive', { request, address: lab.host(2).address })
+    await agentCall(lab.host(2).daemon, 'vm.receive', { request: receivingQemu(uuid), address: lab.host(2).address })
     process.kill(lab.host(2).daemonPid!, 'SIGKILL')
     await waitFor('the daemon to be gone', () => (lab.host(2).daemonPid === undefined || !existsSync(`/proc/${lab.host(2).daemonPid}`)) || undefined, 10_000)
     assert.equal(qemusOf(uuid).length, 1, 'its QEMU outlives the daemon')
