@@ -295,11 +295,19 @@ export interface AgentCalls {
   'vm.start': Call<StartByImage, { pid: number }>
   'vm.resume': Call<{ request: StartByImage; state: VdiRef }, { pid: number }>
   'vm.suspend': Call<{ uuid: string; statePath: string }, StoppedVm>
-  /** A live migration's destination: QEMU waiting for the stream on `address` (this host's); the port it listens on. */
-  'vm.receive': Call<{ request: StartByImage; address: string }, { port: number }>
-  /** The source's side: sends the VM; stalls of `stallMs` and failures cancel it, and the VM runs on here. */
-  'vm.migrate-send': Call<{ uuid: string; address: string; port: number; stallMs: number }, MigrationStats>
-  /** The destination's side once the source sent everything: waits until it is all in, the vCPUs still stopped (vm.unpause runs them). */
+  /**
+   * A live migration's destination: QEMU waiting for the stream on `address` (this host's); the
+   * port it listens on. With `exports` (storage motion), those disks (by userdevice, new empty
+   * images) are served to the source's mirrors over NBD on `nbdPort`.
+   */
+  'vm.receive': Call<{ request: StartByImage; address: string; exports?: number[] }, { port: number; nbdPort?: number }>
+  /**
+   * The source's side: sends the VM; stalls of `stallMs` and failures cancel it, and the VM runs on
+   * here. With `mirror` (storage motion), those disks are first mirrored to the destination's NBD
+   * exports at address:mirror.port and kept in sync until the memory is across.
+   */
+  'vm.migrate-send': Call<{ uuid: string; address: string; port: number; stallMs: number; mirror?: { port: number; userdevices: number[] } }, MigrationStats>
+  /** The destination's side once the source sent everything: waits until it is all in, the vCPUs still stopped (vm.unpause runs them); the NBD exports close. */
   'vm.received': Call<{ uuid: string; timeoutMs: number }, void>
   /** The UEFI variable store of a VM running here, as it is now. */
   'vm.nvram': Call<{ uuid: string }, { nvram?: string }>
@@ -311,6 +319,8 @@ export interface AgentCalls {
   'vm.unpause': Call<{ uuid: string }, void>
   'vm.devices': Call<{ uuid: string }, DeviceList>
   'vm.resize-disk': Call<LiveDisk & { size: number }, void>
+  /** Moves a running disk live onto `target` (an empty image of its size): mirrored, then switched over; a copy stalled for `stallMs` is given up and the disk stays. */
+  'vm.move-disk': Call<LiveDisk & { target: VdiRef; stallMs: number }, void>
   'vm.plug-disk': Call<{ uuid: string; platform: Record<string, string>; disk: VmDiskByImage }, void>
   'vm.unplug-disk': Call<LiveDisk, void>
   'vm.insert-cd': Call<LiveDisk & { image: VdiRef; format: VdiFormat }, void>

@@ -18,6 +18,9 @@ const NIC_MODELS: NicModel[] = ['virtio', 'e1000', 'rtl8139']
 
 export const vmRunDir = (runRoot: string, uuid: string) => join(runRoot, uuid.replace(/-/g, '').slice(0, 12))
 
+/** The block node of a VM's disk, named after its userdevice. */
+export const diskNode = (userdevice: number): string => `d${userdevice}`
+
 export function hardwareFor(spec: VmSpec, host: HostHardware): QemuVmConfig {
   const machine = spec.platform.machine === 'pc' ? 'pc' : 'q35'
   const wantedBus = spec.platform['disk-bus'] as DiskBus
@@ -27,7 +30,7 @@ export function hardwareFor(spec: VmSpec, host: HostHardware): QemuVmConfig {
   const cdBus: DiskBus = machine === 'q35' ? 'ahci' : 'ide'
   const sorted = [...spec.disks].sort((a, b) => a.userdevice - b.userdevice)
   const disks: QemuDisk[] = sorted.map((d) => ({
-    node: `d${d.userdevice}`,
+    node: diskNode(d.userdevice),
     userdevice: d.userdevice,
     ...(d.path ? { path: d.path } : {}),
     format: d.format,

@@ -50,8 +50,8 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemo
     ...storageMethods(vms),
     'vm.start': async (request) => vms.start(withDiskPaths(request)),
     'vm.resume': async ({ request, state }) => vms.start(withDiskPaths(request), imagePath(state)),
-    'vm.receive': ({ request, address }) => vms.receive(withDiskPaths(request), address),
-    'vm.migrate-send': ({ uuid, address, port, stallMs }) => vms.migrateSend(uuid, address, port, stallMs),
+    'vm.receive': ({ request, address, exports }) => vms.receive(withDiskPaths(request), address, exports),
+    'vm.migrate-send': ({ uuid, address, port, stallMs, mirror }) => vms.migrateSend(uuid, address, port, stallMs, mirror),
     'vm.received': ({ uuid, timeoutMs }) => vms.received(uuid, timeoutMs),
     'vm.nvram': async ({ uuid }) => {
       const nvram = await vms.nvram(uuid)
@@ -62,6 +62,7 @@ export function agentMethods(vms: VmRuntime, tls?: ServerTls, daemon: AgentDaemo
     'vm.reset': ({ uuid }) => vms.reset(uuid),
     'vm.devices': ({ uuid }) => vms.devices(uuid),
     'vm.resize-disk': ({ uuid, userdevice, size }) => vms.resizeDisk(uuid, userdevice, size),
+    'vm.move-disk': ({ uuid, userdevice, target, stallMs }) => vms.moveDisk(uuid, userdevice, { path: imagePath(target), format: target.format === 'raw' ? 'raw' : 'qcow2' }, stallMs),
     'vm.plug-disk': async ({ uuid, platform, disk }) => vms.plugDisk(uuid, platform, withPath(disk)),
     'vm.unplug-disk': ({ uuid, userdevice }) => vms.unplugDisk(uuid, userdevice),
     'vm.insert-cd': async ({ uuid, userdevice, image, format }) => vms.insertCd(uuid, userdevice, imagePath(image), format),

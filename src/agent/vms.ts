@@ -9,7 +9,7 @@ import { bridgeName, tapName, type HostNetwork } from '../net/bridge.js'
 import type { DeviceList, HypervisorBackend, MigrationStats, RunningVm, StopReason } from '../qemu/backend.js'
 import type { QemuVmConfig } from '../qemu/config.js'
 import { withUndo } from '../lib/undo.js'
-import { hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
+import { diskNode, hardwareFor, vmRunDir, type HostHardware, type VmSpec } from './hardware.js'
 import type { StartRequest } from './contract.js'
 
 export type { StopReason }
@@ -65,14 +65,15 @@ export class VmRuntime {
   }
 
   /** A live migration's destination: the VM's QEMU, vCPUs stopped, waiting for the stream on `address`; the port it listens on. */
-  async receive(request: StartRequest, address: string): Promise<{ port: number }> {
-    const { port } = await this.launch(request, (config) => this.backend.receive(config, address))
-    return { port }
+  async receive(request: StartRequest, address: string, exports: number[] = []): Promise<{ port: number; nbdPort?: number }> {
+    const { port, nbdPort } = await this.launch(request, (config) => this.backend.receive(config, address, exports.map(diskNode)))
+    return { port, ...(nbdPort ? { nbdPort } : {}) }
   }
 
-  /** Sends running VM `uuid` live to the destination at address:port; it stays here, stopped, until the caller stops it. */
-  migrateSend(uuid: string, address: string, port: number, stallMs: number): Promise<MigrationStats> {
-    return this.queued(uuid, () => this.vm(uuid).migrateTo(address, port, { stallMs }))
+  /** Sends running VM `uuid` live to the destination at address:port (its disks `mirror.userdevices` first to its NBD exports); it stays here, stopped, until the caller stops it. */
+  migrateSend(uuid: string, address: string, port: number, stallMs: number, mirror?: { port: number; userdevices: number[] }): Promise<MigrationStats> {
+    const mirrors = mirror && { port: mirror.port, nodes: mirror.userdevices.map(diskNode) }
+    return this.queued(uuid, () => this.vm(uuid).migrateTo(address, port, { stallMs, ...(mirrors ? { mirror: mirrors } : {}) }))
   }
 
   /** On a destination: waits until the whole stream is in; the VM stays stopped until unpaused. */
@@ -204,15 +205,15 @@ export class VmRuntime {
   }
 
   async unplugDisk(uuid: string, userdevice: number): Promise<void> {
-    await this.queued(uuid, () => this.vm(uuid).unplugDisk(`d${userdevice}`))
+    await this.queued(uuid, () => this.vm(uuid).unplugDisk(diskNode(userdevice)))
   }
 
   async insertCd(uuid: string, userdevice: number, path: string, format: 'qcow2' | 'raw'): Promise<void> {
-    await this.queued(uuid, () => this.vm(uuid).insertMedium(`d${userdevice}`, path, format))
+    await this.queued(uuid, () => this.vm(uuid).insertMedium(diskNode(userdevice), path, format))
   }
 
   async ejectCd(uuid: string, userdevice: number): Promise<void> {
-    await this.queued(uuid, () => this.vm(uuid).ejectMedium(`d${userdevice}`))
+    await this.queued(uuid, () => this.vm(uuid).ejectMedium(diskNode(userdevice)))
   }
 
   async plugNic(uuid: string, platform: Record<string, string>, nic: StartRequest['nics'][number]): Promise<void> {
@@ -258,7 +259,7 @@ export class VmRuntime {
       const running = await vm.isRunning()
       await vm.pause()
       try {
-        const frozen = await freeze((userdevice, overlay) => vm.freezeDisk(`d${userdevice}`, overlay))
+        const frozen = await freeze((userdevice, overlay) => vm.freezeDisk(diskNode(userdevice), overlay))
         await vm.saveState(statePath)
         return frozen
       } finally {
@@ -268,17 +269,22 @@ export class VmRuntime {
   }
 
   async resizeDisk(uuid: string, userdevice: number, size: number): Promise<void> {
-    await this.queued(uuid, () => this.vm(uuid).resizeDisk(`d${userdevice}`, size))
+    await this.queued(uuid, () => this.vm(uuid).resizeDisk(diskNode(userdevice), size))
+  }
+
+  /** Moves a running disk live onto the image at `target`. */
+  async moveDisk(uuid: string, userdevice: number, target: { path: string; format: 'qcow2' | 'raw' }, stallMs: number): Promise<void> {
+    await this.queued(uuid, () => this.vm(uuid).moveDisk(diskNode(userdevice), target, stallMs))
   }
 
   /** Live snapshot of a disk: the guest goes on writing to a new overlay. */
   async freezeDisk(uuid: string, userdevice: number, overlayPath: string): Promise<void> {
-    await this.queued(uuid, () => this.vm(uuid).freezeDisk(`d${userdevice}`, overlayPath))
+    await this.queued(uuid, () => this.vm(uuid).freezeDisk(diskNode(userdevice), overlayPath))
   }
 
   /** Streams into a running disk the data of its backing chain above `basePath`. */
   async streamDisk(uuid: string, userdevice: number, basePath: string | undefined): Promise<void> {
-    await this.queued(uuid, () => this.vm(uuid).streamDisk(`d${userdevice}`, basePath))
+    await this.queued(uuid, () => this.vm(uuid).streamDisk(diskNode(userdevice), basePath))
   }
 
   devices(uuid: string): Promise<DeviceList> {

@@ -273,6 +273,11 @@ export const OPERATIONS: Record<string, Operation> = {
     const vdi = await selectByUuid(conn, inv, 'VDI')
     await printUuid(conn, 'VDI', await conn.call<string>('VDI.copy', vdi, await selectByUuid(conn, inv, 'SR', 'sr-uuid')), out)
   },
+  /** As xapi's: the disk moves to the SR (live when its VM runs) and the new VDI's uuid is printed. */
+  'vdi-pool-migrate': async (conn, inv, out) => {
+    const vdi = await selectByUuid(conn, inv, 'VDI')
+    await printUuid(conn, 'VDI', await conn.call<string>('VDI.pool_migrate', vdi, await selectByUuid(conn, inv, 'SR', 'sr-uuid'), {}), out)
+  },
   'vbd-create': async (conn, inv, out) => {
     const vm = await selectByUuid(conn, inv, 'VM', 'vm-uuid')
     const vdi = await selectByUuid(conn, inv, 'VDI', 'vdi-uuid')

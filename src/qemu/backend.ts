@@ -11,14 +11,24 @@ export type { DeviceList, MigrationStats }
 /** Why a VM stopped on its own: the guest powered off, rebooted (with reboot = halt), crashed, or its process went away. */
 export type StopReason = 'shutdown' | 'reboot' | 'crash' | 'killed'
 
+export interface MigrateOptions {
+  stallMs: number
+  signal?: AbortSignal
+  mirror?: { port: number; nodes: string[] }
+}
+
 export interface HypervisorBackend {
   /**
    * Starts a VM as `config` describes it; resolves once it runs (or waits, with `config.paused`).
    * With `incomingState`, the VM continues from that saved state instead of booting.
    */
   launch(config: QemuVmConfig, incomingState?: string): Promise<RunningVm>
-  /** Starts a VM as `config` describes it to receive a live migration: vCPUs stopped, listening on `address` (the port it picked returned). */
-  receive(config: QemuVmConfig, address: string): Promise<{ vm: RunningVm; port: number }>
+  /**
+   * Starts a VM as `config` describes it to receive a live migration: vCPUs stopped, listening on
+   * `address` (the port it picked returned); the disks `exports` (by node) served over NBD for the
+   * source's mirrors (on `nbdPort`).
+   */
+  receive(config: QemuVmConfig, address: string, exports?: string[]): Promise<{ vm: RunningVm; port: number; nbdPort?: number }>
   /** The uuids of the VMs that still run from run directories under `vmsDir` (after a daemon restart, also those no record places here). */
   survivors(vmsDir: string): Promise<string[]>
   /** Finds the VM `uuid` again after a daemon restart (it outlives the daemon); undefined if it no longer runs. */
@@ -50,9 +60,13 @@ export interface RunningVm {
   unpause(): Promise<void>
   /** Whether the vCPUs run (false while paused). */
   isRunning(): Promise<boolean>
-  /** Sends the VM live to a destination listening at address:port: once it resolves the VM is stopped here; if it rejects, the VM runs on here. */
-  migrateTo(address: string, port: number, opts: { stallMs: number; signal?: AbortSignal }): Promise<MigrationStats>
-  /** On a migration destination: waits until the whole stream is in (the vCPUs still stopped). */
+  /**
+   * Sends the VM live to a destination listening at address:port: once it resolves the VM is
+   * stopped here; if it rejects, the VM runs on here. With `mirror`, those disks (by node) are
+   * first mirrored to the destination's NBD exports at address:mirror.port.
+   */
+  migrateTo(address: string, port: number, opts: MigrateOptions): Promise<MigrationStats>
+  /** On a migration destination: waits until the whole stream is in (the vCPUs still stopped), then closes the NBD exports. */
   received(timeoutMs: number): Promise<void>
   /** Saves memory and device state to `statePath` (the agent stops the vCPUs first, for a consistent image). */
   saveState(statePath: string): Promise<void>
@@ -62,6 +76,8 @@ export interface RunningVm {
   /** Copies into the disk's current image the data of its backing chain above `basePath`, which then becomes its backing (or nothing). */
   streamDisk(node: string, basePath: string | undefined): Promise<void>
   resizeDisk(node: string, size: number): Promise<void>
+  /** Moves a disk live onto the (empty, same-size) image at `target`: once it resolves the guest uses only that; if it rejects, only the old one. */
+  moveDisk(node: string, target: { path: string; format: QemuDisk['format'] }, stallMs: number): Promise<void>
   /** Hot-plugs a disk into the first free one of the VM's `hotplugPorts` spare ports. */
   plugDisk(disk: QemuDisk, hotplugPorts: number): Promise<void>
   unplugDisk(node: string): Promise<void>

@@ -1,11 +1,11 @@
 // Devices added to and removed from a running VM over QMP, named as the command line names
 // them (argv.ts), so a hot-plugged disk looks like a cold-plugged one.
-import { diskDeviceId, fileNodeName, hotplugPortId, netdevId } from './argv.js'
+import { diskDeviceId, hotplugPortId, netdevId } from './argv.js'
+import { addBlockNodes, removeBlockNodes } from './block-nodes.js'
 import type { QemuDisk, QemuNic } from './config.js'
-import { protocolNode } from './protocol.js'
 import type { QmpClient } from './qmp.js'
 import { topNode } from './blockjobs.js'
-import { withUndo, type UndoStack } from '../lib/undo.js'
+import { withUndo } from '../lib/undo.js'
 
 const NIC_DEVICES: Record<QemuNic['model'], string> = { virtio: 'virtio-net-pci', e1000: 'e1000', rtl8139: 'rtl8139' }
 
@@ -23,20 +23,6 @@ export async function freeHotplugPort(qmp: QmpClient, ports: number): Promise<nu
     if (port && (port.pci_bridge?.devices ?? []).length === 0) return i
   }
   throw new Error('no free hot-plug port left on this VM (restart it to add more devices)')
-}
-
-/** The file and format nodes of an image, each with its undo on `undo`. */
-async function addBlockNodes(qmp: QmpClient, undo: UndoStack, node: string, path: string, format: QemuDisk['format'], readOnly: boolean): Promise<void> {
-  const file = fileNodeName({ node })
-  const del = (name: string) => () => qmp.execute('blockdev-del', { 'node-name': name })
-  const { where, tuning } = protocolNode(path)
-  await undo.step(`block node ${file}`, () => qmp.execute('blockdev-add', { ...where, 'node-name': file, 'read-only': readOnly, ...tuning, ...(readOnly ? {} : { discard: 'unmap' }) }), del(file))
-  await undo.step(`block node ${node}`, () => qmp.execute('blockdev-add', { driver: format, 'node-name': node, file, 'read-only': readOnly, ...(readOnly ? {} : { discard: 'unmap', 'detect-zeroes': 'unmap' }) }), del(node))
-}
-
-async function removeBlockNodes(qmp: QmpClient, node: string): Promise<void> {
-  await qmp.execute('blockdev-del', { 'node-name': node }).catch(() => undefined)
-  await qmp.execute('blockdev-del', { 'node-name': fileNodeName({ node }) }).catch(() => undefined)
 }
 
 /** Waits until the guest released a device we asked to remove (it may refuse, or take time). */

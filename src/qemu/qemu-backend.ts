@@ -1,5 +1,5 @@
 // The real hypervisor: each VM a detached QEMU (process.ts) driven over its QMP socket.
-import type { HypervisorBackend, RunningVm, StopReason } from './backend.js'
+import type { HypervisorBackend, MigrateOptions, RunningVm, StopReason } from './backend.js'
 import { liveSnapshot, resizeLive, streamInto } from './blockjobs.js'
 import type { QemuDisk, QemuNic, QemuVmConfig } from './config.js'
 import { classifyEvent } from './events.js'
@@ -7,8 +7,12 @@ import { attachDisk, attachNic, detachDisk, detachNic, ejectMedium, freeHotplugP
 import { attachQemu, killQemu, launchQemu, runningUuids, type QemuProcess } from './process.js'
 import type { QmpEvent } from './qmp.js'
 import { listenForMigration, receivedMigration, sendMigration, type MigrationStats } from './migration.js'
+import { abortMirrors, exportDisks, finishMirrors, mirrorToExports, moveDisk, stopExports } from './mirror.js'
 import { loadState, saveState } from './state.js'
 import { withUndo } from '../lib/undo.js'
+
+/** How long the mirrors of a storage motion may take to send the writes made while the memory went across. */
+const MIRROR_FINISH_MS = 60_000
 
 export const qemuBackend: HypervisorBackend = {
   async launch(config: QemuVmConfig, incomingState?: string): Promise<RunningVm> {
@@ -24,11 +28,12 @@ export const qemuBackend: HypervisorBackend = {
     })
   },
 
-  async receive(config: QemuVmConfig, address: string): Promise<{ vm: RunningVm; port: number }> {
+  async receive(config: QemuVmConfig, address: string, exports: string[] = []): Promise<{ vm: RunningVm; port: number; nbdPort?: number }> {
     const proc = await launchQemu({ ...config, paused: true, incoming: true })
     return withUndo('receive a migration', async (undo) => {
       undo.push(`QEMU ${proc.pid}`, () => killQemu(proc, 0))
-      return { vm: new QemuVm(proc), port: await listenForMigration(proc.qmp, address) }
+      const nbdPort = exports.length ? await exportDisks(proc.qmp, address, exports) : undefined
+      return { vm: new QemuVm(proc), port: await listenForMigration(proc.qmp, address), ...(nbdPort ? { nbdPort } : {}) }
     })
   },
 
@@ -111,12 +116,32 @@ class QemuVm implements RunningVm {
     return saveState(this.qmp, statePath)
   }
 
-  migrateTo(address: string, port: number, opts: { stallMs: number; signal?: AbortSignal }): Promise<MigrationStats> {
-    return sendMigration(this.qmp, address, port, opts)
+  async migrateTo(address: string, port: number, opts: MigrateOptions): Promise<MigrationStats> {
+    const mirror = opts.mirror
+    if (!mirror) return sendMigration(this.qmp, address, port, opts)
+    const wasRunning = await this.isRunning()
+    await mirrorToExports(this.qmp, address, mirror.port, mirror.nodes, opts)
+    let sent = false
+    try {
+      const stats = await sendMigration(this.qmp, address, port, opts)
+      sent = true
+      await finishMirrors(this.qmp, mirror.nodes, MIRROR_FINISH_MS)
+      return stats
+    } catch (err) {
+      await abortMirrors(this.qmp, mirror.nodes)
+      // The memory went but the disks' last writes did not: the VM goes on here, where its disks are whole.
+      if (sent && wasRunning) await this.qmp.execute('cont')
+      throw err
+    }
   }
 
-  received(timeoutMs: number): Promise<void> {
-    return receivedMigration(this.qmp, timeoutMs)
+  async received(timeoutMs: number): Promise<void> {
+    await receivedMigration(this.qmp, timeoutMs)
+    await stopExports(this.qmp)
+  }
+
+  moveDisk(node: string, target: { path: string; format: QemuDisk['format'] }, stallMs: number): Promise<void> {
+    return moveDisk(this.qmp, node, target, { stallMs })
   }
 
   freezeDisk(node: string, overlayPath: string): Promise<void> {

@@ -82,22 +82,25 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /** Records a VDI the agent has just made: its uuid is its image's name where that is a uuid (file SRs; ISO files keep their names). */
 export async function recordVdi(svc: Services, srRef: string, image: VdiImage, fields: Record<string, unknown>, usage?: SrUsage): Promise<string> {
-  const ref = await svc.db.transact((tx) =>
-    tx.create('VDI', {
-      type: 'user',
-      uuid: UUID.test(image.location) ? image.location : randomUUID(),
-      ...fields,
-      SR: srRef,
-      location: image.location,
-      virtual_size: image.virtualSize,
-      physical_utilisation: image.physicalUtilisation,
-      ...(image.format === 'raw' ? { sm_config: { ...((fields.sm_config as Record<string, string> | undefined) ?? {}), 'image-format': 'raw' } } : {}),
-      managed: true,
-      allowed_operations: ['clone', 'copy', 'destroy', 'resize', 'snapshot', 'update'],
-    }),
-  )
+  const ref = await svc.db.transact((tx) => tx.create('VDI', vdiFields(srRef, image, fields)))
   await (usage ? recordSrUsage(svc, srRef, usage) : refreshSrUsage(svc, srRef)).catch(() => undefined)
   return ref
+}
+
+/** The record of a VDI whose image the agent has just made, for tx.create. */
+export function vdiFields(srRef: string, image: VdiImage, fields: Record<string, unknown>): Record<string, unknown> {
+  return {
+    type: 'user',
+    uuid: UUID.test(image.location) ? image.location : randomUUID(),
+    ...fields,
+    SR: srRef,
+    location: image.location,
+    virtual_size: image.virtualSize,
+    physical_utilisation: image.physicalUtilisation,
+    ...(image.format === 'raw' ? { sm_config: { ...((fields.sm_config as Record<string, string> | undefined) ?? {}), 'image-format': 'raw' } } : {}),
+    managed: true,
+    allowed_operations: ['clone', 'copy', 'destroy', 'resize', 'snapshot', 'update'],
+  }
 }
 
 export async function createVdi(svc: Services, args: Record<string, unknown>): Promise<string> {
@@ -313,7 +316,8 @@ export async function copyVdi(svc: Services, vdiRef: string, srRef: string, sign
   })
 }
 
-async function copyImage(svc: Services, vdiRef: string, target: string, signal?: AbortSignal): Promise<VdiImage> {
+/** A full copy of a VDI's image in SR `target`, not recorded yet (the caller holds `target`'s lock and records it, or destroys it). */
+export async function copyImage(svc: Services, vdiRef: string, target: string, signal?: AbortSignal): Promise<VdiImage> {
   const vdi = svc.db.record('VDI', vdiRef)
   let host: string | undefined
   try {

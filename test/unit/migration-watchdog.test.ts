@@ -1,8 +1,10 @@
 // The live migration watchdog's decisions (qemu/migration.ts migrationStep): done, failed,
-// stalled once no byte moved for the stall time, else going with the progress it keeps.
+// stalled once no byte moved for the stall time, else going with the progress it keeps; and the
+// block mirror's (qemu/mirror.ts mirrorStep): in sync, failed, stalled, copying.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { migrationStep } from '../../src/qemu/migration.js'
+import { mirrorStep } from '../../src/qemu/mirror.js'
 
 describe('the migration watchdog', () => {
   const start = { transferred: 0, since: 1_000 }
@@ -25,5 +27,26 @@ describe('the migration watchdog', () => {
 
   it('a migration that never connects (setup, nothing sent) stalls too', () => {
     assert.deepEqual(migrationStep({ status: 'setup' }, start, 11_000, 10_000), { state: 'stalled' })
+  })
+})
+
+describe('the block mirror watchdog', () => {
+  const start = { transferred: 0, since: 1_000 }
+  const job = (offset: number, ready = false) => ({ device: 'move-d1m1', len: 100e6, offset, ready })
+
+  it('is done once the mirror is in sync', () => {
+    assert.deepEqual(mirrorStep(job(100e6, true), undefined, start, 1_200, 10_000), { state: 'ready' })
+  })
+
+  it('reports the error QEMU ended the job with (a full target), and a job gone without one', () => {
+    assert.deepEqual(mirrorStep(undefined, 'No space left on device', start, 1_200, 10_000), { state: 'failed', reason: 'No space left on device' })
+    assert.deepEqual(mirrorStep(job(5e6), 'No space left on device', start, 1_200, 10_000), { state: 'failed', reason: 'No space left on device' }, 'the event wins over a stale look')
+    assert.equal(mirrorStep(undefined, undefined, start, 1_200, 10_000).state, 'failed')
+  })
+
+  it('keeps going while bytes are copied, and stalls once none were for the stall time', () => {
+    assert.deepEqual(mirrorStep(job(10e6), undefined, start, 5_000, 10_000), { state: 'going', progress: { transferred: 10e6, since: 5_000 } })
+    assert.deepEqual(mirrorStep(job(10e6), undefined, { transferred: 10e6, since: 5_000 }, 14_999, 10_000), { state: 'going', progress: { transferred: 10e6, since: 5_000 } })
+    assert.deepEqual(mirrorStep(job(10e6), undefined, { transferred: 10e6, since: 5_000 }, 15_000, 10_000), { state: 'stalled' })
   })
 })

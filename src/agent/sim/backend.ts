@@ -7,7 +7,7 @@ import { access, readFile, writeFile } from 'node:fs/promises'
 import { runPaths } from '../../qemu/argv.js'
 import type { DeviceList, HypervisorBackend, MigrationStats, RunningVm, StopReason } from '../../qemu/backend.js'
 import type { QemuDisk, QemuNic, QemuVmConfig } from '../../qemu/config.js'
-import { createImage, imageChain, rebaseImage, resizeImage } from '../../qemu/img.js'
+import { convertInto, createImage, imageChain, rebaseImage, resizeImage } from '../../qemu/img.js'
 
 /** What the simulator writes as a VM's saved state: enough to tell it is this VM's, and what it had. */
 interface SavedState {
@@ -339,6 +339,14 @@ class SimLink implements RunningVm {
 
   async resizeDisk(node: string, size: number): Promise<void> {
     await resizeImage(this.vm.image(node), size, this.vm.disk(node).format)
+  }
+
+  /** A move done as a copy: the simulated guest writes nothing meanwhile. */
+  async moveDisk(node: string, target: { path: string; format: QemuDisk['format'] }): Promise<void> {
+    const disk = this.vm.disk(node)
+    await convertInto({ source: this.vm.image(node), sourceFormat: disk.format, target: target.path, targetFormat: target.format, targetIsZero: true })
+    disk.file = target.path
+    disk.format = target.format
   }
 
   async plugDisk(disk: QemuDisk, hotplugPorts: number): Promise<void> {
