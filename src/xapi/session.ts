@@ -108,6 +108,11 @@ async function guardedCheck(svc: Services, what: string, user: string, password:
 
 export async function login(svc: Services, user: string, password: string, originator: string, client?: Client): Promise<string> {
   if (!(await guardedCheck(svc, 'login', user, password, client))) throw new XapiError('SESSION_AUTHENTICATION_FAILED', [user, 'Authentication failure'])
+  return openSession(svc, { user, originator, pool: false, superuser: user === 'root' })
+}
+
+/** A session recorded in the pool database, within the user's cap of sessions. */
+async function openSession(svc: Services, who: { user: string; originator: string; pool: boolean; superuser: boolean }): Promise<string> {
   const stamp = now()
   const ref = await svc.db.transact((tx) =>
     tx.create('session', {
@@ -115,15 +120,19 @@ export async function login(svc: Services, user: string, password: string, origi
       this_user: NULL_REF,
       last_active: stamp,
       validation_time: stamp,
-      pool: false,
-      is_local_superuser: user === 'root',
-      auth_user_name: user,
-      originator,
+      pool: who.pool,
+      is_local_superuser: who.superuser,
+      auth_user_name: who.user,
+      originator: who.originator,
     }),
   )
-  await enforceSessionCap(svc, user)
+  await enforceSessionCap(svc, who.user)
   return ref
 }
+
+/** A new session of the same subject as `session` (host.migrate_receive hands one to the sending pool). */
+export const cloneSession = (svc: Services, session: Rec) =>
+  openSession(svc, { user: String(session.auth_user_name ?? ''), originator: String(session.originator ?? ''), pool: session.pool === true, superuser: session.is_local_superuser === true })
 
 register('session.login_with_password', (ctx, [user, password, , originator]) => login(ctx.svc, user, password, originator, ctx.client))
 

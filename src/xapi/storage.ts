@@ -127,7 +127,8 @@ function assertNotInUse(tx: Tx, vdiRef: string, vdi: Readonly<VDIRecord>, operat
   }
 }
 
-export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
+/** VDI.destroy; `fresh`: a VDI just made that nothing builds on yet (an undo), whose image goes at once. */
+export async function destroyVdi(svc: Services, vdiRef: string, fresh = false): Promise<void> {
   const vdi = svc.db.record('VDI', vdiRef)
   const format = vdiFormat(svc, vdiRef)
   const forget = () =>
@@ -138,7 +139,7 @@ export async function destroyVdi(svc: Services, vdiRef: string): Promise<void> {
     })
   // A raw image goes at once, before its record (a driver may refuse: an RBD image with
   // snapshots); a qcow2 image with the garbage collection, as snapshots or clones may build on it.
-  if (format === 'raw') {
+  if (format === 'raw' || fresh) {
     await svc.db.transact((tx) => assertNotInUse(tx, vdiRef, tx.get('VDI', vdiRef), 'destroy'))
     const host = srHost(svc, vdi.SR)
     await svc.agentFor(host).call('vdi.destroy', { ...attachedSr(svc, vdi.SR, host), location: vdi.location })

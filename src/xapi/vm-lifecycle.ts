@@ -5,7 +5,7 @@ import { XapiError } from '../idl/errors.js'
 import type { VMRecord, VmOperations } from '../idl/records.js'
 import type { Tx } from '../db/database.js'
 import { withUndo } from '../lib/undo.js'
-import type { StartByImage, StopReason } from '../agent/contract.js'
+import type { StartByImage, StopReason, VdiRef } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { collectAllGarbage, createSuspendVdi, destroyVdi, imageOf, srsOfVm, vdiFormat } from './storage.js'
 import { withSrLocks } from './sr-locks.js'
@@ -24,16 +24,21 @@ function oemStrings(bios: Record<string, string>): string[] {
     .map(([, v]) => v)
 }
 
-/** What the agent of `host` needs to start a VM, decoded from its records: disks name their images, whose files the agent finds. */
-export function startRequest(svc: Services, vm: Rec, paused: boolean, host: string): StartByImage {
+/**
+ * What the agent of `host` needs to start a VM, decoded from its records: disks name their images,
+ * whose files the agent finds. `moved` names the images on `host` of disks on their way there
+ * (storage motion), by their VDIs.
+ */
+export function startRequest(svc: Services, vm: Rec, paused: boolean, host: string, moved: ReadonlyMap<string, VdiRef> = new Map()): StartByImage {
   const disks: StartByImage['disks'] = []
   for (const vbd of vm.VBDs) {
     const rec = svc.db.record('VBD', vbd)
     const empty = rec.empty || rec.VDI === NULL_REF
+    const arriving = moved.get(rec.VDI)
     disks.push({
       userdevice: Number(rec.userdevice),
-      ...(empty ? {} : { image: imageOf(svc, rec.VDI, host) }),
-      format: empty ? 'qcow2' : vdiFormat(svc, rec.VDI),
+      ...(empty ? {} : { image: arriving ?? imageOf(svc, rec.VDI, host) }),
+      format: empty ? 'qcow2' : (arriving?.format ?? vdiFormat(svc, rec.VDI)),
       readOnly: rec.mode === 'RO',
       type: rec.type === 'CD' ? 'CD' : 'Disk',
       bootable: rec.bootable,

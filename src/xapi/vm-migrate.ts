@@ -8,11 +8,13 @@
 import { XapiError } from '../idl/errors.js'
 import { deadline } from '../lib/deadline.js'
 import { withUndo } from '../lib/undo.js'
+import type { VMRecord } from '../idl/records.js'
 import type { ArgsOf, CallArgs, CallName, MigrationStats } from '../agent/contract.js'
 import { now, register, type CallContext, type Services } from './context.js'
 import { vmHost } from './forwarding.js'
 import { attachNetworksOn } from './network.js'
-import { srsOfVm } from './storage.js'
+import { completeMove, destroyMovedFrom, moveDisk, prepareMove, type DiskMove } from './disk-motion.js'
+import { imageOf, srsOfVm } from './storage.js'
 import { withSrLocks } from './sr-locks.js'
 import { refreshAllowedOperations, withVmOperation } from './vm.js'
 import { markMigrated, networksOf, startRequest } from './vm-lifecycle.js'
@@ -26,49 +28,80 @@ const RECEIVE_MS = 60_000
 const DESTINATION_START_MS = 90_000
 const DESTINATION_STOP_MS = 15_000
 
-register('VM.pool_migrate', (ctx, [ref, host]) => poolMigrate(ctx, ref, host))
+register('VM.pool_migrate', (ctx, [ref, host]) => {
+  if (!ctx.svc.db.tryRecord('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host])
+  return withVmOperation(ctx, ref, 'pool_migrate', (vm) => migrateLive(ctx, ref, vm, host))
+})
 
-async function poolMigrate(ctx: CallContext, ref: string, dest: string): Promise<void> {
+/**
+ * Storage motion: the disks that go to other SRs on the way (VDI → SR), and the destination's
+ * address the streams go to (its address on the migration network).
+ */
+export interface Motion {
+  moves?: ReadonlyMap<string, string>
+  address?: string
+}
+
+/** A running or paused VM moved live to host `dest` of this pool, the caller holding its operation. */
+export async function migrateLive(ctx: CallContext, ref: string, vm: Readonly<VMRecord>, dest: string, motion: Motion = {}): Promise<void> {
   const svc = ctx.svc
-  if (!svc.db.tryRecord('host', dest)) throw new XapiError('HANDLE_INVALID', ['host', dest])
-  await withVmOperation(ctx, ref, 'pool_migrate', async (vm) => {
-    const source = vmHost(svc, vm)
-    // As xapi's localhost migration, it changes nothing a client sees; QEMU needs no second copy.
-    if (source === dest) return
-    const from = svc.agentFor(source)
-    // What the destination is asked is bounded; should it not answer, its own stray check stops what it made (stopStrayQemus).
-    const to = <M extends CallName>(ms: number, method: M, ...args: ArgsOf<CallArgs<M>>) => deadline(ms, `the destination's ${method}`, svc.agentFor(dest).call(method, ...args))
-    const uuid = vm.uuid
-    const paused = vm.power_state === 'Paused'
-    const started = Date.now()
-    let qemu: MigrationStats | undefined
-    let sent = 0
-    await withSrLocks(srsOfVm(svc, vm), () =>
-      withUndo('VM.pool_migrate', async (undo) => {
-        await undo.step(`the reservation of ${uuid} on the destination`, () => reserveHost(svc, ref, { on: dest }, dest), () => releaseHost(svc, ref))
-        await attachNetworksOn(svc, networksOf(svc, vm), dest)
-        const { nvram } = await from.call('vm.nvram', { uuid })
-        const request = { ...startRequest(svc, vm, paused, dest), ...(nvram ? { nvram } : {}) }
-        const address = svc.db.record('host', dest).address
-        const { port } = await undo.step(`the destination QEMU of ${uuid}`, () => to(DESTINATION_START_MS, 'vm.receive', { request, address }), () => to(DESTINATION_STOP_MS, 'vm.stop', { uuid, clean: false }))
-        qemu = await from.call('vm.migrate-send', { uuid, address, port, stallMs: STALL_MS })
-        sent = Date.now()
-        // Everything is sent and the source stopped. The destination runs nothing until told to, below,
-        // so until the records say it has the VM, the source may run it on whatever the destination answers.
-        if (!paused) undo.push(`the source QEMU of ${uuid}, stopped after sending`, () => from.call('vm.unpause', { uuid }))
-        await to(RECEIVE_MS + DESTINATION_STOP_MS, 'vm.received', { uuid, timeoutMs: RECEIVE_MS })
-        await svc.db.transact((tx) => markMigrated(tx, svc, ref, dest))
-      }),
-    ).catch((err: Error) => {
-      throw err instanceof XapiError ? err : new XapiError('VM_MIGRATE_FAILED', [ref, source, dest, err.message])
+  const source = vmHost(svc, vm)
+  const uuid = vm.uuid
+  const wanted = [...(motion.moves ?? [])].filter(([vdi, sr]) => svc.db.record('VDI', vdi).SR !== sr)
+  // As xapi's localhost migration, a move to its own host changes nothing a client sees; QEMU needs no second copy, of memory nor of the disks that stay.
+  if (source === dest) {
+    for (const [vdi, sr] of wanted) await moveDisk(ctx, vdi, sr, { host: source, uuid, stallMs: STALL_MS })
+    return
+  }
+  const from = svc.agentFor(source)
+  // What the destination is asked is bounded; should it not answer, its own stray check stops what it made (stopStrayQemus).
+  const to = <M extends CallName>(ms: number, method: M, ...args: ArgsOf<CallArgs<M>>) => deadline(ms, `the destination's ${method}`, svc.agentFor(dest).call(method, ...args))
+  const paused = vm.power_state === 'Paused'
+  const started = Date.now()
+  let qemu: MigrationStats | undefined
+  let sent = 0
+  const moves = await withUndo('VM migration', async (undo) => {
+    const moves: DiskMove[] = []
+    for (const [vdi, sr] of wanted) moves.push(await prepareMove(ctx, vdi, sr, true, undo))
+    await withSrLocks([...srsOfVm(svc, vm), ...moves.map((m) => m.sr)], async () => {
+      await undo.step(`the reservation of ${uuid} on the destination`, () => reserveHost(svc, ref, { on: dest }, dest, new Map(wanted)), () => releaseHost(svc, ref))
+      await attachNetworksOn(svc, networksOf(svc, vm), dest)
+      const { nvram } = await from.call('vm.nvram', { uuid })
+      const arriving = new Map(moves.map((m) => [m.vdi, imageOf(svc, m.target, dest)]))
+      const request = { ...startRequest(svc, vm, paused, dest, arriving), ...(nvram ? { nvram } : {}) }
+      const exports = moves.map((m) => userdeviceOf(svc, vm, m.vdi))
+      const address = motion.address ?? svc.db.record('host', dest).address
+      const { port, nbdPort } = await undo.step(`the destination QEMU of ${uuid}`, () => to(DESTINATION_START_MS, 'vm.receive', { request, address, ...(exports.length ? { exports } : {}) }), () => to(DESTINATION_STOP_MS, 'vm.stop', { uuid, clean: false }))
+      const mirror = nbdPort === undefined ? {} : { mirror: { port: nbdPort, userdevices: exports } }
+      qemu = await from.call('vm.migrate-send', { uuid, address, port, stallMs: STALL_MS, ...mirror })
+      sent = Date.now()
+      // Everything is sent and the source stopped. The destination runs nothing until told to, below,
+      // so until the records say it has the VM, the source may run it on whatever the destination answers.
+      if (!paused) undo.push(`the source QEMU of ${uuid}, stopped after sending`, () => from.call('vm.unpause', { uuid }))
+      await to(RECEIVE_MS + DESTINATION_STOP_MS, 'vm.received', { uuid, timeoutMs: RECEIVE_MS })
+      await svc.db.transact((tx) => {
+        markMigrated(tx, svc, ref, dest)
+        for (const move of moves) completeMove(tx, move)
+      })
     })
-    if (!paused) await runOnDestination(svc, ref, dest)
-    // The VM was stopped for QEMU's downtime and then until its destination ran it (bench/migrate reads this line).
-    const switchOver = Date.now() - sent
-    console.log(`VM ${uuid} migrated to host ${svc.db.record('host', dest).uuid} in ${Date.now() - started} ms (QEMU's migration ${qemu!.totalMs} ms), downtime ${qemu!.downtimeMs + switchOver} ms (QEMU's ${qemu!.downtimeMs} ms)`)
-    await from.call('vm.stop', { uuid, clean: false }).catch((e: Error) => console.error(`VM ${uuid} migrated; its QEMU on the source stays: ${e.message}`))
-    await recordMigration(svc, ref, source, dest)
+    return moves
+  }).catch((err: Error) => {
+    throw err instanceof XapiError ? err : new XapiError('VM_MIGRATE_FAILED', [ref, source, dest, err.message])
   })
+  if (!paused) await runOnDestination(svc, ref, dest)
+  // The VM was stopped for QEMU's downtime and then until its destination ran it (bench/migrate reads this line).
+  const switchOver = Date.now() - sent
+  const disks = moves.length ? `, ${moves.length} disk(s) along` : ''
+  console.log(`VM ${uuid} migrated to host ${svc.db.record('host', dest).uuid}${disks} in ${Date.now() - started} ms (QEMU's migration ${qemu!.totalMs} ms), downtime ${qemu!.downtimeMs + switchOver} ms (QEMU's ${qemu!.downtimeMs} ms)`)
+  await from.call('vm.stop', { uuid, clean: false }).catch((e: Error) => console.error(`VM ${uuid} migrated; its QEMU on the source stays: ${e.message}`))
+  await recordMigration(svc, ref, source, dest)
+  for (const move of moves) await destroyMovedFrom(svc, move)
+}
+
+/** The device a VM's disk is plugged as. */
+function userdeviceOf(svc: Services, vm: Readonly<VMRecord>, vdi: string): number {
+  const vbd = vm.VBDs.map((v) => svc.db.record('VBD', v)).find((v) => v.VDI === vdi)
+  return Number(vbd!.userdevice)
 }
 
 /**

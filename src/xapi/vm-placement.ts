@@ -34,12 +34,15 @@ export function hostStates(tx: Tx, svc: Services, ignoring?: string): HostState[
   return svc.db.refs('host').filter((h) => tx.exists('host', h)).map((h) => stateOf(tx, h, guests.get(h) ?? []))
 }
 
-/** What booting the VM needs: the SRs of its non-empty disks and CDs, and of its suspend image while Suspended. */
-export function bootNeeds(tx: Tx, ref: string): BootNeeds {
+/**
+ * What booting the VM needs: the SRs of its non-empty disks and CDs, and of its suspend image
+ * while Suspended; `moves` (VDI → SR) names the SRs of disks on their way to another (storage motion).
+ */
+export function bootNeeds(tx: Tx, ref: string, moves: ReadonlyMap<string, string> = new Map()): BootNeeds {
   const vm = tx.get('VM', ref)
   const vdis = vm.VBDs.map((vbd) => tx.get('VBD', vbd)).filter((vbd) => !vbd.empty && vbd.VDI !== NULL_REF).map((vbd) => vbd.VDI)
   if (vm.power_state === 'Suspended' && vm.suspend_VDI !== NULL_REF) vdis.push(vm.suspend_VDI)
-  return { ref, vm, srs: [...new Set(vdis.filter((v) => tx.exists('VDI', v)).map((v) => tx.get('VDI', v).SR))] }
+  return { ref, vm, srs: [...new Set(vdis.filter((v) => tx.exists('VDI', v)).map((v) => moves.get(v) ?? tx.get('VDI', v).SR))] }
 }
 
 /**
@@ -62,11 +65,11 @@ function assertCanBoot(needs: BootNeeds, host: HostState, inPlace = false): void
 /**
  * Chooses the host a VM boots on, checks it can, and reserves it there (scheduled_to_be_resident_on)
  * in one transaction: a start elsewhere reserving on the same host makes this one read again.
- * `here` is the host an in-place restart happens on.
+ * `here` is the host an in-place restart happens on; `moves` as in bootNeeds.
  */
-export function reserveHost(svc: Services, ref: string, placement: Placement, here: string): Promise<string> {
+export function reserveHost(svc: Services, ref: string, placement: Placement, here: string, moves?: ReadonlyMap<string, string>): Promise<string> {
   return svc.db.transact((tx) => {
-    const needs = bootNeeds(tx, ref)
+    const needs = bootNeeds(tx, ref, moves)
     const states = hostStates(tx, svc, ref)
     const host = placement === 'choose' ? chooseHost(needs, states) : placement === 'in-place' ? here : placement.on
     if (host === undefined) throw new XapiError('NO_HOSTS_AVAILABLE', [])
@@ -81,13 +84,16 @@ export function reserveHost(svc: Services, ref: string, placement: Placement, he
 /** Drops a reservation a start that failed had made. */
 export const releaseHost = (svc: Services, ref: string) => svc.db.transact((tx) => tx.exists('VM', ref) && tx.update('VM', ref, { scheduled_to_be_resident_on: NULL_REF }))
 
-register('VM.assert_can_boot_here', (ctx, [ref, host]) =>
-  ctx.svc.db.transact((tx) => {
-    const state = hostStates(tx, ctx.svc, ref).find((s) => s.ref === host)
+/** assert_can_boot_here on `host` for a VM whose disks `moves` go to other SRs on the way (storage motion). */
+export function assertCanBootWith(svc: Services, ref: string, host: string, moves: ReadonlyMap<string, string>): Promise<void> {
+  return svc.db.transact((tx) => {
+    const state = hostStates(tx, svc, ref).find((s) => s.ref === host)
     if (!state) throw new XapiError('HANDLE_INVALID', ['host', host])
-    assertCanBoot(bootNeeds(tx, ref), state)
-  }),
-)
+    assertCanBoot(bootNeeds(tx, ref, moves), state)
+  })
+}
+
+register('VM.assert_can_boot_here', (ctx, [ref, host]) => assertCanBootWith(ctx.svc, ref, host, new Map()))
 
 /** As xapi: a VM with a reservation can go only where it is reserved. */
 register('VM.get_possible_hosts', (ctx, [ref]) =>
