@@ -76,13 +76,39 @@ const start: Operation = async (conn, inv) => {
 
 /**
  * vm-migrate host=<host>: VM.pool_migrate of each VM selected (live is what it always is; force
- * as xapi's options). Storage motion (vdi:…=, remote-master=) is not there yet: said, not ignored.
+ * as xapi's options). With vdi:<vdi uuid>=<sr uuid> (or sr-uuid= for every disk not named) it is
+ * storage motion, as xapi's CLI makes it: host.migrate_receive on the destination's management
+ * network, then VM.migrate_send, the disks not named staying on their SRs. Cross-pool migration
+ * (remote-master=) and vif: maps are not there yet: said, not ignored.
  */
 const migrate: Operation = async (conn, inv) => {
-  const unsupported = [...inv.params.keys()].filter((k) => k.startsWith('vdi:') || k.startsWith('vif:') || k.startsWith('remote-'))
-  if (unsupported.length) throw new CliError(`vm-migrate: ${unsupported.join(', ')}: storage motion and cross-pool migration are not supported yet`)
+  const unsupported = [...inv.params.keys()].filter((k) => k.startsWith('vif:') || k.startsWith('remote-'))
+  if (unsupported.length) throw new CliError(`vm-migrate: ${unsupported.join(', ')}: cross-pool migration is not supported yet`)
   const host = await hostByNameOrId(conn, need(inv, 'host'))
-  for (const vm of await selectVms(conn, inv, ['host', 'live', 'force'])) await conn.call('VM.pool_migrate', vm, host, { force: String(forced(inv)) })
+  const named = [...inv.params].filter(([k]) => k.startsWith('vdi:'))
+  const everyDisk = inv.params.get('sr-uuid')
+  const options = { force: String(forced(inv)) }
+  for (const vm of await selectVms(conn, inv, ['host', 'live', 'force', 'sr-uuid', ...named.map(([k]) => k)])) {
+    if (!named.length && everyDisk === undefined) {
+      await conn.call('VM.pool_migrate', vm, host, options)
+      continue
+    }
+    const vdiMap: Record<string, string> = {}
+    for (const vbd of await conn.call<string[]>('VM.get_VBDs', vm)) {
+      const rec = await conn.call<Rec>('VBD.get_record', vbd)
+      if (rec.type === 'CD' || rec.empty) continue
+      vdiMap[String(rec.VDI)] = everyDisk === undefined ? await conn.call<string>('VDI.get_SR', rec.VDI) : await conn.call<string>('SR.get_by_uuid', everyDisk)
+    }
+    for (const [key, sr] of named) vdiMap[await conn.call<string>('VDI.get_by_uuid', key.slice('vdi:'.length))] = await conn.call<string>('SR.get_by_uuid', sr)
+    const token = await conn.call<Record<string, string>>('host.migrate_receive', host, await managementNetwork(conn, host), {})
+    await conn.call('VM.migrate_send', vm, token, true, vdiMap, {}, options)
+  }
+}
+
+/** The network of a host's management interface. */
+async function managementNetwork(conn: Connection, host: string): Promise<string> {
+  for (const pif of await conn.call<string[]>('host.get_PIFs', host)) if (await conn.call<boolean>('PIF.get_management', pif)) return conn.call<string>('PIF.get_network', pif)
+  throw new CliError('The destination host has no management interface')
 }
 
 /** vm-install: clone the template, point its disks at the SR, provision, make it a VM. */
